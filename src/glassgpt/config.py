@@ -1,0 +1,248 @@
+"""Configuration: the model's shape (`GPTConfig`), the training recipe (`TrainConfig`),
+the presets that ship with the package, TOML files and `key=value` overrides.
+
+A preset or TOML file has two tables, `[model]` and `[train]`. Every key is
+checked: an unknown key, a value of the wrong type or out of range raises
+`UsageError` (a `ValueError`) with one sentence saying what to change.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from glassgpt.errors import UsageError
+
+PRESET_DIR = "presets"
+
+
+@dataclass
+class GPTConfig:
+    vocab_size: int = 50257
+    block_size: int = 1024
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768
+    dropout: float = 0.0
+    bias: bool = True
+    pos_encoding: str = "learned"  # "learned" | "rope"
+    rope_theta: float = 10000.0
+    norm: str = "scratch"  # "scratch" | "torch"
+    attn_impl: str = "manual"  # "manual" | "sdpa"
+    tie_weights: bool = True
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> None:
+        _check_types(self)
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"{name} must be at least 1, got {getattr(self, name)}")
+        _check_choice("pos_encoding", self.pos_encoding, ("learned", "rope"))
+        _check_choice("norm", self.norm, ("scratch", "torch"))
+        _check_choice("attn_impl", self.attn_impl, ("manual", "sdpa"))
+        if not 0.0 <= self.dropout < 1.0:
+            raise UsageError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.n_embd % self.n_head:
+            raise UsageError(
+                f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}): "
+                f"pick n_head among {_divisors(self.n_embd)} or change n_embd"
+            )
+        if self.pos_encoding == "rope" and self.head_size % 2:
+            raise UsageError(
+                f"RoPE needs an even head size, but n_embd/n_head = {self.head_size}: "
+                "change n_embd or n_head, or use pos_encoding=learned"
+            )
+        if self.rope_theta <= 0:
+            raise UsageError(f"rope_theta must be positive, got {self.rope_theta}")
+
+    @property
+    def head_size(self) -> int:
+        return self.n_embd // self.n_head
+
+    @classmethod
+    def preset(cls, name: str) -> "GPTConfig":
+        """The model shape of a named preset, e.g. `GPTConfig.preset("gpt2")`."""
+        return load_preset(name)[0]
+
+
+@dataclass
+class TrainConfig:
+    dataset: str = "shakespeare-char"
+    batch_size: int = 12
+    grad_accum_steps: int = 1
+    max_iters: int = 2000
+    eval_interval: int = 250
+    eval_iters: int = 20  # batches per periodic eval; the final eval reads the whole split
+    log_interval: int = 10
+    learning_rate: float = 1e-3
+    min_lr: float = 1e-4
+    warmup_iters: int = 100
+    lr_decay_iters: int = 0  # 0 means max_iters
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.99
+    grad_clip: float = 1.0  # 0 disables clipping
+    dtype: str = "float32"  # "float32" | "bfloat16" | "float16"
+    compile: bool = False
+    device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N" | "mps"
+    seed: int = 1337
+    max_bad_steps: int = 10  # stop after this many non-finite steps in a row
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> None:
+        _check_types(self)
+        for name in ("batch_size", "grad_accum_steps", "max_iters", "eval_interval",
+                     "eval_iters", "log_interval", "max_bad_steps"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("warmup_iters", "lr_decay_iters", "weight_decay", "grad_clip", "min_lr"):
+            if getattr(self, name) < 0:
+                raise UsageError(f"{name} must not be negative, got {getattr(self, name)}")
+        if self.learning_rate <= 0:
+            raise UsageError(f"learning_rate must be positive, got {self.learning_rate}")
+        if self.min_lr > self.learning_rate:
+            raise UsageError(f"min_lr ({self.min_lr}) must not exceed learning_rate ({self.learning_rate})")
+        for name in ("beta1", "beta2"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise UsageError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        _check_choice("dtype", self.dtype, ("float32", "bfloat16", "float16"))
+        if not (self.device in ("auto", "cpu", "cuda", "mps") or self.device.startswith("cuda:")):
+            raise UsageError(f"device must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
+
+    @property
+    def decay_iters(self) -> int:
+        return self.lr_decay_iters or self.max_iters
+
+
+@dataclass
+class RunConfig:
+    """Everything a run is made of: the model shape and the training recipe."""
+
+    model: GPTConfig = field(default_factory=GPTConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict:
+        return {"model": dataclasses.asdict(self.model), "train": dataclasses.asdict(self.train)}
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str = "config") -> "RunConfig":
+        _reject_unknown(d, {"model", "train"}, f"{source}: table")
+        model = _build(GPTConfig, d.get("model", {}), f"{source} [model]")
+        train = _build(TrainConfig, d.get("train", {}), f"{source} [train]")
+        return cls(model, train)
+
+
+# ---------------------------------------------------------------- presets and files
+
+def preset_names() -> list[str]:
+    files = resources.files("glassgpt").joinpath(PRESET_DIR).iterdir()
+    return sorted(f.name[: -len(".toml")] for f in files if f.name.endswith(".toml"))
+
+
+def load_preset(name: str) -> tuple[GPTConfig, TrainConfig]:
+    if name not in preset_names():
+        hint = _did_you_mean(name, preset_names())
+        raise UsageError(f"unknown preset {name!r}{hint}; known presets: {', '.join(preset_names())}")
+    text = resources.files("glassgpt").joinpath(PRESET_DIR, f"{name}.toml").read_text()
+    rc = RunConfig.from_dict(tomllib.loads(text), source=f"preset {name}")
+    return rc.model, rc.train
+
+
+def load_run_config(preset_or_toml: str, overrides: typing.Sequence[str] = ()) -> RunConfig:
+    """A preset name or a path to a TOML file, then `key=value` overrides applied in order."""
+    if preset_or_toml.endswith(".toml") or Path(preset_or_toml).is_file():
+        path = Path(preset_or_toml)
+        if not path.is_file():
+            raise UsageError(f"config file {path} does not exist")
+        try:
+            data = tomllib.loads(path.read_text())
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            raise UsageError(f"{path} is not valid TOML: {e}") from None
+        base = RunConfig.from_dict(data, source=str(path))
+    else:
+        base = RunConfig(*load_preset(preset_or_toml))
+    return apply_overrides(base, overrides)
+
+
+def apply_overrides(rc: RunConfig, overrides: typing.Sequence[str]) -> RunConfig:
+    model, train = dataclasses.asdict(rc.model), dataclasses.asdict(rc.train)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise UsageError(f"override {item!r} must look like key=value, e.g. max_iters=100")
+        if key in model:
+            model[key] = parse_value(raw)
+        elif key in train:
+            train[key] = parse_value(raw)
+        else:
+            hint = _did_you_mean(key, list(model) + list(train))
+            raise UsageError(f"unknown config key {key!r}{hint}")
+    return RunConfig(_build(GPTConfig, model, "override"), _build(TrainConfig, train, "override"))
+
+
+def parse_value(raw: str):
+    """A TOML value (`3`, `1e-3`, `true`, `"x"`), or the bare text as a string."""
+    raw = raw.strip()
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+# ---------------------------------------------------------------- checking helpers
+
+def _build(cls, values: dict, source: str):
+    names = {f.name for f in dataclasses.fields(cls)}
+    _reject_unknown(values, names, f"{source}: key")
+    return cls(**values)
+
+
+def _reject_unknown(values: dict, known: set, what: str) -> None:
+    if not isinstance(values, dict):
+        raise UsageError(f"{what.split(':')[0]} must be a table of key = value pairs")
+    for key in values:
+        if key not in known:
+            raise UsageError(f"{what} {key!r} is unknown{_did_you_mean(key, sorted(known))}")
+
+
+def _check_types(obj) -> None:
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        value, want = getattr(obj, f.name), hints[f.name]
+        if want is float and isinstance(value, int) and not isinstance(value, bool):
+            setattr(obj, f.name, float(value))
+            continue
+        if want is bool and not isinstance(value, bool):
+            raise UsageError(f"{f.name} must be true or false, got {value!r}")
+        if want is int and (isinstance(value, bool) or not isinstance(value, int)):
+            raise UsageError(f"{f.name} must be a whole number, got {value!r}")
+        if want is float and not isinstance(value, float):
+            raise UsageError(f"{f.name} must be a number, got {value!r}")
+        if want is str and not isinstance(value, str):
+            raise UsageError(f"{f.name} must be a string, got {value!r}")
+        if want is float and value != value:
+            raise UsageError(f"{f.name} must be a number, got nan")
+
+
+def _check_choice(name: str, value: str, choices: tuple) -> None:
+    if value not in choices:
+        raise UsageError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+
+
+def _did_you_mean(word: str, candidates: list[str]) -> str:
+    close = difflib.get_close_matches(word, candidates, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _divisors(n: int) -> list[int]:
+    return [d for d in range(1, min(n, 64) + 1) if n % d == 0]

@@ -1,0 +1,20 @@
+"""The two kinds of error a user can meet, and the exit status each one gets.
+
+`UsageError` means the user asked for something that cannot work (a bad key, a
+missing run directory, a character outside the vocabulary): exit status 2.
+`RunError` means something went wrong while doing what was asked (a corrupt
+file, no network to fetch data): exit status 1. Both carry one sentence that
+says what is wrong and how to fix it; `glassgpt.cli` prints it and exits.
+"""
+
+
+class GlassGPTError(Exception):
+    exit_code = 1
+
+
+class UsageError(GlassGPTError, ValueError):
+    exit_code = 2
+
+
+class RunError(GlassGPTError, RuntimeError):
+    exit_code = 1

@@ -1,0 +1,144 @@
+"""Sampling, and a KV cache written by hand.
+
+Sampling is a pure function of the last position's logits and a seeded
+`torch.Generator`: temperature, then top-k, then top-p (nucleus), then a draw;
+temperature 0 is greedy.
+
+Without a cache every step runs the model on the whole context. With the
+`KVCache`, the prompt runs once (the prefill) and each later step runs only the
+new token, reading the keys and values of the past from the cache. The model
+only ever sees the last `block_size` tokens: when the cache is full, it is
+refilled from the last `block_size` tokens, which is exactly what the uncached
+path computes, so both give the same tokens and logits.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import torch
+
+from glassgpt.config import GPTConfig
+from glassgpt.errors import UsageError
+
+
+class KVCache:
+    """Keys and values of every layer, preallocated: (n_layer, B, nh, max_len, hs) each.
+    `length` positions are filled; the model advances it after all layers have run."""
+
+    def __init__(self, config: GPTConfig, batch_size: int, max_len: int,
+                 device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32):
+        shape = (config.n_layer, batch_size, config.n_head, max_len, config.head_size)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.max_len = max_len
+        self.length = 0
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store the new keys/values (B, nh, T, hs) of one layer after the past ones and
+        return all of them, (B, nh, length + T, hs)."""
+        end = self.length + k.size(2)
+        if end > self.max_len:
+            raise ValueError(f"KV cache holds {self.max_len} positions, asked to hold {end}: reset it or crop the context")
+        self.k[layer, :, :, self.length:end] = k
+        self.v[layer, :, :, self.length:end] = v
+        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+
+    def advance(self, n: int) -> None:
+        self.length += n
+
+    def reset(self) -> None:
+        self.length = 0
+
+
+# ---------------------------------------------------------------- sampling
+
+def check_sampling_args(temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
+                        max_new_tokens: int = 0) -> None:
+    if not temperature >= 0:
+        raise UsageError(f"temperature must be 0 (greedy) or positive, got {temperature}")
+    if top_k is not None and top_k < 1:
+        raise UsageError(f"top_k must be at least 1, got {top_k}")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise UsageError(f"top_p must be in (0, 1], got {top_p}")
+    if max_new_tokens < 0:
+        raise UsageError(f"max_new_tokens must not be negative, got {max_new_tokens}")
+
+
+def apply_top_k(logits: torch.Tensor, k: int) -> torch.Tensor:
+    """Keep the k largest logits of each row (B, V); the rest become -inf."""
+    k = min(k, logits.size(-1))
+    kth_largest = torch.topk(logits, k, dim=-1).values[..., -1:]  # (B, 1)
+    return logits.masked_fill(logits < kth_largest, float("-inf"))
+
+
+def apply_top_p(logits: torch.Tensor, p: float) -> torch.Tensor:
+    """Keep the smallest set of most likely tokens whose probability reaches p
+    (always at least one); the rest become -inf."""
+    sorted_logits, order = torch.sort(logits, dim=-1, descending=True)  # (B, V)
+    probs = torch.softmax(sorted_logits, dim=-1)
+    mass_before = torch.cumsum(probs, dim=-1) - probs  # probability of the tokens ranked above
+    drop_sorted = mass_before >= p  # the set had already reached p without this token
+    drop = drop_sorted.scatter(-1, order, drop_sorted)  # back to vocabulary order
+    return logits.masked_fill(drop, float("-inf"))
+
+
+def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
+                top_p: float | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+    """logits (B, V) of the last position -> next token ids (B, 1)."""
+    if temperature == 0:
+        return logits.argmax(dim=-1, keepdim=True)
+    logits = logits.float() / temperature
+    if top_k is not None:
+        logits = apply_top_k(logits, top_k)
+    if top_p is not None and top_p < 1:
+        logits = apply_top_p(logits, top_p)
+    probs = torch.softmax(logits, dim=-1)
+    return torch.multinomial(probs, num_samples=1, generator=generator)
+
+
+# ---------------------------------------------------------------- generation
+
+@torch.no_grad()
+def stream_logits(model, idx: torch.Tensor, max_new_tokens: int, *, temperature: float = 1.0,
+                  top_k: int | None = None, top_p: float | None = None, use_cache: bool = True,
+                  generator: torch.Generator | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Yield `(next_ids (B, 1), logits (B, V))` for each new token."""
+    check_sampling_args(temperature, top_k, top_p, max_new_tokens)
+    if idx.dim() != 2 or idx.size(1) == 0:
+        raise UsageError("generation needs a prompt of at least one token per row")
+    block = model.config.block_size
+    param = next(model.parameters())
+    cache = KVCache(model.config, idx.size(0), block, param.device, param.dtype) if use_cache else None
+    was_training = model.training
+    model.eval()
+    try:
+        for _ in range(max_new_tokens):
+            if cache is None:
+                logits, _ = model(idx[:, -block:])  # the whole (cropped) context every step
+            elif cache.length == 0 or cache.length == block:
+                cache.reset()  # first step, or the cache is full: fill it from the last block tokens
+                logits, _ = model(idx[:, -block:], kv_cache=cache)
+            else:
+                logits, _ = model(idx[:, -1:], kv_cache=cache)  # only the newest token
+            last_logits = logits[:, -1, :]  # (B, V)
+            next_ids = sample_next(last_logits, temperature, top_k, top_p, generator)  # (B, 1)
+            idx = torch.cat([idx, next_ids], dim=1)
+            yield next_ids, last_logits
+    finally:
+        model.train(was_training)
+
+
+def stream(model, idx: torch.Tensor, max_new_tokens: int, **kw) -> Iterator[torch.Tensor]:
+    """Yield next token ids (B, 1) as they are made."""
+    for next_ids, _ in stream_logits(model, idx, max_new_tokens, **kw):
+        yield next_ids
+
+
+def generate(model, idx: torch.Tensor, max_new_tokens: int, *, temperature: float = 1.0,
+             top_k: int | None = None, top_p: float | None = None, use_cache: bool = True,
+             generator: torch.Generator | None = None) -> torch.Tensor:
+    """idx (B, T) -> (B, T + max_new_tokens): the prompt followed by the new tokens."""
+    new = list(stream(model, idx, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                      use_cache=use_cache, generator=generator))
+    return torch.cat([idx, *new], dim=1)
