@@ -1,0 +1,35 @@
+# glassgpt: every target installs what it needs into .venv first.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+TORCH  ?= torch==2.13.0
+
+# Offline machines: use the local mirror of upstream data files when there is one.
+ifeq ($(GLASSGPT_MIRROR),)
+ifneq ($(wildcard ../shared/data),)
+export GLASSGPT_MIRROR := $(abspath ../shared/data)
+endif
+endif
+
+.PHONY: install quickstart test bench lint clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+quickstart: install
+	$(VENV)/bin/glassgpt prepare shakespeare-char
+	rm -rf runs/quickstart
+	$(VENV)/bin/glassgpt train cpu-baby --out runs/quickstart
+	$(VENV)/bin/glassgpt sample runs/quickstart --prompt "ROMEO:" --max-new-tokens 400 --seed 1337
+
+test: install
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

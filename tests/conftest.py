@@ -1,0 +1,78 @@
+"""Shared fixtures: tiny models, and a data dir with Tiny Shakespeare prepared once per session.
+
+Tests never touch the network: Tiny Shakespeare comes from GLASSGPT_MIRROR
+(the Makefile points it at ../shared/data) or from ../shared/data directly.
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from glassgpt.config import GPTConfig
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def tiny_config(**overrides) -> GPTConfig:
+    cfg = dict(vocab_size=50, block_size=16, n_layer=2, n_head=2, n_embd=16)
+    cfg.update(overrides)
+    return GPTConfig(**cfg)
+
+
+@pytest.fixture(autouse=True)
+def _deterministic():
+    torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def mirror() -> Path:
+    path = Path(os.environ.get("GLASSGPT_MIRROR", SHARED_DATA))
+    assert (path / "tinyshakespeare.txt").is_file(), (
+        f"Tiny Shakespeare not found in {path}: set GLASSGPT_MIRROR to a folder holding tinyshakespeare.txt"
+    )
+    return path
+
+
+@pytest.fixture(scope="session")
+def prepared_data_dir(tmp_path_factory, mirror) -> Path:
+    """A data dir with shakespeare-char prepared, shared by the whole session."""
+    data_dir = tmp_path_factory.mktemp("glassgpt-data")
+    env = {"GLASSGPT_DATA_DIR": str(data_dir), "GLASSGPT_MIRROR": str(mirror)}
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in env.items():
+            mp.setenv(k, v)
+        from glassgpt.data import prepare
+
+        prepare("shakespeare-char")
+    return data_dir
+
+
+@pytest.fixture
+def data_env(monkeypatch, prepared_data_dir, mirror) -> Path:
+    """GLASSGPT_DATA_DIR and GLASSGPT_MIRROR set for this test (and its subprocesses)."""
+    monkeypatch.setenv("GLASSGPT_DATA_DIR", str(prepared_data_dir))
+    monkeypatch.setenv("GLASSGPT_MIRROR", str(mirror))
+    return prepared_data_dir
+
+
+def run_cli(*args: str, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`glassgpt ARGS` in a subprocess, as a user would run it."""
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, "-m", "glassgpt", *args], capture_output=True, text=True,
+                          timeout=timeout, env=full_env)
+
+
+def assert_clean_error(result: subprocess.CompletedProcess, code: int, *fragments: str) -> None:
+    """One line on stderr, the given exit status, no traceback."""
+    assert result.returncode == code, (result.returncode, result.stderr)
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]

@@ -1,0 +1,139 @@
+import itertools
+
+import pytest
+import torch
+from torch import nn
+
+from glassgpt.config import GPTConfig
+from glassgpt.model import GPT, LayerNorm, causal_mask
+
+from conftest import tiny_config
+
+COMBINATIONS = list(itertools.product(["manual", "sdpa"], ["scratch", "torch"], ["learned", "rope"]))
+
+
+def twin_models(**cfg):
+    """The same weights under attn_impl=manual and attn_impl=sdpa."""
+    manual = GPT(tiny_config(attn_impl="manual", **cfg))
+    sdpa = GPT(tiny_config(attn_impl="sdpa", **cfg))
+    sdpa.load_state_dict(manual.state_dict())
+    return manual, sdpa
+
+
+@pytest.mark.parametrize("pos_encoding", ["learned", "rope"])
+def test_manual_and_sdpa_attention_agree_in_output_and_gradients(pos_encoding):
+    manual, sdpa = twin_models(pos_encoding=pos_encoding)
+    idx = torch.randint(0, 50, (3, 16))
+    targets = torch.randint(0, 50, (3, 16))
+    logits_m, loss_m = manual(idx, targets)
+    logits_s, loss_s = sdpa(idx, targets)
+    torch.testing.assert_close(logits_m, logits_s, atol=1e-5, rtol=1e-5)
+    loss_m.backward()
+    loss_s.backward()
+    grads_s = dict(sdpa.named_parameters())
+    for name, p in manual.named_parameters():
+        torch.testing.assert_close(p.grad, grads_s[name].grad, atol=1e-5, rtol=1e-5, msg=name)
+
+
+def test_scratch_layernorm_matches_torch_forward_and_backward():
+    ours, ref = LayerNorm(32), nn.LayerNorm(32)
+    with torch.no_grad():
+        ours.weight.copy_(torch.randn(32))
+        ours.bias.copy_(torch.randn(32))
+        ref.weight.copy_(ours.weight)
+        ref.bias.copy_(ours.bias)
+    x = (torch.randn(4, 7, 32) * 3 + 1).requires_grad_()
+    x_ref = x.detach().clone().requires_grad_()
+    y, y_ref = ours(x), ref(x_ref)
+    torch.testing.assert_close(y, y_ref, atol=1e-5, rtol=1e-5)
+    upstream = torch.randn_like(y)
+    (y * upstream).sum().backward()
+    (y_ref * upstream).sum().backward()
+    torch.testing.assert_close(x.grad, x_ref.grad, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(ours.weight.grad, ref.weight.grad, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(ours.bias.grad, ref.bias.grad, atol=1e-5, rtol=1e-5)
+
+
+def test_scratch_and_torch_norm_models_compute_the_same_function():
+    scratch = GPT(tiny_config(norm="scratch"))
+    fused = GPT(tiny_config(norm="torch"))
+    fused.load_state_dict(scratch.state_dict())
+    idx = torch.randint(0, 50, (2, 16))
+    torch.testing.assert_close(scratch(idx)[0], fused(idx)[0], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("attn_impl,norm,pos_encoding", COMBINATIONS)
+def test_changing_token_t_changes_no_logit_before_t(attn_impl, norm, pos_encoding):
+    model = GPT(tiny_config(attn_impl=attn_impl, norm=norm, pos_encoding=pos_encoding)).eval()
+    idx = torch.randint(0, 50, (1, 16))
+    base, _ = model(idx)
+    for t in (0, 5, 15):
+        changed = idx.clone()
+        changed[0, t] = (changed[0, t] + 1) % 50
+        logits, _ = model(changed)
+        torch.testing.assert_close(logits[:, :t], base[:, :t], atol=1e-6, rtol=0)
+        assert not torch.allclose(logits[:, t], base[:, t]), "the changed position itself must change"
+
+
+def test_causal_mask_with_cached_past():
+    # 2 new queries after 3 cached positions: query 0 sits at position 3.
+    expected = torch.tensor([[1, 1, 1, 1, 0], [1, 1, 1, 1, 1]], dtype=torch.bool)
+    assert torch.equal(causal_mask(2, 5, "cpu"), expected)
+
+
+@pytest.mark.parametrize("name,count", [
+    ("gpt2", 124_439_808),
+    ("gpt2-163m", 163_037_184),
+    ("shakespeare-char", 10_770_816),
+    ("cpu-baby", 809_856),
+])
+def test_preset_parameter_counts_are_exact(name, count):
+    with torch.device("meta"):  # shapes only: no memory, no init time
+        model = GPT(GPTConfig.preset(name))
+    assert model.num_params() == count
+
+
+def test_weight_tying_shares_one_matrix():
+    tied, untied = GPT(tiny_config(tie_weights=True)), GPT(tiny_config(tie_weights=False))
+    assert tied.lm_head.weight is tied.wte.weight
+    assert untied.lm_head.weight is not untied.wte.weight
+    assert untied.num_params() - tied.num_params() == 50 * 16
+
+
+def test_rope_model_has_no_position_table():
+    assert GPT(tiny_config(pos_encoding="rope")).wpe is None
+
+
+@pytest.mark.parametrize("bad,fragment", [
+    (dict(n_embd=30, n_head=4), "divisible by n_head"),
+    (dict(n_embd=24, n_head=8, pos_encoding="rope"), "even head size"),
+    (dict(attn_impl="flash"), "attn_impl"),
+    (dict(dropout=1.5), "dropout"),
+    (dict(n_layer=0), "n_layer"),
+])
+def test_invalid_shapes_raise_value_error_with_advice(bad, fragment):
+    with pytest.raises(ValueError, match=fragment):
+        tiny_config(**bad)
+
+
+def test_forward_returns_logits_for_every_position_and_mean_loss():
+    model = GPT(tiny_config())
+    idx = torch.randint(0, 50, (2, 10))
+    logits, loss = model(idx)
+    assert logits.shape == (2, 10, 50) and loss is None
+    targets = idx.clone()
+    targets[:, :5] = -1  # ignored positions
+    _, loss = model(idx, targets)
+    expected = nn.functional.cross_entropy(logits[:, 5:].reshape(-1, 50), idx[:, 5:].reshape(-1))
+    torch.testing.assert_close(loss, expected)
+
+
+def test_learned_positions_refuse_a_sequence_longer_than_the_block():
+    with pytest.raises(ValueError, match="block_size"):
+        GPT(tiny_config())(torch.zeros(1, 17, dtype=torch.long))
+
+
+def test_flops_per_token_follows_the_palm_formula():
+    model = GPT(tiny_config())
+    n = model.num_params(non_embedding=True)
+    assert model.estimate_flops_per_token() == 6 * n + 12 * 2 * 2 * 8 * 16

@@ -1,0 +1,66 @@
+import json
+import math
+
+import torch
+
+from glassgpt.checkpoint import load_run
+from glassgpt.config import load_run_config
+from glassgpt.train import lr_at
+
+TINY = ["n_layer=2", "n_head=2", "n_embd=32", "block_size=32", "batch_size=8", "eval_iters=4",
+        "log_interval=5", "warmup_iters=5", "learning_rate=3e-3", "min_lr=3e-4"]
+
+
+def tiny_run_config(*extra):
+    return load_run_config("cpu-baby", [*TINY, *extra])
+
+
+def test_training_lowers_the_loss_and_writes_a_complete_run(data_env, tmp_path):
+    from glassgpt.train import train
+
+    run_dir = tmp_path / "run"
+    final = train(tiny_run_config("max_iters=60", "eval_interval=30"), run_dir, log=lambda s: None)
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in rows if r["kind"] == "eval"]
+    assert evals[0]["step"] == 0 and evals[-1]["step"] == 60
+    assert evals[-1]["val_loss"] < evals[0]["val_loss"] - 0.5, evals
+    assert final["val_loss"] == evals[-1]["val_loss"]
+    assert math.isclose(final["bits_per_character"], final["val_loss"] / math.log(2))
+    train_rows = [r for r in rows if r["kind"] == "train"]
+    assert {"step", "train_loss", "lr", "grad_norm", "tokens_per_s"} <= set(train_rows[0])
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "trainer_state.pt", "metrics.jsonl", "loss.png"):
+        assert (run_dir / name).is_file(), name
+    assert (run_dir / "loss.png").read_bytes()[:4] == b"\x89PNG"
+    assert not list(run_dir.glob("*.tmp"))
+
+
+def test_a_saved_run_loads_back_with_the_same_logits(data_env, tmp_path):
+    from glassgpt.train import train
+
+    run_dir = tmp_path / "run"
+    train(tiny_run_config("max_iters=10", "eval_interval=10"), run_dir, log=lambda s: None)
+    model, tokenizer, rc = load_run(run_dir)
+    again, _, _ = load_run(run_dir)
+    idx = torch.tensor([tokenizer.encode("ROMEO: wherefore")])
+    torch.testing.assert_close(model(idx)[0], again(idx)[0], atol=0, rtol=0)
+    assert rc.model.n_embd == 32 and tokenizer.vocab_size == 65
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["train"]["max_iters"] == 10 and len(config["weights_sha256"]) == 64
+
+
+def test_lr_schedule_warms_up_then_decays_to_min_lr():
+    tc = tiny_run_config("max_iters=100", "warmup_iters=10").train
+    lrs = [lr_at(s, tc) for s in range(101)]
+    assert lrs[0] < lrs[5] < lrs[9] <= tc.learning_rate
+    assert max(lrs) <= tc.learning_rate
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:])), "monotone decay after warmup"
+    assert math.isclose(lrs[100], tc.min_lr)
+
+
+def test_eval_over_the_whole_split_counts_every_target_once():
+    from glassgpt.data import eval_windows
+
+    data = torch.arange(100).numpy()
+    targets = [y[y != -1] for _, y in eval_windows(data, block_size=16, batch_size=3)]
+    flat = torch.cat([t.flatten() for t in targets])
+    assert torch.equal(flat, torch.arange(1, 100))
