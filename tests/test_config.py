@@ -11,7 +11,7 @@ def test_presets_are_listed_and_load():
     t = baby.train
     assert (t.batch_size, t.max_iters, t.learning_rate, t.min_lr, t.warmup_iters, t.beta2, t.eval_interval) == (
         12, 2000, 1e-3, 1e-4, 100, 0.99, 250)
-    assert baby.model.dropout == 0.0
+    assert baby.model.dropout == 0.0 and baby.model.pos_encoding == "rope"
 
 
 def test_overrides_reach_either_config_and_keep_types():
