@@ -11,7 +11,7 @@ export GLASSGPT_MIRROR := $(abspath ../shared/data)
 endif
 endif
 
-.PHONY: install quickstart test bench lint clean
+.PHONY: install quickstart test demo clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,8 +28,16 @@ quickstart: install
 	$(VENV)/bin/glassgpt train cpu-baby --out runs/quickstart
 	$(VENV)/bin/glassgpt sample runs/quickstart --prompt "ROMEO:" --max-new-tokens 400 --seed 1337
 
-test: install
+# The browser test drives Debian's Chromium (Playwright cannot download its own browser here).
+CHROMIUM := /usr/bin/chromium
+$(CHROMIUM):
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+
+test: install $(CHROMIUM)
 	$(PY) -m pytest -q
+
+demo: install
+	$(VENV)/bin/glassgpt demo $(or $(RUN),runs/quickstart)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -76,3 +76,16 @@ def assert_clean_error(result: subprocess.CompletedProcess, code: int, *fragment
     assert len(lines) == 1, result.stderr
     for fragment in fragments:
         assert fragment in lines[0], lines[0]
+
+
+def make_tiny_run(run_dir: Path, text: str = "ROMEO: wherefore art thou?\nJULIET: here.\n", **cfg) -> Path:
+    """A run directory holding a random tiny model with a char tokenizer fitted on `text`."""
+    from glassgpt.checkpoint import save_run
+    from glassgpt.config import RunConfig, TrainConfig
+    from glassgpt.model import GPT
+    from glassgpt.tokenizer import get_tokenizer
+
+    tokenizer = get_tokenizer("char", text=text)
+    model_cfg = tiny_config(vocab_size=tokenizer.vocab_size, block_size=32, **cfg)
+    save_run(run_dir, GPT(model_cfg), tokenizer, RunConfig(model_cfg, TrainConfig()))
+    return run_dir

@@ -45,6 +45,13 @@ def _number(text: str, kind):
         raise argparse.ArgumentTypeError(f"{text!r} is not a {'whole number' if kind is int else 'number'}") from None
 
 
+def port_number(text: str) -> int:
+    value = _number(text, int)
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port between 1 and 65535, got {value}")
+    return value
+
+
 def float_arg(text: str) -> float:
     value = _number(text, float)
     if value != value:
@@ -81,6 +88,11 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--num-samples", type=positive_int, default=1, help="samples drawn together as one batch")
     p.add_argument("--no-cache", action="store_true", help="recompute the whole context at every step")
     p.add_argument("--device", default="cpu")
+
+    p = sub.add_parser("demo", help="serve the web demo (needs glassgpt[demo])")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to serve other machines")
+    p.add_argument("--port", type=port_number, default=7860)
     return parser
 
 
@@ -162,7 +174,19 @@ def cmd_sample(args) -> None:
     print(f"[{count} tokens in {elapsed:.2f}s: {count / max(elapsed, 1e-9):,.0f} tokens/s]", file=sys.stderr)
 
 
-COMMANDS = {"prepare": cmd_prepare, "train": cmd_train, "sample": cmd_sample}
+def cmd_demo(args) -> None:
+    try:
+        import gradio  # noqa: F401
+    except ImportError:
+        raise UsageError("the demo needs Gradio: pip install 'glassgpt[demo]'") from None
+    from glassgpt.app import launch
+    from glassgpt.checkpoint import check_run_dir
+
+    check_run_dir(args.run_dir)
+    launch(str(args.run_dir), host=args.host, port=args.port)
+
+
+COMMANDS = {"prepare": cmd_prepare, "train": cmd_train, "sample": cmd_sample, "demo": cmd_demo}
 
 
 def main(argv: list[str] | None = None) -> None:

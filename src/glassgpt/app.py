@@ -1,0 +1,153 @@
+"""The web demo: generate text, then look inside the model that wrote it.
+
+`glassgpt demo RUN_DIR` serves it; `app.py` at the repository root serves the
+run named by `GLASSGPT_RUN` the way a Hugging Face Space would. Needs the
+`demo` extra (`pip install glassgpt[demo]`): the core package does not import Gradio.
+
+A public demo must stay up: prompts and new tokens are bounded, requests wait
+in a bounded queue and run a few at a time, nothing a user sends is read as a
+path or as code, and an error in one request is shown in the page.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import time
+from dataclasses import dataclass
+
+import torch
+
+from glassgpt.errors import GlassGPTError, UsageError
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from a demo
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_prompt_chars: int = 1000
+    max_new_tokens: int = 500
+    concurrency: int = 2  # requests computed at once
+    queue_size: int = 16  # requests waiting; more are turned away
+
+
+class Demo:
+    """The model and tokenizer behind the page, and the two things the page asks of them."""
+
+    def __init__(self, model, tokenizer, limits: Limits = Limits()):
+        self.model, self.tokenizer, self.limits = model.eval(), tokenizer, limits
+
+    def encode_prompt(self, prompt: str) -> list[int]:
+        if not isinstance(prompt, str) or not prompt:
+            raise UsageError("the prompt is empty: type some text to continue")
+        if len(prompt) > self.limits.max_prompt_chars:
+            raise UsageError(f"the prompt is {len(prompt)} characters; the limit is {self.limits.max_prompt_chars}")
+        return self.tokenizer.encode(prompt)
+
+    def generate(self, prompt: str, max_new_tokens: int, temperature: float, top_k: int, top_p: float, seed: int):
+        """Yield `(text so far, stats line)` as tokens are made."""
+        from glassgpt.generate import check_sampling_args, stream
+
+        max_new_tokens, top_k, seed = int(max_new_tokens), int(top_k), int(seed)
+        if not 1 <= max_new_tokens <= self.limits.max_new_tokens:
+            raise UsageError(f"max new tokens must be between 1 and {self.limits.max_new_tokens}")
+        top_k_or_none = top_k if top_k > 0 else None  # 0 switches top-k off
+        top_p_or_none = top_p if top_p < 1 else None
+        check_sampling_args(temperature, top_k_or_none, top_p_or_none, max_new_tokens)
+        ids = self.encode_prompt(prompt)
+        generator = torch.Generator().manual_seed(seed)
+        idx = torch.tensor([ids], dtype=torch.long)
+        new: list[int] = []
+        start = time.perf_counter()
+        for next_ids in stream(self.model, idx, max_new_tokens, temperature=temperature, top_k=top_k_or_none,
+                               top_p=top_p_or_none, generator=generator):
+            new.append(int(next_ids[0, 0]))
+            elapsed = time.perf_counter() - start
+            yield prompt + self.tokenizer.decode(new), f"{len(new)} tokens · {len(new) / max(elapsed, 1e-9):,.0f} tokens/s"
+
+    def inside(self, text: str, layer: int, head: int):
+        """Attention pattern of one head, the depth scan and the sink heads for `text`
+        (the last block_size tokens of it)."""
+        from glassgpt import analysis
+
+        ids = self.encode_prompt(text)[-self.model.config.block_size:]
+        cfg = self.model.config
+        layer, head = int(layer), int(head)
+        if not (0 <= layer < cfg.n_layer and 0 <= head < cfg.n_head):
+            raise UsageError(f"layer must be in 0..{cfg.n_layer - 1} and head in 0..{cfg.n_head - 1}")
+        idx = torch.tensor([ids], dtype=torch.long)
+        labels = analysis.token_labels(self.tokenizer, ids)
+        patterns = analysis.attention_patterns(self.model, idx)  # (L, H, T, T)
+        attention_fig = analysis.plot_attention(patterns[layer, head], labels, title=f"layer {layer}, head {head}")
+        depth_fig = analysis.plot_head_heatmap(analysis.depth_scan(self.model, idx), "depth scan: normalised entropy",
+                                               "entropy / uniform")
+        sinks = analysis.find_sinks(analysis.sink_scores(patterns), tokens=labels)
+        rows = [[s["layer"], s["head"], round(float(s["share"]), 3), s["token"]] for s in sinks]
+        return attention_fig, depth_fig, rows
+
+
+def build_app(demo: Demo, title: str = "glassgpt"):
+    import gradio as gr
+
+    cfg, limits = demo.model.config, demo.limits
+
+    def on_error(fn):
+        """Turn our errors into a message in the page; the server keeps running."""
+        @functools.wraps(fn)  # keeps the parameter names, which name the API's arguments
+        def wrapped(*args):
+            try:
+                result = fn(*args)
+                if hasattr(result, "__next__"):
+                    yield from result
+                else:
+                    yield result
+            except GlassGPTError as e:
+                raise gr.Error(str(e)) from None
+        return wrapped
+
+    with gr.Blocks(title=title) as app:
+        gr.Markdown(f"# {title}\n{demo.model.num_params():,} parameters · {cfg.n_layer} layers × "
+                    f"{cfg.n_head} heads · context {cfg.block_size} · tokenizer `{demo.tokenizer.name}`")
+        with gr.Tab("Generate"):
+            prompt = gr.Textbox(label="Prompt", value="ROMEO:", lines=3, max_length=limits.max_prompt_chars,
+                                elem_id="prompt")
+            with gr.Row():
+                max_new = gr.Slider(1, limits.max_new_tokens, value=min(200, limits.max_new_tokens), step=1,
+                                    label="Max new tokens")
+                temperature = gr.Slider(0.0, 2.0, value=0.8, step=0.05, label="Temperature (0 = greedy)")
+            with gr.Row():
+                top_k = gr.Slider(0, 200, value=0, step=1, label="Top-k (0 = off)")
+                top_p = gr.Slider(0.05, 1.0, value=1.0, step=0.05, label="Top-p (1 = off)")
+                seed = gr.Number(value=1337, precision=0, label="Seed")
+            generate_btn = gr.Button("Generate", variant="primary", elem_id="generate")
+            output = gr.Textbox(label="Text", lines=12, elem_id="output", interactive=False)
+            stats = gr.Markdown(elem_id="stats")
+        with gr.Tab("Inside", elem_id="inside-tab"):
+            gr.Markdown("What the model attends to over the prompt plus its generation (the last "
+                        f"{cfg.block_size} tokens).")
+            with gr.Row():
+                layer = gr.Slider(0, cfg.n_layer - 1, value=0, step=1, label="Layer")
+                head = gr.Slider(0, cfg.n_head - 1, value=0, step=1, label="Head")
+                inside_btn = gr.Button("Show attention", elem_id="show-attention")
+            attention_plot = gr.Plot(label="Attention pattern", elem_id="attention-plot")
+            depth_plot = gr.Plot(label="Depth scan", elem_id="depth-plot")
+            sinks_table = gr.Dataframe(headers=["layer", "head", "share", "sinks onto"], label="Sink heads")
+
+        def inside(text: str, prompt: str, layer: int, head: int):
+            return demo.inside(text or prompt, layer, head)
+
+        generate_btn.click(on_error(demo.generate), [prompt, max_new, temperature, top_k, top_p, seed],
+                           [output, stats], api_name="generate")
+        inside_btn.click(on_error(inside),
+                         [output, prompt, layer, head], [attention_plot, depth_plot, sinks_table], api_name="inside")
+    app.queue(default_concurrency_limit=limits.concurrency, max_size=limits.queue_size)
+    return app
+
+
+def launch(run_dir: str, host: str = "127.0.0.1", port: int = 7860, limits: Limits = Limits(), block: bool = True):
+    from glassgpt.checkpoint import load_run
+
+    model, tokenizer, _ = load_run(run_dir)
+    app = build_app(Demo(model, tokenizer, limits), title=f"glassgpt · {os.path.basename(os.path.normpath(run_dir))}")
+    app.launch(server_name=host, server_port=port, prevent_thread_lock=not block, show_error=True)
+    return app

@@ -1,0 +1,107 @@
+"""The web demo, through its real server: gradio_client calls, and a real browser."""
+
+import re
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import assert_clean_error, make_tiny_run, run_cli
+
+gr = pytest.importorskip("gradio", reason="the demo tests need the demo extra (make test installs it)")
+from gradio_client import Client  # noqa: E402
+
+from glassgpt.app import Demo, Limits, build_app  # noqa: E402
+from glassgpt.checkpoint import load_run  # noqa: E402
+
+LIMITS = Limits(max_prompt_chars=100, max_new_tokens=40)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    run_dir = make_tiny_run(tmp_path_factory.mktemp("demo") / "run")
+    model, tokenizer, _ = load_run(run_dir)
+    app = build_app(Demo(model, tokenizer, LIMITS), title="glassgpt test")
+    port = free_port()
+    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    url = f"http://127.0.0.1:{port}/"
+    yield url
+    app.close()
+
+
+def test_generation_comes_back_and_respects_the_seed(server):
+    client = Client(server, verbose=False)
+    args = dict(prompt="ROMEO:", max_new_tokens=20, temperature=1.0, top_k=0, top_p=1.0)
+    text_a, stats_a = client.predict(**args, seed=3, api_name="/generate")
+    text_b, _ = client.predict(**args, seed=3, api_name="/generate")
+    text_c, _ = client.predict(**args, seed=4, api_name="/generate")
+    assert text_a.startswith("ROMEO:") and len(text_a) == len("ROMEO:") + 20
+    assert text_a == text_b and text_a != text_c
+    assert "tokens/s" in stats_a
+
+
+@pytest.mark.parametrize("bad,fragment", [
+    (dict(max_new_tokens=41), "40"),  # Gradio's slider check or ours: either way refused
+    (dict(prompt="x" * 101), "100"),
+    (dict(prompt="ROMEO§"), "'§'"),
+    (dict(prompt=""), "empty"),
+])
+def test_limits_and_bad_input_are_reported_and_the_server_survives(server, bad, fragment):
+    client = Client(server, verbose=False)
+    args = dict(prompt="ROMEO:", max_new_tokens=5, temperature=1.0, top_k=0, top_p=1.0, seed=1)
+    args.update(bad)
+    with pytest.raises(Exception, match=fragment):
+        client.predict(**args, api_name="/generate")
+    text, _ = client.predict(prompt="JULIET:", max_new_tokens=5, temperature=0.0, top_k=0, top_p=1.0, seed=1,
+                             api_name="/generate")
+    assert text.startswith("JULIET:")
+
+
+def test_demo_command_without_a_run(tmp_path):
+    assert_clean_error(run_cli("demo", str(tmp_path / "missing")), 2, "does not exist")
+
+
+def test_demo_command_rejects_a_bad_port(tmp_path):
+    assert_clean_error(run_cli("demo", str(tmp_path), "--port", "70000"), 2, "port")
+
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+def test_in_a_real_browser_generate_then_look_inside(server, tmp_path):
+    """Headless Chromium types a prompt, clicks Generate, waits for text, opens the
+    Inside tab and checks the attention plot renders; it leaves a screenshot."""
+    from playwright.sync_api import expect, sync_playwright
+
+    assert Path(CHROMIUM).is_file(), "Debian's chromium is needed: make test installs it (apt-get install chromium)"
+    shots = Path(__file__).resolve().parents[1] / "tests" / "artifacts"
+    shots.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"])
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": 1400})
+            page.goto(server)
+            prompt = page.locator("#prompt textarea")
+            prompt.fill("JULIET:")
+            page.locator("#generate").click()
+            output = page.locator("#output textarea")
+            expect(output).to_have_value(re.compile(r"^JULIET:.{10,}", re.S), timeout=30_000)
+            page.get_by_role("tab", name="Inside").click()
+            page.locator("#show-attention").click()
+            plot_image = page.locator("#attention-plot img")
+            expect(plot_image).to_be_visible(timeout=30_000)
+            assert plot_image.evaluate("img => img.naturalWidth") > 100
+            page.screenshot(path=str(shots / "demo-inside.png"), full_page=True)
+        finally:
+            browser.close()
