@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -230,8 +231,8 @@ def _check_types(obj) -> None:
             raise UsageError(f"{f.name} must be a number, got {value!r}")
         if want is str and not isinstance(value, str):
             raise UsageError(f"{f.name} must be a string, got {value!r}")
-        if want is float and value != value:
-            raise UsageError(f"{f.name} must be a number, got nan")
+        if want is float and not math.isfinite(value):
+            raise UsageError(f"{f.name} must be a finite number, got {value}")
 
 
 def _check_choice(name: str, value: str, choices: tuple) -> None:

@@ -1,0 +1,192 @@
+"""Reliability and security: untrusted files, faults, and bad input. One test per case;
+docs/reliability.md lists the cases and their outcomes."""
+
+import errno
+import json
+import pickle
+import string
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from glassgpt import checkpoint as ckpt
+from glassgpt.cli import build_parser
+from glassgpt.config import RunConfig, load_run_config
+from glassgpt.errors import RunError, UsageError
+
+from conftest import assert_clean_error, make_tiny_run, run_cli
+
+
+# ---------------------------------------------------------------- untrusted files
+
+class _RunsCode:
+    def __reduce__(self):
+        return (exec, ("open('PWNED', 'w').write('code ran')",))
+
+
+def test_malicious_pickle_as_trainer_state_is_refused_not_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    run_dir = make_tiny_run(tmp_path / "run")
+    with open(run_dir / ckpt.STATE, "wb") as f:
+        pickle.dump({"step": 1, "payload": _RunsCode()}, f)
+    with pytest.raises(RunError, match="refusing to load"):
+        ckpt.load_trainer_state(run_dir)
+    assert not (tmp_path / "PWNED").exists()
+
+
+def test_bit_flipped_weights_are_detected(tmp_path):
+    run_dir = make_tiny_run(tmp_path / "run")
+    data = bytearray((run_dir / ckpt.WEIGHTS).read_bytes())
+    data[-10] ^= 0x01
+    (run_dir / ckpt.WEIGHTS).write_bytes(bytes(data))
+    assert_clean_error(run_cli("sample", str(run_dir), "--prompt", "RO"), 1, "SHA-256", "corrupt")
+
+
+def test_truncated_weights_are_detected(tmp_path):
+    run_dir = make_tiny_run(tmp_path / "run")
+    data = (run_dir / ckpt.WEIGHTS).read_bytes()
+    (run_dir / ckpt.WEIGHTS).write_bytes(data[: len(data) // 2])
+    with pytest.raises(RunError, match="corrupt or truncated"):
+        ckpt.load_run(run_dir)
+
+
+def test_config_json_with_a_bad_field_is_refused(tmp_path):
+    run_dir = make_tiny_run(tmp_path / "run")
+    config = json.loads((run_dir / ckpt.CONFIG).read_text())
+    config["model"]["n_head"] = "__import__('os')"
+    (run_dir / ckpt.CONFIG).write_text(json.dumps(config))
+    assert_clean_error(run_cli("sample", str(run_dir)), 2, "n_head")
+
+
+def test_config_json_that_is_not_json(tmp_path):
+    run_dir = make_tiny_run(tmp_path / "run")
+    (run_dir / ckpt.CONFIG).write_text("{not json")
+    assert_clean_error(run_cli("sample", str(run_dir)), 1, "not valid JSON")
+
+
+# ---------------------------------------------------------------- faults
+
+def test_full_disk_during_a_checkpoint_leaves_the_previous_one_intact(tmp_path, monkeypatch):
+    run_dir = make_tiny_run(tmp_path / "run")
+    before = {name: (run_dir / name).read_bytes() for name in (ckpt.CONFIG, ckpt.WEIGHTS, ckpt.TOKENIZER)}
+    model, tokenizer, rc = ckpt.load_run(run_dir)
+    with torch.no_grad():
+        model.wte.weight.add_(1.0)  # a new state that must not half-land
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ckpt, "save_model", disk_full)
+    with pytest.raises(OSError):
+        ckpt.save_run(run_dir, model, tokenizer, rc, trainer_state={"step": 5})
+    monkeypatch.undo()
+    after = {name: (run_dir / name).read_bytes() for name in before}
+    assert after == before
+    ckpt.load_run(run_dir)  # and any leftovers are cleaned on the next load
+    assert not list(run_dir.glob("*.tmp"))
+
+
+def test_a_write_that_fails_midway_through_the_commit_is_rolled_back(tmp_path, monkeypatch):
+    run_dir = make_tiny_run(tmp_path / "run")
+    model, tokenizer, rc = ckpt.load_run(run_dir)
+    weights_before = (run_dir / ckpt.WEIGHTS).read_bytes()
+    real_dumps = json.dumps
+    calls = {"n": 0}
+
+    def failing_dumps(obj, *a, **kw):  # the config write fails after the weights were written
+        calls["n"] += 1
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ckpt.json, "dumps", failing_dumps)
+    with torch.no_grad():
+        model.wte.weight.mul_(2.0)
+    with pytest.raises(OSError):
+        ckpt.save_run(run_dir, model, tokenizer, rc)
+    monkeypatch.setattr(ckpt.json, "dumps", real_dumps)
+    assert calls["n"] >= 1
+    reloaded, _, _ = ckpt.load_run(run_dir)  # recovers: the old checkpoint stands
+    assert (run_dir / ckpt.WEIGHTS).read_bytes() == weights_before
+    assert not list(run_dir.glob("*.tmp"))
+
+
+# ---------------------------------------------------------------- bad data
+
+def _fake_dataset(data_dir, name, train_tokens: int, val_tokens: int = 100):
+    """A prepared char dataset with splits of the given sizes."""
+    path = data_dir / name
+    path.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    rng.integers(0, 65, train_tokens, dtype=np.uint8).tofile(path / "train.bin")
+    rng.integers(0, 65, val_tokens, dtype=np.uint8).tofile(path / "val.bin")
+    chars = "".join(sorted(set(string.printable[:65])))[:65]
+    (path / "meta.json").write_text(json.dumps({"tokenizer": {"name": "char", "chars": chars}, "dtype": "uint8",
+                                                "dataset": name}))
+
+
+def test_block_size_larger_than_the_data(tmp_path):
+    _fake_dataset(tmp_path / "data", "shakespeare-char", train_tokens=50)
+    r = run_cli("train", "cpu-baby", "max_iters=2", "--out", str(tmp_path / "run"),
+                env={"GLASSGPT_DATA_DIR": str(tmp_path / "data")})
+    assert_clean_error(r, 2, "too few", "block_size")
+    assert not (tmp_path / "run").exists(), "nothing written for a run that cannot start"
+
+
+def test_empty_data_file(tmp_path):
+    _fake_dataset(tmp_path / "data", "shakespeare-char", train_tokens=0)
+    r = run_cli("train", "cpu-baby", "max_iters=2", "--out", str(tmp_path / "run"),
+                env={"GLASSGPT_DATA_DIR": str(tmp_path / "data")})
+    assert_clean_error(r, 1, "empty", "--force")
+    assert not (tmp_path / "run").exists()
+
+
+def test_unprepared_dataset(tmp_path):
+    r = run_cli("train", "cpu-baby", "--out", str(tmp_path / "run"), env={"GLASSGPT_DATA_DIR": str(tmp_path)})
+    assert_clean_error(r, 2, "not prepared", "glassgpt prepare shakespeare-char")
+
+
+# ---------------------------------------------------------------- fuzzing
+
+keys = st.sampled_from(["n_layer", "n_head", "n_embd", "block_size", "dropout", "bias", "pos_encoding", "norm",
+                        "attn_impl", "learning_rate", "min_lr", "batch_size", "dtype", "compile", "device",
+                        "beta2", "max_iters", "grad_clip", "nope", "", "n_layer "])
+values = st.one_of(st.integers(-10**6, 10**6).map(str), st.floats(allow_nan=True).map(str), st.text(max_size=12),
+                   st.sampled_from(["true", "false", "[1, 2]", "{a = 1}", '"rope"', "1979-05-27", "inf", "nan"]))
+overrides = st.lists(st.one_of(st.builds(lambda k, v: f"{k}={v}", keys, values), st.text(max_size=20)), max_size=4)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(overrides)
+def test_fuzz_config_overrides_never_raise_anything_but_usage_error(items):
+    try:
+        rc = load_run_config("cpu-baby", items)
+    except UsageError:
+        return
+    assert isinstance(rc, RunConfig)
+
+
+toml_values = st.recursive(st.one_of(st.integers(-5, 10**4), st.floats(), st.booleans(), st.text(max_size=8)),
+                           lambda children: st.lists(children, max_size=3), max_leaves=5)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(["model", "train", "other"]),
+                       st.one_of(toml_values, st.dictionaries(keys, toml_values, max_size=4)), max_size=3))
+def test_fuzz_config_files_never_raise_anything_but_usage_error(sections):
+    try:
+        RunConfig.from_dict(sections)
+    except UsageError:
+        pass
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(st.sampled_from(["train", "sample", "prepare", "demo", "--top-k", "--top-p", "--seed",
+                                           "--temperature", "--max-new-tokens", "--port", "--out", "--resume",
+                                           "-1", "0", "1.5", "nan", "x", "--help"]), st.text(max_size=8)),
+                max_size=6))
+def test_fuzz_command_line_parser_only_exits_cleanly(argv):
+    try:
+        build_parser().parse_known_args(argv)
+    except SystemExit as e:
+        assert e.code in (0, 2)
