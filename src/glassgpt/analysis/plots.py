@@ -71,20 +71,23 @@ def plot_attention_grid(patterns: torch.Tensor, tokens: list[str], title: str | 
     return fig
 
 
-def plot_head_heatmap(values: torch.Tensor, title: str, label: str, fmt: str = ".2f") -> Figure:
-    """One number per head: values (L, H) as a grid, layers down, heads across, each cell annotated."""
+def plot_head_heatmap(values: torch.Tensor, title: str, label: str, fmt: str = ".2f",
+                      vmin: float | None = None, vmax: float | None = None) -> Figure:
+    """One number per head: values (L, H) as a grid, layers down, heads across, each cell
+    annotated. `vmin`/`vmax` fix the colour scale (e.g. 0 and 1 for shares)."""
     values = torch.as_tensor(values).float().cpu()
     L, H = values.shape
     fig = Figure(figsize=(min(14.0, 1.6 + 0.75 * H), min(12.0, 1.2 + 0.55 * L)), dpi=100, layout="constrained")
     ax = fig.add_subplot()
-    image = ax.imshow(values.numpy(), cmap="magma", aspect="auto")
+    image = ax.imshow(values.numpy(), cmap="magma", aspect="auto", vmin=vmin, vmax=vmax)
     ax.set_xticks(range(H), [str(h) for h in range(H)])
     ax.set_yticks(range(L), [str(layer) for layer in range(L)])
     ax.set_xlabel("head")
     ax.set_ylabel("layer")
     ax.set_title(title)
     if L * H <= 256:
-        low, high = float(values.min()), float(values.max())
+        low = float(values.min()) if vmin is None else vmin
+        high = float(values.max()) if vmax is None else vmax
         for layer in range(L):
             for head in range(H):
                 v = float(values[layer, head])

@@ -92,17 +92,20 @@ def figures(results: dict, tokens: list[str]) -> dict[str, "Figure"]:  # noqa: F
             for layer in range(patterns.size(0))}
     scores = results["sink_scores"]
     figs["depth_scan.png"] = plot_head_heatmap(results["depth_scan"], "depth scan: normalised attention entropy",
-                                               "0 = one key, 1 = uniform over the past")
+                                               "0 = one key, 1 = uniform over the past", vmin=0.0, vmax=1.0)
     figs["sink_first_position.png"] = plot_head_heatmap(scores["first_position_share"],
-                                                        "share of attention on position 0", "share", fmt=".0%")
+                                                        "share of attention on position 0", "share", fmt=".0%",
+                                                        vmin=0.0, vmax=1.0)
     figs["sink_max_key.png"] = plot_head_heatmap(scores["max_key_share"],
-                                                 "share of attention on the most-attended key", "share", fmt=".0%")
+                                                 "share of attention on the most-attended key", "share",
+                                                 fmt=".0%", vmin=0.0, vmax=1.0)
     figs["attention_distance.png"] = plot_head_heatmap(results["attention_distance"], "mean attention distance",
                                                        "tokens back", fmt=".1f")
     figs["logit_lens.png"] = plot_logit_lens(results["logit_lens"])
     if "induction" in results:
         figs["induction.png"] = plot_head_heatmap(results["induction"], "induction score (repeated random tokens)",
-                                                  "attention to the token after the earlier occurrence")
+                                                  "attention to the token after the earlier occurrence",
+                                                  vmin=0.0, vmax=1.0)
     figs["ablation.png"] = plot_head_heatmap(results["ablation"], "loss increase when the head is zeroed",
                                              "nats", fmt=".3f")
     return figs
@@ -239,6 +242,7 @@ def write_report(run_dir: str | Path, prompt: str | None = None, out: str | Path
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     try:
+        tmp.chmod(0o755)  # mkdtemp makes it private; the report is an ordinary folder
         for name, png in pngs.items():
             (tmp / name).write_bytes(png)
         (tmp / NUMBERS).write_text(json.dumps(numbers, indent=1, ensure_ascii=False), encoding="utf-8")
