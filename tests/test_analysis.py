@@ -4,6 +4,8 @@ import copy
 import html
 import json
 import re
+import shutil
+import subprocess
 
 import pytest
 import torch
@@ -243,21 +245,47 @@ def test_summarize_reads_its_findings_out_of_the_numbers():
 SECTIONS = ["summary", "attention-maps", "depth-scan", "sinks", "distance", "logit-lens", "induction", "ablation"]
 
 
+def run_main(capsys, *args: str) -> subprocess.CompletedProcess:
+    """`glassgpt ARGS` run in this process (no interpreter start-up): its exit status and output."""
+    from glassgpt.cli import main
+
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    captured = capsys.readouterr()
+    return subprocess.CompletedProcess(args, code, captured.out, captured.err)
+
+
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory, prepared_data_dir, mirror):
+    from glassgpt.config import load_run_config
+    from glassgpt.train import train
+
     run_dir = tmp_path_factory.mktemp("analysis") / "run"
-    env = {"GLASSGPT_DATA_DIR": str(prepared_data_dir), "GLASSGPT_MIRROR": str(mirror)}
-    r = run_cli("train", "cpu-baby", "n_layer=2", "n_head=2", "n_embd=32", "block_size=32", "batch_size=4",
-                "max_iters=10", "eval_interval=10", "eval_iters=2", "--out", str(run_dir), env=env)
-    assert r.returncode == 0, r.stderr
+    run_config = load_run_config("cpu-baby", ["n_layer=2", "n_head=2", "n_embd=32", "block_size=32", "batch_size=64",
+                                              "max_iters=10", "eval_interval=10", "eval_iters=1"])
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GLASSGPT_DATA_DIR", str(prepared_data_dir))
+        mp.setenv("GLASSGPT_MIRROR", str(mirror))
+        train(run_config, run_dir)
     return run_dir
 
 
-def test_analyze_writes_a_self_contained_report_with_every_section(trained_run, data_env, tmp_path):
-    out = tmp_path / "report"
-    r = run_cli("analyze", str(trained_run), "--out", str(out), "--windows", "3")
+@pytest.fixture(scope="module")
+def report_dir(trained_run, tmp_path_factory, prepared_data_dir, mirror):
+    """The report of the trained run, made by `glassgpt analyze` as a user runs it."""
+    out = tmp_path_factory.mktemp("report-parent") / "report"
+    env = {"GLASSGPT_DATA_DIR": str(prepared_data_dir), "GLASSGPT_MIRROR": str(mirror)}
+    r = run_cli("analyze", str(trained_run), "--out", str(out), "--windows", "3", env=env)
     assert r.returncode == 0, r.stderr
     assert str(out / "report.html") in r.stdout
+    return out
+
+
+def test_analyze_writes_a_self_contained_report_with_every_section(report_dir):
+    out = report_dir
     page = (out / "report.html").read_text(encoding="utf-8")
     for section in SECTIONS:
         assert f"id='{section}'" in page, section
@@ -276,18 +304,22 @@ def test_analyze_writes_a_self_contained_report_with_every_section(trained_run, 
     assert pngs == sorted(["attention_layer0.png", "attention_layer1.png", "depth_scan.png", "sink_first_position.png",
                            "sink_max_key.png", "attention_distance.png", "logit_lens.png", "induction.png",
                            "ablation.png"])
-    assert [p.name for p in tmp_path.iterdir()] == ["report"], "no temporary folders left behind"
+    assert [p.name for p in out.parent.iterdir()] == ["report"], "no temporary folders left behind"
 
 
-def test_analyze_falls_back_to_the_prompt_when_the_dataset_is_not_prepared(trained_run, tmp_path):
+def test_analyze_falls_back_to_the_prompt_and_replaces_an_earlier_report(trained_run, report_dir, tmp_path,
+                                                                        monkeypatch, capsys):
     out = tmp_path / "report"
-    r = run_cli("analyze", str(trained_run), "--prompt", "ROMEO:\nO, she doth teach", "--out", str(out),
-                env={"GLASSGPT_DATA_DIR": str(tmp_path / "empty")})
+    shutil.copytree(report_dir, out)  # an earlier analysis, to be replaced
+    monkeypatch.setenv("GLASSGPT_DATA_DIR", str(tmp_path / "empty"))
+    r = run_main(capsys, "analyze", str(trained_run), "--prompt", "ROMEO:\nO, she doth teach", "--out", str(out))
     assert r.returncode == 0, r.stderr
     numbers = json.loads((out / "analysis.json").read_text(encoding="utf-8"))
     assert numbers["validation_source"].startswith("the prompt itself (24 tokens)")
     assert numbers["prompt_tokens"][:7] == ["R", "O", "M", "E", "O", ":", "\u23ce"]
     assert "the prompt itself" in (out / "report.html").read_text(encoding="utf-8")
+    assert not (out / "attention_layer0.png").samefile(report_dir / "attention_layer0.png")
+    assert [p.name for p in tmp_path.iterdir()] == ["report"], "the old report and temporary folders are gone"
 
 
 @pytest.mark.parametrize("args,fragment", [
@@ -296,28 +328,30 @@ def test_analyze_falls_back_to_the_prompt_when_the_dataset_is_not_prepared(train
     (["--prompt", "caf\u00e9"], "'\u00e9'"),
     (["--prompt", "a"], "at least 2 tokens"),
 ])
-def test_analyze_rejects_bad_prompts_and_writes_nothing(trained_run, data_env, tmp_path, args, fragment):
+def test_analyze_rejects_bad_prompts_and_writes_nothing(trained_run, data_env, tmp_path, capsys, args, fragment):
     out = tmp_path / "report"
-    assert_clean_error(run_cli("analyze", str(trained_run), *args, "--out", str(out)), 2, fragment)
+    assert_clean_error(run_main(capsys, "analyze", str(trained_run), *args, "--out", str(out)), 2, fragment)
     assert not out.exists() and list(tmp_path.iterdir()) == []
 
 
-def test_analyze_a_run_without_weights(tmp_path):
+def test_analyze_a_run_without_weights(tmp_path, capsys):
     (tmp_path / "config.json").write_text("{}")
-    assert_clean_error(run_cli("analyze", str(tmp_path)), 2, "model.safetensors")
-    assert_clean_error(run_cli("analyze", str(tmp_path / "missing")), 2, "does not exist")
+    assert_clean_error(run_main(capsys, "analyze", str(tmp_path)), 2, "model.safetensors")
+    assert_clean_error(run_main(capsys, "analyze", str(tmp_path / "missing")), 2, "does not exist")
 
 
-def test_analyze_never_replaces_a_folder_that_is_not_an_analysis(trained_run, data_env):
-    assert_clean_error(run_cli("analyze", str(trained_run), "--out", str(trained_run)), 2, "not an analysis folder")
+def test_analyze_never_replaces_a_folder_that_is_not_an_analysis(trained_run, data_env, capsys):
+    r = run_main(capsys, "analyze", str(trained_run), "--out", str(trained_run))
+    assert_clean_error(r, 2, "not an analysis folder")
     assert (trained_run / "model.safetensors").is_file()
 
 
-def test_a_failed_analysis_leaves_the_previous_report_in_place(trained_run, data_env, tmp_path, monkeypatch):
+def test_a_failed_analysis_leaves_the_previous_report_in_place(trained_run, report_dir, data_env, tmp_path,
+                                                              monkeypatch):
     from glassgpt.analysis import report
 
     out = tmp_path / "report"
-    report.write_report(trained_run, prompt="To be, or not", out=out, num_windows=2)
+    shutil.copytree(report_dir, out)
     before = (out / "analysis.json").read_text(encoding="utf-8")
 
     def broken(*args, **kwargs):
@@ -328,7 +362,3 @@ def test_a_failed_analysis_leaves_the_previous_report_in_place(trained_run, data
         report.write_report(trained_run, prompt="Something else", out=out, num_windows=2)
     assert (out / "analysis.json").read_text(encoding="utf-8") == before
     assert [p.name for p in tmp_path.iterdir()] == ["report"], "no temporary folders left behind"
-    monkeypatch.undo()
-    report.write_report(trained_run, prompt="Something else", out=out, num_windows=2)
-    assert json.loads((out / "analysis.json").read_text(encoding="utf-8"))["prompt"] == "Something else"
-    assert [p.name for p in tmp_path.iterdir()] == ["report"]
