@@ -208,6 +208,8 @@ def test_plots_return_figures_with_token_labels():
     panels = [a for a in grid.axes if a.get_title().startswith("layer")]
     assert len(panels) == 6 and panels[-1].get_title() == "layer 1 head 2"
     assert [t.get_text() for t in panels[0].get_xticklabels()] == tokens
+    one_layer = plot_attention_grid(torch.stack([uniform_causal(5)] * 3)[None], tokens, first_layer=4)
+    assert [a.get_title() for a in one_layer.axes[:3]] == ["layer 4 head 0", "layer 4 head 1", "layer 4 head 2"]
     heat = plot_head_heatmap(torch.tensor([[0.25, 0.5], [0.75, 1.0]]), "entropy", "nats")
     assert {t.get_text() for t in heat.axes[0].texts} == {"0.25", "0.50", "0.75", "1.00"}
     lens = plot_logit_lens({"loss": torch.tensor([3.0, 2.0]), "accuracy": torch.tensor([0.1, 0.4]),
@@ -332,6 +334,11 @@ def test_analyze_rejects_bad_prompts_and_writes_nothing(trained_run, data_env, t
     out = tmp_path / "report"
     assert_clean_error(run_main(capsys, "analyze", str(trained_run), *args, "--out", str(out)), 2, fragment)
     assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_analyze_caps_the_number_of_windows(trained_run, capsys):
+    assert_clean_error(run_main(capsys, "analyze", str(trained_run), "--windows", "5000"), 2, "--windows is capped")
+    assert_clean_error(run_main(capsys, "analyze", str(trained_run), "--windows", "0"), 2, "--windows")
 
 
 def test_analyze_a_run_without_weights(tmp_path, capsys):

@@ -15,6 +15,7 @@ from pathlib import Path
 from glassgpt.errors import GlassGPTError, UsageError
 
 MAX_NEW_TOKENS = 100_000
+MAX_ANALYSIS_WINDOWS = 1024
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -174,6 +175,8 @@ def cmd_analyze(args) -> None:
     from glassgpt.analysis.report import REPORT, write_report
     from glassgpt.train import resolve_device
 
+    if args.windows > MAX_ANALYSIS_WINDOWS:
+        raise UsageError(f"--windows is capped at {MAX_ANALYSIS_WINDOWS}, got {args.windows}")
     out = write_report(args.run_dir, prompt=args.prompt, out=args.out, num_windows=args.windows,
                        device=str(resolve_device(args.device)), seed=args.seed)
     print(f"analysis written to {out}; open {out / REPORT}")

@@ -51,8 +51,10 @@ def plot_attention(pattern: torch.Tensor, tokens: list[str], title: str = "atten
     return fig
 
 
-def plot_attention_grid(patterns: torch.Tensor, tokens: list[str], title: str | None = None) -> Figure:
-    """Every head of every layer: patterns (L, H, T, T) as an L-by-H grid of heatmaps."""
+def plot_attention_grid(patterns: torch.Tensor, tokens: list[str], title: str | None = None,
+                        first_layer: int = 0) -> Figure:
+    """Every head of every layer: patterns (L, H, T, T) as an L-by-H grid of heatmaps. Rows are
+    titled from layer `first_layer` on (to draw a slice of the layers)."""
     patterns = torch.as_tensor(patterns).float().cpu()
     L, H, T, _ = patterns.shape
     panel = min(6.0, max(2.5, 0.12 * T))
@@ -64,7 +66,7 @@ def plot_attention_grid(patterns: torch.Tensor, tokens: list[str], title: str | 
             ax = axes[layer][head]
             image = ax.imshow(patterns[layer, head].numpy(), cmap="viridis", vmin=0.0, vmax=1.0)
             _label_axes(ax, tokens, fontsize)
-            ax.set_title(f"layer {layer} head {head}", fontsize=9)
+            ax.set_title(f"layer {first_layer + layer} head {head}", fontsize=9)
     fig.colorbar(image, ax=axes, shrink=0.6, label="attention weight")
     if title:
         fig.suptitle(title)

@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 
 import torch
+from matplotlib.figure import Figure
 
 from glassgpt.analysis.plots import plot_attention_grid, plot_head_heatmap, plot_logit_lens, token_labels
 from glassgpt.analysis.suite import analyze
@@ -84,11 +85,12 @@ def to_jsonable(value):
     return value
 
 
-def figures(results: dict, tokens: list[str]) -> dict[str, "Figure"]:  # noqa: F821
+def figures(results: dict, tokens: list[str]) -> dict[str, Figure]:
     """Every figure of the report, by file name."""
     patterns = results["prompt_patterns"]  # (L, H, T, T)
     figs = {f"attention_layer{layer}.png": plot_attention_grid(patterns[layer: layer + 1], tokens,
-                                                                title=f"layer {layer}: attention on the prompt")
+                                                                title=f"layer {layer}: attention on the prompt",
+                                                                first_layer=layer)
             for layer in range(patterns.size(0))}
     scores = results["sink_scores"]
     figs["depth_scan.png"] = plot_head_heatmap(results["depth_scan"], "depth scan: normalised attention entropy",

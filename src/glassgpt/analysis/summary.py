@@ -111,7 +111,7 @@ def _ablation_sentence(results: dict) -> str:
     increase = torch.as_tensor(results["ablation"]).float()  # (L, H)
     H = increase.size(1)
     order = increase.flatten().argsort(descending=True).tolist()
-    top = ", ".join(f"{_head(*divmod(i, H))} ({float(increase.flatten()[i]):+.3f} nats)" for i in order[:3])
+    top = ", ".join(f"{_head(*divmod(i, H))} ({round(float(increase.flatten()[i]), 3) + 0.0:+.3f} nats)" for i in order[:3])
     negligible = int((increase.abs() < NEGLIGIBLE_ABLATION).sum())
     return (f"Most important heads by ablation: {top}; {negligible} of {increase.numel()} heads change the loss "
             f"by less than {NEGLIGIBLE_ABLATION} nats when zeroed.")
