@@ -111,6 +111,8 @@ def test_a_head_forced_to_attend_to_position_zero_is_reported_as_a_sink():
         (1, 0, 0, tokens[0]), (2, 1, 3, tokens[3])]
     assert find_sinks(scores, threshold=0.9) == [sinks[0] | {"token": None}]
     assert scores["max_key_share"][0].max() < 0.5, "untouched random heads are no sinks"
+    text = summarize({"sinks": sinks, "sink_scores": scores})
+    assert text.startswith(f"2 heads are attention sinks: layer 1 head 0 (100% onto position 0, {tokens[0]!r})")
 
 
 # ---------------------------------------------------------------- induction
