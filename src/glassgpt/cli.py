@@ -1,4 +1,4 @@
-"""`glassgpt <command>`: prepare data, train, sample.
+"""`glassgpt <command>`: prepare data, train, sample, analyze.
 
 Every user error ends in one line on stderr and exit status 2 (usage) or 1
 (runtime); a traceback means a bug in glassgpt.
@@ -15,6 +15,7 @@ from pathlib import Path
 from glassgpt.errors import GlassGPTError, UsageError
 
 MAX_NEW_TOKENS = 100_000
+MAX_ANALYSIS_WINDOWS = 1024
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -87,6 +88,14 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--num-samples", type=positive_int, default=1, help="samples drawn together as one batch")
     p.add_argument("--no-cache", action="store_true", help="recompute the whole context at every step")
+    p.add_argument("--device", default="cpu")
+
+    p = sub.add_parser("analyze", help="write a report of what a trained run learned")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--prompt", default=None, help="text whose attention is drawn (default: from the validation split)")
+    p.add_argument("--out", type=Path, default=None, help="report folder (default RUN_DIR/analysis)")
+    p.add_argument("--windows", type=positive_int, default=8, help="validation windows to measure on")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random tokens for the induction scores")
     p.add_argument("--device", default="cpu")
 
     p = sub.add_parser("demo", help="serve the web demo (needs glassgpt[demo])")
@@ -174,6 +183,18 @@ def cmd_sample(args) -> None:
     print(f"[{count} tokens in {elapsed:.2f}s: {count / max(elapsed, 1e-9):,.0f} tokens/s]", file=sys.stderr)
 
 
+def cmd_analyze(args) -> None:
+    from glassgpt.analysis.report import REPORT, write_report
+    from glassgpt.train import resolve_device
+
+    if args.windows > MAX_ANALYSIS_WINDOWS:
+        raise UsageError(f"--windows is capped at {MAX_ANALYSIS_WINDOWS}, got {args.windows}")
+    out = write_report(args.run_dir, prompt=args.prompt, out=args.out, num_windows=args.windows,
+                       device=str(resolve_device(args.device)), seed=args.seed)
+    print(f"analysis written to {out}; open {out / REPORT}")
+
+
+
 def cmd_demo(args) -> None:
     try:
         import gradio  # noqa: F401
@@ -186,7 +207,9 @@ def cmd_demo(args) -> None:
     launch(str(args.run_dir), host=args.host, port=args.port)
 
 
-COMMANDS = {"prepare": cmd_prepare, "train": cmd_train, "sample": cmd_sample, "demo": cmd_demo}
+
+COMMANDS = {"prepare": cmd_prepare, "train": cmd_train, "sample": cmd_sample, "analyze": cmd_analyze,
+            "demo": cmd_demo}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,29 @@
+"""See what a trained model learned: attention maps, depth scan, sinks, logit lens, circuits.
+
+Each measure is a function from (model, tokens) or from tensors to tensors;
+each plot takes tensors and returns a matplotlib Figure; `summarize` turns the
+numbers into sentences; `write_report` (behind `glassgpt analyze`) does it all
+for a run directory. Usable from a notebook:
+
+    from glassgpt.analysis import attention_patterns, plot_attention_grid
+    patterns = attention_patterns(model, idx)          # (L, H, T, T)
+    plot_attention_grid(patterns, tokens)
+"""
+
+from glassgpt.analysis.measures import (
+    attention_distance, attention_patterns, batch_patterns, depth_scan, find_sinks, head_ablation,
+    induction_scores, logit_lens, normalized_entropy, repeated_random_tokens, sink_scores, window_average, zero_head,
+)
+from glassgpt.analysis.plots import (
+    plot_attention, plot_attention_grid, plot_head_heatmap, plot_logit_lens, token_labels,
+)
+from glassgpt.analysis.report import write_report
+from glassgpt.analysis.suite import analyze
+from glassgpt.analysis.summary import layer_lines, summarize
+
+__all__ = [
+    "analyze", "attention_distance", "attention_patterns", "batch_patterns", "depth_scan", "find_sinks",
+    "head_ablation", "induction_scores", "layer_lines", "logit_lens", "normalized_entropy", "plot_attention",
+    "plot_attention_grid", "plot_head_heatmap", "plot_logit_lens", "repeated_random_tokens", "sink_scores",
+    "summarize", "token_labels", "window_average", "write_report", "zero_head",
+]

@@ -1,0 +1,255 @@
+"""`glassgpt analyze`: run the suite on a trained run and write a self-contained report.
+
+The output folder holds report.html (every image embedded, opens offline),
+analysis.json (every number) and the PNGs. It is built in a temporary folder
+next to its destination and renamed into place, so a failed analysis leaves no
+half report and the previous one, if any, stands.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from matplotlib.figure import Figure
+
+from glassgpt.analysis.plots import plot_attention_grid, plot_head_heatmap, plot_logit_lens, token_labels
+from glassgpt.analysis.suite import analyze
+from glassgpt.analysis.summary import layer_lines, summarize
+from glassgpt.errors import UsageError
+
+DEFAULT_PROMPT = "First Citizen:\nBefore we proceed any further, hear me speak."
+DEFAULT_PROMPT_TOKENS = 48  # prompt taken from the validation split when none is given
+REPORT, NUMBERS = "report.html", "analysis.json"
+
+
+# ---------------------------------------------------------------- inputs
+
+def validation_windows(run_config, tokenizer, num_windows: int) -> tuple[torch.Tensor, torch.Tensor, str] | None:
+    """Windows (B, block_size) and targets from the run's prepared validation split, spread
+    evenly over it, with a sentence saying where they come from; None when unusable."""
+    from glassgpt.data import TokenDataset, eval_windows
+
+    name, block_size = run_config.train.dataset, run_config.model.block_size
+    try:
+        dataset = TokenDataset.load(name)
+        val = dataset.split("val")
+    except UsageError:
+        return None  # not prepared (or unknown here): fall back to the prompt
+    if dataset.tokenizer.to_dict() != tokenizer.to_dict() or len(val) <= block_size + 1:
+        return None
+    windows, targets = next(eval_windows(val, block_size, num_windows, max_batches=1))
+    note = (f"{num_windows} windows of {block_size} tokens spread evenly over the validation split of "
+            f"the run's dataset {name!r} ({len(val):,} tokens)")
+    return windows, targets, note
+
+
+def prompt_ids(prompt: str | None, tokenizer, block_size: int, fallback: list[int] | None) -> list[int]:
+    """The prompt's token ids, checked: not empty, inside the vocabulary, at most block_size tokens."""
+    if prompt is None:
+        if fallback is not None:
+            return fallback
+        try:
+            ids = tokenizer.encode(DEFAULT_PROMPT)[:block_size]
+        except UsageError as e:
+            raise UsageError(f"the default prompt does not fit this model ({e}): give --prompt TEXT") from None
+    elif prompt == "":
+        raise UsageError("--prompt is empty: give some text to analyse, or leave --prompt out for the default")
+    else:
+        ids = tokenizer.encode(prompt)  # raises UsageError naming a character outside the vocabulary
+        if len(ids) > block_size:
+            raise UsageError(f"--prompt is {len(ids)} tokens, longer than the model's block_size {block_size}: shorten it")
+    if len(ids) < 2:
+        raise UsageError("--prompt must be at least 2 tokens long: attention needs a past to look at")
+    return ids
+
+
+# ---------------------------------------------------------------- outputs
+
+def to_jsonable(value):
+    """Tensors to (nested) lists of numbers rounded to 6 digits, recursively."""
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu()
+        return value.tolist() if not value.is_floating_point() else value.double().round(decimals=6).tolist()
+    if isinstance(value, dict):
+        return {k: to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    return value
+
+
+def figures(results: dict, tokens: list[str]) -> dict[str, Figure]:
+    """Every figure of the report, by file name."""
+    patterns = results["prompt_patterns"]  # (L, H, T, T)
+    figs = {f"attention_layer{layer}.png": plot_attention_grid(patterns[layer: layer + 1], tokens,
+                                                                title=f"layer {layer}: attention on the prompt",
+                                                                first_layer=layer)
+            for layer in range(patterns.size(0))}
+    scores = results["sink_scores"]
+    figs["depth_scan.png"] = plot_head_heatmap(results["depth_scan"], "depth scan: normalised attention entropy",
+                                               "0 = one key, 1 = uniform over the past", vmin=0.0, vmax=1.0)
+    figs["sink_first_position.png"] = plot_head_heatmap(scores["first_position_share"],
+                                                        "share of attention on position 0", "share", fmt=".0%",
+                                                        vmin=0.0, vmax=1.0)
+    figs["sink_max_key.png"] = plot_head_heatmap(scores["max_key_share"],
+                                                 "share of attention on the most-attended key", "share",
+                                                 fmt=".0%", vmin=0.0, vmax=1.0)
+    figs["attention_distance.png"] = plot_head_heatmap(results["attention_distance"], "mean attention distance",
+                                                       "tokens back", fmt=".1f")
+    figs["logit_lens.png"] = plot_logit_lens(results["logit_lens"])
+    if "induction" in results:
+        figs["induction.png"] = plot_head_heatmap(results["induction"], "induction score (repeated random tokens)",
+                                                  "attention to the token after the earlier occurrence",
+                                                  vmin=0.0, vmax=1.0)
+    figs["ablation.png"] = plot_head_heatmap(results["ablation"], "loss increase when the head is zeroed",
+                                             "nats", fmt=".3f")
+    return figs
+
+
+def png_bytes(fig) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+# ---------------------------------------------------------------- the page
+
+STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:2em}
+img{max-width:100%;height:auto;border:1px solid #eee}table{border-collapse:collapse;margin:.5em 0}
+td,th{border:1px solid #ddd;padding:.25em .6em;text-align:right}th{background:#f4f4f4}
+pre{background:#f7f7f7;padding:.6em;white-space:pre-wrap}.note{color:#555}"""
+
+
+def _img(name: str, png: bytes) -> str:
+    data = base64.b64encode(png).decode("ascii")
+    return f'<p><img alt="{html.escape(name)}" src="data:image/png;base64,{data}"></p>'
+
+
+def _table(header: list[str], rows: list[list]) -> str:
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def render_html(run_dir: Path, results: dict, pngs: dict[str, bytes], prompt_text: str, source: str) -> str:
+    e = html.escape
+    lens = results["logit_lens"]
+    sinks = results["sinks"]
+    L = results["prompt_patterns"].size(0)
+    parts = [
+        f"<!doctype html><html><head><meta charset='utf-8'><title>glassgpt analysis: {e(run_dir.name)}</title>",
+        f"<style>{STYLE}</style></head><body>",
+        f"<h1>What the model in <code>{e(str(run_dir))}</code> learned</h1>",
+        f"<p class='note'>Prompt ({results['prompt_patterns'].size(-1)} tokens):</p><pre>{e(prompt_text)}</pre>",
+        f"<p class='note'>Validation windows: {e(source)}.</p>",
+        "<h2 id='summary'>Summary</h2>",
+        "".join(f"<p>{e(p)}</p>" for p in summarize(results).split("\n\n")),
+        "<h2 id='attention-maps'>Attention maps</h2><p>Every head of every layer on the prompt: queries down, "
+        "keys across. A bright diagonal is local attention; a bright column is a sink.</p>",
+        "".join(_img(f"attention_layer{i}.png", pngs[f"attention_layer{i}.png"]) for i in range(L)),
+        "<h2 id='depth-scan'>Depth scan</h2><p>Mean normalised entropy of each head over the validation windows "
+        "(1: attention spread evenly over the past; 0: all of it on one key).</p>",
+        _img("depth_scan.png", pngs["depth_scan.png"]),
+        "<ul>" + "".join(f"<li>{e(line)}</li>" for line in layer_lines(results)) + "</ul>",
+        "<h2 id='sinks'>Attention sinks</h2><p>Measured on the prompt: the share of each head's attention that "
+        f"lands on position 0 and on its single most-attended key. Heads at or above {results['sink_threshold']:.0%} "
+        "on one key are listed as sinks.</p>",
+        _img("sink_first_position.png", pngs["sink_first_position.png"]),
+        _img("sink_max_key.png", pngs["sink_max_key.png"]),
+        _table(["layer", "head", "position", "token", "share", "share on position 0"],
+               [[s["layer"], s["head"], s["key_index"], s["token"], f"{s['share']:.1%}", f"{s['first_position_share']:.1%}"]
+                for s in sinks]) if sinks else "<p>No sink heads.</p>",
+        "<h2 id='distance'>Local vs long-range attention</h2><p>Mean distance, in tokens, between a query and the "
+        f"keys it attends to, over the validation windows (uniform attention over a {results['window_length']}-token "
+        f"window gives {results['window_length'] / 4:.1f}; a previous-token head gives 1).</p>",
+        _img("attention_distance.png", pngs["attention_distance.png"]),
+        "<h2 id='logit-lens'>Logit lens</h2><p>The residual stream after the embedding and after each block, decoded "
+        "through the final LayerNorm and the unembedding as if the model stopped there (validation windows).</p>",
+        _img("logit_lens.png", pngs["logit_lens.png"]),
+        _table(["after", "loss (nats)", "top-1 accuracy"],
+               [[label, f"{float(loss):.4f}", f"{float(acc):.1%}"]
+                for label, loss, acc in zip(lens["labels"], lens["loss"], lens["accuracy"])]),
+        "<h2 id='induction'>Induction heads</h2>",
+        (f"<p>Mean attention from each token of a repeated random sequence ({results['induction_seq_len']} tokens, "
+         "twice) to the token that followed its earlier occurrence.</p>" + _img("induction.png", pngs["induction.png"]))
+        if "induction" in results else "<p>The context is too short to measure induction.</p>",
+        "<h2 id='ablation'>Head ablation</h2><p>How much the validation loss rises when one head's output is zeroed.</p>",
+        _img("ablation.png", pngs["ablation.png"]),
+        "<p class='note'>All numbers: analysis.json next to this file.</p></body></html>",
+    ]
+    return "\n".join(parts)
+
+
+# ---------------------------------------------------------------- writing
+
+def check_out_dir(out: Path) -> None:
+    """Refuse to replace a folder that is not an earlier analysis (it could be the run itself)."""
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / NUMBERS).is_file())):
+        raise UsageError(f"{out} exists and is not an analysis folder: choose another --out")
+
+
+def replace_dir(tmp: Path, out: Path) -> None:
+    """Put the finished folder `tmp` at `out`, replacing an earlier analysis there."""
+    old = None
+    if out.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}-old-", dir=out.parent))
+        os.replace(out, old / out.name)
+    os.replace(tmp, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def write_report(run_dir: str | Path, prompt: str | None = None, out: str | Path | None = None,
+                 num_windows: int = 8, device: str = "cpu", seed: int = 0) -> Path:
+    """Analyse a run and write report.html, analysis.json and the PNGs into `out`
+    (default RUN_DIR/analysis). Returns `out`."""
+    from glassgpt.checkpoint import load_run
+
+    run_dir = Path(run_dir)
+    model, tokenizer, run_config = load_run(run_dir, device)
+    block_size = model.config.block_size
+    out = Path(out) if out is not None else run_dir / "analysis"
+    check_out_dir(out)
+
+    validation = validation_windows(run_config, tokenizer, num_windows)
+    default_ids = validation[0][0, :DEFAULT_PROMPT_TOKENS].tolist() if validation is not None else None
+    ids = prompt_ids(prompt, tokenizer, block_size, default_ids)
+    if validation is not None:
+        windows, targets, source = validation
+    else:
+        windows = torch.tensor([ids])  # (1, T): the prompt itself, each token predicting the next
+        targets = torch.tensor([ids[1:] + [-1]])
+        source = (f"the prompt itself ({len(ids)} tokens), because the run's dataset "
+                  f"{run_config.train.dataset!r} is not prepared here with this run's tokenizer")
+
+    tokens = token_labels(tokenizer, ids)
+    generator = torch.Generator().manual_seed(seed)
+    results = analyze(model, torch.tensor(ids), windows, targets, tokens=tokens, generator=generator)
+    pngs = {name: png_bytes(fig) for name, fig in figures(results, tokens).items()}
+    prompt_text = tokenizer.decode(ids)
+    numbers = {
+        "run_dir": str(run_dir), "prompt": prompt_text, "prompt_ids": ids, "prompt_tokens": tokens,
+        "validation_source": source, "model": run_config.to_dict()["model"],
+        "summary": summarize(results), "layer_lines": layer_lines(results), **to_jsonable(results),
+    }
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    try:
+        tmp.chmod(0o755)  # mkdtemp makes it private; the report is an ordinary folder
+        for name, png in pngs.items():
+            (tmp / name).write_bytes(png)
+        (tmp / NUMBERS).write_text(json.dumps(numbers, indent=1, ensure_ascii=False), encoding="utf-8")
+        (tmp / REPORT).write_text(render_html(run_dir, results, pngs, prompt_text, source), encoding="utf-8")
+        replace_dir(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out

@@ -1,0 +1,45 @@
+"""Every measure at once: the numbers behind the report (and the demo)."""
+
+from __future__ import annotations
+
+import torch
+
+from glassgpt.analysis.measures import (
+    attention_distance, attention_patterns, find_sinks, head_ablation, induction_scores, logit_lens,
+    normalized_entropy, sink_scores, window_average,
+)
+from glassgpt.model import GPT
+
+MIN_INDUCTION_CONTEXT = 4  # two repeats of at least 2 tokens
+
+
+def analyze(model: GPT, prompt_ids: torch.Tensor, windows: torch.Tensor, targets: torch.Tensor,
+            tokens: list[str] | None = None, sink_threshold: float = 0.5, induction_batch: int = 8,
+            generator: torch.Generator | None = None) -> dict:
+    """Run the analysis suite.
+
+    prompt_ids (T,): the sequence whose attention is drawn and whose sinks are named
+    (`tokens` labels its positions); windows, targets (B, Tw): validation text for the
+    depth scan, attention distance, logit lens and head ablation. Returns a dict of
+    tensors (and lists) that `summarize` and the report read.
+    """
+    patterns = attention_patterns(model, prompt_ids)  # (L, H, T, T)
+    scores = sink_scores(patterns)
+    results = {
+        "prompt_patterns": patterns,
+        "prompt_entropy": normalized_entropy(patterns),  # (L, H)
+        "window_length": int(windows.size(-1)),
+        "num_windows": int(windows.size(0)),
+        "depth_scan": window_average(model, windows, normalized_entropy),  # (L, H)
+        "attention_distance": window_average(model, windows, attention_distance),  # (L, H)
+        "sink_scores": scores,
+        "sink_threshold": sink_threshold,
+        "sinks": find_sinks(scores, threshold=sink_threshold, tokens=tokens),
+        "logit_lens": logit_lens(model, windows, targets),
+        "ablation": head_ablation(model, windows, targets),  # (L, H)
+    }
+    if model.config.block_size >= MIN_INDUCTION_CONTEXT:
+        seq_len = min(model.config.block_size // 2, 64)
+        results["induction"] = induction_scores(model, seq_len=seq_len, batch=induction_batch, generator=generator)
+        results["induction_seq_len"] = seq_len
+    return results

@@ -1,0 +1,132 @@
+"""Findings in words, generated from the numbers of an analysis (see `analyze`).
+
+Every sentence reads values out of the results dict; nothing is said that the
+numbers do not show. The thresholds used to name things are module constants.
+"""
+
+from __future__ import annotations
+
+import torch
+
+FOCUSED_ENTROPY = 0.35  # mean normalised entropy below this: the layer's heads pick a few keys
+DIFFUSE_ENTROPY = 0.70  # above this: they spread attention over most of the past
+LOCAL_DISTANCE_FRACTION = 0.1  # mean distance under this fraction of the window (or 2 tokens): local
+INDUCTION_THRESHOLD = 0.3  # induction score from which a head is called an induction head
+LENS_GOOD_FRACTION = 0.1  # logit lens is "good" once within this fraction of the embed-to-final loss gap
+NEGLIGIBLE_ABLATION = 0.01  # nats: removing such a head barely matters
+
+
+def _head(layer: int, head: int) -> str:
+    return f"layer {layer} head {head}"
+
+
+def layer_kind(entropy: float, distance: float, window: int) -> str:
+    """'local', 'focused', 'diffuse' or 'mixed', from a layer's mean entropy and attention distance."""
+    if distance <= max(2.0, LOCAL_DISTANCE_FRACTION * window) and entropy < DIFFUSE_ENTROPY:
+        return "local"
+    if entropy < FOCUSED_ENTROPY:
+        return "focused"
+    if entropy > DIFFUSE_ENTROPY:
+        return "diffuse"
+    return "mixed"
+
+
+def layer_lines(results: dict) -> list[str]:
+    """One line per layer: its kind, mean normalised entropy (and range over heads), mean distance."""
+    entropy = torch.as_tensor(results["depth_scan"]).float()  # (L, H)
+    distance = torch.as_tensor(results["attention_distance"]).float()  # (L, H)
+    window = int(results.get("window_length", 0))
+    lines = []
+    for layer in range(entropy.size(0)):
+        e, d = float(entropy[layer].mean()), float(distance[layer].mean())
+        lines.append(
+            f"layer {layer}: {layer_kind(e, d, window)} - normalised entropy {e:.2f} "
+            f"(heads {float(entropy[layer].min()):.2f} to {float(entropy[layer].max()):.2f}), "
+            f"mean attention distance {d:.1f} tokens"
+        )
+    return lines
+
+
+def _layers_sentence(results: dict) -> str:
+    entropy = torch.as_tensor(results["depth_scan"]).float().mean(dim=1)  # (L,)
+    distance = torch.as_tensor(results["attention_distance"]).float().mean(dim=1)  # (L,)
+    window = int(results.get("window_length", 0))
+    kinds: dict[str, list[int]] = {}
+    for layer in range(entropy.numel()):
+        kinds.setdefault(layer_kind(float(entropy[layer]), float(distance[layer]), window), []).append(layer)
+    parts = [f"{'layer' if len(ls) == 1 else 'layers'} {', '.join(map(str, ls))} {'is' if len(ls) == 1 else 'are'} {kind}"
+             for kind, ls in kinds.items()]
+    sentence = f"Across the depth, {'; '.join(parts)} (window of {window} tokens)."
+    most, least = int(entropy.argmin()), int(entropy.argmax())
+    if float(entropy[least] - entropy[most]) > 0.05:
+        sentence += (f" Layer {most} is the most focused (normalised entropy {float(entropy[most]):.2f}), "
+                     f"layer {least} the most diffuse ({float(entropy[least]):.2f}).")
+    return sentence
+
+
+def _sinks_sentence(results: dict) -> str:
+    sinks = results["sinks"]
+    if not sinks:
+        share = torch.as_tensor(results["sink_scores"]["max_key_share"]).float()
+        flat = int(share.argmax())
+        layer, head = divmod(flat, share.size(1))
+        return (f"No attention sinks: no head puts half its attention on one key "
+                f"(the most concentrated, {_head(layer, head)}, gives {float(share.max()):.0%}).")
+    described = [f"{_head(s['layer'], s['head'])} ({s['share']:.0%} onto position {s['key_index']}"
+                 + (f", {s['token']!r}" if s.get("token") is not None else "") + ")" for s in sinks[:5]]
+    more = f" and {len(sinks) - 5} more" if len(sinks) > 5 else ""
+    noun = "head is an attention sink" if len(sinks) == 1 else "heads are attention sinks"
+    return f"{len(sinks)} {noun}: {', '.join(described)}{more}."
+
+
+def _induction_sentence(results: dict) -> str:
+    scores = torch.as_tensor(results["induction"]).float()  # (L, H)
+    seq_len = results.get("induction_seq_len")
+    baseline = f"; even attention would score about {1 / (1.5 * seq_len):.2f}" if seq_len else ""
+    found = (scores >= INDUCTION_THRESHOLD).nonzero().tolist()
+    if not found:
+        flat = int(scores.argmax())
+        layer, head = divmod(flat, scores.size(1))
+        return (f"No induction heads: the best induction score is {float(scores.max()):.2f} "
+                f"({_head(layer, head)}{baseline}).")
+    found.sort(key=lambda lh: -float(scores[lh[0], lh[1]]))
+    named = ", ".join(f"{_head(layer, head)} ({float(scores[layer, head]):.2f})" for layer, head in found[:5])
+    noun = "head looks like an induction head" if len(found) == 1 else "heads look like induction heads"
+    return f"{len(found)} {noun} on repeated random tokens: {named}{baseline}."
+
+
+def _logit_lens_sentence(results: dict) -> str:
+    lens = results["logit_lens"]
+    loss = torch.as_tensor(lens["loss"]).float()
+    labels = lens.get("labels") or [str(i) for i in range(loss.numel())]
+    final, start = float(loss[-1]), float(loss[0])
+    good_at = next(i for i in range(loss.numel()) if float(loss[i]) - final <= LENS_GOOD_FRACTION * abs(start - final))
+    accuracy = torch.as_tensor(lens["accuracy"]).float()
+    return (f"Logit lens: decoding the embedding alone gives loss {start:.2f} (top-1 {float(accuracy[0]):.0%}); "
+            f"the prediction is within {LENS_GOOD_FRACTION:.0%} of its final loss {final:.2f} from {labels[good_at]} on "
+            f"(top-1 {float(accuracy[-1]):.0%} at the end).")
+
+
+def _ablation_sentence(results: dict) -> str:
+    increase = torch.as_tensor(results["ablation"]).float()  # (L, H)
+    H = increase.size(1)
+    order = increase.flatten().argsort(descending=True).tolist()
+    top = ", ".join(f"{_head(*divmod(i, H))} ({round(float(increase.flatten()[i]), 3) + 0.0:+.3f} nats)" for i in order[:3])
+    negligible = int((increase.abs() < NEGLIGIBLE_ABLATION).sum())
+    return (f"Most important heads by ablation: {top}; {negligible} of {increase.numel()} heads change the loss "
+            f"by less than {NEGLIGIBLE_ABLATION} nats when zeroed.")
+
+
+SECTIONS = [
+    (("depth_scan", "attention_distance"), _layers_sentence),
+    (("sinks", "sink_scores"), _sinks_sentence),
+    (("induction",), _induction_sentence),
+    (("logit_lens",), _logit_lens_sentence),
+    (("ablation",), _ablation_sentence),
+]
+
+
+def summarize(results: dict) -> str:
+    """A short written summary of the findings, one paragraph per measure present in `results`."""
+    paragraphs = [write(results) for keys, write in SECTIONS if all(k in results for k in keys)]
+    return "\n\n".join(paragraphs)
