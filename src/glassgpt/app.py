@@ -79,8 +79,8 @@ class Demo:
         labels = analysis.token_labels(self.tokenizer, ids)
         patterns = analysis.attention_patterns(self.model, idx)  # (L, H, T, T)
         attention_fig = analysis.plot_attention(patterns[layer, head], labels, title=f"layer {layer}, head {head}")
-        depth_fig = analysis.plot_head_heatmap(analysis.depth_scan(self.model, idx), "depth scan: normalised entropy",
-                                               "entropy / uniform")
+        depth_fig = analysis.plot_head_heatmap(analysis.depth_scan(self.model, idx), "depth scan",
+                                               "entropy / uniform", vmin=0.0, vmax=1.0)
         sinks = analysis.find_sinks(analysis.sink_scores(patterns), tokens=labels)
         rows = [[s["layer"], s["head"], round(float(s["share"]), 3), s["token"]] for s in sinks]
         return attention_fig, depth_fig, rows
