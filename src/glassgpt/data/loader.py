@@ -4,6 +4,7 @@ resume exactly (and differ per DDP rank), and deterministic evaluation windows."
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Iterator
 
@@ -46,6 +47,12 @@ class TokenDataset:
     def bits_per_token_unit(self) -> str | None:
         """'character' or 'byte' when one token is one of them, so loss/ln 2 is bpc or bpb."""
         return {"char": "character", "byte": "byte"}.get(self.tokenizer.name)
+
+    def bits_per_unit(self, loss: float) -> dict[str, float]:
+        """`{"bits_per_byte": loss / ln 2}` (or `bits_per_character`) when one token is one
+        byte (character); `{}` for BPE, where a token spans a varying number of them."""
+        unit = self.bits_per_token_unit
+        return {f"bits_per_{unit}": loss / math.log(2)} if unit else {}
 
 
 class BatchLoader:
