@@ -421,3 +421,28 @@ def test_batch_loader_is_reproducible_differs_per_rank_and_resumes_exactly():
     resumed = BatchLoader(tokens, block_size=8, batch_size=4, seed=0)
     resumed.load_state_dict(state)
     assert torch.equal(resumed.next_batch()[0], expected)
+
+
+def test_fineweb_reads_gzipped_jsonl_and_rejects_an_empty_copy(dirs, monkeypatch):
+    import gzip
+
+    data_dir, mirror = dirs
+    folder = mirror / "fineweb-edu"
+    folder.mkdir()
+    docs = fineweb_docs(10)
+    with gzip.open(folder / "000.jsonl.gz", "wt") as f:
+        f.writelines(json.dumps({"text": d}) + "\n" for d in docs)
+    assert fineweb_module.builder_for(folder / "000.jsonl.gz") == "json"
+    assert fineweb_module.builder_for(folder / "notes.txt") is None
+    prepare("fineweb-edu", max_tokens=10_000, workers=1)
+    val, train, _ = read_splits()
+    assert val + train == expected_tokens(docs)
+
+    (folder / "000.jsonl.gz").write_bytes(b"")  # unreadable
+    with pytest.raises(RunError, match="could not read 1 local json file"):
+        prepare("fineweb-edu", max_tokens=10_000, workers=1, force=True)
+    with monkeypatch.context() as m:  # a stream with no rows at all (`datasets` refuses empty local files)
+        m.setattr(fineweb_module, "open_documents", lambda: (iter([]), "an empty stream"))
+        with pytest.raises(RunError, match="an empty stream holds no documents"):
+            prepare("fineweb-edu", max_tokens=10_000, workers=2, force=True)
+    assert TokenDataset.load("fineweb-edu").meta["tokens"]["train"] > 0  # the earlier copy is untouched

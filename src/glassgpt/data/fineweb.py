@@ -41,7 +41,7 @@ from glassgpt.tokenizer import GPT2_EOT, get_tokenizer, gpt2_encoding
 HF_REPO = "HuggingFaceFW/fineweb-edu"
 HF_CONFIG = "sample-10BT"
 LOCAL_FOLDER = "fineweb-edu"
-BUILDERS = {".parquet": "parquet", ".jsonl": "json", ".json": "json"}
+BUILDERS = {".parquet": "parquet", ".jsonl": "json", ".json": "json", ".jsonl.gz": "json", ".json.gz": "json"}
 VAL_FRACTION = 0.01
 VAL_MAX_TOKENS = 10_000_000
 BATCHES_PER_WORKER = 4  # batches per worker in each wave: keeps every worker busy to the wave's end
@@ -54,14 +54,19 @@ def local_copy() -> tuple[str, list[Path]] | None:
     mirror = mirror_dir()
     folders = ([mirror / LOCAL_FOLDER] if mirror is not None else []) + [downloads_dir() / LOCAL_FOLDER]
     for folder in folders:
-        files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in BUILDERS) if folder.is_dir() else []
+        files = sorted(p for p in folder.rglob("*") if p.is_file() and builder_for(p)) if folder.is_dir() else []
         if not files:
             continue
-        builders = {BUILDERS[p.suffix] for p in files}
+        builders = {builder_for(p) for p in files}
         if len(builders) > 1:
             raise UsageError(f"{folder} mixes parquet and json files: keep one kind of file there")
         return builders.pop(), files
     return None
+
+
+def builder_for(path: Path) -> str | None:
+    """The `datasets` builder that reads a file, by its extension ("parquet", "json"), or None."""
+    return next((builder for ext, builder in BUILDERS.items() if path.name.endswith(ext)), None)
 
 
 def open_documents() -> tuple[Iterator[str], str]:
@@ -194,6 +199,8 @@ def prepare_fineweb(out: Path, max_tokens: int | None = None, workers: int | Non
     texts, where = open_documents()
     with contextlib.closing(tokenize_documents(texts, workers or default_workers(), chunk_bytes)) as batches:
         counts = write_splits(batches, out, max_tokens)
+    if counts["train"] + counts["val"] == 0:
+        raise RunError(f"{where} holds no documents: check those files")
     if counts["train"] == 0:
         raise UsageError(f"{where} gave {counts['val']} tokens, all taken by the validation split: "
                          "raise --max-tokens or add documents")
