@@ -446,3 +446,14 @@ def test_fineweb_reads_gzipped_jsonl_and_rejects_an_empty_copy(dirs, monkeypatch
         with pytest.raises(RunError, match="an empty stream holds no documents"):
             prepare("fineweb-edu", max_tokens=10_000, workers=2, force=True)
     assert TokenDataset.load("fineweb-edu").meta["tokens"]["train"] > 0  # the earlier copy is untouched
+
+
+def test_prepare_command_says_when_there_was_nothing_to_do(dirs, monkeypatch):
+    data_dir, mirror = dirs
+    (mirror / "fineweb-edu").mkdir()
+    (mirror / "fineweb-edu" / "a.jsonl").write_text("".join(json.dumps({"text": d}) + "\n" for d in fineweb_docs(20)))
+    first = run_cli("prepare", "fineweb-edu", "--max-tokens", "5000", "--workers", "2")
+    assert first.returncode == 0 and "is ready in" in first.stdout and "already" not in first.stdout, first.stderr
+    again = run_cli("prepare", "fineweb-edu")
+    assert again.returncode == 0 and "already prepared" in again.stdout
+    assert TokenDataset.load("fineweb-edu").meta["max_tokens"] == 5000

@@ -89,10 +89,13 @@ def build_parser() -> ArgumentParser:
 # ---------------------------------------------------------------- commands
 
 def cmd_prepare(args) -> None:
-    from glassgpt.data import prepare
+    from glassgpt.data import check_dataset_name, dataset_path, is_prepared, prepare
 
+    check_dataset_name(args.dataset)
+    already = is_prepared(dataset_path(args.dataset)) and not args.force
     path = prepare(args.dataset, max_tokens=args.max_tokens, force=args.force, workers=args.workers)
-    print(f"{args.dataset} is ready in {path}")
+    note = " (already prepared: nothing to do; --force prepares it again)" if already else ""
+    print(f"{args.dataset} is ready in {path}{note}")
 
 
 def cmd_train(args) -> None:
