@@ -68,8 +68,10 @@ def build_parser() -> ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser, metavar="COMMAND")
 
     p = sub.add_parser("prepare", help="download and tokenize a dataset")
-    p.add_argument("dataset", help="shakespeare-char, shakespeare, ...")
+    p.add_argument("dataset", help="shakespeare-char, shakespeare, enwik8, fineweb-edu")
     p.add_argument("--max-tokens", type=positive_int, default=None, help="cap on tokens (streamed datasets)")
+    p.add_argument("--workers", type=positive_int, default=None,
+                   help="tokenizer processes for streamed datasets (default: one per CPU)")
     p.add_argument("--force", action="store_true", help="prepare again even if already prepared")
 
     p = sub.add_parser("train", help="train a model into a run directory")
@@ -108,10 +110,13 @@ def build_parser() -> ArgumentParser:
 # ---------------------------------------------------------------- commands
 
 def cmd_prepare(args) -> None:
-    from glassgpt.data import prepare
+    from glassgpt.data import check_dataset_name, dataset_path, is_prepared, prepare
 
-    path = prepare(args.dataset, max_tokens=args.max_tokens, force=args.force)
-    print(f"{args.dataset} is ready in {path}")
+    check_dataset_name(args.dataset)
+    already = is_prepared(dataset_path(args.dataset)) and not args.force
+    path = prepare(args.dataset, max_tokens=args.max_tokens, force=args.force, workers=args.workers)
+    note = " (already prepared: nothing to do; --force prepares it again)" if already else ""
+    print(f"{args.dataset} is ready in {path}{note}")
 
 
 def cmd_train(args) -> None:

@@ -300,7 +300,7 @@ def _train(rc: RunConfig, run_dir: Path, resume: bool, log, dist_info: Dist) -> 
         while step < tc.max_iters:
             if step % tc.eval_interval == 0 and not metrics.has_eval(step):
                 val_loss = run_eval(tc.eval_iters)
-                metrics.append({"kind": "eval", "step": step, "val_loss": val_loss})
+                metrics.append({"kind": "eval", "step": step, "val_loss": val_loss, **dataset.bits_per_unit(val_loss)})
                 metrics.plot()
                 log(f"step {step:>6} | val loss {val_loss:.4f}")
 
@@ -363,9 +363,8 @@ def _train(rc: RunConfig, run_dir: Path, resume: bool, log, dist_info: Dist) -> 
     final = {"kind": "final", "step": step, "val_loss": val_loss, "train_seconds": train_seconds,
              "tokens_per_s": (step - start_step) * tokens_per_step / max(train_seconds, 1e-9),
              "skipped_steps": skipped}
-    if dataset.bits_per_token_unit:
-        final["bits_per_" + dataset.bits_per_token_unit] = val_loss / math.log(2)
-    metrics.append({"kind": "eval", "step": step, "val_loss": val_loss})
+    final.update(dataset.bits_per_unit(val_loss))
+    metrics.append({"kind": "eval", "step": step, "val_loss": val_loss, **dataset.bits_per_unit(val_loss)})
     metrics.append(final)
     metrics.plot()
     bits = next((f" | {v:.3f} {k.replace('_', ' ')}" for k, v in final.items() if k.startswith("bits_per")), "")

@@ -1,0 +1,109 @@
+"""Reading prepared data: token files as memmaps, random training windows that
+resume exactly (and differ per DDP rank), and deterministic evaluation windows."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from glassgpt.data.prepare import check_dataset_name, dataset_path
+from glassgpt.errors import RunError, UsageError
+from glassgpt.tokenizer import Tokenizer, tokenizer_from_dict
+
+
+class TokenDataset:
+    """A prepared dataset: its tokenizer and one read-only memmap per split."""
+
+    def __init__(self, path: Path):
+        meta_path = path / "meta.json"
+        if not meta_path.is_file():
+            raise UsageError(f"dataset {path.name!r} is not prepared: run `glassgpt prepare {path.name}`")
+        self.path = path
+        self.meta = json.loads(meta_path.read_text())
+        self.tokenizer: Tokenizer = tokenizer_from_dict(self.meta["tokenizer"])
+        self.dtype = np.dtype(self.meta["dtype"])
+
+    @classmethod
+    def load(cls, name: str) -> "TokenDataset":
+        check_dataset_name(name)
+        return cls(dataset_path(name))
+
+    def split(self, name: str) -> np.memmap:
+        path = self.path / f"{name}.bin"
+        if not path.is_file() or path.stat().st_size == 0:
+            raise RunError(f"{path} is missing or empty: prepare the dataset again with --force")
+        expected = self.meta.get("tokens", {}).get(name)
+        if expected is not None and path.stat().st_size != expected * self.dtype.itemsize:
+            raise RunError(f"{path} holds {path.stat().st_size // self.dtype.itemsize:,} tokens, not the "
+                           f"{expected:,} it was prepared with: prepare the dataset again with --force")
+        return np.memmap(path, dtype=self.dtype, mode="r")
+
+    @property
+    def bits_per_token_unit(self) -> str | None:
+        """'character' or 'byte' when one token is one of them, so loss/ln 2 is bpc or bpb."""
+        return {"char": "character", "byte": "byte"}.get(self.tokenizer.name)
+
+    def bits_per_unit(self, loss: float) -> dict[str, float]:
+        """`{"bits_per_byte": loss / ln 2}` (or `bits_per_character`) when one token is one
+        byte (character); `{}` for BPE, where a token spans a varying number of them."""
+        unit = self.bits_per_token_unit
+        return {f"bits_per_{unit}": loss / math.log(2)} if unit else {}
+
+
+class BatchLoader:
+    """Random windows of `block_size + 1` tokens from one split, drawn by a seeded
+    generator. Each DDP rank gets its own stream (seed + rank). The generator's
+    state is the data position: save it and a resumed run sees the same batches."""
+
+    def __init__(self, data: np.ndarray, block_size: int, batch_size: int, seed: int, rank: int = 0):
+        if len(data) <= block_size + 1:
+            raise UsageError(
+                f"the data has {len(data)} tokens, too few for one window of block_size {block_size}: "
+                "lower block_size or use more data"
+            )
+        self.data, self.block_size, self.batch_size = data, block_size, batch_size
+        self.generator = torch.Generator().manual_seed(seed + rank)
+
+    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        starts = torch.randint(len(self.data) - self.block_size, (self.batch_size,), generator=self.generator)
+        return windows_at(self.data, starts.tolist(), self.block_size)
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+
+
+def windows_at(data: np.ndarray, starts: list[int], length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs (B, length) and next-token targets (B, length) for windows starting at `starts`."""
+    chunks = np.stack([np.asarray(data[s: s + length + 1], dtype=np.int64) for s in starts])  # (B, length + 1)
+    xy = torch.from_numpy(chunks)
+    return xy[:, :-1].contiguous(), xy[:, 1:].contiguous()
+
+
+def eval_windows(data: np.ndarray, block_size: int, batch_size: int,
+                 max_batches: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Deterministic eval batches. `max_batches=None` covers every token of the split
+    once, in consecutive windows (the last one padded with target -1, which the loss
+    skips); otherwise `max_batches` batches of windows spread evenly over the split."""
+    n_targets = len(data) - 1
+    if max_batches is None:
+        starts = list(range(0, n_targets, block_size))
+    else:
+        last = max(0, n_targets - block_size)
+        starts = np.linspace(0, last, num=max_batches * batch_size).astype(np.int64).tolist()
+    for i in range(0, len(starts), batch_size):
+        batch = starts[i: i + batch_size]
+        x = torch.zeros(len(batch), block_size, dtype=torch.long)
+        y = torch.full((len(batch), block_size), -1, dtype=torch.long)
+        for row, s in enumerate(batch):
+            chunk = torch.from_numpy(np.asarray(data[s: s + block_size + 1], dtype=np.int64))
+            n = len(chunk) - 1
+            x[row, :n], y[row, :n] = chunk[:-1], chunk[1:]
+        yield x, y
