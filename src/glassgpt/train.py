@@ -106,14 +106,16 @@ def lr_at(step: int, tc: TrainConfig) -> float:
 def evaluate(model: GPT, data, block_size: int, batch_size: int, device: torch.device,
              dtype: str = "float32", max_batches: int | None = None, dist_info: Dist = Dist()) -> float:
     """Mean cross-entropy (nats per token) over eval windows; `max_batches=None`
-    reads the whole split. Under DDP the batches are shared out over ranks."""
+    reads the whole split. Under DDP the ranks read the windows one process with
+    the global batch (`batch_size * world_size`) would, each its slice of rows."""
     was_training = model.training
     model.eval()
     total = torch.zeros(2, dtype=torch.float64, device=device)  # (sum of losses, number of targets)
-    for i, (x, y) in enumerate(eval_windows(data, block_size, batch_size, max_batches)):
-        if i % dist_info.world_size != dist_info.rank:
-            continue
-        x, y = x.to(device), y.to(device)
+    rows = slice(dist_info.rank * batch_size, (dist_info.rank + 1) * batch_size)
+    for x, y in eval_windows(data, block_size, batch_size * dist_info.world_size, max_batches):
+        x, y = x[rows].to(device), y[rows].to(device)  # (B, T) each: this rank's share
+        if len(x) == 0:
+            continue  # the last, short batch may have no rows for this rank
         with autocast_context(device, dtype):
             _, loss = model(x, y)
         n = (y != -1).sum()
