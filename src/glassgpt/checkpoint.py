@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import functools
 import json
 import os
 import pickle
@@ -157,13 +158,19 @@ def recover_if_idle(run_dir: Path) -> None:
 
 # ---------------------------------------------------------------- saving
 
+@functools.lru_cache(maxsize=1)
+def code_revision() -> str | None:
+    """The git revision of this code (asked once per process: checkpoints are frequent)."""
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              cwd=Path(__file__).parent, timeout=5).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
 def provenance() -> dict:
     """What made this run: versions, machine, code revision."""
-    try:
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                             cwd=Path(__file__).parent, timeout=5).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        rev = None
+    rev = code_revision()
     from glassgpt import __version__
 
     return {
