@@ -309,7 +309,7 @@ def test_recover_finishes_or_undoes_an_interrupted_checkpoint(small_data, tmp_pa
 
 @pytest.mark.slow
 def test_sigint_saves_a_checkpoint_exits_130_and_the_run_resumes_from_it(small_data, tmp_path):
-    run_dir, log_path = tmp_path / "run", tmp_path / "log.txt"
+    run_dir = tmp_path / "run"
     args = ["train", "cpu-baby", *tiny_args("batch_size=2", "max_iters=100000", "eval_interval=100000"),
             "--out", str(run_dir)]
     proc = subprocess.Popen([sys.executable, "-m", "glassgpt", *args], stdout=subprocess.DEVNULL,
@@ -335,9 +335,9 @@ def test_ddp_two_ranks_follow_the_loss_curve_of_one_process_with_the_global_batc
     recipe = tiny_args("max_iters=6", "eval_interval=3", "eval_iters=2")
     single = run_cli("train", "cpu-baby", *recipe, "batch_size=8", "--out", str(tmp_path / "single"))
     assert single.returncode == 0, single.stderr
-    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                          "-m", "glassgpt", "train", "cpu-baby", *recipe, "batch_size=4", "--out", str(tmp_path / "ddp")],
-                         capture_output=True, text=True, timeout=300)
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    ddp = subprocess.run([*torchrun, "-m", "glassgpt", "train", "cpu-baby", *recipe, "batch_size=4",
+                          "--out", str(tmp_path / "ddp")], capture_output=True, text=True, timeout=300)
     assert ddp.returncode == 0, ddp.stderr[-3000:]
 
     for kind, key in (("train", "train_loss"), ("eval", "val_loss")):

@@ -250,7 +250,8 @@ def load_weights(model: GPT, run_dir: Path, device: str | torch.device = "cpu",
     if expected_sha256 is None:
         expected_sha256 = read_config(run_dir)[1].get("weights_sha256")
     if expected_sha256 and sha256_of(run_dir / WEIGHTS) != expected_sha256:
-        busy = " (a checkpoint is being written right now: try again in a moment)" if (run_dir / COMMIT).exists() else ""
+        writing = (run_dir / COMMIT).exists()
+        busy = " (a checkpoint is being written right now: try again in a moment)" if writing else ""
         raise RunError(f"{run_dir / WEIGHTS} does not match the SHA-256 in {CONFIG}: "
                        f"the file is corrupt or truncated{busy}")
     try:
@@ -267,6 +268,7 @@ def load_trainer_state(run_dir: Path) -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        raise RunError(f"refusing to load {path}: it holds objects other than tensors and plain data ({str(e).splitlines()[0]})") from None
+        raise RunError(f"refusing to load {path}: it holds objects other than tensors and plain data "
+                       f"({str(e).splitlines()[0]})") from None
     except (RuntimeError, EOFError, OSError) as e:
         raise RunError(f"cannot read {path}: {str(e).splitlines()[0]}") from None

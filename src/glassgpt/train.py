@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import signal
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -29,8 +27,9 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from glassgpt import checkpoint as ckpt
 from glassgpt.config import GPTConfig, RunConfig, TrainConfig
 from glassgpt.data import BatchLoader, TokenDataset, eval_windows
-from glassgpt.errors import GlassGPTError, RunError, UsageError
+from glassgpt.errors import RunError, UsageError
 from glassgpt.model import GPT
+from glassgpt.runtime import Dist, Interrupted, StopFlag, gather_rng_states, set_rng_state, stop_requested
 from glassgpt.train_log import MetricsLog, check_tensorboard_available, mfu, peak_flops
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -41,25 +40,6 @@ SHAPE_FIELDS = ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "bias
 
 
 # ---------------------------------------------------------------- parts
-
-@dataclass
-class Dist:
-    """Where this process sits in a `torchrun` job (rank 0 of 1 without one)."""
-
-    rank: int = 0
-    local_rank: int = 0
-    world_size: int = 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @classmethod
-    def from_env(cls) -> "Dist":
-        if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-            return cls()
-        return cls(int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"]), int(os.environ["WORLD_SIZE"]))
-
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     if name == "auto":
@@ -174,62 +154,6 @@ def check_same_shape(saved: GPTConfig, new: GPTConfig, run_dir: Path) -> None:
                          "resume with the run's own model settings, or train into a new --out")
 
 
-def rng_state(device: torch.device) -> dict:
-    return {"torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
-
-
-def set_rng_state(state: dict, device: torch.device) -> None:
-    torch.set_rng_state(state["torch"])
-    if device.type == "cuda" and state.get("cuda") is not None:
-        torch.cuda.set_rng_state(state["cuda"], device)
-
-
-def gather_rng_states(device: torch.device, dist_info: "Dist") -> list[dict]:
-    """Every rank's RNG state (dropout masks differ by rank), in rank order."""
-    mine = rng_state(device)
-    if dist_info.world_size == 1:
-        return [mine]
-    states: list = [None] * dist_info.world_size
-    dist.all_gather_object(states, mine)
-    return states
-
-
-def stop_requested(stop: "StopFlag", dist_info: "Dist", device: torch.device) -> bool:
-    """Whether to stop now; under DDP every rank stops if any rank got the signal."""
-    if dist_info.world_size == 1:
-        return stop.signal is not None
-    flag = torch.tensor([0 if stop.signal is None else 1], device=device)
-    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-    return bool(flag.item())
-
-
-class StopFlag:
-    """Turns SIGINT/SIGTERM into a flag the loop checks between steps, so it can save first."""
-
-    def __init__(self):
-        self.signal: int | None = None
-
-    def __enter__(self):
-        self.previous = {s: signal.signal(s, self._set) for s in (signal.SIGINT, signal.SIGTERM)}
-        return self
-
-    def _set(self, signum, frame):
-        self.signal = signum
-
-    def __exit__(self, *exc):
-        for s, handler in self.previous.items():
-            signal.signal(s, handler)
-
-
-class Interrupted(GlassGPTError):
-    """Training stopped by a signal after saving a checkpoint."""
-
-    exit_code = 130
-
-
-
-
 # ---------------------------------------------------------------- the job
 
 def train(run_config: RunConfig, out_dir: str | Path, *, resume: bool = False,
@@ -269,7 +193,8 @@ def _read_resume_state(run_dir: Path, mc: GPTConfig, dist_info: Dist) -> dict:
     return state
 
 
-def _restore(state: dict, optimizer, scaler, loader: BatchLoader, device: torch.device, dist_info: Dist) -> tuple[int, int]:
+def _restore(state: dict, optimizer, scaler, loader: BatchLoader, device: torch.device,
+             dist_info: Dist) -> tuple[int, int]:
     """Put the optimizer, scaler, data position and RNG back as they were; returns (step, skipped steps)."""
     optimizer.load_state_dict(state["optimizer"])
     if state.get("scaler"):
@@ -379,12 +304,13 @@ def _train(rc: RunConfig, run_dir: Path, resume: bool, log, dist_info: Dist, on_
 
                 if step % tc.log_interval == 0 or step == tc.max_iters:
                     train_loss = loss.item()
+                    peak_mem = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
                     elapsed = time.time() - window_start
                     tok_s = window_tokens / max(elapsed, 1e-9)
                     row = {"kind": "train", "step": step, "train_loss": train_loss, "lr": lr,
                            "grad_norm": grad_norm.item(), "tokens_per_s": tok_s,
                            "mfu": mfu(flops_per_token, tok_s, peak),
-                           "peak_mem_mb": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
+                           "peak_mem_mb": peak_mem,
                            "skipped_steps": skipped, "elapsed_s": time.time() - started}
                     metrics.append(row)
                     mfu_text = f" | mfu {row['mfu']:.1%}" if peak else ""
