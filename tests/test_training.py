@@ -133,6 +133,24 @@ def test_a_non_finite_gradient_leaves_the_weights_and_optimizer_untouched():
         assert torch.equal(state["exp_avg"], before[1]["state"][key]["exp_avg"])
 
 
+def test_with_a_grad_scaler_an_overflow_step_is_skipped_and_the_scale_backs_off():
+    model = GPT(tiny_config())
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10)  # fp16's mechanism, exercised on the CPU
+    x = torch.randint(0, 50, (2, 16))
+    before = copy.deepcopy(model.state_dict())
+
+    loss = accumulate_gradients(model, [(x, x)], torch.device("cpu"), scaler=scaler)
+    model.wte.weight.grad[0, 0] = float("inf")
+    _, stepped = apply_gradients(model, optimizer, loss, grad_clip=1.0, scaler=scaler)
+    assert not stepped and scaler.get_scale() == 2.0**9
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+    loss = accumulate_gradients(model, [(x, x)], torch.device("cpu"), scaler=scaler)
+    _, stepped = apply_gradients(model, optimizer, loss, grad_clip=1.0, scaler=scaler)
+    assert stepped and not torch.equal(model.wte.weight, before["wte.weight"])
+
+
 def nan_on_training_calls(calls: set[int]):
     """An `on_model` callback: a hook on ln_f.out that returns NaN on the chosen
     training forward passes (counted from 1; eval passes are not counted)."""
