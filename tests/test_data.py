@@ -409,12 +409,17 @@ def test_batch_loader_is_reproducible_differs_per_rank_and_resumes_exactly():
     tokens = np.arange(10_000, dtype=np.uint16)
     a = BatchLoader(tokens, block_size=8, batch_size=4, seed=7, rank=0)
     b = BatchLoader(tokens, block_size=8, batch_size=4, seed=7, rank=0)
-    other_rank = BatchLoader(tokens, block_size=8, batch_size=4, seed=7, rank=1)
     xa, ya = a.next_batch()
     xb, yb = b.next_batch()
     assert torch.equal(xa, xb) and torch.equal(ya, yb)
     assert torch.equal(ya[:, :-1], xa[:, 1:]) and torch.equal(ya[:, -1], xa[:, -1] + 1)
-    assert not torch.equal(other_rank.next_batch()[0], xa)
+
+    # Two DDP ranks see different windows that together make the one-process global batch.
+    ranks = [BatchLoader(tokens, block_size=8, batch_size=4, seed=3, rank=r, world_size=2) for r in (0, 1)]
+    single = BatchLoader(tokens, block_size=8, batch_size=8, seed=3)
+    x0, x1 = (loader.next_batch()[0] for loader in ranks)
+    assert not torch.equal(x0, x1)
+    assert torch.equal(torch.cat([x0, x1]), single.next_batch()[0])
 
     state = a.state_dict()
     expected = a.next_batch()[0]

@@ -12,12 +12,16 @@ completely under a temporary name; then a small commit record is written
 atomically; then the files are renamed into place and the record removed. A
 run killed at any moment is repaired on the next load: with a commit record
 the renames are finished, without one the temporary files are dropped and the
-previous checkpoint stands.
+previous checkpoint stands. Only a writer repairs: the process training into
+a run holds `.lock` for as long as it runs, and a reader (`load_run`) leaves
+the files alone while it is held.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import functools
 import json
 import os
 import pickle
@@ -36,9 +40,15 @@ from glassgpt.errors import RunError, UsageError
 from glassgpt.model import GPT
 from glassgpt.tokenizer import Tokenizer, tokenizer_from_dict
 
+try:
+    import fcntl
+except ImportError:  # not POSIX: no lock, so do not train and sample the same run at once
+    fcntl = None
+
 CONFIG, WEIGHTS, TOKENIZER, STATE = "config.json", "model.safetensors", "tokenizer.json", "trainer_state.pt"
 METRICS, PLOT = "metrics.jsonl", "loss.png"
 COMMIT = ".checkpoint-commit.json"
+LOCK = ".lock"
 TMP_SUFFIX = ".tmp"
 
 
@@ -80,7 +90,21 @@ def _finish_commit(run_dir: Path) -> None:
         tmp = run_dir / (name + TMP_SUFFIX)
         if tmp.exists():
             os.replace(tmp, run_dir / name)
+    _fsync_dir(run_dir)  # the renames reach the disk before the record goes
     (run_dir / COMMIT).unlink()
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return  # not possible on every platform; renames are still atomic
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def recover(run_dir: Path) -> None:
@@ -95,15 +119,58 @@ def recover(run_dir: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
+@contextlib.contextmanager
+def writer_lock(run_dir: Path):
+    """Held by the one process writing checkpoints into `run_dir`, for as long as it
+    runs (the OS releases it if the process dies). A second writer is refused."""
+    if fcntl is None:
+        yield
+        return
+    created = not run_dir.exists()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(run_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise UsageError(f"another process is training into {run_dir}: wait for it to finish, "
+                         "or choose another --out") from None
+    try:
+        yield
+    finally:
+        if created and [p.name for p in run_dir.iterdir()] == [LOCK]:  # failed before writing anything
+            (run_dir / LOCK).unlink()
+            run_dir.rmdir()
+        os.close(fd)  # closing the file releases the lock
+
+
+def recover_if_idle(run_dir: Path) -> None:
+    """`recover`, unless a live process is writing into the run (then its files
+    are in progress, not left over)."""
+    if not (run_dir / COMMIT).exists() and not any(run_dir.glob("*" + TMP_SUFFIX)):
+        return
+    try:
+        with writer_lock(run_dir):
+            recover(run_dir)
+    except UsageError:
+        pass
+
+
 # ---------------------------------------------------------------- saving
+
+@functools.lru_cache(maxsize=1)
+def code_revision() -> str | None:
+    """The git revision of this code (asked once per process: checkpoints are frequent)."""
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              cwd=Path(__file__).parent, timeout=5).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
 
 def provenance() -> dict:
     """What made this run: versions, machine, code revision."""
-    try:
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                             cwd=Path(__file__).parent, timeout=5).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        rev = None
+    rev = code_revision()
     from glassgpt import __version__
 
     return {
@@ -141,11 +208,14 @@ def save_run(run_dir: str | Path, model: GPT, tokenizer: Tokenizer, run_config: 
 
 # ---------------------------------------------------------------- loading
 
-def check_run_dir(run_dir: str | Path) -> Path:
+def check_run_dir(run_dir: str | Path, repair: bool = True) -> Path:
+    """The run directory, checked to hold a run; `repair` first finishes or undoes
+    a checkpoint write that a dead process left behind."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UsageError(f"run directory {run_dir} does not exist")
-    recover(run_dir)
+    if repair:
+        recover_if_idle(run_dir)
     if not (run_dir / CONFIG).is_file():
         raise UsageError(f"{run_dir} is not a run directory: it has no {CONFIG}")
     if not (run_dir / WEIGHTS).is_file():
@@ -168,16 +238,26 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[G
     """Load a run for inference: `(model in eval mode, tokenizer, run config)`."""
     run_dir = check_run_dir(run_dir)
     run_config, raw = read_config(run_dir)
-    expected = raw.get("weights_sha256")
-    if expected and sha256_of(run_dir / WEIGHTS) != expected:
-        raise RunError(f"{run_dir / WEIGHTS} does not match the SHA-256 in {CONFIG}: the file is corrupt or truncated")
     tokenizer = tokenizer_from_dict(raw.get("tokenizer") or json.loads((run_dir / TOKENIZER).read_text()))
     model = GPT(run_config.model)
+    load_weights(model, run_dir, device, expected_sha256=raw.get("weights_sha256"))
+    return model.to(device).eval(), tokenizer, run_config
+
+
+def load_weights(model: GPT, run_dir: Path, device: str | torch.device = "cpu",
+                 expected_sha256: str | None = None) -> None:
+    """Load the run's weights into `model`, checking them against the SHA-256 in its config."""
+    if expected_sha256 is None:
+        expected_sha256 = read_config(run_dir)[1].get("weights_sha256")
+    if expected_sha256 and sha256_of(run_dir / WEIGHTS) != expected_sha256:
+        writing = (run_dir / COMMIT).exists()
+        busy = " (a checkpoint is being written right now: try again in a moment)" if writing else ""
+        raise RunError(f"{run_dir / WEIGHTS} does not match the SHA-256 in {CONFIG}: "
+                       f"the file is corrupt or truncated{busy}")
     try:
         load_model(model, str(run_dir / WEIGHTS), device=str(device))
     except (SafetensorError, RuntimeError, OSError) as e:
         raise RunError(f"cannot load {run_dir / WEIGHTS}: {str(e).splitlines()[0]}") from None
-    return model.to(device).eval(), tokenizer, run_config
 
 
 def load_trainer_state(run_dir: Path) -> dict:
@@ -188,6 +268,7 @@ def load_trainer_state(run_dir: Path) -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        raise RunError(f"refusing to load {path}: it holds objects other than tensors and plain data ({str(e).splitlines()[0]})") from None
+        raise RunError(f"refusing to load {path}: it holds objects other than tensors and plain data "
+                       f"({str(e).splitlines()[0]})") from None
     except (RuntimeError, EOFError, OSError) as e:
         raise RunError(f"cannot read {path}: {str(e).splitlines()[0]}") from None

@@ -75,7 +75,8 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--force", action="store_true", help="prepare again even if already prepared")
 
     p = sub.add_parser("train", help="train a model into a run directory")
-    p.add_argument("config", metavar="PRESET_OR_TOML", help="a preset name (cpu-baby, gpt2, ...) or a .toml file")
+    p.add_argument("config", metavar="PRESET_OR_TOML", nargs="?", default=None,
+                   help="a preset name (cpu-baby, gpt2, ...) or a .toml file; with --resume, the run's own by default")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="override any model or train setting")
     p.add_argument("--out", type=Path, default=None, help="run directory (default runs/<preset>-<time>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
@@ -123,9 +124,19 @@ def cmd_train(args) -> None:
     from glassgpt.config import load_run_config
     from glassgpt.train import train
 
-    run_config = load_run_config(args.config, args.overrides)
+    if args.config is not None and "=" in args.config:  # no preset given: it is the first override
+        args.config, args.overrides = None, [args.config, *args.overrides]
     if args.resume and args.out is None:
         raise UsageError("--resume needs --out RUN_DIR, the run to continue")
+    if args.config is None and not args.resume:
+        raise UsageError("train needs a preset or TOML file, e.g. glassgpt train cpu-baby")
+    if args.config is None:  # resume with the run's own settings
+        from glassgpt.checkpoint import check_run_dir, read_config
+        from glassgpt.config import apply_overrides
+
+        run_config = apply_overrides(read_config(check_run_dir(args.out))[0], args.overrides)
+    else:
+        run_config = load_run_config(args.config, args.overrides)
     out = args.out or Path("runs") / f"{Path(args.config).stem}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
     train(run_config, out, resume=args.resume)
     print(f"run saved in {out}; sample it with: glassgpt sample {out}")

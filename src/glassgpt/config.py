@@ -95,6 +95,7 @@ class TrainConfig:
     device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N" | "mps"
     seed: int = 1337
     max_bad_steps: int = 10  # stop after this many non-finite steps in a row
+    tensorboard: bool = False  # also log to RUN_DIR/tensorboard (needs the tensorboard package)
 
     def __post_init__(self):
         self.validate()

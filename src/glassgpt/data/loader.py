@@ -57,21 +57,30 @@ class TokenDataset:
 
 class BatchLoader:
     """Random windows of `block_size + 1` tokens from one split, drawn by a seeded
-    generator. Each DDP rank gets its own stream (seed + rank). The generator's
-    state is the data position: save it and a resumed run sees the same batches."""
+    generator. The generator's state is the data position: save it and a resumed
+    run sees the same batches.
 
-    def __init__(self, data: np.ndarray, block_size: int, batch_size: int, seed: int, rank: int = 0):
+    Under DDP every rank holds the same generator and draws the same global batch
+    of `batch_size * world_size` windows, then keeps its own slice (rank r takes
+    rows r*batch_size to (r+1)*batch_size). So the ranks see different data, and
+    together exactly the batch one process with `batch_size * world_size` sees."""
+
+    def __init__(self, data: np.ndarray, block_size: int, batch_size: int, seed: int,
+                 rank: int = 0, world_size: int = 1):
         if len(data) <= block_size + 1:
             raise UsageError(
                 f"the data has {len(data)} tokens, too few for one window of block_size {block_size}: "
                 "lower block_size or use more data"
             )
         self.data, self.block_size, self.batch_size = data, block_size, batch_size
-        self.generator = torch.Generator().manual_seed(seed + rank)
+        self.rank, self.world_size = rank, world_size
+        self.generator = torch.Generator().manual_seed(seed)
 
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        starts = torch.randint(len(self.data) - self.block_size, (self.batch_size,), generator=self.generator)
-        return windows_at(self.data, starts.tolist(), self.block_size)
+        global_batch = self.batch_size * self.world_size
+        starts = torch.randint(len(self.data) - self.block_size, (global_batch,), generator=self.generator)
+        mine = starts[self.rank * self.batch_size: (self.rank + 1) * self.batch_size]  # this rank's slice
+        return windows_at(self.data, mine.tolist(), self.block_size)
 
     def state_dict(self) -> dict:
         return {"generator": self.generator.get_state()}
