@@ -1,4 +1,4 @@
-"""`glassgpt <command>`: prepare data, train, sample.
+"""`glassgpt <command>`: prepare data, train, sample, convert GPT-2 weights.
 
 Every user error ends in one line on stderr and exit status 2 (usage) or 1
 (runtime); a traceback means a bug in glassgpt.
@@ -13,8 +13,6 @@ import time
 from pathlib import Path
 
 from glassgpt.errors import GlassGPTError, UsageError
-
-MAX_NEW_TOKENS = 100_000
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -43,6 +41,13 @@ def _number(text: str, kind):
         return kind(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a {'whole number' if kind is int else 'number'}") from None
+
+
+def seed_int(text: str) -> int:
+    value = _number(text, int)
+    if not 0 <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 2**63 - 1, got {value}")
+    return value
 
 
 def float_arg(text: str) -> float:
@@ -77,10 +82,14 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--temperature", type=float_arg, default=0.8, help="0 is greedy")
     p.add_argument("--top-k", type=positive_int, default=None)
     p.add_argument("--top-p", type=float_arg, default=None, help="nucleus sampling, in (0, 1]")
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--seed", type=seed_int, default=None)
     p.add_argument("--num-samples", type=positive_int, default=1, help="samples drawn together as one batch")
     p.add_argument("--no-cache", action="store_true", help="recompute the whole context at every step")
     p.add_argument("--device", default="cpu")
+
+    p = sub.add_parser("convert-hf", help="turn a saved transformers GPT-2 into a run directory")
+    p.add_argument("hf_dir", type=Path, metavar="HF_DIR", help="a folder written by GPT2LMHeadModel.save_pretrained")
+    p.add_argument("--out", type=Path, required=True, metavar="RUN_DIR", help="the run directory to create")
     return parser
 
 
@@ -105,64 +114,55 @@ def cmd_train(args) -> None:
     print(f"run saved in {out}; sample it with: glassgpt sample {out}")
 
 
-def default_prompt(tokenizer) -> list[int]:
-    if tokenizer.eot_token is not None:
-        return [tokenizer.eot_token]
-    try:
-        return tokenizer.encode("\n")
-    except UsageError:
-        raise UsageError("this tokenizer has no start token and no newline: give a --prompt") from None
-
-
 def cmd_sample(args) -> None:
     import torch
 
     from glassgpt.checkpoint import load_run
-    from glassgpt.generate import check_sampling_args, stream
+    from glassgpt.generate import StreamDecoder, check_sampling_args, encode_prompt, stream
     from glassgpt.train import resolve_device
 
     check_sampling_args(args.temperature, args.top_k, args.top_p, args.max_new_tokens)
-    if args.max_new_tokens > MAX_NEW_TOKENS:
-        raise UsageError(f"--max-new-tokens is capped at {MAX_NEW_TOKENS}, got {args.max_new_tokens}")
     device = resolve_device(args.device)
     model, tokenizer, _ = load_run(args.run_dir, device)
-    if args.prompt is None:
-        prompt_ids = default_prompt(tokenizer)
-    elif args.prompt == "":
-        raise UsageError("--prompt is empty: give some text, or leave --prompt out for the default start")
-    else:
-        prompt_ids = tokenizer.encode(args.prompt)
+    prompt_ids = encode_prompt(tokenizer, args.prompt)
     generator = torch.Generator(device=device)
     generator.manual_seed(args.seed if args.seed is not None else int(time.time_ns() % 2**31))
-    idx = torch.tensor([prompt_ids] * args.num_samples, dtype=torch.long, device=device)
+    idx = torch.tensor([prompt_ids] * args.num_samples, dtype=torch.long, device=device)  # (N, T)
 
     out = sys.stdout
     new_tokens: list[list[int]] = [[] for _ in range(args.num_samples)]
-    printed = 0  # characters of the first sample's new text already on the terminal
+    decoder = StreamDecoder(tokenizer)  # streams the single sample as it is made
     if args.num_samples == 1:
         out.write(args.prompt or "")
+        out.flush()
     start = time.perf_counter()
     for next_ids in stream(model, idx, args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
                            top_p=args.top_p, use_cache=not args.no_cache, generator=generator):
         for row, token in enumerate(next_ids[:, 0].tolist()):
             new_tokens[row].append(token)
         if args.num_samples == 1:
-            text = tokenizer.decode(new_tokens[0])
-            if not text.endswith("\ufffd"):  # else wait for the rest of a multi-byte character
-                out.write(text[printed:])
-                out.flush()
-                printed = len(text)
+            out.write(decoder.push(new_tokens[0][-1:]))
+            out.flush()
     elapsed = time.perf_counter() - start
     if args.num_samples == 1:
-        out.write(tokenizer.decode(new_tokens[0])[printed:] + "\n")
+        out.write(decoder.flush() + "\n")
     else:
         for row, ids in enumerate(new_tokens):
             out.write(f"--- sample {row + 1} ---\n{args.prompt or ''}{tokenizer.decode(ids)}\n")
+    out.flush()
     count = args.max_new_tokens * args.num_samples
-    print(f"[{count} tokens in {elapsed:.2f}s: {count / max(elapsed, 1e-9):,.0f} tokens/s]", file=sys.stderr)
+    print(f"[{count} tokens in {elapsed:.2f}s: {count / max(elapsed, 1e-9):,.0f} tokens/s, "
+          f"{args.num_samples} sample(s) as one batch, {'no ' if args.no_cache else ''}KV cache]", file=sys.stderr)
 
 
-COMMANDS = {"prepare": cmd_prepare, "train": cmd_train, "sample": cmd_sample}
+def cmd_convert_hf(args) -> None:
+    from glassgpt.hf import convert_hf_dir
+
+    convert_hf_dir(args.hf_dir, args.out)
+    print(f"converted {args.hf_dir} into {args.out}; sample it with: glassgpt sample {args.out}")
+
+
+COMMANDS = {"prepare": cmd_prepare, "train": cmd_train, "sample": cmd_sample, "convert-hf": cmd_convert_hf}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -53,8 +53,12 @@ class KVCache:
 
 # ---------------------------------------------------------------- sampling
 
+MAX_NEW_TOKENS = 100_000  # a cap on one request, so a typo cannot ask for hours of sampling
+
+
 def check_sampling_args(temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
                         max_new_tokens: int = 0) -> None:
+    """UsageError, in one sentence, for settings sampling cannot use."""
     if not temperature >= 0:
         raise UsageError(f"temperature must be 0 (greedy) or positive, got {temperature}")
     if top_k is not None and top_k < 1:
@@ -63,10 +67,13 @@ def check_sampling_args(temperature: float = 1.0, top_k: int | None = None, top_
         raise UsageError(f"top_p must be in (0, 1], got {top_p}")
     if max_new_tokens < 0:
         raise UsageError(f"max_new_tokens must not be negative, got {max_new_tokens}")
+    if max_new_tokens > MAX_NEW_TOKENS:
+        raise UsageError(f"max_new_tokens is capped at {MAX_NEW_TOKENS}, got {max_new_tokens}: ask for fewer")
 
 
 def apply_top_k(logits: torch.Tensor, k: int) -> torch.Tensor:
-    """Keep the k largest logits of each row (B, V); the rest become -inf."""
+    """Keep the k largest logits of each row (B, V); the rest become -inf. Logits tied
+    with the k-th largest are all kept."""
     k = min(k, logits.size(-1))
     kth_largest = torch.topk(logits, k, dim=-1).values[..., -1:]  # (B, 1)
     return logits.masked_fill(logits < kth_largest, float("-inf"))
@@ -83,17 +90,24 @@ def apply_top_p(logits: torch.Tensor, p: float) -> torch.Tensor:
     return logits.masked_fill(drop, float("-inf"))
 
 
-def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
-                top_p: float | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
-    """logits (B, V) of the last position -> next token ids (B, 1)."""
-    if temperature == 0:
-        return logits.argmax(dim=-1, keepdim=True)
+def sampling_probs(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
+                   top_p: float | None = None) -> torch.Tensor:
+    """logits (B, V) -> the distribution (B, V) a token is drawn from: logits divided by
+    the temperature, then top-k, then top-p, then softmax. Needs temperature > 0."""
     logits = logits.float() / temperature
     if top_k is not None:
         logits = apply_top_k(logits, top_k)
     if top_p is not None and top_p < 1:
         logits = apply_top_p(logits, top_p)
-    probs = torch.softmax(logits, dim=-1)
+    return torch.softmax(logits, dim=-1)  # (B, V), dropped tokens get exactly 0
+
+
+def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
+                top_p: float | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+    """logits (B, V) of the last position -> next token ids (B, 1); temperature 0 is greedy."""
+    if temperature == 0:
+        return logits.argmax(dim=-1, keepdim=True)
+    probs = sampling_probs(logits, temperature, top_k, top_p)
     return torch.multinomial(probs, num_samples=1, generator=generator)
 
 
@@ -105,8 +119,10 @@ def stream_logits(model, idx: torch.Tensor, max_new_tokens: int, *, temperature:
                   generator: torch.Generator | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Yield `(next_ids (B, 1), logits (B, V))` for each new token."""
     check_sampling_args(temperature, top_k, top_p, max_new_tokens)
-    if idx.dim() != 2 or idx.size(1) == 0:
-        raise UsageError("generation needs a prompt of at least one token per row")
+    if idx.dim() != 2 or idx.size(0) == 0 or idx.size(1) == 0:
+        raise UsageError("generation needs a prompt of shape (B, T) with at least one token per row")
+    if idx.dtype != torch.long:
+        raise UsageError(f"prompt token ids must be a LongTensor, got {idx.dtype}")
     block = model.config.block_size
     param = next(model.parameters())
     cache = KVCache(model.config, idx.size(0), block, param.device, param.dtype) if use_cache else None
@@ -142,3 +158,51 @@ def generate(model, idx: torch.Tensor, max_new_tokens: int, *, temperature: floa
     new = list(stream(model, idx, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
                       use_cache=use_cache, generator=generator))
     return torch.cat([idx, *new], dim=1)
+
+
+# ---------------------------------------------------------------- text in and out
+
+def encode_prompt(tokenizer, text: str | None) -> list[int]:
+    """Prompt text -> token ids. No text (or empty text) starts from the tokenizer's
+    start token (`<|endoftext|>` for GPT-2); a tokenizer without one starts from a
+    newline when text is None, and an empty string is an error."""
+    if text:
+        return tokenizer.encode(text)
+    if tokenizer.eot_token is not None:
+        return [tokenizer.eot_token]
+    if text == "":
+        raise UsageError("the prompt is empty and this tokenizer has no start token: give some text")
+    try:
+        return tokenizer.encode("\n")
+    except UsageError:
+        raise UsageError("this tokenizer has no start token and no newline: give a prompt") from None
+
+
+class StreamDecoder:
+    """Token ids in, printable text out, as tokens arrive.
+
+    A byte-level BPE token can end in the middle of a multi-byte UTF-8 character
+    ("é" or "🙂" may take two or more tokens); decoding it alone gives U+FFFD.
+    Such tokens are held back until the character is complete. Only the tokens
+    since the last complete character are decoded again, so streaming n tokens
+    costs O(n)."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self.pending: list[int] = []
+        self.can_split_characters = tokenizer.name != "char"  # a char token is always whole
+
+    def push(self, ids: list[int]) -> str:
+        """Add new token ids; return the text that is now complete ("" while waiting)."""
+        self.pending.extend(ids)
+        text = self.tokenizer.decode(self.pending)
+        if self.can_split_characters and text.endswith("\ufffd"):
+            return ""  # an incomplete character at the end: wait for its next bytes
+        self.pending = []
+        return text
+
+    def flush(self) -> str:
+        """Whatever is left, undecodable bytes shown as U+FFFD."""
+        text = self.tokenizer.decode(self.pending) if self.pending else ""
+        self.pending = []
+        return text
