@@ -19,14 +19,11 @@ from pathlib import Path
 import torch
 
 
-def timed(fn, repeats: int) -> float:
-    """Best wall time of `repeats` calls, in seconds."""
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
+def timed(fn):
+    """(result, wall seconds) of one call."""
+    start = time.perf_counter()
+    result = fn()
+    return result, time.perf_counter() - start
 
 
 def main() -> None:
@@ -38,7 +35,7 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=256)
     parser.add_argument("--uncached-new-tokens", type=int, default=64, help="0 skips the uncached path")
     parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args()
@@ -65,23 +62,29 @@ def main() -> None:
         return out
 
     results = {}
-    reference = run_hf(new)
-    results["transformers_generate"] = new * args.batch / timed(lambda: run_hf(new), args.repeats)
-    for attn_impl, norm in (("sdpa", "torch"), ("manual", "scratch")):
-        model = from_hf(hf_model, attn_impl=attn_impl, norm=norm)
-        ours = generate(model, prompt, new, temperature=0)
-        same = bool((ours == reference).all())
-        key = f"glassgpt_cached_{attn_impl}_{norm}"
-        results[key] = new * args.batch / timed(lambda: generate(model, prompt, new, temperature=0), args.repeats)
-        results[key + "_same_tokens_as_transformers"] = same
-        print(f"{key}: {results[key]:.1f} tokens/s (same tokens as transformers: {same})", flush=True)
+    models = {f"glassgpt_cached_{a}_{n}": from_hf(hf_model, attn_impl=a, norm=n)
+              for a, n in (("sdpa", "torch"), ("manual", "scratch"))}
+    for model in models.values():  # warm up every path once
+        generate(model, prompt, 2, temperature=0)
+    run_hf(2)
+    for _ in range(args.repeats):  # interleaved, so a busy machine slows every path alike; best of the repeats
+        reference, seconds = timed(lambda: run_hf(new))
+        results["transformers_generate"] = max(results.get("transformers_generate", 0.0), new * args.batch / seconds)
+        print(f"transformers_generate: {new * args.batch / seconds:.1f} tokens/s", flush=True)
+        for key, model in models.items():
+            ours, seconds = timed(lambda: generate(model, prompt, new, temperature=0))
+            results[key] = max(results.get(key, 0.0), new * args.batch / seconds)
+            results[key + "_same_tokens_as_transformers"] = bool((ours == reference).all())
+            print(f"{key}: {new * args.batch / seconds:.1f} tokens/s (same tokens: {results[key + '_same_tokens_as_transformers']})", flush=True)
     if args.uncached_new_tokens:
-        model = from_hf(hf_model, attn_impl="sdpa", norm="torch")
         n = args.uncached_new_tokens
-        results["glassgpt_uncached_sdpa_torch"] = n * args.batch / timed(
-            lambda: generate(model, prompt, n, temperature=0, use_cache=False), 1)
-        results["transformers_generate_same_length_as_uncached"] = n * args.batch / timed(lambda: run_hf(n), args.repeats)
-    print(f"transformers_generate: {results['transformers_generate']:.1f} tokens/s")
+        model = models["glassgpt_cached_sdpa_torch"]
+        _, seconds = timed(lambda: generate(model, prompt, n, temperature=0, use_cache=False))
+        results[f"glassgpt_uncached_sdpa_torch_{n}_new"] = n * args.batch / seconds
+        _, seconds = timed(lambda: generate(model, prompt, n, temperature=0))
+        results[f"glassgpt_cached_sdpa_torch_{n}_new"] = n * args.batch / seconds
+        print(f"{n} new tokens, uncached: {results[f'glassgpt_uncached_sdpa_torch_{n}_new']:.1f} tokens/s, "
+              f"cached: {results[f'glassgpt_cached_sdpa_torch_{n}_new']:.1f} tokens/s", flush=True)
 
     record = {
         "benchmark": "generate_vs_hf",

@@ -29,8 +29,8 @@ class KVCache:
     def __init__(self, config: GPTConfig, batch_size: int, max_len: int,
                  device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32):
         shape = (config.n_layer, batch_size, config.n_head, max_len, config.head_size)
-        self.k = torch.zeros(shape, device=device, dtype=dtype)
-        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.k = torch.empty(shape, device=device, dtype=dtype)  # only the first `length` positions are ever read
+        self.v = torch.empty(shape, device=device, dtype=dtype)
         self.max_len = max_len
         self.length = 0
 
@@ -125,7 +125,8 @@ def stream_logits(model, idx: torch.Tensor, max_new_tokens: int, *, temperature:
         raise UsageError(f"prompt token ids must be a LongTensor, got {idx.dtype}")
     block = model.config.block_size
     param = next(model.parameters())
-    cache = KVCache(model.config, idx.size(0), block, param.device, param.dtype) if use_cache else None
+    cache_len = min(block, idx.size(1) + max_new_tokens)  # all the positions this call can fill
+    cache = KVCache(model.config, idx.size(0), cache_len, param.device, param.dtype) if use_cache else None
     was_training = model.training
     model.eval()
     try:
