@@ -83,7 +83,7 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--top-k", type=positive_int, default=None)
     p.add_argument("--top-p", type=float_arg, default=None, help="nucleus sampling, in (0, 1]")
     p.add_argument("--seed", type=seed_int, default=None)
-    p.add_argument("--num-samples", type=positive_int, default=1, help="samples drawn together as one batch")
+    p.add_argument("--num-samples", type=positive_int, default=1, help="samples drawn together as one batch, printed when done")
     p.add_argument("--no-cache", action="store_true", help="recompute the whole context at every step")
     p.add_argument("--device", default="cpu")
 

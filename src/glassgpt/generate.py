@@ -9,7 +9,12 @@ Without a cache every step runs the model on the whole context. With the
 new token, reading the keys and values of the past from the cache. The model
 only ever sees the last `block_size` tokens: when the cache is full, it is
 refilled from the last `block_size` tokens, which is exactly what the uncached
-path computes, so both give the same tokens and logits.
+path computes, so both give the same tokens and logits. (Past `block_size` the
+window slides, every key changes, and each step costs a full forward again:
+exact parity has that price.)
+
+`encode_prompt` and `StreamDecoder` turn text into a prompt and streamed token
+ids back into text, holding back the pieces of a multi-byte character.
 """
 
 from __future__ import annotations

@@ -12,7 +12,8 @@ Our parameter names are GPT-2's, so the mapping is by name:
 with one twist: GPT-2 keeps its linear layers as `Conv1D`, whose weight is
 (in, out), the transpose of `nn.Linear`'s (out, in). The GPT-2 family is
 learned positions, the tanh GELU, LayerNorm with eps 1e-5 and biases
-everywhere; a model outside it is refused with a `UsageError`.
+everywhere; a model outside it is refused with a `UsageError` (a model of ours
+without biases is exported with zero biases, which computes the same thing).
 
 OpenAI's weights, with internet once:
 
@@ -138,7 +139,9 @@ def from_hf(hf_model, attn_impl: str = "sdpa", norm: str = "torch") -> GPT:
 
 def to_hf(model: GPT):
     """Our `GPT` -> a `transformers.GPT2LMHeadModel` computing the same logits, in eval mode.
-    Refuses (UsageError) RoPE models, which GPT-2 cannot represent."""
+    Refuses (UsageError) RoPE models, which GPT-2 cannot represent. A model without biases
+    is exported with zero biases (the same function); an untied head stays untied
+    (`tie_word_embeddings=False`)."""
     transformers = import_transformers()
     hf_model = transformers.GPT2LMHeadModel(config_to_hf(model.config))
     hf_shapes = {name: t.shape for name, t in hf_model.state_dict().items()}
