@@ -231,6 +231,14 @@ def gpt2_run(tmp_path_factory):
     return run_dir
 
 
+def sample_in_process(capsys, *args: str) -> tuple[str, str]:
+    """`glassgpt sample ARGS` run by cli.main in this process: (stdout, stderr)."""
+    capsys.readouterr()
+    cli.main(["sample", *args])
+    captured = capsys.readouterr()
+    return captured.out, captured.err
+
+
 def test_cli_sample_prints_what_the_api_generates(gpt2_run):
     r = run_cli("sample", str(gpt2_run), "--prompt", "Hello", "--max-new-tokens", "40", "--seed", "3", "--top-p", "0.9")
     assert r.returncode == 0, r.stderr
@@ -253,23 +261,26 @@ def test_cli_sample_streams_token_by_token(char_run, monkeypatch):
     cli.main(["sample", str(char_run), "--prompt", "ab", "--max-new-tokens", "25", "--seed", "1"])
     token_writes = [w for w in writes if w]
     assert len(token_writes) >= 25, "each character is written as soon as it is sampled"
-    assert len("".join(writes).rstrip("\n")) == 2 + 25
+    assert len("".join(writes)) == 2 + 25 + 1  # prompt, new characters, final newline
 
 
-def test_cli_no_cache_gives_the_same_text(char_run):
-    args = ["sample", str(char_run), "--prompt", "abc", "--max-new-tokens", "30", "--seed", "5"]
-    cached, uncached = run_cli(*args), run_cli(*args, "--no-cache")
-    assert cached.returncode == uncached.returncode == 0, cached.stderr + uncached.stderr
-    assert cached.stdout == uncached.stdout
+def test_cli_no_cache_gives_the_same_text(char_run, capsys):
+    args = [str(char_run), "--prompt", "abc", "--max-new-tokens", "30", "--seed", "5"]  # 30 > block_size 16
+    cached, _ = sample_in_process(capsys, *args)
+    uncached, err = sample_in_process(capsys, *args, "--no-cache")
+    assert cached == uncached and len(cached) == len("abc") + 30 + 1
+    assert "no KV cache" in err
 
 
-def test_cli_num_samples_prints_each_sample_of_one_batch(char_run):
-    r = run_cli("sample", str(char_run), "--prompt", "To", "--max-new-tokens", "20", "--num-samples", "3", "--seed", "2")
-    assert r.returncode == 0, r.stderr
-    blocks = r.stdout.split("--- sample ")[1:]
+def test_cli_num_samples_prints_each_sample_of_one_batch(char_run, capsys):
+    out, err = sample_in_process(capsys, str(char_run), "--prompt", "To", "--max-new-tokens", "20",
+                                 "--num-samples", "3", "--seed", "2")
+    blocks = out.split("--- sample ")[1:]
     assert [b.split(" ---")[0] for b in blocks] == ["1", "2", "3"]
-    assert all(b.split("---\n", 1)[1].startswith("To") for b in blocks)
-    assert "60 tokens in" in r.stderr and "3 sample(s) as one batch" in r.stderr
+    texts = [b.split("---\n", 1)[1][:-1] for b in blocks]  # each ends in the newline printed after it
+    assert all(t.startswith("To") and len(t) == 22 for t in texts)
+    assert len(set(texts)) > 1, "each sample draws its own tokens"
+    assert "60 tokens in" in err and "3 sample(s) as one batch" in err
 
 
 @pytest.mark.parametrize("args,fragment", [
