@@ -87,7 +87,11 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--no-cache", action="store_true", help="recompute the whole context at every step")
     p.add_argument("--device", default="cpu")
 
-    p = sub.add_parser("convert-hf", help="turn a saved transformers GPT-2 into a run directory")
+    p = sub.add_parser("convert-hf", help="turn a saved transformers GPT-2 into a run directory",
+                       description="Convert a folder written by transformers' GPT2LMHeadModel.save_pretrained "
+                                   "into a glassgpt run directory. For OpenAI's GPT-2, once with internet: "
+                                   "GPT2LMHeadModel.from_pretrained('gpt2').save_pretrained('gpt2-hf'), then "
+                                   "glassgpt convert-hf gpt2-hf --out runs/gpt2.")
     p.add_argument("hf_dir", type=Path, metavar="HF_DIR", help="a folder written by GPT2LMHeadModel.save_pretrained")
     p.add_argument("--out", type=Path, required=True, metavar="RUN_DIR", help="the run directory to create")
     return parser
