@@ -1,4 +1,5 @@
-"""`glassgpt <command>`: prepare data, train, sample, analyze.
+"""`glassgpt <command>`: prepare data, train, sample, analyze, serve the demo,
+convert GPT-2 weights.
 
 Every user error ends in one line on stderr and exit status 2 (usage) or 1
 (runtime); a traceback means a bug in glassgpt.
@@ -14,7 +15,6 @@ from pathlib import Path
 
 from glassgpt.errors import GlassGPTError, UsageError
 
-MAX_NEW_TOKENS = 100_000
 MAX_ANALYSIS_WINDOWS = 1024
 
 
@@ -53,6 +53,13 @@ def port_number(text: str) -> int:
     return value
 
 
+def seed_int(text: str) -> int:
+    value = _number(text, int)
+    if not 0 <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 2**63 - 1, got {value}")
+    return value
+
+
 def float_arg(text: str) -> float:
     value = _number(text, float)
     if value != value:
@@ -88,8 +95,8 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--temperature", type=float_arg, default=0.8, help="0 is greedy")
     p.add_argument("--top-k", type=positive_int, default=None)
     p.add_argument("--top-p", type=float_arg, default=None, help="nucleus sampling, in (0, 1]")
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--num-samples", type=positive_int, default=1, help="samples drawn together as one batch")
+    p.add_argument("--seed", type=seed_int, default=None)
+    p.add_argument("--num-samples", type=positive_int, default=1, help="samples drawn together as one batch, printed when done")
     p.add_argument("--no-cache", action="store_true", help="recompute the whole context at every step")
     p.add_argument("--device", default="cpu")
 
@@ -98,13 +105,21 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--prompt", default=None, help="text whose attention is drawn (default: from the validation split)")
     p.add_argument("--out", type=Path, default=None, help="report folder (default RUN_DIR/analysis)")
     p.add_argument("--windows", type=positive_int, default=8, help="validation windows to measure on")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random tokens for the induction scores")
+    p.add_argument("--seed", type=seed_int, default=0, help="seed of the random tokens for the induction scores")
     p.add_argument("--device", default="cpu")
 
     p = sub.add_parser("demo", help="serve the web demo (needs glassgpt[demo])")
     p.add_argument("run_dir", type=Path)
     p.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to serve other machines")
     p.add_argument("--port", type=port_number, default=7860)
+
+    p = sub.add_parser("convert-hf", help="turn a saved transformers GPT-2 into a run directory",
+                       description="Convert a folder written by transformers' GPT2LMHeadModel.save_pretrained "
+                                   "into a glassgpt run directory. For OpenAI's GPT-2, once with internet: "
+                                   "GPT2LMHeadModel.from_pretrained('gpt2').save_pretrained('gpt2-hf'), then "
+                                   "glassgpt convert-hf gpt2-hf --out runs/gpt2.")
+    p.add_argument("hf_dir", type=Path, metavar="HF_DIR", help="a folder written by GPT2LMHeadModel.save_pretrained")
+    p.add_argument("--out", type=Path, required=True, metavar="RUN_DIR", help="the run directory to create")
     return parser
 
 
@@ -142,61 +157,45 @@ def cmd_train(args) -> None:
     print(f"run saved in {out}; sample it with: glassgpt sample {out}")
 
 
-def default_prompt(tokenizer) -> list[int]:
-    if tokenizer.eot_token is not None:
-        return [tokenizer.eot_token]
-    try:
-        return tokenizer.encode("\n")
-    except UsageError:
-        raise UsageError("this tokenizer has no start token and no newline: give a --prompt") from None
-
-
 def cmd_sample(args) -> None:
     import torch
 
     from glassgpt.checkpoint import load_run
-    from glassgpt.generate import check_sampling_args, stream
+    from glassgpt.generate import StreamDecoder, check_sampling_args, encode_prompt, stream
     from glassgpt.train import resolve_device
 
     check_sampling_args(args.temperature, args.top_k, args.top_p, args.max_new_tokens)
-    if args.max_new_tokens > MAX_NEW_TOKENS:
-        raise UsageError(f"--max-new-tokens is capped at {MAX_NEW_TOKENS}, got {args.max_new_tokens}")
     device = resolve_device(args.device)
     model, tokenizer, _ = load_run(args.run_dir, device)
-    if args.prompt is None:
-        prompt_ids = default_prompt(tokenizer)
-    elif args.prompt == "":
-        raise UsageError("--prompt is empty: give some text, or leave --prompt out for the default start")
-    else:
-        prompt_ids = tokenizer.encode(args.prompt)
+    prompt_ids = encode_prompt(tokenizer, args.prompt)
     generator = torch.Generator(device=device)
     generator.manual_seed(args.seed if args.seed is not None else int(time.time_ns() % 2**31))
-    idx = torch.tensor([prompt_ids] * args.num_samples, dtype=torch.long, device=device)
+    idx = torch.tensor([prompt_ids] * args.num_samples, dtype=torch.long, device=device)  # (N, T)
 
     out = sys.stdout
     new_tokens: list[list[int]] = [[] for _ in range(args.num_samples)]
-    printed = 0  # characters of the first sample's new text already on the terminal
+    decoder = StreamDecoder(tokenizer)  # streams the single sample as it is made
     if args.num_samples == 1:
         out.write(args.prompt or "")
+        out.flush()
     start = time.perf_counter()
     for next_ids in stream(model, idx, args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
                            top_p=args.top_p, use_cache=not args.no_cache, generator=generator):
         for row, token in enumerate(next_ids[:, 0].tolist()):
             new_tokens[row].append(token)
         if args.num_samples == 1:
-            text = tokenizer.decode(new_tokens[0])
-            if not text.endswith("\ufffd"):  # else wait for the rest of a multi-byte character
-                out.write(text[printed:])
-                out.flush()
-                printed = len(text)
+            out.write(decoder.push(new_tokens[0][-1:]))
+            out.flush()
     elapsed = time.perf_counter() - start
     if args.num_samples == 1:
-        out.write(tokenizer.decode(new_tokens[0])[printed:] + "\n")
+        out.write(decoder.flush() + "\n")
     else:
         for row, ids in enumerate(new_tokens):
             out.write(f"--- sample {row + 1} ---\n{args.prompt or ''}{tokenizer.decode(ids)}\n")
+    out.flush()
     count = args.max_new_tokens * args.num_samples
-    print(f"[{count} tokens in {elapsed:.2f}s: {count / max(elapsed, 1e-9):,.0f} tokens/s]", file=sys.stderr)
+    print(f"[{count} tokens in {elapsed:.2f}s: {count / max(elapsed, 1e-9):,.0f} tokens/s, "
+          f"{args.num_samples} sample(s) as one batch, {'no ' if args.no_cache else ''}KV cache]", file=sys.stderr)
 
 
 def cmd_analyze(args) -> None:
@@ -208,7 +207,6 @@ def cmd_analyze(args) -> None:
     out = write_report(args.run_dir, prompt=args.prompt, out=args.out, num_windows=args.windows,
                        device=str(resolve_device(args.device)), seed=args.seed)
     print(f"analysis written to {out}; open {out / REPORT}")
-
 
 
 def cmd_demo(args) -> None:
@@ -223,9 +221,15 @@ def cmd_demo(args) -> None:
     launch(str(args.run_dir), host=args.host, port=args.port)
 
 
+def cmd_convert_hf(args) -> None:
+    from glassgpt.hf import convert_hf_dir
+
+    convert_hf_dir(args.hf_dir, args.out)
+    print(f"converted {args.hf_dir} into {args.out}; sample it with: glassgpt sample {args.out}")
+
 
 COMMANDS = {"prepare": cmd_prepare, "train": cmd_train, "sample": cmd_sample, "analyze": cmd_analyze,
-            "demo": cmd_demo}
+            "demo": cmd_demo, "convert-hf": cmd_convert_hf}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -9,7 +9,12 @@ Without a cache every step runs the model on the whole context. With the
 new token, reading the keys and values of the past from the cache. The model
 only ever sees the last `block_size` tokens: when the cache is full, it is
 refilled from the last `block_size` tokens, which is exactly what the uncached
-path computes, so both give the same tokens and logits.
+path computes, so both give the same tokens and logits. (Past `block_size` the
+window slides, every key changes, and each step costs a full forward again:
+exact parity has that price.)
+
+`encode_prompt` and `StreamDecoder` turn text into a prompt and streamed token
+ids back into text, holding back the pieces of a multi-byte character.
 """
 
 from __future__ import annotations
@@ -29,8 +34,8 @@ class KVCache:
     def __init__(self, config: GPTConfig, batch_size: int, max_len: int,
                  device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32):
         shape = (config.n_layer, batch_size, config.n_head, max_len, config.head_size)
-        self.k = torch.zeros(shape, device=device, dtype=dtype)
-        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.k = torch.empty(shape, device=device, dtype=dtype)  # only the first `length` positions are ever read
+        self.v = torch.empty(shape, device=device, dtype=dtype)
         self.max_len = max_len
         self.length = 0
 
@@ -53,8 +58,12 @@ class KVCache:
 
 # ---------------------------------------------------------------- sampling
 
+MAX_NEW_TOKENS = 100_000  # a cap on one request, so a typo cannot ask for hours of sampling
+
+
 def check_sampling_args(temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
                         max_new_tokens: int = 0) -> None:
+    """UsageError, in one sentence, for settings sampling cannot use."""
     if not temperature >= 0:
         raise UsageError(f"temperature must be 0 (greedy) or positive, got {temperature}")
     if top_k is not None and top_k < 1:
@@ -63,10 +72,13 @@ def check_sampling_args(temperature: float = 1.0, top_k: int | None = None, top_
         raise UsageError(f"top_p must be in (0, 1], got {top_p}")
     if max_new_tokens < 0:
         raise UsageError(f"max_new_tokens must not be negative, got {max_new_tokens}")
+    if max_new_tokens > MAX_NEW_TOKENS:
+        raise UsageError(f"max_new_tokens is capped at {MAX_NEW_TOKENS}, got {max_new_tokens}: ask for fewer")
 
 
 def apply_top_k(logits: torch.Tensor, k: int) -> torch.Tensor:
-    """Keep the k largest logits of each row (B, V); the rest become -inf."""
+    """Keep the k largest logits of each row (B, V); the rest become -inf. Logits tied
+    with the k-th largest are all kept."""
     k = min(k, logits.size(-1))
     kth_largest = torch.topk(logits, k, dim=-1).values[..., -1:]  # (B, 1)
     return logits.masked_fill(logits < kth_largest, float("-inf"))
@@ -83,17 +95,24 @@ def apply_top_p(logits: torch.Tensor, p: float) -> torch.Tensor:
     return logits.masked_fill(drop, float("-inf"))
 
 
-def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
-                top_p: float | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
-    """logits (B, V) of the last position -> next token ids (B, 1)."""
-    if temperature == 0:
-        return logits.argmax(dim=-1, keepdim=True)
+def sampling_probs(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
+                   top_p: float | None = None) -> torch.Tensor:
+    """logits (B, V) -> the distribution (B, V) a token is drawn from: logits divided by
+    the temperature, then top-k, then top-p, then softmax. Needs temperature > 0."""
     logits = logits.float() / temperature
     if top_k is not None:
         logits = apply_top_k(logits, top_k)
     if top_p is not None and top_p < 1:
         logits = apply_top_p(logits, top_p)
-    probs = torch.softmax(logits, dim=-1)
+    return torch.softmax(logits, dim=-1)  # (B, V), dropped tokens get exactly 0
+
+
+def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
+                top_p: float | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+    """logits (B, V) of the last position -> next token ids (B, 1); temperature 0 is greedy."""
+    if temperature == 0:
+        return logits.argmax(dim=-1, keepdim=True)
+    probs = sampling_probs(logits, temperature, top_k, top_p)
     return torch.multinomial(probs, num_samples=1, generator=generator)
 
 
@@ -105,11 +124,14 @@ def stream_logits(model, idx: torch.Tensor, max_new_tokens: int, *, temperature:
                   generator: torch.Generator | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Yield `(next_ids (B, 1), logits (B, V))` for each new token."""
     check_sampling_args(temperature, top_k, top_p, max_new_tokens)
-    if idx.dim() != 2 or idx.size(1) == 0:
-        raise UsageError("generation needs a prompt of at least one token per row")
+    if idx.dim() != 2 or idx.size(0) == 0 or idx.size(1) == 0:
+        raise UsageError("generation needs a prompt of shape (B, T) with at least one token per row")
+    if idx.dtype != torch.long:
+        raise UsageError(f"prompt token ids must be a LongTensor, got {idx.dtype}")
     block = model.config.block_size
     param = next(model.parameters())
-    cache = KVCache(model.config, idx.size(0), block, param.device, param.dtype) if use_cache else None
+    cache_len = min(block, idx.size(1) + max_new_tokens)  # all the positions this call can fill
+    cache = KVCache(model.config, idx.size(0), cache_len, param.device, param.dtype) if use_cache else None
     was_training = model.training
     model.eval()
     try:
@@ -142,3 +164,51 @@ def generate(model, idx: torch.Tensor, max_new_tokens: int, *, temperature: floa
     new = list(stream(model, idx, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
                       use_cache=use_cache, generator=generator))
     return torch.cat([idx, *new], dim=1)
+
+
+# ---------------------------------------------------------------- text in and out
+
+def encode_prompt(tokenizer, text: str | None) -> list[int]:
+    """Prompt text -> token ids. No text (or empty text) starts from the tokenizer's
+    start token (`<|endoftext|>` for GPT-2); a tokenizer without one starts from a
+    newline when text is None, and an empty string is an error."""
+    if text:
+        return tokenizer.encode(text)
+    if tokenizer.eot_token is not None:
+        return [tokenizer.eot_token]
+    if text == "":
+        raise UsageError("the prompt is empty and this tokenizer has no start token: give some text")
+    try:
+        return tokenizer.encode("\n")
+    except UsageError:
+        raise UsageError("this tokenizer has no start token and no newline: give a prompt") from None
+
+
+class StreamDecoder:
+    """Token ids in, printable text out, as tokens arrive.
+
+    A byte-level BPE token can end in the middle of a multi-byte UTF-8 character
+    ("é" or "🙂" may take two or more tokens); decoding it alone gives U+FFFD.
+    Such tokens are held back until the character is complete. Only the tokens
+    since the last complete character are decoded again, so streaming n tokens
+    costs O(n)."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self.pending: list[int] = []
+        self.can_split_characters = tokenizer.name != "char"  # a char token is always whole
+
+    def push(self, ids: list[int]) -> str:
+        """Add new token ids; return the text that is now complete ("" while waiting)."""
+        self.pending.extend(ids)
+        text = self.tokenizer.decode(self.pending)
+        if self.can_split_characters and text.endswith("\ufffd"):
+            return ""  # an incomplete character at the end: wait for its next bytes
+        self.pending = []
+        return text
+
+    def flush(self) -> str:
+        """Whatever is left, undecodable bytes shown as U+FFFD."""
+        text = self.tokenizer.decode(self.pending) if self.pending else ""
+        self.pending = []
+        return text
