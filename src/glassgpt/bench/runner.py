@@ -6,6 +6,7 @@ import contextlib
 import datetime
 import difflib
 import time
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -61,20 +62,36 @@ def cold_compile_settings():
     inductor_config.force_disable_caches = True
     torch._dynamo.config.cache_size_limit = max(64, saved[1])
     try:
-        yield
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*force_disable_caches.*")
+            yield
     finally:
         inductor_config.force_disable_caches, torch._dynamo.config.cache_size_limit = saved
         torch._dynamo.reset()
 
 
+@contextlib.contextmanager
+def restore_threads(count: int):
+    try:
+        yield
+    finally:
+        torch.set_num_threads(count)
+
+
 def run(what: str = "all", *, quick: bool = False, out_dir: str | Path = DEFAULT_OUT, device: str = "auto",
-        compile_backend: str = "inductor", notes: str = "", log: Callable[[str], None] = print) -> tuple[Path, dict]:
+        compile_backend: str = "inductor", threads: int | None = None, notes: str = "",
+        log: Callable[[str], None] = print) -> tuple[Path, dict]:
     """Run the suite(s) named by `what` and write `<out_dir>/<time>-<what>.json`.
     Returns (path of the JSON file, its contents). A suite that raises is recorded
-    under `skipped` with its error, and the others still run."""
+    under `skipped` with its error, and the others still run. `threads` sets torch's
+    CPU threads for the run (on a busy machine, 1 avoids threads waiting on each other)."""
     names = suite_names(what)
     if compile_backend not in COMPILE_BACKENDS:
         raise UsageError(f"compile backend must be one of {', '.join(COMPILE_BACKENDS)}, got {compile_backend!r}")
+    if not (device in ("auto", "cpu", "cuda", "mps") or device.startswith("cuda:")):
+        raise UsageError(f"device must be auto, cpu, cuda, cuda:N or mps, got {device!r}")
+    if threads is not None and threads < 1:
+        raise UsageError(f"threads must be at least 1, got {threads}")
     out_dir = Path(out_dir)
     check_out_dir(out_dir)
     settings = Settings(quick=quick, device=resolve_device(device), repeats=3 if quick else 5, warmup=1,
@@ -82,9 +99,12 @@ def run(what: str = "all", *, quick: bool = False, out_dir: str | Path = DEFAULT
                         compile_backend=compile_backend, notes=notes)
     stamp = f"{datetime.datetime.now():%Y%m%d-%H%M%S}-{what}{'-quick' if quick else ''}"
     rec = Recorder(settings, log, out_dir, stamp)
+    threads_before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
     machine = machine_info(settings.device)  # load average before the run
     started = time.perf_counter()
-    with cold_compile_settings():
+    with cold_compile_settings(), restore_threads(threads_before):
         for name in names:
             rec.suite = name
             log(f"[{name}]")

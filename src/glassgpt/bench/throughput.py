@@ -34,8 +34,8 @@ def measured_peak(rec: Recorder, s: Settings, dtype: str) -> float:
     return _PEAKS[key]
 
 
-def _mfu_figures(rec: Recorder, label: str, model, seq: int, tokens_per_s: float, peak: float, **details) -> None:
-    flops_per_token = model.estimate_flops_per_token(seq)
+def _mfu_figures(rec: Recorder, label: str, gpt, seq: int, tokens_per_s: float, peak: float, **details) -> None:
+    flops_per_token = gpt.estimate_flops_per_token(seq)
     achieved = flops_per_token * tokens_per_s
     rec.figure(f"{label}: tokens/s", tokens_per_s, "tokens/s", **details)
     rec.figure(f"{label}: MFU", achieved / peak, "fraction of measured peak",
@@ -86,13 +86,14 @@ def train(rec: Recorder, s: Settings) -> None:
                 step = make_train_step(models[key], device, dtype, compile=compiled, compile_backend=s.compile_backend)
                 variants[key] = (lambda st=step: st(x, y), dtype, compiled)
         shape = {"model": name, "B": batch, "T": seq, "steps_per_sample": steps}
-        for key, (fn, dtype, compiled) in variants.items():
-            if compiled:
-                rec.figure(f"{name} {key}: first step (compile)", first_call_seconds(fn, device), "s",
-                           backend=s.compile_backend, **shape)
+        first = {key: first_call_seconds(fn, device) for key, (fn, _, compiled) in variants.items() if compiled}
         times = rec.compare(f"{name} training", {k: v[0] for k, v in variants.items()}, workload=TRAIN, shape=shape,
                             repeats=3, inner=steps, tokens_per_call=batch * seq)
         for key, (fn, dtype, compiled) in variants.items():
+            if compiled:
+                rec.figure(f"{name} {key}: first step", first[key], "s", backend=s.compile_backend, **shape)
+                rec.figure(f"{name} {key}: compile time", first[key] - statistics.median(times[key]), "s",
+                           note="first step minus the median steady-state step", **shape)
             tokens_per_s = batch * seq / statistics.median(times[key])
             _mfu_figures(rec, f"{name} {key}", models[key], seq, tokens_per_s, measured_peak(rec, s, dtype),
                          dtype=dtype, compiled=compiled, **shape)

@@ -184,13 +184,16 @@ def matmul_flops_per_s(n: int, dtype: torch.dtype, device: torch.device, repeats
 
 def peak_matmul(dtype: torch.dtype, device: torch.device, *, max_n: int, target_s: float,
                 repeats: int) -> tuple[float, int]:
-    """The machine's matmul throughput for `dtype`: double the size until one product
-    takes `target_s` (or `max_n` is reached), then take the best of `repeats`.
-    Returns (FLOP/s, n). Small products underrate a machine; huge ones waste time."""
-    n = 128
-    while n < max_n:
-        rate = matmul_flops_per_s(n, dtype, device, repeats=1)
-        if 2 * n**3 / rate >= target_s:
-            break
+    """The machine's matmul throughput for `dtype`: square products of doubling size n
+    (from 128) until one takes `target_s` or n reaches `max_n`; the best of `repeats`
+    at each size, and the best size wins. Returns (FLOP/s, n). Usually the largest n
+    wins; where a dtype is emulated (bf16 on CPUs without bf16 instructions) small
+    products can be the fastest, so every size is kept in the running."""
+    best, best_n, n = 0.0, 128, 128
+    while True:
+        rate = matmul_flops_per_s(n, dtype, device, repeats)
+        if rate > best:
+            best, best_n = rate, n
+        if n >= max_n or 2 * n**3 / rate >= target_s:
+            return best, best_n
         n *= 2
-    return matmul_flops_per_s(n, dtype, device, repeats), n
