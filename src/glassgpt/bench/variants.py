@@ -14,9 +14,10 @@ import statistics
 import torch
 
 from glassgpt.bench.report import Recorder, Settings
-from glassgpt.bench.workloads import (build_model, first_call_seconds, hook_calls_per_forward, make_forward,
+from glassgpt.bench.workloads import (BypassedHookPoint, build_model, first_call_seconds, hook_calls_per_forward, make_forward,
                                       make_train_step, model_config, peak_cuda_bytes, random_batch, twin,
                                       without_hook_points)
+from glassgpt.hooks import HookPoint
 from glassgpt.model import CausalSelfAttention
 
 TINY = dict(vocab_size=65, block_size=32, n_layer=2, n_head=2, n_embd=32)
@@ -116,6 +117,25 @@ def hooks(rec: Recorder, s: Settings) -> None:
     extra = inference["median_s"]["idle"] - inference["median_s"]["absent"]
     rec.figure("idle hook cost per call (inference B=1)", extra / calls * 1e6, "us",
                note="(median idle - median absent) / calls; can be negative within noise")
+    single_hook_call(rec)
+
+
+def single_hook_call(rec: Recorder, calls: int = 1000) -> None:
+    """The same cost in isolation: a thousand calls of one idle HookPoint against one bypassed."""
+    idle = HookPoint()
+    absent = BypassedHookPoint()
+    x = torch.zeros(1)
+
+    def call_many(point):
+        def run():
+            for _ in range(calls):
+                point(x)
+        return run
+
+    times = rec.compare(f"{calls} calls of one HookPoint", {"idle": call_many(idle), "absent": call_many(absent)},
+                        workload="HookPoint call alone", shape={"calls": calls})
+    per_call = (statistics.median(times["idle"]) - statistics.median(times["absent"])) / calls
+    rec.figure("idle hook cost per call (alone)", per_call * 1e6, "us")
 
 
 def precision(rec: Recorder, s: Settings) -> None:
