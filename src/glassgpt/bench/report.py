@@ -173,4 +173,10 @@ def format_markdown(result: dict) -> str:
         lines.append(f"| {c['suite']} | {c['name']} | {_shape(c['shape'])} | {c['a']} | {c['b']} | "
                      f"{_seconds(c['median_s'][c['a']])} | {_seconds(c['median_s'][c['b']])} | "
                      f"{r['median']:.2f} | {r['min']:.2f}-{r['max']:.2f} |")
+    if result["figures"]:
+        lines += ["", "| suite | figure | value | unit |", "|---|---|---|---|"]
+        for f in result["figures"]:
+            v = f["value"]
+            shown = f"{v:.4g}" if isinstance(v, float) else str(v)
+            lines.append(f"| {f['suite']} | {f['name']} | {shown} | {f['unit']} |")
     return "\n".join(lines)
