@@ -109,8 +109,20 @@ class Recorder:
         }
 
 
+def finite_or_none(value):
+    """JSON has no NaN or infinity: such a number (a broken measurement) is written as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_or_none(v) for v in value]
+    return value
+
+
 def write_json(result: dict, path: Path) -> Path:
     """Write atomically: a temp file in the same folder, then a rename."""
+    result = finite_or_none(result)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
