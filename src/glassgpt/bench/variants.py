@@ -39,14 +39,15 @@ def compare_models(rec: Recorder, label: str, models: dict, batch: int, seq: int
     device = rec.settings.device
     first = next(iter(models.values()))
     x, y = random_batch(first.config.vocab_size, batch, seq, device)
+    configs = {k: dataclasses.asdict(m.config) for k, m in models.items()}  # what exactly was timed
     steps = {k: make_train_step(m, device, dtype) for k, m in models.items()}
     rec.compare(f"{label}: train step", {k: (lambda st=st: st(x, y)) for k, st in steps.items()},
-                workload=TRAIN, shape=shape, tokens_per_call=batch * seq)
+                workload=TRAIN, shape=shape, tokens_per_call=batch * seq, configs=configs)
     b = inference_batch or batch
     xi = x[:b]
     forwards = {k: make_forward(m, device, dtype) for k, m in models.items()}
     rec.compare(f"{label}: inference", {k: (lambda f=f: f(xi)) for k, f in forwards.items()},
-                workload=INFER, shape={**shape, "B": b}, tokens_per_call=b * seq)
+                workload=INFER, shape={**shape, "B": b}, tokens_per_call=b * seq, configs=configs)
 
 
 # ---------------------------------------------------------------- suites
