@@ -39,5 +39,11 @@ test: install $(CHROMIUM)
 demo: install
 	$(VENV)/bin/glassgpt demo $(or $(RUN),runs/quickstart)
 
+# The full benchmark suite (~10-15 minutes on 2 CPU cores); WHAT=attention etc. runs one suite.
+# JSON (and the scaling PNG) go to benchmarks/results/.
+bench: install
+	$(PY) -m pip install -q -e ".[bench]"
+	$(VENV)/bin/glassgpt bench $(or $(WHAT),all) --out benchmarks/results $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -120,6 +120,18 @@ def build_parser() -> ArgumentParser:
                                    "glassgpt convert-hf gpt2-hf --out runs/gpt2.")
     p.add_argument("hf_dir", type=Path, metavar="HF_DIR", help="a folder written by GPT2LMHeadModel.save_pretrained")
     p.add_argument("--out", type=Path, required=True, metavar="RUN_DIR", help="the run directory to create")
+
+    p = sub.add_parser("bench", help="benchmark the design's trade-offs side by side")
+    p.add_argument("what", nargs="?", default="all", metavar="WHAT",
+                   help="all, attention, layernorm, positions, hooks, precision, compile, kvcache, transformers, "
+                        "scaling, mfu or train (default all)")
+    p.add_argument("--quick", action="store_true", help="tiny shapes and few repeats (seconds, not minutes)")
+    p.add_argument("--out", type=Path, default=Path("benchmarks") / "results", help="folder for the JSON (and PNG)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--threads", type=positive_int, default=None,
+                   help="torch CPU threads (default: torch's choice; 1 is steadier on a busy machine)")
+    p.add_argument("--compile-backend", default="inductor", help="torch.compile backend (inductor, eager, aot_eager)")
+    p.add_argument("--note", default="", help="free text stored in the JSON settings, e.g. 'machine was shared'")
     return parser
 
 
@@ -228,8 +240,18 @@ def cmd_convert_hf(args) -> None:
     print(f"converted {args.hf_dir} into {args.out}; sample it with: glassgpt sample {args.out}")
 
 
+def cmd_bench(args) -> None:
+    from glassgpt.bench import format_table, run
+
+    path, result = run(args.what, quick=args.quick, out_dir=args.out, device=args.device, threads=args.threads,
+                       compile_backend=args.compile_backend, notes=args.note,
+                       log=lambda line: print(line, file=sys.stderr, flush=True))
+    print(format_table(result))
+    print(f"results written to {path}")
+
+
 COMMANDS = {"prepare": cmd_prepare, "train": cmd_train, "sample": cmd_sample, "analyze": cmd_analyze,
-            "demo": cmd_demo, "convert-hf": cmd_convert_hf}
+            "demo": cmd_demo, "convert-hf": cmd_convert_hf, "bench": cmd_bench}
 
 
 def main(argv: list[str] | None = None) -> None:
