@@ -42,7 +42,6 @@ demo: install
 # The full benchmark suite (~10-15 minutes on 2 CPU cores); WHAT=attention etc. runs one suite.
 # JSON (and the scaling PNG) go to benchmarks/results/.
 bench: install
-	$(PY) -m pip install -q -e ".[bench]"
 	$(VENV)/bin/glassgpt bench $(or $(WHAT),all) --out benchmarks/results $(BENCH_ARGS)
 
 clean:

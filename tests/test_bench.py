@@ -178,7 +178,7 @@ def test_saved_activations_grow_quadratically_only_for_manual_attention():
 
 def test_train_step_learns_and_transformers_copy_matches():
     cfg = model_config("cpu-baby", **dict(vocab_size=50, block_size=16, n_layer=2, n_head=2, n_embd=16),
-                       attn_impl="sdpa", norm="torch")
+                       attn_impl="sdpa", norm="torch", pos_encoding="learned")
     model = build_model(cfg, torch.device("cpu"))
     hf = to_transformers(model)
     idx = torch.randint(0, 50, (2, 16))

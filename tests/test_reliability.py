@@ -146,6 +146,76 @@ def test_unprepared_dataset(tmp_path):
     assert_clean_error(r, 2, "not prepared", "glassgpt prepare shakespeare-char")
 
 
+def test_validation_split_too_small_to_evaluate(tmp_path):
+    _fake_dataset(tmp_path / "data", "shakespeare-char", train_tokens=5000, val_tokens=1)
+    r = run_cli("train", "cpu-baby", "max_iters=2", "--out", str(tmp_path / "run"),
+                env={"GLASSGPT_DATA_DIR": str(tmp_path / "data")})
+    assert_clean_error(r, 2, "val split has 1 token", "prepare more data")
+    assert not (tmp_path / "run").exists()
+
+
+# ---------------------------------------------------------------- every CLI argument out of range
+
+RUN = "{run}"  # replaced by a real tiny run directory, so the check under test is the one that fails
+
+OUT_OF_RANGE = [
+    (["prepare", "shakespeare-char", "--max-tokens", "0"], "--max-tokens"),
+    (["prepare", "shakespeare-char", "--workers", "0"], "--workers"),
+    (["prepare", "shakespeare-char", "--workers", "two"], "--workers"),
+    (["prepare", "no-such-corpus"], "no-such-corpus"),
+    (["train", "cpu-baby", "max_iters=-1"], "max_iters"),
+    (["train", "cpu-baby", "batch_size=0"], "batch_size"),
+    (["train", "cpu-baby", "block_size=0"], "block_size"),
+    (["train", "cpu-baby", "n_layer=0"], "n_layer"),
+    (["train", "cpu-baby", "grad_accum_steps=0"], "grad_accum_steps"),
+    (["train", "cpu-baby", "learning_rate=-0.1"], "learning_rate"),
+    (["train", "cpu-baby", "min_lr=1.0"], "min_lr"),
+    (["train", "cpu-baby", "dropout=1.5"], "dropout"),
+    (["train", "cpu-baby", "beta2=1.0"], "beta2"),
+    (["train", "cpu-baby", "learning_rate=inf"], "learning_rate"),
+    (["train", "cpu-baby", "dtype=float64"], "dtype"),
+    (["train", "cpu-baby", "device=tpu"], "device"),
+    (["train", "cpu-baby", "--resume"], "--resume"),
+    (["sample", RUN, "--max-new-tokens", "-1"], "--max-new-tokens"),
+    (["sample", RUN, "--max-new-tokens", "100001"], "capped"),
+    (["sample", RUN, "--temperature", "-1"], "temperature"),
+    (["sample", RUN, "--temperature", "nan"], "nan"),
+    (["sample", RUN, "--top-k", "0"], "--top-k"),
+    (["sample", RUN, "--top-p", "0"], "top_p"),
+    (["sample", RUN, "--top-p", "1.5"], "top_p"),
+    (["sample", RUN, "--seed", "-1"], "--seed"),
+    (["sample", RUN, "--num-samples", "0"], "--num-samples"),
+    (["sample", RUN, "--device", "tpu"], "device"),
+    (["analyze", RUN, "--windows", "0"], "--windows"),
+    (["analyze", RUN, "--windows", "100000"], "--windows"),
+    (["analyze", RUN, "--seed", "-5"], "--seed"),
+    (["demo", RUN, "--port", "0"], "--port"),
+    (["demo", RUN, "--port", "65536"], "--port"),
+    (["bench", "nothing-like-this", "--quick"], "nothing-like-this"),
+    (["bench", "--threads", "0"], "--threads"),
+    (["convert-hf", RUN], "--out"),
+]
+
+
+@pytest.mark.parametrize("argv,fragment", OUT_OF_RANGE, ids=[" ".join(a) for a, _ in OUT_OF_RANGE])
+def test_every_cli_argument_out_of_range(argv, fragment, tmp_path, monkeypatch, capsys):
+    from glassgpt.cli import main
+
+    run_dir = make_tiny_run(tmp_path / "run")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("GLASSGPT_DATA_DIR", str(tmp_path / "data"))
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    argv = [str(run_dir) if a == RUN else a for a in argv]
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert fragment in lines[0], lines[0]
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before, "a usage error wrote files"
+
+
 # ---------------------------------------------------------------- fuzzing
 
 keys = st.sampled_from(["n_layer", "n_head", "n_embd", "block_size", "dropout", "bias", "pos_encoding", "norm",

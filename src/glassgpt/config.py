@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import re
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -117,8 +118,7 @@ class TrainConfig:
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise UsageError(f"{name} must be in [0, 1), got {getattr(self, name)}")
         _check_choice("dtype", self.dtype, ("float32", "bfloat16", "float16"))
-        if not (self.device in ("auto", "cpu", "cuda", "mps") or self.device.startswith("cuda:")):
-            raise UsageError(f"device must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
+        check_device_name(self.device)
 
     @property
     def decay_iters(self) -> int:
@@ -234,6 +234,12 @@ def _check_types(obj) -> None:
             raise UsageError(f"{f.name} must be a string, got {value!r}")
         if want is float and not math.isfinite(value):
             raise UsageError(f"{f.name} must be a finite number, got {value}")
+
+
+def check_device_name(name: str) -> None:
+    """auto, cpu, cuda, cuda:N or mps; anything else is a usage error."""
+    if not (isinstance(name, str) and re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", name)):
+        raise UsageError(f"device must be auto, cpu, cuda, cuda:N or mps, got {name!r}")
 
 
 def _check_choice(name: str, value: str, choices: tuple) -> None:

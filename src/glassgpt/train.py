@@ -25,7 +25,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from glassgpt import checkpoint as ckpt
-from glassgpt.config import GPTConfig, RunConfig, TrainConfig
+from glassgpt.config import GPTConfig, RunConfig, TrainConfig, check_device_name
 from glassgpt.data import BatchLoader, TokenDataset, eval_windows
 from glassgpt.errors import RunError, UsageError
 from glassgpt.model import GPT
@@ -42,6 +42,7 @@ SHAPE_FIELDS = ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "bias
 # ---------------------------------------------------------------- parts
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    check_device_name(name)
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
     if name.startswith("cuda"):
@@ -227,6 +228,9 @@ def _train(rc: RunConfig, run_dir: Path, resume: bool, log, dist_info: Dist, on_
         raise UsageError(f"vocab_size {mc.vocab_size} is smaller than the {tc.dataset} tokenizer's "
                          f"{tokenizer.vocab_size}: set vocab_size={tokenizer.vocab_size}")
     train_data, val_data = dataset.split("train"), dataset.split("val")
+    if len(val_data) < 2:
+        raise UsageError(f"the {tc.dataset} val split has {len(val_data)} token(s), too few to evaluate on "
+                         "(one input and its next token at least): prepare more data")
 
     torch.manual_seed(tc.seed + dist_info.rank)  # dropout masks differ by rank; DDP copies rank 0's weights
     raw_model = GPT(mc).to(device)

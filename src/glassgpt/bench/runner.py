@@ -15,6 +15,7 @@ import torch
 from glassgpt.bench import generation, scaling, throughput, variants
 from glassgpt.bench.machine import machine_info
 from glassgpt.bench.report import Recorder, Settings, write_json
+from glassgpt.config import check_device_name
 from glassgpt.errors import UsageError
 from glassgpt.train import resolve_device
 
@@ -88,8 +89,7 @@ def run(what: str = "all", *, quick: bool = False, out_dir: str | Path = DEFAULT
     names = suite_names(what)
     if compile_backend not in COMPILE_BACKENDS:
         raise UsageError(f"compile backend must be one of {', '.join(COMPILE_BACKENDS)}, got {compile_backend!r}")
-    if not (device in ("auto", "cpu", "cuda", "mps") or device.startswith("cuda:")):
-        raise UsageError(f"device must be auto, cpu, cuda, cuda:N or mps, got {device!r}")
+    check_device_name(device)
     if threads is not None and threads < 1:
         raise UsageError(f"threads must be at least 1, got {threads}")
     out_dir = Path(out_dir)
