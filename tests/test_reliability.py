@@ -260,3 +260,16 @@ def test_fuzz_command_line_parser_only_exits_cleanly(argv):
         build_parser().parse_known_args(argv)
     except SystemExit as e:
         assert e.code in (0, 2)
+
+
+def test_reliability_doc_names_only_tests_that_exist():
+    import re
+    from pathlib import Path
+
+    tests_dir = Path(__file__).parent
+    doc = (tests_dir.parent / "docs" / "reliability.md").read_text()
+    named = re.findall(r"`(test_\w+\.py)::(test_\w+)`", doc)
+    assert len(named) >= 40
+    missing = [f"{f}::{t}" for f, t in named
+               if not re.search(rf"^def {t}\(", (tests_dir / f).read_text(), flags=re.M)]
+    assert not missing, missing
