@@ -236,7 +236,7 @@ def test_summarize_reads_its_findings_out_of_the_numbers():
     assert "layer 0 is local" in text and "layer 1 is diffuse" in text
     assert "1 head is an attention sink: layer 1 head 1 (90% onto position 0, '\u23ce')" in text
     assert "1 head looks like an induction head on repeated random tokens: layer 1 head 0 (0.81)" in text
-    assert "from block 1 on" in text
+    assert "block 1 already closes 98% of the gap to the final loss 1.95 (loss 2.00 there" in text
     assert "Most important heads by ablation: layer 0 head 0 (+0.500 nats)" in text
     assert "2 of 4 heads change the loss by less than 0.01" in text
     quiet = dict(results, sinks=[], induction=torch.full((2, 2), 0.05))

@@ -102,9 +102,11 @@ def _logit_lens_sentence(results: dict) -> str:
     final, start = float(loss[-1]), float(loss[0])
     good_at = next(i for i in range(loss.numel()) if float(loss[i]) - final <= LENS_GOOD_FRACTION * abs(start - final))
     accuracy = torch.as_tensor(lens["accuracy"]).float()
+    closed = (start - float(loss[good_at])) / (start - final) if start != final else 1.0
     return (f"Logit lens: decoding the embedding alone gives loss {start:.2f} (top-1 {float(accuracy[0]):.0%}); "
-            f"the prediction is within {LENS_GOOD_FRACTION:.0%} of its final loss {final:.2f} from {labels[good_at]} on "
-            f"(top-1 {float(accuracy[-1]):.0%} at the end).")
+            f"{labels[good_at]}{' already' if good_at < loss.numel() - 1 else ''} closes {closed:.0%} of the gap "
+            f"to the final loss {final:.2f} "
+            f"(loss {float(loss[good_at]):.2f} there; top-1 {float(accuracy[-1]):.0%} at the end).")
 
 
 def _ablation_sentence(results: dict) -> str:
