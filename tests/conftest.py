@@ -29,6 +29,16 @@ def _deterministic():
     torch.manual_seed(0)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread():
+    """Tiny models run fastest on one thread; on a shared 2-core machine two threads
+    spin and wait for each other (up to 60x slower). Subprocesses: see run_cli."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def mirror() -> Path:
     path = Path(os.environ.get("GLASSGPT_MIRROR", SHARED_DATA))
@@ -62,8 +72,7 @@ def data_env(monkeypatch, prepared_data_dir, mirror) -> Path:
 
 def run_cli(*args: str, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
     """`glassgpt ARGS` in a subprocess, as a user would run it."""
-    full_env = dict(os.environ)
-    full_env.update(env or {})
+    full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
     return subprocess.run([sys.executable, "-m", "glassgpt", *args], capture_output=True, text=True,
                           timeout=timeout, env=full_env)
 

@@ -19,18 +19,6 @@ from glassgpt.tokenizer import get_tokenizer
 
 from conftest import assert_clean_error, run_cli, tiny_config
 
-ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # the same for the CLI in a subprocess
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread; two threads on a busy machine spin and wait."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # A distribution small enough to filter by hand: logits are the log-probabilities.
 PROBS = [0.1, 0.4, 0.3, 0.2]
 LOGITS = torch.tensor([PROBS]).log()  # (1, 4)
@@ -252,8 +240,7 @@ def sample_in_process(capsys, *args: str) -> tuple[str, str]:
 
 
 def test_cli_sample_prints_what_the_api_generates(gpt2_run):
-    r = run_cli("sample", str(gpt2_run), "--prompt", "Hello", "--max-new-tokens", "40", "--seed", "3", "--top-p", "0.9",
-                env=ONE_THREAD)
+    r = run_cli("sample", str(gpt2_run), "--prompt", "Hello", "--max-new-tokens", "40", "--seed", "3", "--top-p", "0.9")
     assert r.returncode == 0, r.stderr
     model, tokenizer, _ = load_run(gpt2_run)
     idx = torch.tensor([tokenizer.encode("Hello")])

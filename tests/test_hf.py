@@ -19,18 +19,6 @@ from conftest import assert_clean_error, run_cli, tiny_config
 transformers.utils.logging.set_verbosity_error()
 
 
-ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # the same for the CLI in a subprocess
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread; two threads on a busy machine spin and wait."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def hf_gpt2(vocab_size=64, tie=True, **overrides) -> transformers.GPT2LMHeadModel:
     """A small GPT-2 whose every weight, biases and LayerNorms included, is random."""
     in_vocab = 50256 if vocab_size > 50256 else None
@@ -129,7 +117,7 @@ def saved_hf(tmp_path_factory):
 def test_convert_hf_command_makes_a_run_that_samples_like_transformers(saved_hf, tmp_path):
     hf, hf_dir = saved_hf
     run_dir = tmp_path / "run"
-    r = run_cli("convert-hf", str(hf_dir), "--out", str(run_dir), env=ONE_THREAD)
+    r = run_cli("convert-hf", str(hf_dir), "--out", str(run_dir))
     assert r.returncode == 0, r.stderr
     assert "glassgpt sample" in r.stdout
     assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in run_dir.iterdir()}
@@ -139,8 +127,7 @@ def test_convert_hf_command_makes_a_run_that_samples_like_transformers(saved_hf,
     idx = torch.randint(0, 50257, (2, 32))
     torch.testing.assert_close(our_logits(model, idx), hf_logits(hf, idx), atol=1e-5, rtol=1e-5)
 
-    r = run_cli("sample", str(run_dir), "--prompt", "Hello world", "--max-new-tokens", "12", "--temperature", "0",
-                env=ONE_THREAD)
+    r = run_cli("sample", str(run_dir), "--prompt", "Hello world", "--max-new-tokens", "12", "--temperature", "0")
     assert r.returncode == 0, r.stderr
     prompt = torch.tensor([tokenizer.encode("Hello world")])
     with torch.no_grad():

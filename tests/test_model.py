@@ -128,6 +128,16 @@ def test_forward_returns_logits_for_every_position_and_mean_loss():
     torch.testing.assert_close(loss, expected)
 
 
+def test_last_position_only_gives_the_last_row_of_the_full_logits():
+    model = GPT(tiny_config()).eval()
+    idx = torch.randint(0, 50, (2, 10))
+    last, _ = model(idx, last_position_only=True)
+    assert last.shape == (2, 1, 50)
+    torch.testing.assert_close(last, model(idx)[0][:, -1:])
+    with pytest.raises(ValueError, match="every position"):
+        model(idx, idx, last_position_only=True)
+
+
 def test_learned_positions_refuse_a_sequence_longer_than_the_block():
     with pytest.raises(ValueError, match="block_size"):
         GPT(tiny_config())(torch.zeros(1, 17, dtype=torch.long))

@@ -46,15 +46,6 @@ def quiet(_line: str) -> None:
     pass
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The test machine's cores are shared: one thread is faster than contending for them."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def small_data_dir(tmp_path_factory, prepared_data_dir) -> Path:
     """shakespeare-char cut down to 40k train and 3k val tokens."""

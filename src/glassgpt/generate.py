@@ -137,12 +137,14 @@ def stream_logits(model, idx: torch.Tensor, max_new_tokens: int, *, temperature:
     try:
         for _ in range(max_new_tokens):
             if cache is None:
-                logits, _ = model(idx[:, -block:])  # the whole (cropped) context every step
+                # the whole (cropped) context every step
+                logits, _ = model(idx[:, -block:], last_position_only=True)
             elif cache.length == 0 or cache.length == block:
                 cache.reset()  # first step, or the cache is full: fill it from the last block tokens
-                logits, _ = model(idx[:, -block:], kv_cache=cache)
+                logits, _ = model(idx[:, -block:], kv_cache=cache, last_position_only=True)
             else:
-                logits, _ = model(idx[:, -1:], kv_cache=cache)  # only the newest token
+                # only the newest token
+                logits, _ = model(idx[:, -1:], kv_cache=cache, last_position_only=True)
             last_logits = logits[:, -1, :]  # (B, V)
             next_ids = sample_next(last_logits, temperature, top_k, top_p, generator)  # (B, 1)
             idx = torch.cat([idx, next_ids], dim=1)

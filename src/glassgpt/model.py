@@ -142,6 +142,8 @@ class CausalSelfAttention(nn.Module):
         dropout_p = self.dropout if self.training else 0.0
         if T == Tk:  # no cached past: the usual lower-triangular mask, fused
             return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
+        if T == 1:  # one new token after a cached past: it may see every key, no mask needed
+            return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
         mask = causal_mask(T, Tk, q.device)  # queries offset by the cached past
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
 
@@ -210,10 +212,15 @@ class GPT(HookedModule):
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, kv_cache=None):
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, kv_cache=None,
+                last_position_only: bool = False):
         """idx (B, T) token ids -> logits (B, T, V) for every position, and the mean
         cross-entropy against targets (B, T) when given (-1 marks positions to skip).
-        With a `kv_cache`, idx holds only the new tokens; the cache holds the past."""
+        With a `kv_cache`, idx holds only the new tokens; the cache holds the past.
+        `last_position_only` gives logits (B, 1, V) for the last position alone: all that
+        generation needs, without the (T, C) x (C, V) product for the others."""
+        if last_position_only and targets is not None:
+            raise ValueError("the loss needs the logits of every position: last_position_only=False")
         B, T = idx.shape
         start = kv_cache.length if kv_cache is not None else 0
         positions = torch.arange(start, start + T, device=idx.device)  # (T,)
@@ -230,7 +237,10 @@ class GPT(HookedModule):
             x = block(x, positions, kv_cache)
         if kv_cache is not None:
             kv_cache.advance(T)
-        logits = self.lm_head(self.ln_f(x))  # (B, T, V)
+        x = self.ln_f(x)
+        if last_position_only:
+            x = x[:, -1:, :]  # (B, 1, C)
+        logits = self.lm_head(x)  # (B, T, V), or (B, 1, V)
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.float().reshape(B * T, -1), targets.reshape(B * T), ignore_index=-1)
