@@ -11,7 +11,7 @@ export GLASSGPT_MIRROR := $(abspath ../shared/data)
 endif
 endif
 
-.PHONY: install quickstart test demo clean
+.PHONY: install quickstart test demo bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)

@@ -70,11 +70,11 @@ def data_env(monkeypatch, prepared_data_dir, mirror) -> Path:
     return prepared_data_dir
 
 
-def run_cli(*args: str, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+def run_cli(*args: str, timeout: float = 300, env: dict | None = None, cwd=None) -> subprocess.CompletedProcess:
     """`glassgpt ARGS` in a subprocess, as a user would run it."""
     full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
     return subprocess.run([sys.executable, "-m", "glassgpt", *args], capture_output=True, text=True,
-                          timeout=timeout, env=full_env)
+                          timeout=timeout, env=full_env, cwd=cwd)
 
 
 def assert_clean_error(result: subprocess.CompletedProcess, code: int, *fragments: str) -> None:

@@ -165,6 +165,20 @@ def test_convert_hf_refuses_folders_it_cannot_read(saved_hf, tmp_path):
         convert_hf_dir(hf_dir, tmp_path / "run")
 
 
+class _RunsCode:
+    def __reduce__(self):
+        return (exec, ("open('PWNED', 'w').write('code ran')",))
+
+
+def test_convert_hf_refuses_a_malicious_pickle_and_runs_none_of_it(tmp_path):
+    hf_dir = tmp_path / "hf"
+    hf_gpt2(vocab_size=50257).config.save_pretrained(hf_dir)
+    torch.save({"transformer.wte.weight": _RunsCode()}, hf_dir / "pytorch_model.bin")
+    r = run_cli("convert-hf", str(hf_dir), "--out", str(tmp_path / "run"), cwd=tmp_path)
+    assert_clean_error(r, 1, "refusing to load", "safetensors")
+    assert not (tmp_path / "PWNED").exists() and not (tmp_path / "run").exists()
+
+
 def test_convert_hf_command_answers_a_wrong_model_in_one_line(tmp_path):
     (tmp_path / "llama").mkdir()
     (tmp_path / "llama" / "config.json").write_text(json.dumps({"model_type": "llama"}))

@@ -25,6 +25,7 @@ OpenAI's weights, with internet once:
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 
 import torch
@@ -164,6 +165,9 @@ def convert_hf_dir(hf_dir: str | Path, run_dir: str | Path, attn_impl: str = "sd
     transformers.utils.logging.set_verbosity_error()  # one line per problem, ours
     try:
         hf_model = transformers.GPT2LMHeadModel.from_pretrained(str(hf_dir), local_files_only=True)
+    except pickle.UnpicklingError:  # transformers reads .bin files with torch.load(weights_only=True)
+        raise RunError(f"refusing to load the weights in {hf_dir}: the pickle holds Python objects, not just "
+                       "tensors (it could run code); convert a safetensors copy instead") from None
     except (OSError, ValueError, RuntimeError) as e:
         raise RunError(f"cannot load the GPT-2 in {hf_dir}: {str(e).strip().splitlines()[0]}") from None
     if hf_model.config.vocab_size != GPT2_VOCAB_SIZE:
