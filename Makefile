@@ -39,7 +39,7 @@ test: install $(CHROMIUM)
 demo: install
 	$(VENV)/bin/glassgpt demo $(or $(RUN),runs/quickstart)
 
-# The full benchmark suite (~10-15 minutes on 2 CPU cores); WHAT=attention etc. runs one suite.
+# The full benchmark suite (~7 minutes on 2 idle CPU cores); WHAT=attention etc. runs one suite.
 # JSON (and the scaling PNG) go to benchmarks/results/.
 bench: install
 	$(VENV)/bin/glassgpt bench $(or $(WHAT),all) --out benchmarks/results $(BENCH_ARGS)
