@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from glassgpt.bench import SUITES, format_markdown, format_table, run
-from glassgpt.bench.hf_weights import to_transformers
 from glassgpt.bench.timing import measure, ratio_summary
 from glassgpt.bench.workloads import (build_model, hook_calls_per_forward, make_train_step, model_config,
                                       peak_matmul, random_batch, saved_activation_bytes, twin, without_hook_points)
+from glassgpt.hf import to_hf
 from glassgpt.hooks import HookPoint
 
 from conftest import assert_clean_error, run_cli, tiny_config
@@ -180,7 +180,7 @@ def test_train_step_learns_and_transformers_copy_matches():
     cfg = model_config("cpu-baby", **dict(vocab_size=50, block_size=16, n_layer=2, n_head=2, n_embd=16),
                        attn_impl="sdpa", norm="torch", pos_encoding="learned")
     model = build_model(cfg, torch.device("cpu"))
-    hf = to_transformers(model)
+    hf = to_hf(model)
     idx = torch.randint(0, 50, (2, 16))
     with torch.no_grad():
         torch.testing.assert_close(hf(input_ids=idx).logits, model.eval()(idx)[0], atol=1e-5, rtol=1e-5)

@@ -46,7 +46,7 @@ class Demo:
 
     def generate(self, prompt: str, max_new_tokens: int, temperature: float, top_k: int, top_p: float, seed: int):
         """Yield `(text so far, stats line)` as tokens are made."""
-        from glassgpt.generate import check_sampling_args, stream
+        from glassgpt.generate import StreamDecoder, check_sampling_args, stream
 
         max_new_tokens, top_k, seed = int(max_new_tokens), int(top_k), int(seed)
         if not 1 <= max_new_tokens <= self.limits.max_new_tokens:
@@ -57,13 +57,18 @@ class Demo:
         ids = self.encode_prompt(prompt)
         generator = torch.Generator().manual_seed(seed)
         idx = torch.tensor([ids], dtype=torch.long)
-        new: list[int] = []
+        decoder = StreamDecoder(self.tokenizer)  # decodes each token once, holding back split characters
+        text, count, stats = prompt, 0, ""
         start = time.perf_counter()
         for next_ids in stream(self.model, idx, max_new_tokens, temperature=temperature, top_k=top_k_or_none,
                                top_p=top_p_or_none, generator=generator):
-            new.append(int(next_ids[0, 0]))
-            elapsed = time.perf_counter() - start
-            yield prompt + self.tokenizer.decode(new), f"{len(new)} tokens · {len(new) / max(elapsed, 1e-9):,.0f} tokens/s"
+            text += decoder.push(next_ids[0].tolist())
+            count += 1
+            stats = f"{count} tokens · {count / max(time.perf_counter() - start, 1e-9):,.0f} tokens/s"
+            yield text, stats
+        rest = decoder.flush()
+        if rest:
+            yield text + rest, stats
 
     def inside(self, text: str, layer: int, head: int):
         """Attention pattern of one head, the depth scan and the sink heads for `text`

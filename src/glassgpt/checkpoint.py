@@ -223,11 +223,16 @@ def check_run_dir(run_dir: str | Path, repair: bool = True) -> Path:
     return run_dir
 
 
-def read_config(run_dir: Path) -> tuple[RunConfig, dict]:
+def read_json(path: Path):
+    """A JSON file someone else may have written: parsed, or one clear RunError."""
     try:
-        raw = json.loads((run_dir / CONFIG).read_text())
+        return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise RunError(f"{run_dir / CONFIG} is not valid JSON: {e}") from None
+        raise RunError(f"{path} is not valid JSON: {e}") from None
+
+
+def read_config(run_dir: Path) -> tuple[RunConfig, dict]:
+    raw = read_json(run_dir / CONFIG)
     if not isinstance(raw, dict):
         raise RunError(f"{run_dir / CONFIG} is not a JSON object")
     sections = {k: raw[k] for k in ("model", "train") if k in raw}

@@ -24,15 +24,16 @@ OpenAI's weights, with internet once:
 
 from __future__ import annotations
 
-import json
 import pickle
 from pathlib import Path
 
 import torch
 
+from glassgpt.checkpoint import read_json, save_run
 from glassgpt.config import GPTConfig, RunConfig, TrainConfig
 from glassgpt.errors import RunError, UsageError
 from glassgpt.model import GPT
+from glassgpt.tokenizer import get_tokenizer
 
 CONV1D_WEIGHTS = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 TANH_GELUS = ("gelu_new", "gelu_pytorch_tanh")  # both are 0.5 x (1 + tanh(...)), our nn.GELU("tanh")
@@ -175,9 +176,6 @@ def convert_hf_dir(hf_dir: str | Path, run_dir: str | Path, attn_impl: str = "sd
                          f"convert-hf pairs it with GPT-2's tokenizer, which needs {GPT2_VOCAB_SIZE}")
     model = from_hf(hf_model, attn_impl=attn_impl, norm=norm)
 
-    from glassgpt.checkpoint import save_run
-    from glassgpt.tokenizer import get_tokenizer
-
     run_config = RunConfig(model=model.config, train=TrainConfig(dataset="shakespeare"))  # GPT-2 BPE data
     save_run(run_dir, model, get_tokenizer("gpt2"), run_config)
     return model
@@ -190,10 +188,7 @@ def read_hf_config(hf_dir: Path) -> dict:
     path = hf_dir / "config.json"
     if not path.is_file():
         raise UsageError(f"{hf_dir} has no config.json: it is not a folder written by save_pretrained")
-    try:
-        config = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise RunError(f"{path} is not valid JSON: {e}") from None
+    config = read_json(path)
     if not isinstance(config, dict) or config.get("model_type") != "gpt2":
         found = config.get("model_type") if isinstance(config, dict) else None
         raise UsageError(f"{hf_dir} holds a {found!r} model; convert-hf reads GPT-2 (model_type 'gpt2') only")

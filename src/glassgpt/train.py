@@ -267,6 +267,9 @@ def _train(rc: RunConfig, run_dir: Path, resume: bool, log, dist_info: Dist, on_
     def run_eval(max_batches: int | None) -> float:
         return evaluate(raw_model, val_data, mc.block_size, tc.batch_size, device, tc.dtype, max_batches, dist_info)
 
+    def eval_row(val_loss: float) -> dict:  # loss in nats, and bits per byte or character where they apply
+        return {"kind": "eval", "step": step, "val_loss": val_loss, **dataset.bits_per_unit(val_loss)}
+
     tokens_per_step = tc.batch_size * mc.block_size * tc.grad_accum_steps * dist_info.world_size
     flops_per_token = raw_model.estimate_flops_per_token()
     log(f"training {raw_model.num_params():,} parameters on {device} ({tc.dtype}), "
@@ -283,7 +286,7 @@ def _train(rc: RunConfig, run_dir: Path, resume: bool, log, dist_info: Dist, on_
             while step < tc.max_iters:
                 if step % tc.eval_interval == 0 and not metrics.has_eval(step):
                     val_loss = run_eval(tc.eval_iters)
-                    metrics.append({"kind": "eval", "step": step, "val_loss": val_loss, **dataset.bits_per_unit(val_loss)})
+                    metrics.append(eval_row(val_loss))
                     metrics.plot()
                     log(f"step {step:>6} | val loss {val_loss:.4f}")
 
@@ -331,11 +334,10 @@ def _train(rc: RunConfig, run_dir: Path, resume: bool, log, dist_info: Dist, on_
 
         train_seconds = time.time() - started
         val_loss = run_eval(None)  # the whole validation split: a stable final figure
-        final = {"kind": "final", "step": step, "val_loss": val_loss, "train_seconds": train_seconds,
+        final = {**eval_row(val_loss), "kind": "final", "train_seconds": train_seconds,
                  "tokens_per_s": (step - start_step) * tokens_per_step / max(train_seconds, 1e-9),
                  "skipped_steps": skipped}
-        final.update(dataset.bits_per_unit(val_loss))
-        metrics.append({"kind": "eval", "step": step, "val_loss": val_loss, **dataset.bits_per_unit(val_loss)})
+        metrics.append(eval_row(val_loss))
         metrics.append(final)
         metrics.plot()
     finally:

@@ -63,9 +63,9 @@ def transformers(rec: Recorder, s: Settings) -> None:
     (sdpa, nn.LayerNorm) holding the same weights: a train step through the same
     optimizer code, and greedy generation with each library's own KV cache."""
     try:
-        from glassgpt.bench.hf_weights import to_transformers
-
         import transformers as hf_lib  # noqa: F401
+
+        from glassgpt.hf import to_hf
     except ImportError:
         rec.skip("glassgpt vs transformers", "transformers is not installed: pip install 'glassgpt[bench]'")
         return
@@ -78,7 +78,7 @@ def transformers(rec: Recorder, s: Settings) -> None:
         fast = dict(overrides, attn_impl="sdpa", norm="torch", pos_encoding="learned", bias=True)
         cfg = model_config("cpu-baby" if name == "tiny" else name, **fast)
         model = build_model(cfg, s.device)
-        hf = to_transformers(model)
+        hf = to_hf(model).to(s.device)
         shape = {"model": name, "B": batch, "T": seq}
 
         idx = _prompt(cfg.vocab_size, prompt_len, s.device)
@@ -95,7 +95,7 @@ def transformers(rec: Recorder, s: Settings) -> None:
                     workload=TRAIN, shape=shape, repeats=repeats, tokens_per_call=batch * seq)
 
         model.eval(), hf.eval()
-        hf.load_state_dict(to_transformers(model).state_dict())  # same weights again after the train steps
+        hf.load_state_dict(to_hf(model).state_dict())  # same weights again after the train steps
         mask = torch.ones_like(idx)
 
         def run_hf(n=new):

@@ -15,7 +15,6 @@ import torch
 from glassgpt.bench import generation, scaling, throughput, variants
 from glassgpt.bench.machine import machine_info
 from glassgpt.bench.report import Recorder, Settings, write_json
-from glassgpt.config import check_device_name
 from glassgpt.errors import UsageError
 from glassgpt.train import resolve_device
 
@@ -89,12 +88,12 @@ def run(what: str = "all", *, quick: bool = False, out_dir: str | Path = DEFAULT
     names = suite_names(what)
     if compile_backend not in COMPILE_BACKENDS:
         raise UsageError(f"compile backend must be one of {', '.join(COMPILE_BACKENDS)}, got {compile_backend!r}")
-    check_device_name(device)
+    resolved_device = resolve_device(device)  # checks the name, and that the device exists
     if threads is not None and threads < 1:
         raise UsageError(f"threads must be at least 1, got {threads}")
     out_dir = Path(out_dir)
     check_out_dir(out_dir)
-    settings = Settings(quick=quick, device=resolve_device(device), repeats=3 if quick else 5, warmup=1,
+    settings = Settings(quick=quick, device=resolved_device, repeats=3 if quick else 5, warmup=1,
                         min_sample_s=0.002 if quick else 0.05,
                         compile_backend=compile_backend, notes=notes)
     stamp = f"{datetime.datetime.now():%Y%m%d-%H%M%S}-{what}{'-quick' if quick else ''}"

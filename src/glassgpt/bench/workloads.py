@@ -3,8 +3,9 @@ the helpers that build models and measure memory.
 
 The training step is train.py's, part for part: the same optimizer
 (`configure_optimizer`), the same autocast (`autocast_context`), a GradScaler for
-fp16, gradient clipping, `zero_grad(set_to_none=True)`. It runs on random tokens,
-so no dataset is needed.
+fp16, and the same update (`apply_gradients`: clipping, the step, skipping it on a
+non-finite loss, clearing the gradients). It runs on random tokens, so no dataset
+is needed.
 """
 
 from __future__ import annotations
@@ -20,9 +21,7 @@ from torch import nn
 from glassgpt.config import GPTConfig, TrainConfig
 from glassgpt.hooks import HookPoint
 from glassgpt.model import GPT
-from glassgpt.train import autocast_context, configure_optimizer
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+from glassgpt.train import DTYPES, apply_gradients, autocast_context, configure_optimizer
 
 
 def model_config(base: GPTConfig | str, **overrides) -> GPTConfig:
@@ -68,11 +67,7 @@ def make_train_step(model: nn.Module, device: torch.device, dtype: str = "float3
         with autocast_context(device, dtype):
             loss = loss_fn(runner, x, y)
         scaler.scale(loss).backward()
-        scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
+        apply_gradients(model, optimizer, loss.detach(), tc.grad_clip, scaler)
         return loss.detach()
 
     return step
