@@ -12,8 +12,9 @@ import torch
 from matplotlib.figure import Figure
 
 from glassgpt.analysis import (
-    attention_distance, attention_patterns, depth_scan, find_sinks, head_ablation, induction_scores, logit_lens,
-    normalized_entropy, plot_attention, plot_attention_grid, plot_head_heatmap, plot_logit_lens, sink_scores,
+    attention_distance, attention_patterns, depth_scan, find_sinks, head_ablation, induction_scores,
+    induction_stripe, logit_lens, normalized_entropy, plot_attention, plot_attention_grid, plot_head_heatmap,
+    plot_logit_lens, prefix_matching, previous_token_stripe, repeated_random_tokens, sink_rate, sink_scores,
     summarize,
 )
 from glassgpt.model import GPT
@@ -104,15 +105,46 @@ def test_a_head_forced_to_attend_to_position_zero_is_reported_as_a_sink():
     model.remove_hooks()
     assert scores["first_position_share"].shape == (3, 2)
     assert scores["first_position_share"][1, 0] == 1.0 and scores["max_key_index"][1, 0] == 0
-    torch.testing.assert_close(scores["max_key_share"][2, 1], torch.tensor(9 / 11))  # rows 3..11 of rows 1..11
+    torch.testing.assert_close(scores["max_key_share"][2, 1], torch.tensor(1.0))  # every row that can see key 3
     assert scores["max_key_index"][2, 1] == 3
     sinks = find_sinks(scores, threshold=0.5, tokens=tokens)
     assert [(s["layer"], s["head"], s["key_index"], s["token"]) for s in sinks] == [
         (1, 0, 0, tokens[0]), (2, 1, 3, tokens[3])]
-    assert find_sinks(scores, threshold=0.9) == [sinks[0] | {"token": None}]
-    assert scores["max_key_share"][0].max() < 0.5, "untouched random heads are no sinks"
+    assert find_sinks(scores, threshold=0.9) == [s | {"token": None} for s in sinks]
+    assert scores["max_key_share"][0].max() < 0.3, "untouched random heads are no sinks"
     text = summarize({"sinks": sinks, "sink_scores": scores})
-    assert text.startswith(f"2 heads are attention sinks: layer 1 head 0 (100% onto position 0, {tokens[0]!r})")
+    assert text.startswith(f"2 heads are attention sinks: layer 1 head 0 (100% onto position 0, {tokens[0]!r}), "
+                           f"layer 2 head 1 (100% onto position 3, {tokens[3]!r})")
+
+
+def test_a_perfect_sink_scores_one_wherever_its_key_is():
+    T = 48
+    patterns = torch.stack([all_on_key(T, 0), all_on_key(T, 30), uniform_causal(T)])[None]  # (1, 3, T, T)
+    scores = sink_scores(patterns)
+    torch.testing.assert_close(scores["max_key_share"][0, :2], torch.tensor([1.0, 1.0]))
+    assert scores["max_key_index"][0, :2].tolist() == [0, 30]
+    assert scores["max_key_share"][0, 2] < 0.3, "uniform attention is no sink"
+    # the old measure (mean over all rows 1..T-1) gave key 30 only (T - 30) / (T - 1) = 0.38
+    assert find_sinks(scores, threshold=0.3)[1]["key_index"] == 30
+
+
+def test_attending_to_oneself_or_the_previous_token_is_no_sink():
+    T = 48
+    patterns = torch.stack([torch.eye(T), previous_token(T)])[None]  # (1, 2, T, T)
+    scores = sink_scores(patterns)
+    assert scores["max_key_share"].max() <= 1 / (T // 4), scores  # late keys, seen by few rows, are no candidates
+    assert find_sinks(scores) == []
+
+
+def test_sink_rate_is_the_fraction_of_heads_above_epsilon_per_layer():
+    T = 48
+    layer0 = torch.stack([all_on_key(T, 0), uniform_causal(T), uniform_causal(T), all_on_key(T, 30)])
+    layer1 = torch.stack([uniform_causal(T)] * 4)
+    rate = sink_rate(sink_scores(torch.stack([layer0, layer1])), epsilon=0.3)  # (L=2, H=4)
+    torch.testing.assert_close(rate["first_position"], torch.tensor([0.25, 0.0]))
+    torch.testing.assert_close(rate["any_key"], torch.tensor([0.5, 0.0]))
+    with pytest.raises(ValueError, match="epsilon"):
+        sink_rate(sink_scores(layer1[None]), epsilon=1.5)
 
 
 # ---------------------------------------------------------------- induction
@@ -153,6 +185,47 @@ def test_a_hand_built_induction_circuit_scores_as_an_induction_head_and_a_random
     assert scores[0, 1] < 0.2 and scores[1, 0] < 0.2
     with pytest.raises(ValueError, match="seq_len"):
         induction_scores(model, seq_len=17)
+
+
+def test_repeated_random_tokens_have_no_repeat_in_the_first_half():
+    tokens = repeated_random_tokens(65, 64, batch=16, generator=torch.Generator().manual_seed(1))
+    assert tokens.shape == (16, 128)
+    assert torch.equal(tokens[:, :64], tokens[:, 64:])
+    assert all(len(set(row)) == 64 for row in tokens[:, :64].tolist())
+    assert tokens.max() < 65 and tokens.min() >= 0
+    with pytest.raises(ValueError, match="vocab_size"):
+        repeated_random_tokens(65, 66, batch=1)
+
+
+def test_a_perfect_induction_head_scores_one_on_a_small_vocabulary():
+    """At vocab 65 and 64 tokens per repeat, drawing with repeats made the previous occurrence
+    ambiguous and a perfect head scored about 0.6; with distinct tokens it scores 1."""
+    model = GPT(tiny_config(vocab_size=65, block_size=128))
+    with model.hooks(induction_circuit(model)):
+        scores = induction_scores(model, seq_len=64, batch=8, generator=torch.Generator().manual_seed(0))
+    assert scores[1, 1] >= 0.99, scores
+    assert scores[0, 0] < 0.05
+
+
+def test_previous_token_and_prefix_matching_of_known_patterns():
+    T = 12
+    patterns = torch.stack([previous_token(T), uniform_causal(T)])  # (H=2, T, T)
+    stripe = previous_token_stripe(patterns)
+    assert stripe[0] == 1.0 and stripe[1] < 0.3
+    # tokens a b c a: query 3 (a) matches key 1 (b follows the earlier a); an induction pattern there scores 1
+    idx = torch.tensor([[5, 6, 7, 5]])
+    induction = torch.zeros(1, 1, 4, 4)
+    induction[0, 0, [0, 1, 2], [0, 1, 2]] = 1.0
+    induction[0, 0, 3, 1] = 1.0
+    torch.testing.assert_close(prefix_matching(induction, idx), torch.tensor([1.0]))
+    torch.testing.assert_close(prefix_matching(uniform_causal(4)[None, None], idx), torch.tensor([0.25]))
+    # on repeated distinct tokens, prefix matching is the induction stripe
+    tokens = repeated_random_tokens(50, 8, batch=2, generator=torch.Generator().manual_seed(0))
+    model = GPT(tiny_config(block_size=16))
+    with model.hooks(induction_circuit(model)):
+        from glassgpt.analysis import batch_patterns
+        p = batch_patterns(model, tokens)  # (L, B, H, T, T)
+    torch.testing.assert_close(prefix_matching(p, tokens), induction_stripe(p, 8).mean(dim=1))
 
 
 # ---------------------------------------------------------------- logit lens and ablation

@@ -11,8 +11,9 @@ for a run directory. Usable from a notebook:
 """
 
 from glassgpt.analysis.measures import (
-    attention_distance, attention_patterns, batch_patterns, depth_scan, find_sinks, head_ablation,
-    induction_scores, logit_lens, normalized_entropy, repeated_random_tokens, sink_scores, window_average, zero_head,
+    SINK_EPSILON, attention_distance, attention_patterns, batch_patterns, depth_scan, find_sinks, head_ablation,
+    induction_scores, induction_stripe, key_shares, logit_lens, normalized_entropy, prefix_matching,
+    previous_token_stripe, repeated_random_tokens, sink_rate, sink_scores, window_average, zero_head,
 )
 from glassgpt.analysis.plots import (
     plot_attention, plot_attention_grid, plot_head_heatmap, plot_logit_lens, token_labels,
@@ -22,6 +23,7 @@ from glassgpt.analysis.suite import analyze
 from glassgpt.analysis.summary import layer_lines, summarize
 
 __all__ = [
+    "SINK_EPSILON", "induction_stripe", "key_shares", "prefix_matching", "previous_token_stripe", "sink_rate",
     "analyze", "attention_distance", "attention_patterns", "batch_patterns", "depth_scan", "find_sinks",
     "head_ablation", "induction_scores", "layer_lines", "logit_lens", "normalized_entropy", "plot_attention",
     "plot_attention_grid", "plot_head_heatmap", "plot_logit_lens", "repeated_random_tokens", "sink_scores",

@@ -112,17 +112,57 @@ def attention_distance(patterns: torch.Tensor) -> torch.Tensor:
 
 # ---------------------------------------------------------------- attention sinks
 
+SINK_EPSILON = 0.3  # Gu et al. (2024): a head whose mean attention to a key exceeds this is sinking into it
+
+
+def key_shares(patterns: torch.Tensor) -> torch.Tensor:
+    """Mean weight each key receives from the query rows that can see it: (..., T, T) -> (..., T).
+
+    Key j is visible to rows j..T-1 (row 0 is left out of key 0's mean: it has no choice), so
+    a head that puts all its attention on key j from the moment it can see it scores 1
+    wherever j is. Averaging over every row instead would cap key j at (T - j) / (T - 1)."""
+    T = patterns.size(-2)
+    if T < 2:
+        raise ValueError("attention measures need at least 2 positions (row 0 can only attend to itself)")
+    received = patterns.float()[..., 1:, :].sum(dim=-2)  # (..., T): rows 1..T-1; rows before j give 0
+    keys = torch.arange(T, device=patterns.device)
+    visible_rows = (T - keys.clamp(min=1)).float()  # (T,): key 0 -> T-1 rows, key j -> T-j rows
+    return received / visible_rows
+
+
+def sink_candidates(T: int, device=None) -> torch.Tensor:
+    """(T,) bool: the keys that can be named a sink, those seen by at least a quarter of the
+    rows (and 2), and key 0 always. A key near the end is seen by so few rows that a head attending to
+    itself or to the previous token would give it a high share by accident."""
+    keys = torch.arange(T, device=device)
+    return ((T - keys.clamp(min=1)) >= max(2, T // 4)) | (keys == 0)
+
+
 def sink_scores(patterns: torch.Tensor) -> dict[str, torch.Tensor]:
-    """How much attention lands on a few keys, over query rows 1..T-1 of (..., T, T) patterns:
-    `first_position_share` (...): mean weight on key 0;
-    `max_key_share` (...): mean weight on the single most-attended key;
-    `max_key_index` (...): that key's position."""
-    key_share = _choice_rows(patterns.float()).mean(dim=-2)  # (..., T): mean weight each key gets
-    max_share, max_index = key_share.max(dim=-1)  # (...)
-    return {"first_position_share": key_share[..., 0], "max_key_share": max_share, "max_key_index": max_index}
+    """How much attention lands on one key, from the rows that can see it, for (..., T, T) patterns:
+    `first_position_share` (...): mean weight on key 0 (rows 1..T-1);
+    `max_key_share` (...): the largest mean weight on one key among the `sink_candidates`;
+    `max_key_index` (...): that key's position.
+    A perfect sink on key 0 and one on key 30 of a 48-token window both score 1."""
+    shares = key_shares(patterns)  # (..., T)
+    candidates = sink_candidates(shares.size(-1), shares.device)
+    max_share, max_index = shares.masked_fill(~candidates, -1.0).max(dim=-1)  # (...)
+    return {"first_position_share": shares[..., 0], "max_key_share": max_share, "max_key_index": max_index}
 
 
-def find_sinks(scores: dict[str, torch.Tensor], threshold: float = 0.5, tokens: list[str] | None = None) -> list[dict]:
+def sink_rate(scores: dict[str, torch.Tensor], epsilon: float = SINK_EPSILON) -> dict[str, torch.Tensor]:
+    """The metric of Gu et al. (2024), "When Attention Sink Emerges": per layer, the fraction of
+    heads whose mean attention to a key exceeds `epsilon`. From `sink_scores` of (L, H) heads:
+    `first_position` (L,): heads sinking into key 0 (the paper's figure);
+    `any_key` (L,): heads sinking into any one key."""
+    if not 0.0 < epsilon < 1.0:
+        raise ValueError(f"epsilon must be in (0, 1), got {epsilon}")
+    first = torch.as_tensor(scores["first_position_share"]).float()
+    best = torch.as_tensor(scores["max_key_share"]).float()
+    return {"first_position": (first > epsilon).float().mean(dim=-1), "any_key": (best > epsilon).float().mean(dim=-1)}
+
+
+def find_sinks(scores: dict[str, torch.Tensor], threshold: float = SINK_EPSILON, tokens: list[str] | None = None) -> list[dict]:
     """Heads whose most-attended key takes at least `threshold` of their attention, most
     extreme first: [{layer, head, key_index, share, first_position_share, token}] (token
     is the label at key_index when `tokens` is given, else None)."""
@@ -163,26 +203,75 @@ def logit_lens(model: GPT, idx: torch.Tensor, targets: torch.Tensor) -> dict:
 # ---------------------------------------------------------------- circuits
 
 def repeated_random_tokens(vocab_size: int, seq_len: int, batch: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """(batch, 2 * seq_len): random tokens, then the same tokens again."""
-    first = torch.randint(vocab_size, (batch, seq_len), generator=generator)
+    """(batch, 2 * seq_len): seq_len distinct random tokens, then the same tokens again.
+
+    Distinct, so that every token of the second repeat has exactly one earlier occurrence and
+    "the token that followed it" is unambiguous: drawn with repeats from 65 characters, a
+    perfect induction head would score only about 0.6. That needs `vocab_size >= seq_len`;
+    a smaller vocabulary cannot fill the first half without repeats and is refused."""
+    if seq_len > vocab_size:
+        raise ValueError(f"seq_len ({seq_len}) must be at most vocab_size ({vocab_size}): "
+                         "the first half of the sequence holds seq_len distinct tokens")
+    keys = torch.rand(batch, vocab_size, generator=generator)  # a random order of the vocabulary per row
+    first = keys.argsort(dim=-1)[:, :seq_len]  # (batch, seq_len), no token twice in a row
     return torch.cat([first, first], dim=1)
+
+
+def default_induction_seq_len(config) -> int:
+    """Half the context, at most 64 and at most the vocabulary size."""
+    return min(config.block_size // 2, 64, config.vocab_size)
+
+
+def induction_stripe(patterns: torch.Tensor, seq_len: int) -> torch.Tensor:
+    """Mean attention from each token of the second repeat to the token that followed its
+    earlier occurrence (query seq_len + s -> key s + 1), for patterns (..., 2 seq_len, 2 seq_len)
+    of repeated tokens: -> (...). The induction score of Olsson et al. / TransformerLens."""
+    second_repeat = patterns.float()[..., seq_len:, :]  # (..., seq_len, 2 seq_len): queries seq_len + s
+    return second_repeat.diagonal(offset=1, dim1=-2, dim2=-1).mean(dim=-1)  # keys s + 1
+
+
+def previous_token_stripe(patterns: torch.Tensor) -> torch.Tensor:
+    """Mean attention from each query i >= 1 to key i - 1: (..., T, T) -> (...). A previous-token
+    head, the first half of the induction circuit, scores 1."""
+    return patterns.float().diagonal(offset=-1, dim1=-2, dim2=-1).mean(dim=-1)
+
+
+def prefix_matching(patterns: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """Prefix matching (Olsson et al. 2022) on any text: for each query whose token occurred
+    before, the attention it puts on the keys that *followed* an earlier occurrence of its
+    token (key j with idx[j - 1] == idx[i], j <= i), averaged over those queries.
+    patterns (..., B, H, T, T) with idx (B, T) -> (..., H). On repeated distinct random tokens it
+    equals `induction_stripe`; on natural text it asks whether the head does induction there."""
+    idx = as_batch(idx).to(patterns.device)
+    T = idx.size(1)
+    same = idx[:, :, None] == idx[:, None, :]  # (B, T, T): token i equals token j
+    follows = torch.zeros_like(same)
+    follows[:, :, 1:] = same[:, :, :-1]  # key j follows an occurrence (at j - 1) of query i's token
+    follows &= causal_keys(T, patterns.device)  # j - 1 < j <= i: an earlier occurrence
+    weight = (patterns.float() * follows[:, None]).sum(dim=-1)  # (..., B, H, T)
+    has_match = follows.any(dim=-1)[:, None].float()  # (B, 1, T)
+    total = (weight * has_match).sum(dim=(-1, -3))  # (..., H)
+    return total / has_match.sum().clamp(min=1)
+
+
+def causal_keys(T: int, device=None) -> torch.Tensor:
+    """(T, T) bool, True where key j <= query i."""
+    return torch.ones(T, T, dtype=torch.bool, device=device).tril()
 
 
 def induction_scores(model: GPT, seq_len: int | None = None, batch: int = 8,
                      generator: torch.Generator | None = None) -> torch.Tensor:
-    """The standard induction score of every head: on random tokens repeated twice, the
+    """The standard induction score of every head: on distinct random tokens repeated twice, the
     mean attention from each token of the second repeat to the token that followed its
     earlier occurrence (query seq_len + s -> key s + 1): -> (L, H). An induction head
     scores near 1; a head attending evenly scores about 1 / (1.5 seq_len).
-    `seq_len` defaults to half the context, at most 64."""
-    seq_len = seq_len or min(model.config.block_size // 2, 64)
+    `seq_len` defaults to half the context, at most 64 and at most the vocabulary size."""
+    seq_len = seq_len or default_induction_seq_len(model.config)
     if seq_len < 2 or 2 * seq_len > model.config.block_size:
         raise ValueError(f"seq_len must be between 2 and block_size / 2 = {model.config.block_size // 2}, got {seq_len}")
     tokens = repeated_random_tokens(model.config.vocab_size, seq_len, batch, generator)  # (B, 2 seq_len)
     patterns = batch_patterns(model, tokens)  # (L, B, H, 2 seq_len, 2 seq_len)
-    second_repeat = patterns[..., seq_len:, :]  # (L, B, H, seq_len, 2 seq_len): queries seq_len + s
-    stripe = second_repeat.diagonal(offset=1, dim1=-2, dim2=-1)  # (L, B, H, seq_len): keys s + 1
-    return stripe.mean(dim=(1, 3))  # (L, H)
+    return induction_stripe(patterns, seq_len).mean(dim=1)  # (L, H)
 
 
 def zero_head(head: int):

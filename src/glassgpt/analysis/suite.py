@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 
 from glassgpt.analysis.measures import (
-    attention_distance, attention_patterns, find_sinks, head_ablation, induction_scores, logit_lens,
-    normalized_entropy, sink_scores, window_average,
+    SINK_EPSILON, attention_distance, attention_patterns, default_induction_seq_len, find_sinks, head_ablation,
+    induction_scores, logit_lens, normalized_entropy, sink_rate, sink_scores, window_average,
 )
 from glassgpt.model import GPT
 
@@ -14,7 +14,7 @@ MIN_INDUCTION_CONTEXT = 4  # two repeats of at least 2 tokens
 
 
 def analyze(model: GPT, prompt_ids: torch.Tensor, windows: torch.Tensor, targets: torch.Tensor,
-            tokens: list[str] | None = None, sink_threshold: float = 0.5, induction_batch: int = 8,
+            tokens: list[str] | None = None, sink_threshold: float = SINK_EPSILON, induction_batch: int = 8,
             generator: torch.Generator | None = None) -> dict:
     """Run the analysis suite.
 
@@ -34,12 +34,13 @@ def analyze(model: GPT, prompt_ids: torch.Tensor, windows: torch.Tensor, targets
         "attention_distance": window_average(model, windows, attention_distance),  # (L, H)
         "sink_scores": scores,
         "sink_threshold": sink_threshold,
+        "sink_rate": sink_rate(scores, epsilon=sink_threshold),  # (L,) each: fraction of heads sinking
         "sinks": find_sinks(scores, threshold=sink_threshold, tokens=tokens),
         "logit_lens": logit_lens(model, windows, targets),
         "ablation": head_ablation(model, windows, targets),  # (L, H)
     }
-    if model.config.block_size >= MIN_INDUCTION_CONTEXT:
-        seq_len = min(model.config.block_size // 2, 64)
+    seq_len = default_induction_seq_len(model.config)
+    if 2 * seq_len >= MIN_INDUCTION_CONTEXT:
         results["induction"] = induction_scores(model, seq_len=seq_len, batch=induction_batch, generator=generator)
         results["induction_seq_len"] = seq_len
     return results

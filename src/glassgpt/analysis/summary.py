@@ -70,7 +70,8 @@ def _sinks_sentence(results: dict) -> str:
         share = torch.as_tensor(results["sink_scores"]["max_key_share"]).float()
         flat = int(share.argmax())
         layer, head = divmod(flat, share.size(1))
-        return (f"No attention sinks: no head puts half its attention on one key "
+        threshold = float(results.get("sink_threshold", 0.3))
+        return (f"No attention sinks: no head puts {threshold:.0%} of its attention on one key "
                 f"(the most concentrated, {_head(layer, head)}, gives {float(share.max()):.0%}).")
     described = [f"{_head(s['layer'], s['head'])} ({s['share']:.0%} onto position {s['key_index']}"
                  + (f", {s['token']!r}" if s.get("token") is not None else "") + ")" for s in sinks[:5]]
