@@ -147,3 +147,23 @@ def test_flops_per_token_follows_the_palm_formula():
     model = GPT(tiny_config())
     n = model.num_params(non_embedding=True)
     assert model.estimate_flops_per_token() == 6 * n + 12 * 2 * 2 * 8 * 16
+
+
+def test_flops_per_token_and_mfu_of_the_gpt2_shape_computed_by_hand(monkeypatch):
+    """GPT-2 small: 124,439,808 parameters, 123,653,376 without the 1024 x 768 position table.
+    6 N = 741,920,256; attention 12 L nh hs T = 12 * 12 * 12 * 64 * 1024 = 113,246,208."""
+    from glassgpt.train_log import mfu, peak_flops
+
+    model = GPT(GPTConfig.preset("gpt2"))
+    assert model.num_params() == 124_439_808
+    assert model.num_params(non_embedding=True) == 123_653_376
+    assert model.estimate_flops_per_token() == 855_166_464
+    assert model.estimate_flops_per_token(seq_len=512) == 741_920_256 + 56_623_104
+    # 100,000 tokens/s on an A100 in bf16 (312 TFLOP/s): 855,166,464e5 / 312e12 = 27.41%
+    monkeypatch.delenv("GLASSGPT_PEAK_FLOPS", raising=False)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA A100-SXM4-80GB")
+    peak = peak_flops(torch.device("cuda"), "bfloat16")
+    assert peak == 312e12
+    assert abs(mfu(model.estimate_flops_per_token(), 1e5, peak) - 0.274092) < 1e-6
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H100 PCIe")
+    assert peak_flops(torch.device("cuda"), "bfloat16") == 756e12  # the PCIe card, not the SXM figure

@@ -111,6 +111,36 @@ def test_a_write_that_fails_midway_through_the_commit_is_rolled_back(tmp_path, m
     assert not list(run_dir.glob("*.tmp"))
 
 
+def test_a_kill_after_the_commit_record_and_before_the_renames_rolls_forward(tmp_path, monkeypatch):
+    """The record is on disk, the first rename fails (as if the process died there): the next
+    load finishes the commit, so the new checkpoint stands, whole."""
+    import os
+
+    run_dir = make_tiny_run(tmp_path / "run")
+    model, tokenizer, rc = ckpt.load_run(run_dir)
+    weights_before = (run_dir / ckpt.WEIGHTS).read_bytes()
+    real_replace = os.replace
+
+    def die_after_the_record(src, dst):
+        if str(dst).endswith(ckpt.COMMIT):  # the commit record itself goes through
+            return real_replace(src, dst)
+        raise KeyboardInterrupt("killed between the commit record and the renames")
+
+    with torch.no_grad():
+        model.wte.weight.mul_(2.0)
+    monkeypatch.setattr(ckpt.os, "replace", die_after_the_record)
+    with pytest.raises(KeyboardInterrupt):
+        ckpt.save_run(run_dir, model, tokenizer, rc)
+    monkeypatch.setattr(ckpt.os, "replace", real_replace)
+    assert (run_dir / ckpt.COMMIT).exists() and list(run_dir.glob("*.tmp")), "killed mid-commit"
+    assert (run_dir / ckpt.WEIGHTS).read_bytes() == weights_before
+
+    reloaded, _, _ = ckpt.load_run(run_dir)  # recovers: the renames are finished
+    assert (run_dir / ckpt.WEIGHTS).read_bytes() != weights_before
+    torch.testing.assert_close(reloaded.wte.weight, model.wte.weight, atol=0, rtol=0)
+    assert not (run_dir / ckpt.COMMIT).exists() and not list(run_dir.glob("*.tmp"))
+
+
 # ---------------------------------------------------------------- bad data
 
 def _fake_dataset(data_dir, name, train_tokens: int, val_tokens: int = 100):
@@ -260,6 +290,66 @@ def test_fuzz_command_line_parser_only_exits_cleanly(argv):
         build_parser().parse_known_args(argv)
     except SystemExit as e:
         assert e.code in (0, 2)
+
+
+edge_numbers = ["-1", "0", "1", "2", "0.5", "1.5", "1e-9", "100000", "99999999999", "nan", "inf", "x", ""]
+edge_texts = ["", " ", "ROMEO:", "\u00e9\u20ac", "\n", "zzzz", "\x00"]
+HANDLER_FLAGS = {  # every flag of the run commands, each with its edge values
+    "sample": {"--temperature": edge_numbers, "--top-k": edge_numbers, "--top-p": edge_numbers,
+               "--seed": edge_numbers, "--num-samples": edge_numbers[:5], "--max-new-tokens": edge_numbers[:5],
+               "--device": ["cpu", "cuda", "mps", "auto", "tpu", ""], "--prompt": edge_texts, "--no-cache": [None]},
+    "analyze": {"--windows": ["0", "1", "2", "100000", "x"], "--seed": ["-1", "0", "99999999999", "x"],
+                "--device": ["cpu", "cuda", "auto", "tpu"], "--prompt": edge_texts},
+}
+TRAIN_KEYS = ["dropout", "bias", "pos_encoding", "norm", "attn_impl", "learning_rate", "min_lr", "dtype", "device",
+              "grad_clip", "warmup_iters", "weight_decay", "beta2", "seed", "grad_accum_steps", "eval_iters",
+              "lr_decay_iters", "max_bad_steps", "dataset", "tensorboard", "compile", "nope"]
+SAFE_TRAIN = ["n_layer=1", "n_head=2", "n_embd=16", "block_size=16", "batch_size=2", "max_iters=1", "eval_interval=1",
+              "log_interval=1"]  # last, so they win: every run stays tiny
+
+
+def handler_command_lines(run: str, out: str) -> list[list[str]]:
+    """Every flag of sample and analyze with each edge value, and every train key with bad values."""
+    lines = []
+    for command, flags in HANDLER_FLAGS.items():
+        tail = ["--max-new-tokens", "3"] if command == "sample" else ["--out", out]
+        for flag, values in flags.items():
+            for value in values:
+                lines.append([command, run, *tail, flag] + ([] if value is None else [value]))
+    for key in TRAIN_KEYS:
+        for value in ("-1", "nan", "x", "true"):
+            lines.append(["train", "cpu-baby", f"{key}={value}", *SAFE_TRAIN, "--out", out])
+    return lines
+
+
+@pytest.mark.slow
+def test_every_flag_through_the_command_handlers_exits_cleanly(tmp_path, prepared_data_dir, monkeypatch):
+    """The handlers themselves, not just the parser, on a tiny run and real data: each edge value of
+    each flag either works or ends in one line on stderr with exit 1 or 2, never a traceback."""
+    import contextlib
+    import io
+
+    from glassgpt.cli import main
+
+    monkeypatch.setenv("GLASSGPT_DATA_DIR", str(prepared_data_dir))
+    run = make_tiny_run(tmp_path / "run")
+    problems = []
+    for i, argv in enumerate(handler_command_lines(str(run), str(tmp_path / "out"))):
+        argv = [str(tmp_path / f"out{i}") if a == str(tmp_path / "out") else a for a in argv]  # a fresh --out
+        stderr = io.StringIO()
+        try:
+            with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(io.StringIO()):
+                main(argv)
+            code = 0
+        except SystemExit as e:
+            code = e.code
+        except Exception as e:  # a traceback a user would see
+            problems.append((argv, f"{type(e).__name__}: {e}"))
+            continue
+        lines = [line for line in stderr.getvalue().splitlines() if line.strip() and not line.startswith("[")]
+        if code not in (0, 1, 2) or (code != 0 and len(lines) != 1) or "Traceback" in stderr.getvalue():
+            problems.append((argv, code, stderr.getvalue()))
+    assert not problems, "\n".join(map(repr, problems))
 
 
 def test_reliability_doc_names_only_tests_that_exist():

@@ -35,26 +35,39 @@ def test_training_lowers_the_loss_and_writes_a_complete_run(data_env, tmp_path):
 
 
 def test_a_saved_run_loads_back_with_the_same_logits(data_env, tmp_path):
+    """The loaded model equals the one that finished training in memory (not just another load)."""
+    from glassgpt.model import GPT
     from glassgpt.train import train
 
     run_dir = tmp_path / "run"
-    train(tiny_run_config("max_iters=10", "eval_interval=10"), run_dir, log=lambda s: None)
+    trained = []
+    train(tiny_run_config("max_iters=10", "eval_interval=10"), run_dir, log=lambda s: None,
+          on_model=trained.append)
     model, tokenizer, rc = load_run(run_dir)
-    again, _, _ = load_run(run_dir)
+    in_memory = trained[0].eval()
     idx = torch.tensor([tokenizer.encode("ROMEO: wherefore")])
-    torch.testing.assert_close(model(idx)[0], again(idx)[0], atol=0, rtol=0)
+    with torch.no_grad():
+        torch.testing.assert_close(model(idx)[0], in_memory(idx)[0], atol=0, rtol=0)
+        fresh = GPT(rc.model).eval()  # an untrained model of the same shape differs: the test can fail
+        assert not torch.allclose(fresh(idx)[0], in_memory(idx)[0])
     assert rc.model.n_embd == 32 and tokenizer.vocab_size == 65
     config = json.loads((run_dir / "config.json").read_text())
     assert config["train"]["max_iters"] == 10 and len(config["weights_sha256"]) == 64
 
 
 def test_lr_schedule_warms_up_then_decays_to_min_lr():
-    tc = tiny_run_config("max_iters=100", "warmup_iters=10").train
-    lrs = [lr_at(s, tc) for s in range(101)]
+    tc = tiny_run_config("max_iters=100", "warmup_iters=10").train  # learning_rate 3e-3, min_lr 3e-4
+    lrs = [lr_at(s, tc) for s in range(151)]
     assert lrs[0] < lrs[5] < lrs[9] <= tc.learning_rate
     assert max(lrs) <= tc.learning_rate
     assert all(a >= b for a, b in zip(lrs[10:], lrs[11:])), "monotone decay after warmup"
-    assert math.isclose(lrs[100], tc.min_lr)
+    # exact values, computed by hand: linear warmup (step + 1) / 11, then cosine from step 10 to 100
+    assert math.isclose(lrs[0], 3e-3 / 11)
+    assert math.isclose(lrs[9], 3e-3 * 10 / 11)  # the last warmup step
+    assert math.isclose(lrs[10], 3e-3)  # the peak, where the cosine starts
+    assert math.isclose(lrs[55], 3e-4 + 0.5 * (3e-3 - 3e-4))  # the cosine's midpoint: halfway down
+    assert math.isclose(lrs[40], 3e-4 + 0.5 * (1 + math.cos(math.pi / 3)) * 2.7e-3)  # a third of the way
+    assert math.isclose(lrs[100], 3e-4) and math.isclose(lrs[150], 3e-4)  # after the decay: min_lr
 
 
 def test_eval_over_the_whole_split_counts_every_target_once():
