@@ -203,6 +203,39 @@ def test_resuming_with_another_model_shape_is_refused_and_says_what_differs(smal
     assert_clean_error(result, 2, "n_layer 2 -> 3")
 
 
+def test_resuming_a_finished_run_does_nothing_and_a_longer_one_extends_it(small_data, tmp_path):
+    run_dir = tmp_path / "run"
+    recipe = ["batch_size=2", "eval_interval=2", "lr_decay_iters=8"]
+    first = train(tiny_run_config(*recipe, "max_iters=4"), run_dir, log=quiet)
+    before = {name: (run_dir / name).read_bytes() for name in (ckpt.METRICS, ckpt.WEIGHTS, ckpt.STATE)}
+    said = []
+    again = train(tiny_run_config(*recipe, "max_iters=4"), run_dir, resume=True, log=said.append)
+    assert again == first
+    assert any("is complete" in line and "nothing to do" in line for line in said), said
+    assert {name: (run_dir / name).read_bytes() for name in before} == before, "a finished run was rewritten"
+    result = run_cli("train", "--out", str(run_dir), "--resume")
+    assert result.returncode == 0 and "is complete" in result.stdout + result.stderr, result.stderr
+
+    train(tiny_run_config(*recipe, "max_iters=8"), run_dir, resume=True, log=quiet)  # max_iters grew: go on
+    evals = [r["step"] for r in read_rows(run_dir, "eval")]
+    assert evals == [0, 2, 4, 6, 8], "one eval row per step, none twice"
+    assert [r["step"] for r in read_rows(run_dir, "train")] == list(range(1, 9))
+    assert [r["step"] for r in read_rows(run_dir, "final")] == [8]
+
+
+def test_resuming_with_another_number_of_processes_is_refused(small_data, tmp_path):
+    """A run of 2 ranks holds 2 RNG states and a global batch of 2 x batch_size: resuming it in
+    one process cannot be exact, so it is refused, naming the original world size."""
+    run_dir = tmp_path / "run"
+    train(tiny_run_config("max_iters=2", "batch_size=2"), run_dir, log=quiet)
+    state = ckpt.load_trainer_state(run_dir)
+    state["rng"] = state["rng"] * 2  # as a 2-rank run saves it
+    torch.save(state, run_dir / ckpt.STATE)
+    with pytest.raises(UsageError, match=r"trained with 2 process\(es\).*--nproc_per_node=2"):
+        train(tiny_run_config("max_iters=4", "batch_size=2"), run_dir, resume=True, log=quiet)
+    assert_clean_error(run_cli("train", "--out", str(run_dir), "--resume", "max_iters=4"), 2, "nproc_per_node=2")
+
+
 def test_train_without_a_preset_is_a_usage_error_unless_resuming(small_data, tmp_path):
     assert_clean_error(run_cli("train", "max_iters=3"), 2, "train needs a preset or TOML file")
     assert_clean_error(run_cli("train", "--out", str(tmp_path / "none"), "--resume"), 2, "does not exist")
@@ -348,7 +381,8 @@ def test_sigint_saves_a_checkpoint_exits_130_and_the_run_resumes_from_it(small_d
 
 @pytest.mark.slow
 def test_ddp_two_ranks_follow_the_loss_curve_of_one_process_with_the_global_batch(small_data, tmp_path):
-    recipe = tiny_args("max_iters=6", "eval_interval=3", "eval_iters=2")
+    """With gradient accumulation, so the micro-steps that skip the all-reduce (no_sync) are in play."""
+    recipe = tiny_args("max_iters=6", "eval_interval=3", "eval_iters=2", "grad_accum_steps=2")
     single = run_cli("train", "cpu-baby", *recipe, "batch_size=8", "--out", str(tmp_path / "single"))
     assert single.returncode == 0, single.stderr
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
@@ -364,6 +398,27 @@ def test_ddp_two_ranks_follow_the_loss_curve_of_one_process_with_the_global_batc
     for name, value in weights(tmp_path / "single").items():
         torch.testing.assert_close(weights(tmp_path / "ddp")[name], value, atol=1e-5, rtol=1e-4)
     assert "2 process(es)" in ddp.stdout
+
+
+@pytest.mark.slow
+def test_ddp_with_dropout_and_accumulation_resumes_exactly(small_data, tmp_path):
+    """Each rank's dropout RNG is saved and restored as its own: 3 + 3 steps under DDP equal 6."""
+    recipe = tiny_args("eval_interval=3", "eval_iters=2", "grad_accum_steps=2", "dropout=0.2", "lr_decay_iters=6",
+                       "batch_size=2")
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "glassgpt"]
+
+    def ddp(*args):
+        result = subprocess.run([*torchrun, *args], capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+
+    ddp("train", "cpu-baby", *recipe, "max_iters=6", "--out", str(tmp_path / "whole"))
+    ddp("train", "cpu-baby", *recipe, "max_iters=3", "--out", str(tmp_path / "split"))
+    ddp("train", "--out", str(tmp_path / "split"), "--resume", "max_iters=6")
+    whole, split = read_rows(tmp_path / "whole", "train"), read_rows(tmp_path / "split", "train")
+    assert [r["step"] for r in split] == list(range(1, 7))
+    assert [r["train_loss"] for r in whole] == [r["train_loss"] for r in split]
+    for name, value in weights(tmp_path / "whole").items():
+        assert torch.equal(weights(tmp_path / "split")[name], value), name
 
 
 # ---------------------------------------------------------------- precision, logging, MFU

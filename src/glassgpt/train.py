@@ -191,6 +191,11 @@ def _read_resume_state(run_dir: Path, mc: GPTConfig, dist_info: Dist) -> dict:
     if state.get("weights_sha256") != raw.get("weights_sha256"):
         raise RunError(f"{run_dir / ckpt.STATE} and {run_dir / ckpt.CONFIG} come from different checkpoints: "
                        "the run directory was edited by hand; restore it or train into a new --out")
+    saved_world = len(state["rng"])
+    if saved_world != dist_info.world_size:  # the global batch and every rank's RNG depend on it
+        raise UsageError(f"{run_dir} was trained with {saved_world} process(es) and cannot be resumed exactly with "
+                         f"{dist_info.world_size}: resume with torchrun --nproc_per_node={saved_world}"
+                         + (" (or without torchrun)" if saved_world == 1 else ""))
     return state
 
 
@@ -201,8 +206,8 @@ def _restore(state: dict, optimizer, scaler, loader: BatchLoader, device: torch.
     if state.get("scaler"):
         scaler.load_state_dict(state["scaler"])
     loader.load_state_dict(state["loader"])
-    rng = state["rng"]
-    set_rng_state(rng[dist_info.rank % len(rng)], device)
+    rng = state["rng"]  # one RNG state per rank of the run that saved it
+    set_rng_state(rng[dist_info.rank], device)
     return int(state["step"]), int(state.get("skipped_steps", 0))
 
 
@@ -253,6 +258,11 @@ def _train(rc: RunConfig, run_dir: Path, resume: bool, log, dist_info: Dist, on_
     if dist_info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
     if resume:
+        finished = metrics.final_row(step) if step >= tc.max_iters else None
+        if finished is not None:
+            log(f"{run_dir} is complete: {step} of max_iters={tc.max_iters} steps, val loss "
+                f"{finished['val_loss']:.4f}; nothing to do (raise max_iters to train further)")
+            return finished
         metrics.load(up_to_step=step)  # every rank reads it, so all agree on which evals are done
     metrics.open_tensorboard(step if resume else None)
 
@@ -337,7 +347,8 @@ def _train(rc: RunConfig, run_dir: Path, resume: bool, log, dist_info: Dist, on_
         final = {**eval_row(val_loss), "kind": "final", "train_seconds": train_seconds,
                  "tokens_per_s": (step - start_step) * tokens_per_step / max(train_seconds, 1e-9),
                  "skipped_steps": skipped}
-        metrics.append(eval_row(val_loss))
+        if not metrics.has_eval(step):  # a run killed after this row and before the next resumes without a twin
+            metrics.append(eval_row(val_loss))
         metrics.append(final)
         metrics.plot()
     finally:

@@ -81,17 +81,26 @@ class MetricsLog:
         self.tensorboard = tensorboard
         self.writer = None
 
-    def load(self, up_to_step: int) -> None:
-        """On resume: keep the rows up to the checkpoint, drop the ones after it (and
-        a last line cut short by a kill)."""
+    def read_rows(self) -> list[dict]:
+        """The rows on disk, skipping a last line cut short by a kill."""
+        rows = []
         if self.path.is_file():
-            rows = []
             for line in self.path.read_text().splitlines():
                 try:
                     rows.append(json.loads(line))
                 except json.JSONDecodeError:
                     continue  # a line half-written when the process died
-            self.rows = [r for r in rows if isinstance(r, dict) and r.get("step", math.inf) <= up_to_step
+        return [r for r in rows if isinstance(r, dict)]
+
+    def final_row(self, step: int) -> dict | None:
+        """The "final" row written when a run finished at `step`, or None if it did not finish there."""
+        return next((r for r in reversed(self.read_rows()) if r.get("kind") == "final" and r.get("step") == step), None)
+
+    def load(self, up_to_step: int) -> None:
+        """On resume: keep the rows up to the checkpoint, drop the ones after it (and
+        a last line cut short by a kill)."""
+        if self.path.is_file():
+            self.rows = [r for r in self.read_rows() if r.get("step", math.inf) <= up_to_step
                          and r.get("kind") != "final"]
         if self.enabled:
             ckpt.atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in self.rows))
