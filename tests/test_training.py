@@ -476,6 +476,28 @@ def test_mfu_uses_the_peak_flops_override(small_data, tmp_path, monkeypatch):
     assert_clean_error(result, 2, "GLASSGPT_PEAK_FLOPS must be a positive number")
 
 
+def test_drawing_plots_leaves_the_users_matplotlib_backend_alone(tmp_path):
+    """Library code draws with the Figure API: a notebook's backend is not switched to Agg."""
+    import matplotlib
+
+    from glassgpt.bench.scaling import plot_scaling
+    from glassgpt.train_log import plot_losses
+
+    before = matplotlib.get_backend()
+    matplotlib.use("svg")  # what a user might have chosen
+    try:
+        plot_losses([{"kind": "train", "step": 1, "train_loss": 2.0}, {"kind": "eval", "step": 1, "val_loss": 2.1}],
+                    tmp_path / "loss.png")
+        points = [{"axis": axis, "impl": impl, "value": v, "time_s": 1e-3 * v, "memory_bytes": 1e3 * v}
+                  for axis in ("T", "width") for impl in ("manual", "sdpa") for v in (16, 32)]
+        plot_scaling(points, "saved activations", tmp_path / "scaling.png")
+        assert matplotlib.get_backend() == "svg"
+    finally:
+        matplotlib.use(before)
+    assert (tmp_path / "loss.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "scaling.png").read_bytes()[:4] == b"\x89PNG"
+
+
 def test_metrics_log_drops_rows_after_the_checkpoint_and_a_torn_last_line(tmp_path):
     rows = [{"kind": "train", "step": s, "train_loss": 1.0} for s in range(1, 6)]
     text = "".join(json.dumps(r) + "\n" for r in rows) + '{"kind": "train", "st'

@@ -40,11 +40,6 @@ from glassgpt.errors import RunError, UsageError
 from glassgpt.model import GPT
 from glassgpt.tokenizer import Tokenizer, tokenizer_from_dict
 
-try:
-    import fcntl
-except ImportError:  # not POSIX: no lock, so do not train and sample the same run at once
-    fcntl = None
-
 CONFIG, WEIGHTS, TOKENIZER, STATE = "config.json", "model.safetensors", "tokenizer.json", "trainer_state.pt"
 METRICS, PLOT = "metrics.jsonl", "loss.png"
 COMMIT = ".checkpoint-commit.json"
@@ -123,25 +118,23 @@ def recover(run_dir: Path) -> None:
 def writer_lock(run_dir: Path):
     """Held by the one process writing checkpoints into `run_dir`, for as long as it
     runs (the OS releases it if the process dies). A second writer is refused."""
-    if fcntl is None:
-        yield
-        return
+    from filelock import FileLock, Timeout  # flock on POSIX, msvcrt locking on Windows
+
     created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(run_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    lock = FileLock(run_dir / LOCK, is_singleton=False)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
+        lock.acquire(timeout=0)
+    except Timeout:
         raise UsageError(f"another process is training into {run_dir}: wait for it to finish, "
                          "or choose another --out") from None
     try:
         yield
     finally:
-        if created and [p.name for p in run_dir.iterdir()] == [LOCK]:  # failed before writing anything
-            (run_dir / LOCK).unlink()
+        lock.release()
+        if created and [p.name for p in run_dir.iterdir()] in ([LOCK], []):  # failed before writing anything
+            (run_dir / LOCK).unlink(missing_ok=True)
             run_dir.rmdir()
-        os.close(fd)  # closing the file releases the lock
 
 
 def recover_if_idle(run_dir: Path) -> None:

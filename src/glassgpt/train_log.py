@@ -142,14 +142,12 @@ class MetricsLog:
 
 
 def plot_losses(rows: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # the Figure API: no pyplot, no global backend switch
 
     train = [(r["step"], r["train_loss"]) for r in rows if r.get("kind") == "train" and r["train_loss"] is not None]
     val = [(r["step"], r["val_loss"]) for r in rows if r.get("kind") == "eval" and r["val_loss"] is not None]
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
+    fig = Figure(figsize=(7, 4), dpi=110)
+    ax = fig.subplots()
     if train:
         ax.plot(*zip(*train), label="train", linewidth=1, alpha=0.8)
     if val:
@@ -160,4 +158,3 @@ def plot_losses(rows: list[dict], path: Path) -> None:
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, format="png")
-    plt.close(fig)

@@ -66,12 +66,10 @@ def scaling(rec: Recorder, s: Settings) -> None:
 
 def plot_scaling(points: list[dict], memory_kind: str, path: Path) -> None:
     """Four panels: time and memory against T, and against width; one line per attention path."""
-    import matplotlib
+    from matplotlib.figure import Figure  # the Figure API: no pyplot, no global backend switch
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(2, 2, figsize=(10, 7), dpi=110)
+    fig = Figure(figsize=(10, 7), dpi=110)
+    axes = fig.subplots(2, 2)
     for col, axis in enumerate(("T", "width")):
         for row, (key, label, scale) in enumerate((("time_s", "train step time (s)", 1.0),
                                                    ("memory_bytes", f"memory, MiB ({memory_kind})", 2**-20))):
@@ -91,5 +89,4 @@ def plot_scaling(points: list[dict], memory_kind: str, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     fig.savefig(tmp, format="png")
-    plt.close(fig)
     tmp.replace(path)
