@@ -28,7 +28,8 @@ from glassgpt.config import load_run_config
 from glassgpt.errors import RunError, UsageError
 from glassgpt.model import GPT
 from glassgpt.train import accumulate_gradients, apply_gradients, train
-from glassgpt.train_log import MetricsLog, peak_flops
+from glassgpt.flops import peak_flops
+from glassgpt.train_log import MetricsLog
 
 TINY = ["n_layer=2", "n_head=2", "n_embd=32", "block_size=32", "eval_iters=2", "log_interval=1",
         "warmup_iters=5", "learning_rate=3e-3", "min_lr=3e-4", "device=cpu"]

@@ -30,7 +30,8 @@ from glassgpt.data import BatchLoader, TokenDataset, eval_windows
 from glassgpt.errors import RunError, UsageError
 from glassgpt.model import GPT
 from glassgpt.runtime import Dist, Interrupted, StopFlag, gather_rng_states, set_rng_state, stop_requested
-from glassgpt.train_log import MetricsLog, check_tensorboard_available, mfu, peak_flops
+from glassgpt.flops import mfu, peak_flops
+from glassgpt.train_log import MetricsLog, check_tensorboard_available
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # The fields that fix the weights' shapes and meaning; the others (dropout, attn_impl,
