@@ -11,10 +11,10 @@ import json
 import math
 from pathlib import Path
 
-
 from glassgpt import checkpoint as ckpt
 from glassgpt.errors import UsageError
 from glassgpt.flops import mfu, peak_flops  # noqa: F401  (re-exported: glassgpt.train_log.peak_flops)
+
 
 def check_tensorboard_available() -> None:
     try:
