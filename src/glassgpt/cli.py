@@ -174,7 +174,7 @@ def cmd_sample(args) -> None:
 
     from glassgpt.checkpoint import load_run
     from glassgpt.generate import StreamDecoder, check_sampling_args, encode_prompt, stream
-    from glassgpt.train import resolve_device
+    from glassgpt.device import resolve_device
 
     check_sampling_args(args.temperature, args.top_k, args.top_p, args.max_new_tokens)
     device = resolve_device(args.device)
@@ -212,7 +212,7 @@ def cmd_sample(args) -> None:
 
 def cmd_analyze(args) -> None:
     from glassgpt.analysis.report import REPORT, write_report
-    from glassgpt.train import resolve_device
+    from glassgpt.device import resolve_device
 
     if args.windows > MAX_ANALYSIS_WINDOWS:
         raise UsageError(f"--windows is capped at {MAX_ANALYSIS_WINDOWS}, got {args.windows}")

@@ -9,7 +9,6 @@ checked: an unknown key, a value of the wrong type or out of range raises
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 import re
 import tomllib
@@ -18,7 +17,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from glassgpt.errors import UsageError
+from glassgpt.errors import UsageError, did_you_mean
 
 PRESET_DIR = "presets"
 
@@ -152,7 +151,7 @@ def preset_names() -> list[str]:
 
 def load_preset(name: str) -> tuple[GPTConfig, TrainConfig]:
     if name not in preset_names():
-        hint = _did_you_mean(name, preset_names())
+        hint = did_you_mean(name, preset_names())
         raise UsageError(f"unknown preset {name!r}{hint}; known presets: {', '.join(preset_names())}")
     text = resources.files("glassgpt").joinpath(PRESET_DIR, f"{name}.toml").read_text()
     rc = RunConfig.from_dict(tomllib.loads(text), source=f"preset {name}")
@@ -187,7 +186,7 @@ def apply_overrides(rc: RunConfig, overrides: typing.Sequence[str]) -> RunConfig
         elif key in train:
             train[key] = parse_value(raw)
         else:
-            hint = _did_you_mean(key, list(model) + list(train))
+            hint = did_you_mean(key, list(model) + list(train))
             raise UsageError(f"unknown config key {key!r}{hint}")
     return RunConfig(_build(GPTConfig, model, "override"), _build(TrainConfig, train, "override"))
 
@@ -214,7 +213,7 @@ def _reject_unknown(values: dict, known: set, what: str) -> None:
         raise UsageError(f"{what.split(':')[0]} must be a table of key = value pairs")
     for key in values:
         if key not in known:
-            raise UsageError(f"{what} {key!r} is unknown{_did_you_mean(key, sorted(known))}")
+            raise UsageError(f"{what} {key!r} is unknown{did_you_mean(key, sorted(known))}")
 
 
 def _check_types(obj) -> None:
@@ -245,11 +244,6 @@ def check_device_name(name: str) -> None:
 def _check_choice(name: str, value: str, choices: tuple) -> None:
     if value not in choices:
         raise UsageError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
-
-
-def _did_you_mean(word: str, candidates: list[str]) -> str:
-    close = difflib.get_close_matches(word, candidates, n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _divisors(n: int) -> list[int]:

@@ -5,7 +5,13 @@ missing run directory, a character outside the vocabulary): exit status 2.
 `RunError` means something went wrong while doing what was asked (a corrupt
 file, no network to fetch data): exit status 1. Both carry one sentence that
 says what is wrong and how to fix it; `glassgpt.cli` prints it and exits.
+`did_you_mean` is the hint such a sentence carries for a misspelt name.
 """
+
+from __future__ import annotations
+
+import difflib
+from typing import Iterable
 
 
 class GlassGPTError(Exception):
@@ -18,3 +24,9 @@ class UsageError(GlassGPTError, ValueError):
 
 class RunError(GlassGPTError, RuntimeError):
     exit_code = 1
+
+
+def did_you_mean(word: str, candidates: Iterable[str]) -> str:
+    """' (did you mean 'x'?)' for the closest candidate to a misspelt `word`, or '' if none is close."""
+    close = difflib.get_close_matches(word, list(candidates), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""

@@ -25,8 +25,9 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from glassgpt import checkpoint as ckpt
-from glassgpt.config import GPTConfig, RunConfig, TrainConfig, check_device_name
+from glassgpt.config import GPTConfig, RunConfig, TrainConfig
 from glassgpt.data import BatchLoader, TokenDataset, eval_windows
+from glassgpt.device import resolve_device  # noqa: F401  (also glassgpt.train.resolve_device, as before)
 from glassgpt.errors import RunError, UsageError
 from glassgpt.model import GPT
 from glassgpt.runtime import Dist, Interrupted, StopFlag, gather_rng_states, set_rng_state, stop_requested
@@ -41,19 +42,6 @@ SHAPE_FIELDS = ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "bias
 
 
 # ---------------------------------------------------------------- parts
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    check_device_name(name)
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise UsageError("device=cuda was asked for but no CUDA GPU is available: use device=cpu")
-        return torch.device(name if ":" in name else f"cuda:{local_rank}")
-    if name == "mps" and not torch.backends.mps.is_available():
-        raise UsageError("device=mps was asked for but MPS is not available: use device=cpu")
-    return torch.device(name)
-
 
 def autocast_context(device: torch.device, dtype: str):
     """bf16/fp16 autocast for the forward pass; master weights stay fp32."""

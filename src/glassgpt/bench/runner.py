@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import difflib
 import time
 import warnings
 from pathlib import Path
@@ -15,8 +14,8 @@ import torch
 from glassgpt.bench import generation, scaling, throughput, variants
 from glassgpt.bench.machine import machine_info
 from glassgpt.bench.report import Recorder, Settings, write_json
-from glassgpt.errors import UsageError
-from glassgpt.train import resolve_device
+from glassgpt.errors import UsageError, did_you_mean
+from glassgpt.device import resolve_device
 
 SUITES: dict[str, Callable[[Recorder, Settings], None]] = {
     "attention": variants.attention,
@@ -40,9 +39,7 @@ def suite_names(what: str) -> list[str]:
     if what == "all":
         return list(SUITES)
     if what not in SUITES:
-        close = difflib.get_close_matches(what, CHOICES, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise UsageError(f"unknown benchmark {what!r}{hint}; choose one of {', '.join(CHOICES)}")
+        raise UsageError(f"unknown benchmark {what!r}{did_you_mean(what, CHOICES)}; choose one of {', '.join(CHOICES)}")
     return [what]
 
 

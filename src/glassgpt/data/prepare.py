@@ -9,7 +9,6 @@ the next `prepare`. Preparing again is a no-op unless `force=True`.
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
 import shutil
@@ -22,7 +21,7 @@ from glassgpt.data.enwik8 import prepare_enwik8
 from glassgpt.data.fineweb import prepare_fineweb
 from glassgpt.data.sources import TINY_SHAKESPEARE, data_dir, find_raw_file, prepare_chunk_bytes
 from glassgpt.data.writing import token_dtype, write_split
-from glassgpt.errors import UsageError
+from glassgpt.errors import UsageError, did_you_mean
 from glassgpt.tokenizer import get_tokenizer, tokenizer_from_dict
 
 
@@ -69,9 +68,7 @@ def dataset_path(name: str) -> Path:
 
 def check_dataset_name(name: str) -> DatasetSpec:
     if name not in DATASETS:
-        close = difflib.get_close_matches(name, list(DATASETS), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise UsageError(f"unknown dataset {name!r}{hint}; known: {', '.join(DATASETS)}")
+        raise UsageError(f"unknown dataset {name!r}{did_you_mean(name, DATASETS)}; known: {', '.join(DATASETS)}")
     return DATASETS[name]
 
 
