@@ -154,7 +154,7 @@ def test_a_missing_file_without_network_says_where_to_put_it(dirs, monkeypatch, 
     message = str(e.value)
     assert "enwik8.zip" in message and str(data_dir / "downloads" / "enwik8.zip") in message
     assert "GLASSGPT_MIRROR" in message and "\n" not in message
-    assert not (data_dir / "downloads" / "enwik8.zip.part").exists()
+    assert not list((data_dir / "downloads").glob("enwik8.zip.*")), "no partial download is left behind"
 
     with pytest.raises(SystemExit) as exit_info:  # the same through the command line: one line, exit 1
         cli_main(["prepare", "enwik8"])

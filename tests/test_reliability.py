@@ -128,10 +128,10 @@ def test_a_kill_after_the_commit_record_and_before_the_renames_rolls_forward(tmp
 
     with torch.no_grad():
         model.wte.weight.mul_(2.0)
-    monkeypatch.setattr(ckpt.os, "replace", die_after_the_record)
+    monkeypatch.setattr(os, "replace", die_after_the_record)
     with pytest.raises(KeyboardInterrupt):
         ckpt.save_run(run_dir, model, tokenizer, rc)
-    monkeypatch.setattr(ckpt.os, "replace", real_replace)
+    monkeypatch.setattr(os, "replace", real_replace)
     assert (run_dir / ckpt.COMMIT).exists() and list(run_dir.glob("*.tmp")), "killed mid-commit"
     assert (run_dir / ckpt.WEIGHTS).read_bytes() == weights_before
 

@@ -7,12 +7,11 @@
     metrics.jsonl      one JSON object per logged step or eval
     loss.png           train and val curves
 
-A checkpoint is several files that must change together. Each is first written
-completely under a temporary name; then a small commit record is written
-atomically; then the files are renamed into place and the record removed. A
-run killed at any moment is repaired on the next load: with a commit record
-the renames are finished, without one the temporary files are dropped and the
-previous checkpoint stands. Only a writer repairs: the process training into
+A checkpoint is several files that must change together: `glassgpt.atomic.commit_files`
+writes each under a temporary name, then a commit record, then renames them into
+place. A run killed at any moment is repaired on the next load (`recover`): with a
+commit record the renames are finished, without one the temporary files are dropped
+and the previous checkpoint stands. Only a writer repairs: the process training into
 a run holds `.lock` for as long as it runs, and a reader (`load_run`) leaves
 the files alone while it is held.
 """
@@ -21,12 +20,9 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import functools
 import json
-import os
 import pickle
 import platform
-import subprocess
 from pathlib import Path
 from typing import Callable
 
@@ -34,84 +30,20 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
 
+from glassgpt.atomic import (  # noqa: F401  (atomic_write* re-exported: glassgpt.checkpoint.atomic_write)
+    COMMIT_RECORD, TMP_SUFFIX, atomic_write, atomic_write_text, commit_files, fsync_write, recover,
+)
 from glassgpt.config import RunConfig
 from glassgpt.data import sha256_of
 from glassgpt.errors import RunError, UsageError
 from glassgpt.model import GPT
+from glassgpt.revision import git_revision
 from glassgpt.tokenizer import Tokenizer, tokenizer_from_dict
 
 CONFIG, WEIGHTS, TOKENIZER, STATE = "config.json", "model.safetensors", "tokenizer.json", "trainer_state.pt"
 METRICS, PLOT = "metrics.jsonl", "loss.png"
-COMMIT = ".checkpoint-commit.json"
+COMMIT = COMMIT_RECORD  # ".checkpoint-commit.json": the multi-file commit protocol is glassgpt.atomic's
 LOCK = ".lock"
-TMP_SUFFIX = ".tmp"
-
-
-# ---------------------------------------------------------------- atomic writes
-
-def _fsync_write(path: Path, write: Callable[[Path], None]) -> None:
-    write(path)
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())
-
-
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Write one file through a temporary name and a rename: readers see the old
-    file or the new one, never half of one."""
-    tmp = path.with_name(path.name + TMP_SUFFIX)
-    try:
-        _fsync_write(tmp, write)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda p: p.write_text(text))
-
-
-def commit_files(run_dir: Path, writers: dict[str, Callable[[Path], None]]) -> None:
-    """Replace several files of `run_dir` as one change (see the module docstring)."""
-    for name, write in writers.items():
-        _fsync_write(run_dir / (name + TMP_SUFFIX), write)
-    atomic_write_text(run_dir / COMMIT, json.dumps(sorted(writers)))
-    _finish_commit(run_dir)
-
-
-def _finish_commit(run_dir: Path) -> None:
-    names = json.loads((run_dir / COMMIT).read_text())
-    for name in names:
-        tmp = run_dir / (name + TMP_SUFFIX)
-        if tmp.exists():
-            os.replace(tmp, run_dir / name)
-    _fsync_dir(run_dir)  # the renames reach the disk before the record goes
-    (run_dir / COMMIT).unlink()
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return  # not possible on every platform; renames are still atomic
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def recover(run_dir: Path) -> None:
-    """Finish or undo a checkpoint write that was interrupted."""
-    commit = run_dir / COMMIT
-    if commit.exists():
-        try:
-            _finish_commit(run_dir)
-        except (json.JSONDecodeError, OSError, TypeError):
-            commit.unlink(missing_ok=True)
-    for tmp in run_dir.glob("*" + TMP_SUFFIX):
-        tmp.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
@@ -151,19 +83,9 @@ def recover_if_idle(run_dir: Path) -> None:
 
 # ---------------------------------------------------------------- saving
 
-@functools.lru_cache(maxsize=1)
-def code_revision() -> str | None:
-    """The git revision of this code (asked once per process: checkpoints are frequent)."""
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              cwd=Path(__file__).parent, timeout=5).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
 def provenance() -> dict:
     """What made this run: versions, machine, code revision."""
-    rev = code_revision()
+    rev = git_revision()
     from glassgpt import __version__
 
     return {
@@ -183,7 +105,7 @@ def save_run(run_dir: str | Path, model: GPT, tokenizer: Tokenizer, run_config: 
     run_dir.mkdir(parents=True, exist_ok=True)
     recover(run_dir)
     weights_tmp = run_dir / (WEIGHTS + TMP_SUFFIX)
-    _fsync_write(weights_tmp, lambda p: save_model(model, str(p)))
+    fsync_write(weights_tmp, lambda p: save_model(model, str(p)))
     config = run_config.to_dict()
     config["tokenizer"] = tokenizer.to_dict()
     config["weights_sha256"] = sha256_of(weights_tmp)

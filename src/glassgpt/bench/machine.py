@@ -5,10 +5,11 @@ from __future__ import annotations
 import datetime
 import os
 import platform
-import subprocess
 from pathlib import Path
 
 import torch
+
+from glassgpt.revision import git_revision
 
 
 def cpu_model() -> str:
@@ -32,20 +33,6 @@ def cpu_flags() -> list[str]:
     except OSError:
         pass
     return []
-
-
-def git_revision(start: Path | None = None) -> str | None:
-    """The commit of the glassgpt checkout, with `+dirty` when it has uncommitted changes."""
-    where = start or Path(__file__).resolve().parent
-    try:
-        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=10)
-        if rev.returncode != 0:
-            return None
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=where,
-                               capture_output=True, text=True, timeout=10)
-        return rev.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
-    except (OSError, subprocess.SubprocessError):
-        return None
 
 
 def machine_info(device: torch.device) -> dict:

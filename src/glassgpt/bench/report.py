@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import statistics
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import torch
 
+from glassgpt.atomic import atomic_write_text
 from glassgpt.bench.timing import measure, ratio_summary
 
 RATIO_MEANING = "time(a) / time(b) from the same round; above 1 means b is faster"
@@ -121,18 +120,10 @@ def finite_or_none(value):
 
 
 def write_json(result: dict, path: Path) -> Path:
-    """Write atomically: a temp file in the same folder, then a rename."""
-    result = finite_or_none(result)
+    """Write atomically (`glassgpt.atomic`): a temp file in the same folder, then a rename."""
+    text = json.dumps(finite_or_none(result), indent=1, allow_nan=False, default=str) + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(result, f, indent=1, allow_nan=False, default=str)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, text)
     return path
 
 

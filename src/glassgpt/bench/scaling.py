@@ -15,6 +15,7 @@ import math
 import statistics
 from pathlib import Path
 
+from glassgpt.atomic import atomic_write
 from glassgpt.bench.report import Recorder, Settings
 from glassgpt.bench.variants import TRAIN
 from glassgpt.bench.workloads import (build_model, make_train_step, model_config, peak_cuda_bytes, random_batch,
@@ -87,6 +88,4 @@ def plot_scaling(points: list[dict], memory_kind: str, path: Path) -> None:
     fig.suptitle("glassgpt train step: manual attention vs SDPA")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, format="png")
-    tmp.replace(path)
+    atomic_write(path, lambda p: fig.savefig(p, format="png"))

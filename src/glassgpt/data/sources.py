@@ -23,6 +23,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from glassgpt.atomic import atomic_write
 from glassgpt.errors import RunError, UsageError
 
 DEFAULT_CHUNK_BYTES = 8 << 20
@@ -104,24 +105,23 @@ def find_raw_file(raw: RawFile, download: bool = True) -> Path:
 
 
 def _download(raw: RawFile, dest: Path) -> Path:
+    """Download `raw` to `dest` through a temporary name (`glassgpt.atomic`): an interrupted
+    or unverified download leaves nothing behind."""
+
+    def fetch_verified(part: Path) -> None:
+        try:
+            with urllib.request.urlopen(raw.url, timeout=30) as response, open(part, "wb") as f:
+                shutil.copyfileobj(response, f, prepare_chunk_bytes())
+        except (urllib.error.URLError, OSError) as e:
+            raise RunError(
+                f"could not download {raw.name} from {raw.url} ({getattr(e, 'reason', e)}); "
+                f"without network, place the file at {dest} or in a folder named by GLASSGPT_MIRROR"
+            ) from None
+        if not _verified(part, raw):
+            raise RunError(f"downloaded {raw.name} does not match its SHA-256 {raw.sha256}: try again later")
+
     dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(dest.name + ".part")
-    try:
-        with urllib.request.urlopen(raw.url, timeout=30) as response, open(part, "wb") as f:
-            shutil.copyfileobj(response, f, prepare_chunk_bytes())
-    except (urllib.error.URLError, OSError) as e:
-        part.unlink(missing_ok=True)
-        raise RunError(
-            f"could not download {raw.name} from {raw.url} ({getattr(e, 'reason', e)}); "
-            f"without network, place the file at {dest} or in a folder named by GLASSGPT_MIRROR"
-        ) from None
-    except BaseException:  # interrupted: no partial file is left behind
-        part.unlink(missing_ok=True)
-        raise
-    if not _verified(part, raw):
-        part.unlink()
-        raise RunError(f"downloaded {raw.name} does not match its SHA-256 {raw.sha256}: try again later")
-    os.replace(part, dest)
+    atomic_write(dest, fetch_verified)
     return dest
 
 
