@@ -25,6 +25,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from glassgpt import checkpoint as ckpt
+from glassgpt import finetune
 from glassgpt.config import GPTConfig, RunConfig, TrainConfig, check_device_name
 from glassgpt.data import BatchLoader, TokenDataset, eval_windows
 from glassgpt.errors import RunError, UsageError
@@ -33,10 +34,7 @@ from glassgpt.runtime import Dist, Interrupted, StopFlag, gather_rng_states, set
 from glassgpt.train_log import MetricsLog, check_tensorboard_available, mfu, peak_flops
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-# The fields that fix the weights' shapes and meaning; the others (dropout, attn_impl,
-# norm) may change when a run is resumed.
-SHAPE_FIELDS = ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "bias", "pos_encoding",
-                "rope_theta", "tie_weights")
+SHAPE_FIELDS = finetune.SHAPE_FIELDS  # fix the weights' shapes; dropout, attn_impl, norm may change on resume
 
 
 # ---------------------------------------------------------------- parts
@@ -215,6 +213,10 @@ def _train(rc: RunConfig, run_dir: Path, resume: bool, log, dist_info: Dist, on_
     peak = peak_flops(device, tc.dtype)  # ... and on a bad GLASSGPT_PEAK_FLOPS
     if tc.tensorboard:
         check_tensorboard_available()
+    source, origin = None, None
+    if tc.init_from:  # fine-tuning: the shape (and, below, weights and tokenizer) of another run
+        mc, source, origin = finetune.fine_tuning_model(rc, run_dir, resume)
+        rc = RunConfig(mc, tc)
     if resume:
         state = _read_resume_state(run_dir, mc, dist_info)
     elif (run_dir / ckpt.CONFIG).exists():
@@ -224,6 +226,8 @@ def _train(rc: RunConfig, run_dir: Path, resume: bool, log, dist_info: Dist, on_
 
     dataset = TokenDataset.load(tc.dataset)
     tokenizer = dataset.tokenizer
+    if source is not None:
+        finetune.check_same_tokenizer(source, tc.dataset, tokenizer)
     if mc.vocab_size < tokenizer.vocab_size:
         raise UsageError(f"vocab_size {mc.vocab_size} is smaller than the {tc.dataset} tokenizer's "
                          f"{tokenizer.vocab_size}: set vocab_size={tokenizer.vocab_size}")
@@ -236,6 +240,8 @@ def _train(rc: RunConfig, run_dir: Path, resume: bool, log, dist_info: Dist, on_
     raw_model = GPT(mc).to(device)
     if state is not None:
         ckpt.load_weights(raw_model, run_dir, device)
+    elif source is not None:
+        ckpt.load_weights(raw_model, source.run_dir, device, expected_sha256=source.weights_sha256)
     if on_model is not None:
         on_model(raw_model)
     optimizer = configure_optimizer(raw_model, tc, device)
@@ -262,7 +268,7 @@ def _train(rc: RunConfig, run_dir: Path, resume: bool, log, dist_info: Dist, on_
             ckpt.save_run(run_dir, raw_model, tokenizer, rc, {
                 "step": step, "skipped_steps": skipped, "optimizer": optimizer.state_dict(),
                 "scaler": scaler.state_dict() if scaler.is_enabled() else None,
-                "loader": loader.state_dict(), "rng": rng})
+                "loader": loader.state_dict(), "rng": rng}, origin=origin)
 
     def run_eval(max_batches: int | None) -> float:
         return evaluate(raw_model, val_data, mc.block_size, tc.batch_size, device, tc.dtype, max_batches, dist_info)
@@ -285,7 +291,8 @@ def _train(rc: RunConfig, run_dir: Path, resume: bool, log, dist_info: Dist, on_
         with StopFlag() as stop:
             while step < tc.max_iters:
                 if step % tc.eval_interval == 0 and not metrics.has_eval(step):
-                    val_loss = run_eval(tc.eval_iters)
+                    whole = step == 0 and tc.init_from  # fine-tuning starts from the exact figure
+                    val_loss = run_eval(None if whole else tc.eval_iters)
                     metrics.append(eval_row(val_loss))
                     metrics.plot()
                     log(f"step {step:>6} | val loss {val_loss:.4f}")
