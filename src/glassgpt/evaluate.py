@@ -95,7 +95,7 @@ def sliding_window_loss(model: GPT, data: np.ndarray, context: int, stride: int,
         raise UsageError(f"{len(data)} token(s) is too few to evaluate: one input and its next token at least")
     windows = sliding_windows(len(data), context, stride)
     total = torch.zeros((), dtype=torch.float64, device=device)
-    bar = tqdm(total=len(windows), unit="window", desc="eval", disable=not progress, leave=False)
+    bar = tqdm(total=len(windows), unit="window", desc="eval", disable=None if progress else True, leave=False)
     for x, y in window_batches(data, windows, context, batch_size):
         x, y = x.to(device), y.to(device)  # (B, T) each
         logits, _ = model(x)  # (B, T, V)

@@ -118,7 +118,7 @@ class HellaSwagResult:
 def evaluate_hellaswag(model: GPT, tokenizer: Tokenizer, items: list[Item], device: str | torch.device = "cpu",
                        progress: bool = False) -> HellaSwagResult:
     right, right_norm = 0, 0
-    for item in tqdm(items, unit="item", desc="hellaswag", disable=not progress, leave=False):
+    for item in tqdm(items, unit="item", desc="hellaswag", disable=None if progress else True, leave=False):
         try:
             tokens, mask = render(item, tokenizer, model.config.block_size)
         except ValueError as e:  # a character outside a char vocabulary
