@@ -284,7 +284,7 @@ def test_the_official_hellaswag_file_is_verified_by_its_git_blob_id(gpt2_run, tm
     with pytest.raises(SystemExit) as exit_info:
         cli_main(["eval", str(gpt2_run), "--task", "hellaswag", "--device", "cpu"])
     assert exit_info.value.code == 1
-    assert "does not match its checksum git blob id 0f5ee25d" in capsys.readouterr().err
+    assert "does not match its git blob id 0f5ee25d" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------- fine-tuning from a converted GPT-2

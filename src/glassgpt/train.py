@@ -281,6 +281,8 @@ def _train(rc: RunConfig, run_dir: Path, resume: bool, log, dist_info: Dist, on_
     log(f"training {raw_model.num_params():,} parameters on {device} ({tc.dtype}), "
         f"{tokens_per_step:,} tokens per step, {dist_info.world_size} process(es), into {run_dir}"
         + (f", peak {peak / 1e12:.0f} TFLOP/s for MFU" if peak else ""))
+    if source is not None:
+        log(f"fine-tuning from {source.run_dir}: its weights, shape and tokenizer, a fresh optimizer")
     if step == 0:
         save_checkpoint()  # the run directory is a loadable run from the start
 

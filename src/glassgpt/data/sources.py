@@ -110,7 +110,7 @@ def find_raw_file(raw: RawFile, download: bool = True) -> Path:
     if mirror is not None and (mirror / raw.name).is_file():
         path = mirror / raw.name
         if not _verified(path, raw):
-            raise RunError(f"{path} does not match its checksum {raw.checksum}: the mirror copy is corrupt, replace it")
+            raise RunError(f"{path} does not match its {raw.checksum}: the mirror copy is corrupt, replace it")
         return path
     cached = downloads_dir() / raw.name
     if cached.is_file():
@@ -139,7 +139,7 @@ def _download(raw: RawFile, dest: Path) -> Path:
         raise
     if not _verified(part, raw):
         part.unlink()
-        raise RunError(f"downloaded {raw.name} does not match its checksum {raw.checksum}: try again later")
+        raise RunError(f"downloaded {raw.name} does not match its {raw.checksum}: try again later")
     os.replace(part, dest)
     return dest
 
