@@ -386,3 +386,14 @@ def test_bad_init_from_is_refused_in_one_line_and_writes_nothing(gpt2_run, finet
                      *extra, "--out", str(out))
     assert_clean_error(result, code, fragment)
     assert not out.exists()
+
+
+def test_the_analysis_report_lists_the_appended_evaluations(enwik8_run, capsys):
+    from glassgpt.analysis.report import write_report
+
+    cli_main(["eval", str(enwik8_run), "--stride", "16", "--device", "cpu", "--append-metrics"])
+    printed = capsys.readouterr().out
+    out = write_report(enwik8_run, num_windows=2)
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert "<h2 id='evaluations'>Evaluations</h2>" in page
+    assert printed.splitlines()[-1] in page  # the figures line, as eval printed it
