@@ -208,7 +208,13 @@ def _evaluations_html(rows: list[dict]) -> str:
         return ""
     from glassgpt.evaluate import describe
 
-    items = "".join(f"<li>step {r.get('step')}: {html.escape(describe(r)).replace(chr(10), '<br>')}</li>" for r in rows)
+    def text(row: dict) -> str:
+        try:
+            return describe(row)
+        except (KeyError, TypeError, ValueError):  # a row edited by hand: show it as it is
+            return json.dumps(row)
+
+    items = "".join(f"<li>step {r.get('step')}: {html.escape(text(r)).replace(chr(10), '<br>')}</li>" for r in rows)
     return f"<h2 id='evaluations'>Evaluations</h2><p>From <code>glassgpt eval --append-metrics</code>.</p><ul>{items}</ul>"
 
 
