@@ -13,7 +13,6 @@ import zipfile
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 import transformers
 
 from glassgpt import evaluate, hellaswag
@@ -22,7 +21,7 @@ from glassgpt.cli import main as cli_main
 from glassgpt.config import RunConfig, TrainConfig, load_run_config
 from glassgpt.data import RawFile, TokenDataset, prepare
 from glassgpt.data import enwik8 as enwik8_module
-from glassgpt.errors import RunError, UsageError
+from glassgpt.errors import UsageError
 from glassgpt.hf import convert_hf_dir
 from glassgpt.model import GPT
 from glassgpt.tokenizer import get_tokenizer
@@ -142,6 +141,7 @@ def test_eval_results_can_be_appended_to_the_runs_metrics(enwik8_run, capsys):
     (["--dataset", "shakespeare"], 2, "run `glassgpt prepare shakespeare`"),
     (["--dtype", "float64"], 2, "--dtype must be one of"),
     (["--limit", "3"], 2, "--limit applies to --task hellaswag"),
+    (["--task", "hellaswag", "--stride", "4"], 2, "--stride apply to a split, not to --task hellaswag"),
 ])
 def test_eval_refuses_bad_arguments_in_one_line(enwik8_run, args, code, fragment):
     result = run_cli("eval", str(enwik8_run), "--device", "cpu", "--append-metrics", *args)

@@ -253,6 +253,11 @@ def cmd_eval(args) -> None:
         raise UsageError(f"--dtype must be one of {', '.join(evaluate.DTYPES)}, got {args.dtype!r}")
     if args.task == "loss" and args.limit is not None:
         raise UsageError("--limit applies to --task hellaswag; for a split use --max-tokens")
+    split_only = {"--dataset": args.dataset, "--context": args.context, "--stride": args.stride,
+                  "--max-tokens": args.max_tokens, "--split": None if args.split == "val" else args.split}
+    given = [name for name, value in split_only.items() if value is not None]
+    if args.task == "hellaswag" and given:
+        raise UsageError(f"{', '.join(given)} apply to a split, not to --task hellaswag (use --limit N)")
     device = resolve_device(args.device)
     model, tokenizer, run_config = load_run(args.run_dir, device)
     model = evaluate.cast_for_eval(model, args.dtype)

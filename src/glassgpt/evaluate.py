@@ -159,7 +159,7 @@ def evaluate_split(model: GPT, tokenizer, dataset: str, split: str, *, context: 
 
 
 def describe(result: dict) -> str:
-    """Two lines for a person: what was scored, then the figures."""
+    """A few lines for a person: what was scored, then the figures."""
     if result["task"] == "hellaswag":
         return (f"HellaSwag ({result['file']}): {result['items']:,} items, completion style\n"
                 f"acc {result['acc']:.4f} | acc_norm {result['acc_norm']:.4f}")
