@@ -224,6 +224,17 @@ OUT_OF_RANGE = [
     (["bench", "nothing-like-this", "--quick"], "nothing-like-this"),
     (["bench", "--threads", "0"], "--threads"),
     (["convert-hf", RUN], "--out"),
+    (["eval", RUN, "--stride", "0"], "--stride"),
+    (["eval", RUN, "--stride", "33"], "--stride"),
+    (["eval", RUN, "--context", "33"], "--context"),
+    (["eval", RUN, "--context", "0"], "--context"),
+    (["eval", RUN, "--max-tokens", "0"], "--max-tokens"),
+    (["eval", RUN, "--batch-size", "0"], "--batch-size"),
+    (["eval", RUN, "--task", "hellaswag", "--limit", "0"], "--limit"),
+    (["eval", RUN, "--split", "train"], "--split"),
+    (["eval", RUN, "--task", "mmlu"], "--task"),
+    (["eval", RUN, "--dtype", "float64"], "--dtype"),
+    (["eval", RUN, "--device", "tpu"], "device"),
 ]
 
 

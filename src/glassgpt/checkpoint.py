@@ -99,8 +99,9 @@ def provenance() -> dict:
 
 
 def save_run(run_dir: str | Path, model: GPT, tokenizer: Tokenizer, run_config: RunConfig,
-             trainer_state: dict | None = None) -> None:
-    """Write (or update) a run directory as one atomic checkpoint."""
+             trainer_state: dict | None = None, origin: dict | None = None) -> None:
+    """Write (or update) a run directory as one atomic checkpoint. `origin`: the run a
+    fine-tuning run started from, recorded as `init_from` in config.json."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     recover(run_dir)
@@ -110,6 +111,8 @@ def save_run(run_dir: str | Path, model: GPT, tokenizer: Tokenizer, run_config: 
     config["tokenizer"] = tokenizer.to_dict()
     config["weights_sha256"] = sha256_of(weights_tmp)
     config["provenance"] = provenance()
+    if origin is not None:
+        config["init_from"] = origin
     writers: dict[str, Callable[[Path], None]] = {
         WEIGHTS: lambda p: None,  # already written above, so its hash could go in the config
         CONFIG: lambda p: p.write_text(json.dumps(config, indent=2)),

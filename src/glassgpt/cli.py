@@ -108,6 +108,26 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--seed", type=seed_int, default=0, help="seed of the random tokens for the induction scores")
     p.add_argument("--device", default="cpu")
 
+    p = sub.add_parser("eval", help="evaluate a run: loss on a split (sliding windows) or HellaSwag",
+                       description="Loss on a prepared split, in nats, perplexity and bits per byte or character "
+                                   "where one token is one; --stride below --context gives the sliding-window "
+                                   "figure papers quote. --task hellaswag scores HellaSwag's validation set.")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--split", choices=("val", "test"), default="val")
+    p.add_argument("--dataset", default=None, help="a prepared dataset with the run's tokenizer (default: the run's own)")
+    p.add_argument("--context", type=positive_int, default=None, help="tokens per window (default: block_size)")
+    p.add_argument("--stride", type=positive_int, default=None,
+                   help="tokens between windows (default: the context, non-overlapping windows)")
+    p.add_argument("--max-tokens", type=positive_int, default=None, help="score only the first N tokens of the split")
+    p.add_argument("--task", choices=("loss", "hellaswag"), default="loss")
+    p.add_argument("--limit", type=positive_int, default=None, help="HellaSwag: the first N items only")
+    p.add_argument("--batch-size", type=positive_int, default=8, help="windows per forward pass")
+    p.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16 weights")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--json", action="store_true", help="print one JSON line instead")
+    p.add_argument("--append-metrics", action="store_true",
+                   help="also append the result to RUN_DIR/metrics.jsonl as a row of kind eval_task")
+
     p = sub.add_parser("demo", help="serve the web demo (needs glassgpt[demo])")
     p.add_argument("run_dir", type=Path)
     p.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to serve other machines")
@@ -221,6 +241,41 @@ def cmd_analyze(args) -> None:
     print(f"analysis written to {out}; open {out / REPORT}")
 
 
+def cmd_eval(args) -> None:
+    import json
+
+    from glassgpt import evaluate
+    from glassgpt.checkpoint import check_run_dir, load_run
+    from glassgpt.train import resolve_device
+
+    check_run_dir(args.run_dir)
+    if args.dtype not in evaluate.DTYPES:
+        raise UsageError(f"--dtype must be one of {', '.join(evaluate.DTYPES)}, got {args.dtype!r}")
+    if args.task == "loss" and args.limit is not None:
+        raise UsageError("--limit applies to --task hellaswag; for a split use --max-tokens")
+    split_only = {"--dataset": args.dataset, "--context": args.context, "--stride": args.stride,
+                  "--max-tokens": args.max_tokens, "--split": None if args.split == "val" else args.split}
+    given = [name for name, value in split_only.items() if value is not None]
+    if args.task == "hellaswag" and given:
+        raise UsageError(f"{', '.join(given)} apply to a split, not to --task hellaswag (use --limit N)")
+    device = resolve_device(args.device)
+    model, tokenizer, run_config = load_run(args.run_dir, device)
+    model = evaluate.cast_for_eval(model, args.dtype)
+    progress = not args.json
+    if args.task == "hellaswag":
+        result = evaluate.evaluate_hellaswag_file(model, tokenizer, args.limit, device, progress)
+    else:
+        context = args.context or model.config.block_size
+        result = evaluate.evaluate_split(model, tokenizer, args.dataset or run_config.train.dataset, args.split,
+                                         context=context, stride=args.stride or context,
+                                         max_tokens=args.max_tokens, batch_size=args.batch_size, device=device,
+                                         progress=progress)
+    result = {**result, "dtype": args.dtype}
+    if args.append_metrics:
+        evaluate.append_to_metrics(args.run_dir, result, run_config.train.tensorboard)
+    print(json.dumps(result) if args.json else evaluate.describe(result))
+
+
 def cmd_demo(args) -> None:
     try:
         import gradio  # noqa: F401
@@ -251,7 +306,7 @@ def cmd_bench(args) -> None:
 
 
 COMMANDS = {"prepare": cmd_prepare, "train": cmd_train, "sample": cmd_sample, "analyze": cmd_analyze,
-            "demo": cmd_demo, "convert-hf": cmd_convert_hf, "bench": cmd_bench}
+            "eval": cmd_eval, "demo": cmd_demo, "convert-hf": cmd_convert_hf, "bench": cmd_bench}
 
 
 def main(argv: list[str] | None = None) -> None:

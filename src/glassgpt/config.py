@@ -96,6 +96,7 @@ class TrainConfig:
     seed: int = 1337
     max_bad_steps: int = 10  # stop after this many non-finite steps in a row
     tensorboard: bool = False  # also log to RUN_DIR/tensorboard (needs the tensorboard package)
+    init_from: str = ""  # a run directory to start from (fine-tuning): its weights, shape and tokenizer
 
     def __post_init__(self):
         self.validate()
@@ -130,6 +131,9 @@ class RunConfig:
 
     model: GPTConfig = field(default_factory=GPTConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    # The [model] keys a file or an override set; None: all of them (a config built in Python).
+    # With init_from, the others come from the source run.
+    given_model_keys: frozenset | None = field(default=None, compare=False, repr=False)
 
     def to_dict(self) -> dict:
         return {"model": dataclasses.asdict(self.model), "train": dataclasses.asdict(self.train)}
@@ -139,7 +143,7 @@ class RunConfig:
         _reject_unknown(d, {"model", "train"}, f"{source}: table")
         model = _build(GPTConfig, d.get("model", {}), f"{source} [model]")
         train = _build(TrainConfig, d.get("train", {}), f"{source} [train]")
-        return cls(model, train)
+        return cls(model, train, frozenset(d.get("model", {})))
 
 
 # ---------------------------------------------------------------- presets and files
@@ -150,12 +154,17 @@ def preset_names() -> list[str]:
 
 
 def load_preset(name: str) -> tuple[GPTConfig, TrainConfig]:
+    rc = preset_run_config(name)
+    return rc.model, rc.train
+
+
+def preset_run_config(name: str) -> RunConfig:
+    """A named preset as a RunConfig (which remembers the [model] keys it sets)."""
     if name not in preset_names():
         hint = did_you_mean(name, preset_names())
         raise UsageError(f"unknown preset {name!r}{hint}; known presets: {', '.join(preset_names())}")
     text = resources.files("glassgpt").joinpath(PRESET_DIR, f"{name}.toml").read_text()
-    rc = RunConfig.from_dict(tomllib.loads(text), source=f"preset {name}")
-    return rc.model, rc.train
+    return RunConfig.from_dict(tomllib.loads(text), source=f"preset {name}")
 
 
 def load_run_config(preset_or_toml: str, overrides: typing.Sequence[str] = ()) -> RunConfig:
@@ -170,12 +179,13 @@ def load_run_config(preset_or_toml: str, overrides: typing.Sequence[str] = ()) -
             raise UsageError(f"{path} is not valid TOML: {e}") from None
         base = RunConfig.from_dict(data, source=str(path))
     else:
-        base = RunConfig(*load_preset(preset_or_toml))
+        base = preset_run_config(preset_or_toml)
     return apply_overrides(base, overrides)
 
 
 def apply_overrides(rc: RunConfig, overrides: typing.Sequence[str]) -> RunConfig:
     model, train = dataclasses.asdict(rc.model), dataclasses.asdict(rc.train)
+    given = set(model if rc.given_model_keys is None else rc.given_model_keys)
     for item in overrides:
         key, sep, raw = item.partition("=")
         key = key.strip()
@@ -183,12 +193,13 @@ def apply_overrides(rc: RunConfig, overrides: typing.Sequence[str]) -> RunConfig
             raise UsageError(f"override {item!r} must look like key=value, e.g. max_iters=100")
         if key in model:
             model[key] = parse_value(raw)
+            given.add(key)
         elif key in train:
             train[key] = parse_value(raw)
         else:
             hint = did_you_mean(key, list(model) + list(train))
             raise UsageError(f"unknown config key {key!r}{hint}")
-    return RunConfig(_build(GPTConfig, model, "override"), _build(TrainConfig, train, "override"))
+    return RunConfig(_build(GPTConfig, model, "override"), _build(TrainConfig, train, "override"), frozenset(given))
 
 
 def parse_value(raw: str):

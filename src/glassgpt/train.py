@@ -25,6 +25,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from glassgpt import checkpoint as ckpt
+from glassgpt import finetune
 from glassgpt.config import GPTConfig, RunConfig, TrainConfig
 from glassgpt.data import BatchLoader, TokenDataset, eval_windows
 from glassgpt.device import resolve_device  # noqa: F401  (also glassgpt.train.resolve_device, as before)
@@ -35,10 +36,7 @@ from glassgpt.flops import mfu, peak_flops
 from glassgpt.train_log import MetricsLog, check_tensorboard_available
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-# The fields that fix the weights' shapes and meaning; the others (dropout, attn_impl,
-# norm) may change when a run is resumed.
-SHAPE_FIELDS = ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "bias", "pos_encoding",
-                "rope_theta", "tie_weights")
+SHAPE_FIELDS = finetune.SHAPE_FIELDS  # fix the weights' shapes; dropout, attn_impl, norm may change on resume
 
 
 # ---------------------------------------------------------------- parts
@@ -209,6 +207,10 @@ def _train(rc: RunConfig, run_dir: Path, resume: bool, log, dist_info: Dist, on_
     peak = peak_flops(device, tc.dtype)  # ... and on a bad GLASSGPT_PEAK_FLOPS
     if tc.tensorboard:
         check_tensorboard_available()
+    source, origin = None, None
+    if tc.init_from:  # fine-tuning: the shape (and, below, weights and tokenizer) of another run
+        mc, source, origin = finetune.fine_tuning_model(rc, run_dir, resume)
+        rc = RunConfig(mc, tc)
     if resume:
         state = _read_resume_state(run_dir, mc, dist_info)
     elif (run_dir / ckpt.CONFIG).exists():
@@ -218,6 +220,8 @@ def _train(rc: RunConfig, run_dir: Path, resume: bool, log, dist_info: Dist, on_
 
     dataset = TokenDataset.load(tc.dataset)
     tokenizer = dataset.tokenizer
+    if source is not None:
+        finetune.check_same_tokenizer(source, tc.dataset, tokenizer)
     if mc.vocab_size < tokenizer.vocab_size:
         raise UsageError(f"vocab_size {mc.vocab_size} is smaller than the {tc.dataset} tokenizer's "
                          f"{tokenizer.vocab_size}: set vocab_size={tokenizer.vocab_size}")
@@ -230,6 +234,8 @@ def _train(rc: RunConfig, run_dir: Path, resume: bool, log, dist_info: Dist, on_
     raw_model = GPT(mc).to(device)
     if state is not None:
         ckpt.load_weights(raw_model, run_dir, device)
+    elif source is not None:
+        ckpt.load_weights(raw_model, source.run_dir, device, expected_sha256=source.weights_sha256)
     if on_model is not None:
         on_model(raw_model)
     optimizer = configure_optimizer(raw_model, tc, device)
@@ -261,7 +267,7 @@ def _train(rc: RunConfig, run_dir: Path, resume: bool, log, dist_info: Dist, on_
             ckpt.save_run(run_dir, raw_model, tokenizer, rc, {
                 "step": step, "skipped_steps": skipped, "optimizer": optimizer.state_dict(),
                 "scaler": scaler.state_dict() if scaler.is_enabled() else None,
-                "loader": loader.state_dict(), "rng": rng})
+                "loader": loader.state_dict(), "rng": rng}, origin=origin)
 
     def run_eval(max_batches: int | None) -> float:
         return evaluate(raw_model, val_data, mc.block_size, tc.batch_size, device, tc.dtype, max_batches, dist_info)
@@ -274,6 +280,8 @@ def _train(rc: RunConfig, run_dir: Path, resume: bool, log, dist_info: Dist, on_
     log(f"training {raw_model.num_params():,} parameters on {device} ({tc.dtype}), "
         f"{tokens_per_step:,} tokens per step, {dist_info.world_size} process(es), into {run_dir}"
         + (f", peak {peak / 1e12:.0f} TFLOP/s for MFU" if peak else ""))
+    if source is not None:
+        log(f"fine-tuning from {source.run_dir}: its weights, shape and tokenizer, a fresh optimizer")
     if step == 0:
         save_checkpoint()  # the run directory is a loadable run from the start
 
@@ -284,7 +292,8 @@ def _train(rc: RunConfig, run_dir: Path, resume: bool, log, dist_info: Dist, on_
         with StopFlag() as stop:
             while step < tc.max_iters:
                 if step % tc.eval_interval == 0 and not metrics.has_eval(step):
-                    val_loss = run_eval(tc.eval_iters)
+                    whole = step == 0 and tc.init_from  # fine-tuning starts from the exact figure
+                    val_loss = run_eval(None if whole else tc.eval_iters)
                     metrics.append(eval_row(val_loss))
                     metrics.plot()
                     log(f"step {step:>6} | val loss {val_loss:.4f}")

@@ -77,7 +77,7 @@ class MetricsLog:
             return
         with open(self.path, "a") as f:
             f.write(json.dumps(row) + "\n")
-        if self.writer is not None and row.get("kind") in ("train", "eval"):
+        if self.writer is not None and row.get("kind") in ("train", "eval", "eval_task"):
             for key, value in row.items():
                 if key not in ("kind", "step") and isinstance(value, (int, float)) and not isinstance(value, bool):
                     self.writer.add_scalar(f"{row['kind']}/{key}", value, row["step"])

@@ -183,9 +183,39 @@ def render_html(run_dir: Path, results: dict, pngs: dict[str, bytes], prompt_tex
         if "induction" in results else "<p>The context is too short to measure induction.</p>",
         "<h2 id='ablation'>Head ablation</h2><p>How much the validation loss rises when one head's output is zeroed.</p>",
         _img("ablation.png", pngs["ablation.png"]),
+        _evaluations_html(eval_task_rows(run_dir)),
         "<p class='note'>All numbers: analysis.json next to this file.</p></body></html>",
     ]
     return "\n".join(parts)
+
+
+def eval_task_rows(run_dir: Path) -> list[dict]:
+    """The `glassgpt eval --append-metrics` results in the run's metrics.jsonl, oldest first."""
+    path = run_dir / "metrics.jsonl"
+    rows = []
+    for line in path.read_text().splitlines() if path.is_file() else []:
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict) and row.get("kind") == "eval_task":
+            rows.append(row)
+    return rows
+
+
+def _evaluations_html(rows: list[dict]) -> str:
+    if not rows:
+        return ""
+    from glassgpt.evaluate import describe
+
+    def text(row: dict) -> str:
+        try:
+            return describe(row)
+        except (KeyError, TypeError, ValueError):  # a row edited by hand: show it as it is
+            return json.dumps(row)
+
+    items = "".join(f"<li>step {r.get('step')}: {html.escape(text(r)).replace(chr(10), '<br>')}</li>" for r in rows)
+    return f"<h2 id='evaluations'>Evaluations</h2><p>From <code>glassgpt eval --append-metrics</code>.</p><ul>{items}</ul>"
 
 
 # ---------------------------------------------------------------- writing

@@ -59,11 +59,19 @@ def prepare_chunk_bytes() -> int:
 
 @dataclass(frozen=True)
 class RawFile:
-    """An upstream file: its own name, where it is published, and its SHA-256."""
+    """An upstream file: its own name, where it is published, and its SHA-256 (or, for a
+    file on GitHub whose SHA-256 is not known, its git blob id: SHA-1 of
+    `b"blob <size>\0" + content`, as the repository's tree records it)."""
 
     name: str
     url: str
     sha256: str | None = None
+    git_blob_sha1: str | None = None
+
+    @property
+    def checksum(self) -> str:
+        """The checksum a copy must match, in words."""
+        return f"SHA-256 {self.sha256}" if self.sha256 else f"git blob id {self.git_blob_sha1}"
 
 
 TINY_SHAKESPEARE = RawFile(
@@ -82,8 +90,19 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
+def git_blob_sha1_of(path: Path) -> str:
+    """The id git gives the file's content (what `git hash-object` prints)."""
+    h = hashlib.sha1(f"blob {path.stat().st_size}\0".encode())
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(HASH_READ_BYTES), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def _verified(path: Path, raw: RawFile) -> bool:
-    return raw.sha256 is None or sha256_of(path) == raw.sha256
+    if raw.sha256 is not None:
+        return sha256_of(path) == raw.sha256
+    return raw.git_blob_sha1 is None or git_blob_sha1_of(path) == raw.git_blob_sha1
 
 
 def find_raw_file(raw: RawFile, download: bool = True) -> Path:
@@ -92,7 +111,7 @@ def find_raw_file(raw: RawFile, download: bool = True) -> Path:
     if mirror is not None and (mirror / raw.name).is_file():
         path = mirror / raw.name
         if not _verified(path, raw):
-            raise RunError(f"{path} does not match its SHA-256 {raw.sha256}: the mirror copy is corrupt, replace it")
+            raise RunError(f"{path} does not match its {raw.checksum}: the mirror copy is corrupt, replace it")
         return path
     cached = downloads_dir() / raw.name
     if cached.is_file():
@@ -118,7 +137,7 @@ def _download(raw: RawFile, dest: Path) -> Path:
                 f"without network, place the file at {dest} or in a folder named by GLASSGPT_MIRROR"
             ) from None
         if not _verified(part, raw):
-            raise RunError(f"downloaded {raw.name} does not match its SHA-256 {raw.sha256}: try again later")
+            raise RunError(f"downloaded {raw.name} does not match its {raw.checksum}: try again later")
 
     dest.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(dest, fetch_verified)
