@@ -133,7 +133,7 @@ def build_parser() -> ArgumentParser:
     p = sub.add_parser("bench", help="benchmark the design's trade-offs side by side")
     p.add_argument("what", nargs="?", default="all", metavar="WHAT",
                    help="all, attention, layernorm, positions, hooks, precision, compile, kvcache, transformers, "
-                        "scaling, mfu or train (default all)")
+                        "inference, scaling, mfu or train (default all)")
     p.add_argument("--quick", action="store_true", help="tiny shapes and few repeats (seconds, not minutes)")
     p.add_argument("--out", type=Path, default=Path("benchmarks") / "results", help="folder for the JSON (and PNG)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
@@ -141,6 +141,8 @@ def build_parser() -> ArgumentParser:
                    help="torch CPU threads (default: torch's choice; 1 is steadier on a busy machine)")
     p.add_argument("--compile-backend", default="inductor", help="torch.compile backend (inductor, eager, aot_eager)")
     p.add_argument("--note", default="", help="free text stored in the JSON settings, e.g. 'machine was shared'")
+    p.add_argument("--run", type=Path, default=None, metavar="RUN_DIR",
+                   help="a trained run: the inference suite also measures half precision's agreement on it")
     return parser
 
 
@@ -262,7 +264,7 @@ def cmd_bench(args) -> None:
     from glassgpt.bench import format_table, run
 
     path, result = run(args.what, quick=args.quick, out_dir=args.out, device=args.device, threads=args.threads,
-                       compile_backend=args.compile_backend, notes=args.note,
+                       compile_backend=args.compile_backend, notes=args.note, run_dir=args.run,
                        log=lambda line: print(line, file=sys.stderr, flush=True))
     print(format_table(result))
     print(f"results written to {path}")
