@@ -257,3 +257,8 @@ def test_cli_sample_in_each_dtype_says_which(char_run, capsys):
     for dtype in ("float32", "bfloat16", "float16"):
         cli.main(["sample", str(char_run), "--max-new-tokens", "5", "--dtype", dtype, "--seed", "0"])
         assert f"KV cache, {dtype}]" in capsys.readouterr().err
+
+
+def test_cli_empty_stop_string_and_missing_bench_run_are_usage_errors(char_run, tmp_path):
+    assert_clean_error(run_cli("sample", str(char_run), "--stop", ""), 2, "stop string must not be empty")
+    assert_clean_error(run_cli("bench", "inference", "--quick", "--run", str(tmp_path / "none")), 2, "does not exist")
