@@ -33,7 +33,9 @@ def test_half_precision_generation_agrees_with_fp32(pos_encoding, attn_impl, dty
     logits against the fp32 model's on the same tokens, teacher-forced."""
     fp32 = GPT(tiny_config(pos_encoding=pos_encoding, attn_impl=attn_impl)).eval()  # block_size 16
     half = prepare_for_inference(copy.deepcopy(fp32), dtype)
-    assert next(half.parameters()).dtype == dtype
+    assert {p.dtype for p in half.parameters()} == {dtype}
+    if pos_encoding == "rope":
+        assert half.blocks[0].attn.rotary.inv_freq.dtype == torch.float32, "rotary frequencies stay fp32"
     prompt = torch.randint(0, 50, (2, 5))
     steps = list(stream_logits(half, prompt, 20, temperature=0))
     tokens = torch.cat([prompt, *[ids for ids, _ in steps]], dim=1)  # (2, 25)

@@ -102,9 +102,11 @@ def prepare_for_inference(model, dtype: torch.dtype | None = None):
       fast only row-major, so nothing else moves.
 
     Values, parameter names and tying are unchanged: only where the numbers sit in memory.
+    (safetensors saves contiguous tensors only: save a model as trained, not as prepared.)
     """
     if dtype is not None:
-        model.to(dtype=dtype)
+        for param in model.parameters():  # not model.to(dtype): RoPE's frequencies would be rounded too
+            param.data = param.data.to(dtype)
     weight = model.lm_head.weight
     if weight.device.type == "cpu" and weight.dtype == torch.float32 and weight.is_contiguous():
         weight.data = weight.data.t().contiguous().t()  # (V, C) column-major; wte shares it

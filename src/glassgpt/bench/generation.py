@@ -145,10 +145,13 @@ def _val_windows(dataset: str, block: int, count: int, vocab_size: int):
 
     try:
         val = TokenDataset.load(dataset).split("val")
-        return next(eval_windows(val, block, count, max_batches=1))[0], f"{dataset} validation split"
+        windows = next(eval_windows(val, block, count, max_batches=1))[0]
+        if int(windows.max()) < vocab_size:
+            return windows, f"{dataset} validation split"
     except (UsageError, StopIteration):
-        g = torch.Generator().manual_seed(0)
-        return torch.randint(0, vocab_size, (count, block), generator=g), "random tokens (dataset not prepared)"
+        pass
+    g = torch.Generator().manual_seed(0)
+    return torch.randint(0, vocab_size, (count, block), generator=g), f"random tokens ({dataset} not prepared, or another vocabulary)"
 
 
 def _record_agreement(rec: Recorder, name: str, model, windows: torch.Tensor, source: str) -> None:
@@ -207,6 +210,20 @@ def inference(rec: Recorder, s: Settings) -> None:
     for label in ["fp32 as loaded", *prepared]:
         same = (outputs[label][0, prompt_len:] == outputs["transformers"][0, prompt_len:]).float().mean().item()
         rec.figure(f"{name} decode {label}: greedy tokens that agree with transformers", same, "fraction", **shape)
+
+    # a whole window at once (what analyze and a prefill do): matrix-matrix products, not matrix-vector
+    window = _prompt(cfg.vocab_size, min(cfg.block_size, 2 * prompt_len), s.device)
+
+    def forward(m):
+        @torch.no_grad()
+        def call():
+            return m(window)[0]
+        return call
+
+    rec.compare(f"{name} forward over a window: fp32 vs half", {label: forward(m) for label, m in prepared.items()},
+                workload="inference forward, logits for every position", shape={"model": name, "B": 1,
+                                                                                 "T": window.size(1)},
+                repeats=repeats, tokens_per_call=window.size(1))
 
     # accuracy: a converted GPT-2 shape (transformers' own random init, through from_hf)
     hf_cfg = hf_lib.GPT2Config(vocab_size=cfg.vocab_size, n_positions=cfg.block_size, n_embd=cfg.n_embd,
