@@ -75,10 +75,10 @@ DTYPE_CHOICES = ("auto", *INFERENCE_DTYPES)
 
 
 def inference_dtype(name: str, device: torch.device | str = "cpu") -> torch.dtype:
-    """A `--dtype` name -> the torch dtype the weights are cast to. `auto` picks, from
-    the benchmark (README, "Inference precision"): on CUDA bfloat16 (float16 where the GPU
-    has no bf16); on CPU float16, whose matrix-vector products run at memory speed
-    while bfloat16's run at about half of it."""
+    """A `--dtype` name -> the torch dtype the weights are cast to. `auto`: on CPU
+    float16, the fastest to decode in the benchmark (`glassgpt bench inference`: its
+    matrix-vector products run near memory speed, bfloat16's slower); on CUDA bfloat16
+    (float16 where the GPU has no bf16), not measured here: no GPU was available."""
     if name == "auto":
         device = torch.device(device)
         if device.type == "cuda":
