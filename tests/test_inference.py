@@ -97,6 +97,8 @@ def test_load_run_casts_in_memory_and_leaves_the_run_untouched(tmp_path):
     model, _, _ = load_run(run_dir, dtype="bfloat16")
     assert {p.dtype for p in model.parameters()} == {torch.bfloat16} and not model.training
     assert sha256_of(run_dir / "model.safetensors") == before
+    save_run(tmp_path / "copy", model, *load_run(run_dir)[1:])  # a loaded model can still be saved
+    assert load_run(tmp_path / "copy")[0].wte.weight.dtype == torch.float32
     with pytest.raises(UsageError, match="dtype"):
         load_run(run_dir, dtype="half")
 

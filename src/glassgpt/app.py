@@ -165,8 +165,10 @@ def build_app(demo: Demo, title: str = "glassgpt"):
 def launch(run_dir: str, host: str = "127.0.0.1", port: int = 7860, limits: Limits = Limits(), block: bool = True,
            dtype: str = "auto"):
     from glassgpt.checkpoint import load_run
+    from glassgpt.generate import prepare_for_inference
 
     model, tokenizer, _ = load_run(run_dir, dtype=dtype)  # generation and the Inside tab both use this dtype
+    model = prepare_for_inference(model)
     app = build_app(Demo(model, tokenizer, limits), title=f"glassgpt · {os.path.basename(os.path.normpath(run_dir))}")
     app.launch(server_name=host, server_port=port, prevent_thread_lock=not block, show_error=True)
     return app

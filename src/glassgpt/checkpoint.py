@@ -243,8 +243,9 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu",
              dtype: str = "float32") -> tuple[GPT, Tokenizer, RunConfig]:
     """Load a run for inference: `(model in eval mode, tokenizer, run config)`. `dtype`
     (auto, float32, bfloat16, float16) is the precision the weights are cast to for
-    inference, in memory only; the model is made ready by `prepare_for_inference`."""
-    from glassgpt.generate import inference_dtype, prepare_for_inference
+    inference, in memory only. To generate fast, pass the model to
+    `glassgpt.generate.prepare_for_inference` (`glassgpt sample` does)."""
+    from glassgpt.generate import cast_weights, inference_dtype
 
     torch_dtype = inference_dtype(dtype, device)
     run_dir = check_run_dir(run_dir)
@@ -252,7 +253,7 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu",
     tokenizer = tokenizer_from_dict(raw.get("tokenizer") or json.loads((run_dir / TOKENIZER).read_text()))
     model = GPT(run_config.model)
     load_weights(model, run_dir, device, expected_sha256=raw.get("weights_sha256"))
-    return prepare_for_inference(model.to(device), torch_dtype), tokenizer, run_config
+    return cast_weights(model.to(device), torch_dtype).eval(), tokenizer, run_config
 
 
 def load_weights(model: GPT, run_dir: Path, device: str | torch.device = "cpu",

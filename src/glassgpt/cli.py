@@ -184,12 +184,14 @@ def cmd_sample(args) -> None:
     import torch
 
     from glassgpt.checkpoint import load_run
-    from glassgpt.generate import StoppingDecoder, check_sampling_args, encode_prompt, stream
+    from glassgpt.generate import (StoppingDecoder, check_sampling_args, encode_prompt, prepare_for_inference,
+                                   stream)
     from glassgpt.train import resolve_device
 
     check_sampling_args(args.temperature, args.top_k, args.top_p, args.max_new_tokens)
     device = resolve_device(args.device)
     model, tokenizer, _ = load_run(args.run_dir, device, dtype=args.dtype)
+    model = prepare_for_inference(model)
     prompt_ids = encode_prompt(tokenizer, args.prompt)
     generator = torch.Generator(device=device)
     generator.manual_seed(args.seed if args.seed is not None else int(time.time_ns() % 2**31))

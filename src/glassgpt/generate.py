@@ -89,11 +89,20 @@ def inference_dtype(name: str, device: torch.device | str = "cpu") -> torch.dtyp
     return INFERENCE_DTYPES[name]
 
 
+def cast_weights(model, dtype: torch.dtype):
+    """Cast the parameters to `dtype`, in place, and return the model. Not `model.to(dtype)`:
+    buffers such as RoPE's frequencies stay fp32 (rounded to 16 bits they would shift the
+    angles of far positions)."""
+    for param in model.parameters():  # a tied weight is one parameter, cast once
+        param.data = param.data.to(dtype)
+    return model
+
+
 def prepare_for_inference(model, dtype: torch.dtype | None = None):
     """Get a model ready to generate, in place, and return it (in eval mode).
 
-    - `dtype`: cast the weights (buffers such as RoPE's frequencies stay fp32). The model
-      computes its LayerNorm statistics, softmax, rotary angles and logits in fp32 anyway.
+    - `dtype`: `cast_weights`. The model computes its LayerNorm statistics, softmax,
+      rotary angles and logits in fp32 whatever the weights' dtype.
     - On CPU in fp32, the unembedding (lm_head, tied to wte) is stored transposed
       (column-major: the same (V, C) tensor, strides (1, V)). At batch 1 every layer is a
       matrix-vector product; for the (V, C) = (50257, 512) unembedding `x @ W.t()` with W
@@ -102,11 +111,11 @@ def prepare_for_inference(model, dtype: torch.dtype | None = None):
       fast only row-major, so nothing else moves.
 
     Values, parameter names and tying are unchanged: only where the numbers sit in memory.
-    (safetensors saves contiguous tensors only: save a model as trained, not as prepared.)
+    Inference only: safetensors saves contiguous tensors only, so a prepared model cannot
+    be saved (`load_run` does not prepare; `glassgpt sample`, the demo and the benchmark do).
     """
     if dtype is not None:
-        for param in model.parameters():  # not model.to(dtype): RoPE's frequencies would be rounded too
-            param.data = param.data.to(dtype)
+        cast_weights(model, dtype)
     weight = model.lm_head.weight
     if weight.device.type == "cpu" and weight.dtype == torch.float32 and weight.is_contiguous():
         weight.data = weight.data.t().contiguous().t()  # (V, C) column-major; wte shares it
