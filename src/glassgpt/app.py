@@ -36,7 +36,8 @@ class Demo:
 
     def __init__(self, model, tokenizer, limits: Limits = Limits()):
         self.model, self.tokenizer, self.limits = model.eval(), tokenizer, limits
-        # The Inside tab reads a prompt plus its generation: up to max_new_tokens tokens of the longest text one can decode to.
+        # The Inside tab reads a prompt plus its generation: up to max_new_tokens tokens,
+        # each at most as long as the longest text one token decodes to.
         longest_token = max(len(tokenizer.decode([i])) for i in range(tokenizer.vocab_size))
         self.max_inside_chars = limits.max_prompt_chars + limits.max_new_tokens * longest_token
 

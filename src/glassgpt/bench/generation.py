@@ -151,7 +151,8 @@ def _val_windows(dataset: str, block: int, count: int, vocab_size: int):
     except (UsageError, StopIteration):
         pass
     g = torch.Generator().manual_seed(0)
-    return torch.randint(0, vocab_size, (count, block), generator=g), f"random tokens ({dataset} not prepared, or another vocabulary)"
+    windows = torch.randint(0, vocab_size, (count, block), generator=g)
+    return windows, f"random tokens ({dataset} not prepared, or another vocabulary)"
 
 
 def _record_agreement(rec: Recorder, name: str, model, windows: torch.Tensor, source: str) -> None:
