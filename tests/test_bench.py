@@ -69,7 +69,8 @@ def test_each_comparison_the_brief_names_is_present(quick_all):
                 ("hooks", "idle", "absent"), ("precision", "float32", "bfloat16"), ("compile", "eager", "compiled"),
                 ("kvcache", "no_cache", "cache"), ("transformers", "transformers", "glassgpt"),
                 ("scaling", "manual", "sdpa"), ("train", "fp32", "bf16"), ("train", "fp32", "fp32+compile"),
-                ("train", "fp32", "bf16+compile")}
+                ("train", "fp32", "bf16+compile"), ("inference", "transformers fp32", "glassgpt float16"),
+                ("inference", "transformers fp32", "glassgpt fp32"), ("inference", "transformers fp32", "glassgpt bfloat16")}
     assert expected <= pairs
     names = [c["name"] for c in quick_all[2]["comparisons"]]
     assert any("inference" in n for n in names if n.startswith("attention"))
@@ -86,6 +87,8 @@ def test_figures_mfu_compile_time_parity_and_plot(quick_all):
     assert figures["tiny vs transformers: max |logit difference|"]["value"] < 1e-4
     assert figures["tiny vs transformers: greedy tokens that agree"]["value"] == 1.0
     assert figures["hook point calls per forward"]["value"] > 0
+    assert figures["tiny converted float16: top-1 agreement with fp32"]["value"] >= 0.99
+    assert figures["tiny converted bfloat16: max |logit difference| vs fp32"]["value"] > 0
     assert len(result["plots"]) == 1 and result["plots"][0].endswith(".png")
     png = out / result["plots"][0].split("/")[-1]
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

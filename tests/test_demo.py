@@ -105,3 +105,31 @@ def test_in_a_real_browser_generate_then_look_inside(server, tmp_path):
             page.screenshot(path=str(shots / "demo-inside.png"), full_page=True)
         finally:
             browser.close()
+
+
+def test_inside_works_after_the_longest_generation_the_page_allows(tmp_path):
+    """A prompt at the limit plus the new tokens the page allows is more text than the
+    prompt limit: the Inside tab takes it (its last block_size tokens), in the run's dtype."""
+    run_dir = make_tiny_run(tmp_path / "run")
+    model, tokenizer, _ = load_run(run_dir, dtype="float16")
+    limits = Limits(max_prompt_chars=900, max_new_tokens=200)
+    demo = Demo(model, tokenizer, limits)
+    prompt = ("ROMEO: wherefore art thou?\n" * 40)[:900]
+    *_, (text, stats) = demo.generate(prompt, 200, 1.0, 0, 1.0, 0)
+    assert len(text) == 1100 and "stopped: length" in stats and "float16" in stats
+    attention_fig, depth_fig, sinks = demo.inside(text, 1, 1)
+    assert attention_fig is not None and depth_fig is not None
+    with pytest.raises(Exception, match="limit"):
+        demo.inside(text + "x" * 10_000, 0, 0)
+
+
+def test_demo_generation_stops_at_a_stop_string_and_says_so(tmp_path):
+    run_dir = make_tiny_run(tmp_path / "run")
+    model, tokenizer, _ = load_run(run_dir)
+    demo = Demo(model, tokenizer, LIMITS)
+    *_, (free, stats) = demo.generate("ROMEO:", 30, 0.0, 0, 1.0, 0)
+    assert "stopped: length" in stats
+    new = free[len("ROMEO:"):]
+    stop = new[8:11]
+    *_, (text, stats) = demo.generate("ROMEO:", 30, 0.0, 0, 1.0, 0, stop)
+    assert text == "ROMEO:" + new[:new.index(stop)] and "stopped: stop string" in stats

@@ -13,7 +13,7 @@ from glassgpt.checkpoint import load_run, save_run
 from glassgpt.config import RunConfig, TrainConfig
 from glassgpt.errors import UsageError
 from glassgpt.generate import (MAX_NEW_TOKENS, KVCache, StreamDecoder, encode_prompt, generate, sample_next,
-                               sampling_probs, stream_logits)
+                               sampling_probs, stream_logits, without_stopped)
 from glassgpt.model import GPT
 from glassgpt.tokenizer import get_tokenizer
 
@@ -242,11 +242,13 @@ def sample_in_process(capsys, *args: str) -> tuple[str, str]:
 def test_cli_sample_prints_what_the_api_generates(gpt2_run):
     r = run_cli("sample", str(gpt2_run), "--prompt", "Hello", "--max-new-tokens", "40", "--seed", "3", "--top-p", "0.9")
     assert r.returncode == 0, r.stderr
-    model, tokenizer, _ = load_run(gpt2_run)
+    model, tokenizer, _ = load_run(gpt2_run, dtype="auto")  # the CLI's default
     idx = torch.tensor([tokenizer.encode("Hello")])
-    out = generate(model, idx, 40, temperature=0.8, top_p=0.9, generator=torch.Generator().manual_seed(3))
-    assert r.stdout == "Hello" + tokenizer.decode(out[0, 1:].tolist()) + "\n"
-    assert "40 tokens in" in r.stderr and "tokens/s" in r.stderr
+    out = generate(model, idx, 40, temperature=0.8, top_p=0.9, generator=torch.Generator().manual_seed(3),
+                   stop_ids=[tokenizer.eot_token])
+    new = [i for i in without_stopped(out[0, 1:]) if i != tokenizer.eot_token]
+    assert r.stdout == "Hello" + tokenizer.decode(new) + "\n"
+    assert f"{out.size(1) - 1} tokens in" in r.stderr and "tokens/s" in r.stderr and "float16" in r.stderr
 
 
 def test_cli_sample_streams_token_by_token(char_run, monkeypatch):
@@ -276,7 +278,8 @@ def test_cli_num_samples_prints_each_sample_of_one_batch(char_run, capsys):
     out, err = sample_in_process(capsys, str(char_run), "--prompt", "To", "--max-new-tokens", "20",
                                  "--num-samples", "3", "--seed", "2")
     blocks = out.split("--- sample ")[1:]
-    assert [b.split(" ---")[0] for b in blocks] == ["1", "2", "3"]
+    assert [b.split(" ")[0] for b in blocks] == ["1", "2", "3"]
+    assert all(b.split(" ---")[0].endswith("(stopped: length)") for b in blocks)
     texts = [b.split("---\n", 1)[1][:-1] for b in blocks]  # each ends in the newline printed after it
     assert all(t.startswith("To") and len(t) == 22 for t in texts)
     assert len(set(texts)) > 1, "each sample draws its own tokens"

@@ -36,17 +36,24 @@ class Demo:
 
     def __init__(self, model, tokenizer, limits: Limits = Limits()):
         self.model, self.tokenizer, self.limits = model.eval(), tokenizer, limits
+        # The Inside tab reads a prompt plus its generation: up to max_new_tokens tokens,
+        # each at most as long as the longest text one token decodes to.
+        longest_token = max(len(tokenizer.decode([i])) for i in range(tokenizer.vocab_size))
+        self.max_inside_chars = limits.max_prompt_chars + limits.max_new_tokens * longest_token
 
-    def encode_prompt(self, prompt: str) -> list[int]:
+    def encode_prompt(self, prompt: str, max_chars: int | None = None) -> list[int]:
+        max_chars = max_chars or self.limits.max_prompt_chars
         if not isinstance(prompt, str) or not prompt:
             raise UsageError("the prompt is empty: type some text to continue")
-        if len(prompt) > self.limits.max_prompt_chars:
-            raise UsageError(f"the prompt is {len(prompt)} characters; the limit is {self.limits.max_prompt_chars}")
+        if len(prompt) > max_chars:
+            raise UsageError(f"the prompt is {len(prompt)} characters; the limit is {max_chars}")
         return self.tokenizer.encode(prompt)
 
-    def generate(self, prompt: str, max_new_tokens: int, temperature: float, top_k: int, top_p: float, seed: int):
-        """Yield `(text so far, stats line)` as tokens are made."""
-        from glassgpt.generate import StreamDecoder, check_sampling_args, stream
+    def generate(self, prompt: str, max_new_tokens: int, temperature: float, top_k: int, top_p: float, seed: int,
+                 stop: str = ""):
+        """Yield `(text so far, stats line)` as tokens are made. Generation stops at the
+        tokenizer's end-of-text token and at `stop` (when not empty, and not shown)."""
+        from glassgpt.generate import StoppingDecoder, check_sampling_args, stream
 
         max_new_tokens, top_k, seed = int(max_new_tokens), int(top_k), int(seed)
         if not 1 <= max_new_tokens <= self.limits.max_new_tokens:
@@ -57,25 +64,31 @@ class Demo:
         ids = self.encode_prompt(prompt)
         generator = torch.Generator().manual_seed(seed)
         idx = torch.tensor([ids], dtype=torch.long)
-        decoder = StreamDecoder(self.tokenizer)  # decodes each token once, holding back split characters
-        text, count, stats = prompt, 0, ""
+        eot = self.tokenizer.eot_token
+        row = StoppingDecoder(self.tokenizer, [stop] if stop else [], eot)  # decodes each token once
+        count, speed = 0, ""
         start = time.perf_counter()
         for next_ids in stream(self.model, idx, max_new_tokens, temperature=temperature, top_k=top_k_or_none,
-                               top_p=top_p_or_none, generator=generator):
-            text += decoder.push(next_ids[0].tolist())
+                               top_p=top_p_or_none, generator=generator, stop_ids=[] if eot is None else [eot],
+                               vocab_size=self.tokenizer.vocab_size):
+            row.push(next_ids[0, 0].item())
             count += 1
-            stats = f"{count} tokens · {count / max(time.perf_counter() - start, 1e-9):,.0f} tokens/s"
-            yield text, stats
-        rest = decoder.flush()
-        if rest:
-            yield text + rest, stats
+            speed = f"{count} tokens · {count / max(time.perf_counter() - start, 1e-9):,.0f} tokens/s"
+            if row.reason:
+                break
+            yield prompt + row.text, speed
+        row.finish()
+        yield prompt + row.text, f"{speed} · stopped: {row.reason} · {self.dtype_name()}"
+
+    def dtype_name(self) -> str:
+        return str(next(self.model.parameters()).dtype).removeprefix("torch.")
 
     def inside(self, text: str, layer: int, head: int):
         """Attention pattern of one head, the depth scan and the sink heads for `text`
         (the last block_size tokens of it)."""
         from glassgpt import analysis
 
-        ids = self.encode_prompt(text)[-self.model.config.block_size:]
+        ids = self.encode_prompt(text, self.max_inside_chars)[-self.model.config.block_size:]
         cfg = self.model.config
         layer, head = int(layer), int(head)
         if not (0 <= layer < cfg.n_layer and 0 <= head < cfg.n_head):
@@ -124,6 +137,7 @@ def build_app(demo: Demo, title: str = "glassgpt"):
                 top_k = gr.Slider(0, 200, value=0, step=1, label="Top-k (0 = off)")
                 top_p = gr.Slider(0.05, 1.0, value=1.0, step=0.05, label="Top-p (1 = off)")
                 seed = gr.Number(value=1337, precision=0, label="Seed")
+                stop = gr.Textbox(value="", label="Stop at (optional text, not shown)", max_lines=1)
             generate_btn = gr.Button("Generate", variant="primary", elem_id="generate")
             output = gr.Textbox(label="Text", lines=12, elem_id="output", interactive=False)
             stats = gr.Markdown(elem_id="stats")
@@ -141,7 +155,7 @@ def build_app(demo: Demo, title: str = "glassgpt"):
         def inside(text: str, prompt: str, layer: int, head: int):
             return demo.inside(text or prompt, layer, head)
 
-        generate_btn.click(on_error(demo.generate), [prompt, max_new, temperature, top_k, top_p, seed],
+        generate_btn.click(on_error(demo.generate), [prompt, max_new, temperature, top_k, top_p, seed, stop],
                            [output, stats], api_name="generate")
         inside_btn.click(on_error(inside),
                          [output, prompt, layer, head], [attention_plot, depth_plot, sinks_table], api_name="inside")
@@ -149,10 +163,13 @@ def build_app(demo: Demo, title: str = "glassgpt"):
     return app
 
 
-def launch(run_dir: str, host: str = "127.0.0.1", port: int = 7860, limits: Limits = Limits(), block: bool = True):
+def launch(run_dir: str, host: str = "127.0.0.1", port: int = 7860, limits: Limits = Limits(), block: bool = True,
+           dtype: str = "auto"):
     from glassgpt.checkpoint import load_run
+    from glassgpt.generate import prepare_for_inference
 
-    model, tokenizer, _ = load_run(run_dir)
+    model, tokenizer, _ = load_run(run_dir, dtype=dtype)  # generation and the Inside tab both use this dtype
+    model = prepare_for_inference(model)
     app = build_app(Demo(model, tokenizer, limits), title=f"glassgpt · {os.path.basename(os.path.normpath(run_dir))}")
     app.launch(server_name=host, server_port=port, prevent_thread_lock=not block, show_error=True)
     return app

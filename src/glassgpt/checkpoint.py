@@ -157,14 +157,21 @@ def read_config(run_dir: Path) -> tuple[RunConfig, dict]:
     return RunConfig.from_dict(sections, source=str(run_dir / CONFIG)), raw
 
 
-def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[GPT, Tokenizer, RunConfig]:
-    """Load a run for inference: `(model in eval mode, tokenizer, run config)`."""
+def load_run(run_dir: str | Path, device: str | torch.device = "cpu",
+             dtype: str = "float32") -> tuple[GPT, Tokenizer, RunConfig]:
+    """Load a run for inference: `(model in eval mode, tokenizer, run config)`. `dtype`
+    (auto, float32, bfloat16, float16) is the precision the weights are cast to for
+    inference, in memory only. To generate fast, pass the model to
+    `glassgpt.generate.prepare_for_inference` (`glassgpt sample` does)."""
+    from glassgpt.generate import cast_weights, inference_dtype
+
+    torch_dtype = inference_dtype(dtype, device)
     run_dir = check_run_dir(run_dir)
     run_config, raw = read_config(run_dir)
     tokenizer = tokenizer_from_dict(raw.get("tokenizer") or json.loads((run_dir / TOKENIZER).read_text()))
     model = GPT(run_config.model)
     load_weights(model, run_dir, device, expected_sha256=raw.get("weights_sha256"))
-    return model.to(device).eval(), tokenizer, run_config
+    return cast_weights(model.to(device), torch_dtype).eval(), tokenizer, run_config
 
 
 def load_weights(model: GPT, run_dir: Path, device: str | torch.device = "cpu",

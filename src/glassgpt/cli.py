@@ -16,6 +16,8 @@ from pathlib import Path
 from glassgpt.errors import GlassGPTError, UsageError
 
 MAX_ANALYSIS_WINDOWS = 1024
+DTYPE_CHOICES = ("auto", "float32", "bfloat16", "float16")  # glassgpt.generate.DTYPE_CHOICES, without importing torch
+DTYPE_HELP = "weights cast for inference (the run is untouched); auto: float16 on CPU, bfloat16 on CUDA"
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -99,6 +101,10 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--num-samples", type=positive_int, default=1, help="samples drawn together as one batch, printed when done")
     p.add_argument("--no-cache", action="store_true", help="recompute the whole context at every step")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", choices=DTYPE_CHOICES, default="auto", help=DTYPE_HELP)
+    p.add_argument("--stop", action="append", default=[], metavar="TEXT",
+                   help="stop when the text contains TEXT (not printed); repeatable")
+    p.add_argument("--ignore-eos", action="store_true", help="go on past the tokenizer's end-of-text token")
 
     p = sub.add_parser("analyze", help="write a report of what a trained run learned")
     p.add_argument("run_dir", type=Path)
@@ -107,6 +113,8 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--windows", type=positive_int, default=8, help="validation windows to measure on")
     p.add_argument("--seed", type=seed_int, default=0, help="seed of the random tokens for the induction scores")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", choices=DTYPE_CHOICES, default="float32",
+                   help="weights cast for the analysis (the run is untouched); auto: float16 on CPU, bfloat16 on CUDA")
 
     p = sub.add_parser("eval", help="evaluate a run: loss on a split (sliding windows) or HellaSwag",
                        description="Loss on a prepared split, in nats, perplexity and bits per byte or character "
@@ -122,7 +130,8 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--task", choices=("loss", "hellaswag"), default="loss")
     p.add_argument("--limit", type=positive_int, default=None, help="HellaSwag: the first N items only")
     p.add_argument("--batch-size", type=positive_int, default=8, help="windows per forward pass")
-    p.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16 weights")
+    p.add_argument("--dtype", choices=DTYPE_CHOICES, default="float32",
+                   help="weights cast for the evaluation (the run is untouched); auto: float16 on CPU, bfloat16 on CUDA")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--json", action="store_true", help="print one JSON line instead")
     p.add_argument("--append-metrics", action="store_true",
@@ -132,6 +141,7 @@ def build_parser() -> ArgumentParser:
     p.add_argument("run_dir", type=Path)
     p.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to serve other machines")
     p.add_argument("--port", type=port_number, default=7860)
+    p.add_argument("--dtype", choices=DTYPE_CHOICES, default="auto", help=DTYPE_HELP)
 
     p = sub.add_parser("convert-hf", help="turn a saved transformers GPT-2 into a run directory",
                        description="Convert a folder written by transformers' GPT2LMHeadModel.save_pretrained "
@@ -144,7 +154,7 @@ def build_parser() -> ArgumentParser:
     p = sub.add_parser("bench", help="benchmark the design's trade-offs side by side")
     p.add_argument("what", nargs="?", default="all", metavar="WHAT",
                    help="all, attention, layernorm, positions, hooks, precision, compile, kvcache, transformers, "
-                        "scaling, mfu or train (default all)")
+                        "inference, scaling, mfu or train (default all)")
     p.add_argument("--quick", action="store_true", help="tiny shapes and few repeats (seconds, not minutes)")
     p.add_argument("--out", type=Path, default=Path("benchmarks") / "results", help="folder for the JSON (and PNG)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
@@ -152,6 +162,8 @@ def build_parser() -> ArgumentParser:
                    help="torch CPU threads (default: torch's choice; 1 is steadier on a busy machine)")
     p.add_argument("--compile-backend", default="inductor", help="torch.compile backend (inductor, eager, aot_eager)")
     p.add_argument("--note", default="", help="free text stored in the JSON settings, e.g. 'machine was shared'")
+    p.add_argument("--run", type=Path, default=None, metavar="RUN_DIR",
+                   help="a trained run: the inference suite also measures half precision's agreement on it")
     return parser
 
 
@@ -193,41 +205,52 @@ def cmd_sample(args) -> None:
     import torch
 
     from glassgpt.checkpoint import load_run
-    from glassgpt.generate import StreamDecoder, check_sampling_args, encode_prompt, stream
     from glassgpt.device import resolve_device
+    from glassgpt.generate import (StoppingDecoder, check_sampling_args, encode_prompt, prepare_for_inference,
+                                   stream)
 
     check_sampling_args(args.temperature, args.top_k, args.top_p, args.max_new_tokens)
     device = resolve_device(args.device)
-    model, tokenizer, _ = load_run(args.run_dir, device)
+    model, tokenizer, _ = load_run(args.run_dir, device, dtype=args.dtype)
+    model = prepare_for_inference(model)
     prompt_ids = encode_prompt(tokenizer, args.prompt)
     generator = torch.Generator(device=device)
     generator.manual_seed(args.seed if args.seed is not None else int(time.time_ns() % 2**31))
     idx = torch.tensor([prompt_ids] * args.num_samples, dtype=torch.long, device=device)  # (N, T)
+    eot = None if args.ignore_eos else tokenizer.eot_token  # char and byte tokenizers have none
+    rows = [StoppingDecoder(tokenizer, args.stop, eot) for _ in range(args.num_samples)]
 
     out = sys.stdout
-    new_tokens: list[list[int]] = [[] for _ in range(args.num_samples)]
-    decoder = StreamDecoder(tokenizer)  # streams the single sample as it is made
-    if args.num_samples == 1:
+    live = args.num_samples == 1  # a single sample is printed as it is made, a batch when done
+    if live:
         out.write(args.prompt or "")
         out.flush()
+    count = 0
     start = time.perf_counter()
     for next_ids in stream(model, idx, args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
-                           top_p=args.top_p, use_cache=not args.no_cache, generator=generator):
-        for row, token in enumerate(next_ids[:, 0].tolist()):
-            new_tokens[row].append(token)
-        if args.num_samples == 1:
-            out.write(decoder.push(new_tokens[0][-1:]))
-            out.flush()
+                           top_p=args.top_p, use_cache=not args.no_cache, generator=generator,
+                           stop_ids=[] if eot is None else [eot], vocab_size=tokenizer.vocab_size):
+        for row, token in zip(rows, next_ids[:, 0].tolist()):
+            count += row.reason is None and token >= 0
+            shown = row.push(token)
+            if live:
+                out.write(shown)
+                out.flush()
+        if all(row.reason for row in rows):
+            break  # every row has stopped (stop strings are found here, not in the generator)
     elapsed = time.perf_counter() - start
-    if args.num_samples == 1:
-        out.write(decoder.flush() + "\n")
+    rests = [row.finish() for row in rows]
+    if live:
+        out.write(rests[0] + "\n")
     else:
-        for row, ids in enumerate(new_tokens):
-            out.write(f"--- sample {row + 1} ---\n{args.prompt or ''}{tokenizer.decode(ids)}\n")
+        for i, row in enumerate(rows):
+            out.write(f"--- sample {i + 1} (stopped: {row.reason}) ---\n{args.prompt or ''}{row.text}\n")
     out.flush()
-    count = args.max_new_tokens * args.num_samples
-    print(f"[{count} tokens in {elapsed:.2f}s: {count / max(elapsed, 1e-9):,.0f} tokens/s, "
-          f"{args.num_samples} sample(s) as one batch, {'no ' if args.no_cache else ''}KV cache]", file=sys.stderr)
+    reasons = [row.reason for row in rows]
+    why = ", ".join(f"{reasons.count(r)} at {r}" if not live else r for r in dict.fromkeys(reasons))
+    print(f"[stopped: {why} · {count} tokens in {elapsed:.2f}s: {count / max(elapsed, 1e-9):,.0f} tokens/s, "
+          f"{args.num_samples} sample(s) as one batch, {'no ' if args.no_cache else ''}KV cache, "
+          f"{str(next(model.parameters()).dtype).removeprefix('torch.')}]", file=sys.stderr)
 
 
 def cmd_analyze(args) -> None:
@@ -237,7 +260,7 @@ def cmd_analyze(args) -> None:
     if args.windows > MAX_ANALYSIS_WINDOWS:
         raise UsageError(f"--windows is capped at {MAX_ANALYSIS_WINDOWS}, got {args.windows}")
     out = write_report(args.run_dir, prompt=args.prompt, out=args.out, num_windows=args.windows,
-                       device=str(resolve_device(args.device)), seed=args.seed)
+                       device=str(resolve_device(args.device)), seed=args.seed, dtype=args.dtype)
     print(f"analysis written to {out}; open {out / REPORT}")
 
 
@@ -246,11 +269,9 @@ def cmd_eval(args) -> None:
 
     from glassgpt import evaluate
     from glassgpt.checkpoint import check_run_dir, load_run
-    from glassgpt.train import resolve_device
+    from glassgpt.device import resolve_device
 
     check_run_dir(args.run_dir)
-    if args.dtype not in evaluate.DTYPES:
-        raise UsageError(f"--dtype must be one of {', '.join(evaluate.DTYPES)}, got {args.dtype!r}")
     if args.task == "loss" and args.limit is not None:
         raise UsageError("--limit applies to --task hellaswag; for a split use --max-tokens")
     split_only = {"--dataset": args.dataset, "--context": args.context, "--stride": args.stride,
@@ -259,8 +280,7 @@ def cmd_eval(args) -> None:
     if args.task == "hellaswag" and given:
         raise UsageError(f"{', '.join(given)} apply to a split, not to --task hellaswag (use --limit N)")
     device = resolve_device(args.device)
-    model, tokenizer, run_config = load_run(args.run_dir, device)
-    model = evaluate.cast_for_eval(model, args.dtype)
+    model, tokenizer, run_config = load_run(args.run_dir, device, dtype=args.dtype)
     progress = not args.json
     if args.task == "hellaswag":
         result = evaluate.evaluate_hellaswag_file(model, tokenizer, args.limit, device, progress)
@@ -285,7 +305,7 @@ def cmd_demo(args) -> None:
     from glassgpt.checkpoint import check_run_dir
 
     check_run_dir(args.run_dir)
-    launch(str(args.run_dir), host=args.host, port=args.port)
+    launch(str(args.run_dir), host=args.host, port=args.port, dtype=args.dtype)
 
 
 def cmd_convert_hf(args) -> None:
@@ -299,7 +319,7 @@ def cmd_bench(args) -> None:
     from glassgpt.bench import format_table, run
 
     path, result = run(args.what, quick=args.quick, out_dir=args.out, device=args.device, threads=args.threads,
-                       compile_backend=args.compile_backend, notes=args.note,
+                       compile_backend=args.compile_backend, notes=args.note, run_dir=args.run,
                        log=lambda line: print(line, file=sys.stderr, flush=True))
     print(format_table(result))
     print(f"results written to {path}")

@@ -29,7 +29,6 @@ from tqdm import tqdm
 from glassgpt.errors import UsageError
 from glassgpt.model import GPT
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 @dataclass(frozen=True)
@@ -105,13 +104,6 @@ def sliding_window_loss(model: GPT, data: np.ndarray, context: int, stride: int,
     bar.close()
     n_scored = len(data) - 1
     return LossResult((total / n_scored).item(), n_scored, len(windows))
-
-
-def cast_for_eval(model: GPT, dtype: str) -> GPT:
-    """The model's weights in `dtype` (float32, bfloat16 or float16) for inference."""
-    if dtype not in DTYPES:
-        raise UsageError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
-    return model.to(DTYPES[dtype])
 
 
 def bits_per_unit(loss: float, tokenizer_name: str) -> dict[str, float]:

@@ -13,13 +13,25 @@ path computes, so both give the same tokens and logits. (Past `block_size` the
 window slides, every key changes, and each step costs a full forward again:
 exact parity has that price.)
 
+Stopping: with `stop_ids`, a row stops after it draws one of them (the stop
+token is kept). Rows of a batch stop independently; a stopped row shows
+`STOPPED` (-1, not a token) in every later position, and generation ends when
+every row has stopped. `StopText` does the same for stop strings, on decoded text.
+
+A padded vocabulary (a model with more ids than its tokenizer, e.g. 50304 for
+GPT-2's 50257) never yields an id the tokenizer cannot decode: with
+`vocab_size` the logits of the ids past it are -inf before sampling.
+
+`prepare_for_inference` casts the weights to a dtype and lays out the
+unembedding for fast matrix-vector products (see its docstring for the numbers).
+
 `encode_prompt` and `StreamDecoder` turn text into a prompt and streamed token
 ids back into text, holding back the pieces of a multi-byte character.
 """
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import torch
 
@@ -54,6 +66,60 @@ class KVCache:
 
     def reset(self) -> None:
         self.length = 0
+
+
+# ---------------------------------------------------------------- precision for inference
+
+INFERENCE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPE_CHOICES = ("auto", *INFERENCE_DTYPES)
+
+
+def inference_dtype(name: str, device: torch.device | str = "cpu") -> torch.dtype:
+    """A `--dtype` name -> the torch dtype the weights are cast to. `auto`: on CPU
+    float16, the fastest to decode in the benchmark (`glassgpt bench inference`: its
+    matrix-vector products run near memory speed, bfloat16's slower); on CUDA bfloat16
+    (float16 where the GPU has no bf16), not measured here: no GPU was available."""
+    if name == "auto":
+        device = torch.device(device)
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float16 if device.type == "cpu" else torch.float32
+    if name not in INFERENCE_DTYPES:
+        raise UsageError(f"dtype must be one of {', '.join(DTYPE_CHOICES)}, got {name!r}")
+    return INFERENCE_DTYPES[name]
+
+
+def cast_weights(model, dtype: torch.dtype):
+    """Cast the parameters to `dtype`, in place, and return the model. Not `model.to(dtype)`:
+    buffers such as RoPE's frequencies stay fp32 (rounded to 16 bits they would shift the
+    angles of far positions)."""
+    for param in model.parameters():  # a tied weight is one parameter, cast once
+        param.data = param.data.to(dtype)
+    return model
+
+
+def prepare_for_inference(model, dtype: torch.dtype | None = None):
+    """Get a model ready to generate, in place, and return it (in eval mode).
+
+    - `dtype`: `cast_weights`. The model computes its LayerNorm statistics, softmax,
+      rotary angles and logits in fp32 whatever the weights' dtype.
+    - On CPU in fp32, the unembedding (lm_head, tied to wte) is stored transposed
+      (column-major: the same (V, C) tensor, strides (1, V)). At batch 1 every layer is a
+      matrix-vector product; for the (V, C) = (50257, 512) unembedding `x @ W.t()` with W
+      row-major runs at ~9 GB/s on the benchmark machine, with W column-major at ~23 GB/s,
+      and it is 57% of the weights. The other layers are fast either way, and float16 is
+      fast only row-major, so nothing else moves.
+
+    Values, parameter names and tying are unchanged: only where the numbers sit in memory.
+    Inference only: safetensors saves contiguous tensors only, so a prepared model cannot
+    be saved (`load_run` does not prepare; `glassgpt sample`, the demo and the benchmark do).
+    """
+    if dtype is not None:
+        cast_weights(model, dtype)
+    weight = model.lm_head.weight
+    if weight.device.type == "cpu" and weight.dtype == torch.float32 and weight.is_contiguous():
+        weight.data = weight.data.t().contiguous().t()  # (V, C) column-major; wte shares it
+    return model.eval()
 
 
 # ---------------------------------------------------------------- sampling
@@ -116,18 +182,53 @@ def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int | Non
     return torch.multinomial(probs, num_samples=1, generator=generator)
 
 
+def mask_undecodable(logits: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """logits (B, V) -> the same with ids >= vocab_size (padding the tokenizer cannot
+    decode) set to -inf, so they are never drawn."""
+    if vocab_size >= logits.size(-1):
+        return logits
+    logits = logits.clone()
+    logits[:, vocab_size:] = float("-inf")
+    return logits
+
+
 # ---------------------------------------------------------------- generation
 
-@torch.no_grad()
-def stream_logits(model, idx: torch.Tensor, max_new_tokens: int, *, temperature: float = 1.0,
-                  top_k: int | None = None, top_p: float | None = None, use_cache: bool = True,
-                  generator: torch.Generator | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Yield `(next_ids (B, 1), logits (B, V))` for each new token."""
-    check_sampling_args(temperature, top_k, top_p, max_new_tokens)
+STOPPED = -1  # what a row that has stopped shows in the positions after its stop token (not a token id)
+
+
+def check_generation_args(model, idx: torch.Tensor, stop_ids: Iterable[int] | None,
+                          vocab_size: int | None) -> tuple[list[int], int]:
+    """UsageError, in one sentence, for a prompt, stop ids or vocabulary size generation
+    cannot use; returns (stop ids as a list, the vocabulary size to sample from)."""
     if idx.dim() != 2 or idx.size(0) == 0 or idx.size(1) == 0:
         raise UsageError("generation needs a prompt of shape (B, T) with at least one token per row")
     if idx.dtype != torch.long:
         raise UsageError(f"prompt token ids must be a LongTensor, got {idx.dtype}")
+    model_vocab = model.config.vocab_size
+    vocab_size = model_vocab if vocab_size is None else int(vocab_size)
+    if not 1 <= vocab_size <= model_vocab:
+        raise UsageError(f"vocab_size must be between 1 and the model's {model_vocab}, got {vocab_size}: "
+                         "the tokenizer does not fit this model")
+    stop_ids = [int(i) for i in stop_ids or []]
+    bad = [i for i in stop_ids if not 0 <= i < model_vocab]
+    if bad:
+        raise UsageError(f"stop token id {bad[0]} is outside the model's vocabulary of {model_vocab}")
+    return stop_ids, vocab_size
+
+
+@torch.no_grad()
+def stream_logits(model, idx: torch.Tensor, max_new_tokens: int, *, temperature: float = 1.0,
+                  top_k: int | None = None, top_p: float | None = None, use_cache: bool = True,
+                  generator: torch.Generator | None = None, stop_ids: Iterable[int] | None = None,
+                  vocab_size: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Yield `(next_ids (B, 1), logits (B, V))` for each new token. A row that has drawn
+    one of `stop_ids` shows `STOPPED` afterwards; the loop ends when all rows have.
+    Ids >= `vocab_size` (default: the model's) are never drawn; their logits are -inf."""
+    check_sampling_args(temperature, top_k, top_p, max_new_tokens)
+    stop_ids, vocab_size = check_generation_args(model, idx, stop_ids, vocab_size)
+    stop = torch.tensor(stop_ids, dtype=torch.long, device=idx.device)
+    stopped = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)  # (B,)
     block = model.config.block_size
     param = next(model.parameters())
     cache_len = min(block, idx.size(1) + max_new_tokens)  # all the positions this call can fill
@@ -145,10 +246,14 @@ def stream_logits(model, idx: torch.Tensor, max_new_tokens: int, *, temperature:
             else:
                 # only the newest token
                 logits, _ = model(idx[:, -1:], kv_cache=cache, last_position_only=True)
-            last_logits = logits[:, -1, :]  # (B, V)
+            last_logits = mask_undecodable(logits[:, -1, :], vocab_size)  # (B, V)
             next_ids = sample_next(last_logits, temperature, top_k, top_p, generator)  # (B, 1)
-            idx = torch.cat([idx, next_ids], dim=1)
-            yield next_ids, last_logits
+            idx = torch.cat([idx, next_ids], dim=1)  # a stopped row goes on in the context, never shown
+            yield next_ids.masked_fill(stopped[:, None], STOPPED), last_logits
+            if len(stop_ids):
+                stopped |= torch.isin(next_ids[:, 0], stop)
+                if bool(stopped.all()):
+                    return
     finally:
         model.train(was_training)
 
@@ -161,11 +266,19 @@ def stream(model, idx: torch.Tensor, max_new_tokens: int, **kw) -> Iterator[torc
 
 def generate(model, idx: torch.Tensor, max_new_tokens: int, *, temperature: float = 1.0,
              top_k: int | None = None, top_p: float | None = None, use_cache: bool = True,
-             generator: torch.Generator | None = None) -> torch.Tensor:
-    """idx (B, T) -> (B, T + max_new_tokens): the prompt followed by the new tokens."""
+             generator: torch.Generator | None = None, stop_ids: Iterable[int] | None = None,
+             vocab_size: int | None = None) -> torch.Tensor:
+    """idx (B, T) -> (B, T + n): the prompt followed by the new tokens, n = max_new_tokens,
+    or fewer when every row stopped early; a row that stopped first is padded with `STOPPED`."""
     new = list(stream(model, idx, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-                      use_cache=use_cache, generator=generator))
+                      use_cache=use_cache, generator=generator, stop_ids=stop_ids, vocab_size=vocab_size))
     return torch.cat([idx, *new], dim=1)
+
+
+def without_stopped(row: torch.Tensor | list[int]) -> list[int]:
+    """One row of `generate`'s output as a list of token ids, the `STOPPED` padding removed."""
+    ids = row.tolist() if isinstance(row, torch.Tensor) else list(row)
+    return ids[:ids.index(STOPPED)] if STOPPED in ids else ids
 
 
 # ---------------------------------------------------------------- text in and out
@@ -214,3 +327,74 @@ class StreamDecoder:
         text = self.tokenizer.decode(self.pending) if self.pending else ""
         self.pending = []
         return text
+
+
+class StopText:
+    """Stop strings on streamed text. `push(text) -> (text to show, stopped)`: the text up
+    to the first stop string (which is not shown), holding back any tail that could be
+    the start of one, so a stop string split across tokens is still found."""
+
+    def __init__(self, stops: Iterable[str]):
+        self.stops = [s for s in stops]
+        if any(not s for s in self.stops):
+            raise UsageError("a stop string must not be empty")
+        self.held = ""
+        self.stopped = False
+
+    def push(self, text: str) -> tuple[str, bool]:
+        if self.stopped:
+            return "", True
+        self.held += text
+        found = [i for i in (self.held.find(s) for s in self.stops) if i >= 0]
+        if found:
+            shown, self.held, self.stopped = self.held[:min(found)], "", True
+            return shown, True
+        keep = max((n for s in self.stops for n in range(1, len(s)) if self.held.endswith(s[:n])), default=0)
+        shown, self.held = self.held[:len(self.held) - keep], self.held[len(self.held) - keep:]
+        return shown, False
+
+    def flush(self) -> str:
+        """The held-back tail, when the text ended without a stop string."""
+        rest, self.held = ("" if self.stopped else self.held), ""
+        return rest
+
+
+class StoppingDecoder:
+    """One row of new token ids in, the text to show out, stopping at the end-of-text
+    token `eot` (not shown) or at a stop string (not shown). `reason` is None while
+    it runs, then "end of text", "stop string", or after `finish`, "length"."""
+
+    def __init__(self, tokenizer, stops: Iterable[str] = (), eot: int | None = None):
+        self.decoder = StreamDecoder(tokenizer)
+        self.stop_text = StopText(stops)
+        self.eot = eot
+        self.reason: str | None = None
+        self.text = ""  # everything shown so far
+
+    def _show(self, text: str, final: bool) -> str:
+        shown, hit = self.stop_text.push(text)
+        if final and not hit:
+            shown += self.stop_text.flush()
+        self.text += shown
+        return shown
+
+    def push(self, token: int) -> str:
+        """The text that token completes ("" while a character or a possible stop string is incomplete)."""
+        if self.reason is not None or token == STOPPED:
+            return ""
+        if token == self.eot:
+            shown = self._show(self.decoder.flush(), final=True)
+            self.reason = "stop string" if self.stop_text.stopped else "end of text"
+            return shown
+        shown = self._show(self.decoder.push([token]), final=False)
+        if self.stop_text.stopped:
+            self.reason = "stop string"
+        return shown
+
+    def finish(self) -> str:
+        """At the end of generation: the text still held back; the reason becomes "length" if nothing stopped it."""
+        if self.reason is not None:
+            return ""
+        shown = self._show(self.decoder.flush(), final=True)
+        self.reason = "stop string" if self.stop_text.stopped else "length"
+        return shown

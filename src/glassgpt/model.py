@@ -37,9 +37,10 @@ class LayerNorm(nn.Module):
         self.out = HookPoint()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (..., C)
-        mean = x.mean(dim=-1, keepdim=True)  # (..., 1)
-        var = (x - mean).pow(2).mean(dim=-1, keepdim=True)  # biased, as nn.LayerNorm
-        x_hat = (x - mean) * torch.rsqrt(var + self.eps)  # (..., C), zero mean, unit variance
+        x32 = x.float()  # the statistics in fp32 whatever the weights' precision (a no-op in fp32)
+        mean = x32.mean(dim=-1, keepdim=True)  # (..., 1)
+        var = (x32 - mean).pow(2).mean(dim=-1, keepdim=True)  # biased, as nn.LayerNorm
+        x_hat = ((x32 - mean) * torch.rsqrt(var + self.eps)).to(x.dtype)  # (..., C), zero mean, unit variance
         y = x_hat * self.weight
         if self.bias is not None:
             y = y + self.bias
@@ -240,7 +241,7 @@ class GPT(HookedModule):
         x = self.ln_f(x)
         if last_position_only:
             x = x[:, -1:, :]  # (B, 1, C)
-        logits = self.lm_head(x)  # (B, T, V), or (B, 1, V)
+        logits = self.lm_head(x).float()  # (B, T, V), or (B, 1, V); fp32 whatever the weights' precision
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.float().reshape(B * T, -1), targets.reshape(B * T), ignore_index=-1)

@@ -18,6 +18,9 @@ def token_labels(tokenizer, ids: list[int]) -> list[str]:
     """One printable label per token, whitespace made visible (space as a visible-space sign, newline as a return sign)."""
     labels = []
     for i in ids:
+        if not 0 <= int(i) < tokenizer.vocab_size:  # padding of the model's vocabulary: no such token
+            labels.append(f"<{int(i)}?>")
+            continue
         text = tokenizer.decode([int(i)])
         labels.append("".join(VISIBLE_WHITESPACE.get(c, c) for c in text) or "\u2205")
     return labels

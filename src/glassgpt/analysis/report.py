@@ -238,13 +238,13 @@ def replace_dir(tmp: Path, out: Path) -> None:
 
 
 def write_report(run_dir: str | Path, prompt: str | None = None, out: str | Path | None = None,
-                 num_windows: int = 8, device: str = "cpu", seed: int = 0) -> Path:
+                 num_windows: int = 8, device: str = "cpu", seed: int = 0, dtype: str = "float32") -> Path:
     """Analyse a run and write report.html, analysis.json and the PNGs into `out`
-    (default RUN_DIR/analysis). Returns `out`."""
+    (default RUN_DIR/analysis). Returns `out`. `dtype` is load_run's."""
     from glassgpt.checkpoint import load_run
 
     run_dir = Path(run_dir)
-    model, tokenizer, run_config = load_run(run_dir, device)
+    model, tokenizer, run_config = load_run(run_dir, device, dtype=dtype)
     block_size = model.config.block_size
     out = Path(out) if out is not None else run_dir / "analysis"
     check_out_dir(out)

@@ -33,6 +33,7 @@ class Settings:
     min_sample_s: float = 0.05  # each timed sample repeats a short workload until it lasts this long
     compile_backend: str = "inductor"
     notes: str = ""
+    run_dir: str | None = None  # a trained run, for the inference suite's accuracy figures
 
     def choose(self, *, quick, cpu, cuda=None):
         """The shape for this run: tiny in quick mode, else sized for the device."""
@@ -43,7 +44,7 @@ class Settings:
     def to_dict(self) -> dict:
         return {"quick": self.quick, "device": str(self.device), "repeats": self.repeats, "warmup": self.warmup,
                 "min_sample_s": self.min_sample_s,
-                "compile_backend": self.compile_backend, "notes": self.notes}
+                "compile_backend": self.compile_backend, "notes": self.notes, "run_dir": self.run_dir}
 
 
 class Recorder:

@@ -26,6 +26,7 @@ SUITES: dict[str, Callable[[Recorder, Settings], None]] = {
     "compile": variants.torch_compile,
     "kvcache": generation.kvcache,
     "transformers": generation.transformers,
+    "inference": generation.inference,
     "scaling": scaling.scaling,
     "mfu": throughput.mfu,
     "train": throughput.train,
@@ -77,22 +78,28 @@ def restore_threads(count: int):
 
 def run(what: str = "all", *, quick: bool = False, out_dir: str | Path = DEFAULT_OUT, device: str = "auto",
         compile_backend: str = "inductor", threads: int | None = None, notes: str = "",
-        log: Callable[[str], None] = print) -> tuple[Path, dict]:
+        log: Callable[[str], None] = print, run_dir: str | Path | None = None) -> tuple[Path, dict]:
     """Run the suite(s) named by `what` and write `<out_dir>/<time>-<what>.json`.
     Returns (path of the JSON file, its contents). A suite that raises is recorded
     under `skipped` with its error, and the others still run. `threads` sets torch's
-    CPU threads for the run (on a busy machine, 1 avoids threads waiting on each other)."""
+    CPU threads for the run (on a busy machine, 1 avoids threads waiting on each other).
+    `run_dir`: a trained run, for the inference suite's accuracy figures."""
     names = suite_names(what)
     if compile_backend not in COMPILE_BACKENDS:
         raise UsageError(f"compile backend must be one of {', '.join(COMPILE_BACKENDS)}, got {compile_backend!r}")
     resolved_device = resolve_device(device)  # checks the name, and that the device exists
+    if run_dir is not None:
+        from glassgpt.checkpoint import check_run_dir
+
+        check_run_dir(run_dir)
     if threads is not None and threads < 1:
         raise UsageError(f"threads must be at least 1, got {threads}")
     out_dir = Path(out_dir)
     check_out_dir(out_dir)
     settings = Settings(quick=quick, device=resolved_device, repeats=3 if quick else 5, warmup=1,
                         min_sample_s=0.002 if quick else 0.05,
-                        compile_backend=compile_backend, notes=notes)
+                        compile_backend=compile_backend, notes=notes,
+                        run_dir=str(run_dir) if run_dir is not None else None)
     stamp = f"{datetime.datetime.now():%Y%m%d-%H%M%S}-{what}{'-quick' if quick else ''}"
     rec = Recorder(settings, log, out_dir, stamp)
     threads_before = torch.get_num_threads()
