@@ -90,9 +90,9 @@ class RotaryEmbedding(nn.Module):
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate x (B, nh, T, hs) by the angles whose cos and sin are (T, hs/2)."""
-    x1, x2 = x.float().chunk(2, dim=-1)  # (B, nh, T, hs/2) each
-    rotated = torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)  # (B, nh, T, hs)
+    """Rotate x (B, heads, T, hs) by the angles whose cos and sin are (T, hs/2)."""
+    x1, x2 = x.float().chunk(2, dim=-1)  # (B, heads, T, hs/2) each
+    rotated = torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)  # (B, heads, T, hs)
     return rotated.to(x.dtype)
 
 
@@ -137,8 +137,8 @@ class CausalSelfAttention(nn.Module):
         q, k, v = self.q(q), self.k(k), self.v(v)
         if self.qk_norm:
             q, k = F.rms_norm(q, (self.head_size,)), F.rms_norm(k, (self.head_size,))  # (B, nh, T, hs)
-        if rope is not None:
-            q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
+        if rope is not None:  # q and k side by side, (B, 2nh, T, hs): one rotation for both
+            q, k = apply_rotary(torch.cat([q, k], dim=1), *rope).chunk(2, dim=1)  # 2 x (B, nh, T, hs)
         if kv_cache is not None:
             k, v = kv_cache.update(self.layer_idx, k, v)  # (B, nh, Tk, hs): the past and the new
         if self.attn_impl == "manual" or self.scores.active or self.pattern.active:
