@@ -150,10 +150,12 @@ def test_zero_init_proj_starts_every_output_projection_at_zero():
 
 
 @pytest.mark.parametrize("bad,fragment", [("mlp_act=swish", "mlp_act"), ("logit_softcap=-1", "logit_softcap"),
-                                          ("optimizer=sgd", "optimizer")])
-def test_bad_option_values_are_usage_errors(bad, fragment):
+                                          ("optimizer=sgd", "optimizer"), ("qk_norm=1", "qk_norm")])
+def test_bad_option_values_are_one_line_usage_errors(bad, fragment, tmp_path):
     with pytest.raises(UsageError, match=fragment):
         load_run_config("cpu-baby", [bad])
+    assert_clean_error(run_cli("train", "cpu-baby", bad, "--out", str(tmp_path / "run")), 2, fragment)
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize("option", [dict(qk_norm=True), dict(mlp_act="relu2"), dict(logit_softcap=30.0)])
@@ -202,9 +204,11 @@ def test_resuming_with_another_optimizer_is_refused_in_one_line(small_data, tmp_
     assert_clean_error(result, 2, "optimizer=adamw", "optimizer=muon")
 
 
-def test_muon_with_the_float16_scaler_is_refused():
+def test_muon_with_the_float16_scaler_is_refused(tmp_path):
     with pytest.raises(UsageError, match="optimizer=muon cannot run with the float16"):
         load_run_config("cpu-baby", ["optimizer=muon", "dtype=float16"])
+    result = run_cli("train", "cpu-baby", "optimizer=muon", "dtype=float16", "--out", str(tmp_path / "run"))
+    assert_clean_error(result, 2, "optimizer=muon cannot run with the float16")
 
 
 # ---------------------------------------------------------------- presets
