@@ -127,7 +127,7 @@ def main() -> None:
 
     text = find_tinyshakespeare()
     env = {**os.environ, "PYTHONPATH": str(REPO / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""),
-           "GLASSGPT_MIRROR": str(text.parent)}
+           "GLASSGPT_MIRROR": str(text.parent), "PYTHONUNBUFFERED": "1"}  # each line stamped when printed
     if args.threads:
         env["OMP_NUM_THREADS"] = str(args.threads)
     work = Path(tempfile.mkdtemp(prefix="vs-nanogpt-"))

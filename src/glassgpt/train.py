@@ -408,7 +408,7 @@ def _train(rc: RunConfig, run_dir: Path, resume: bool, log, dist_info: Dist, on_
                  "wall_seconds": wall_seconds, "skipped_steps": skipped}
         metrics.append({**eval_row(val_loss), "elapsed_s": wall_seconds})
         metrics.append(final)
-        metrics.plot()  # once, at the end (and when stopped): drawing it at every eval cost more than the eval
+        metrics.plot()  # once, at the end (and when stopped), not at every eval: matplotlib is slow
     finally:
         metrics.close()
     bits = next((f" | {v:.3f} {k.replace('_', ' ')}" for k, v in final.items() if k.startswith("bits_per")), "")
