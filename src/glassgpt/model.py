@@ -176,7 +176,7 @@ class MLP(nn.Module):
         self.act = config.mlp_act  # "gelu", or "relu2": relu(x)^2 (the modded-nanogpt speedrun's)
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
-        self.hidden = HookPoint()  # (B, T, 4C) after the GELU
+        self.hidden = HookPoint()  # (B, T, 4C) after the activation
         self.out = HookPoint()  # (B, T, C)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
