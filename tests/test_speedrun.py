@@ -245,3 +245,12 @@ def test_tokens_per_second_leaves_out_eval_time_and_the_plot_is_drawn_once(small
     assert final["tokens_per_s"] == pytest.approx(12 * tokens_per_step / final["train_seconds"])
     assert len(plots) == 1 and (tmp_path / "run" / "loss.png").is_file()
     assert all("elapsed_s" in r for r in read_rows(tmp_path / "run", "eval"))
+
+
+def test_kv_cache_generation_matches_uncached_with_every_option():
+    from glassgpt.generate import generate
+
+    model = GPT(tiny_config(pos_encoding="rope", attn_impl="sdpa", **OPTIONS)).eval()
+    prompt = torch.randint(0, 50, (2, 5))
+    cached = generate(model, prompt, 20, temperature=0)
+    assert torch.equal(cached, generate(model, prompt, 20, temperature=0, use_cache=False))
