@@ -254,3 +254,12 @@ def test_kv_cache_generation_matches_uncached_with_every_option():
     prompt = torch.randint(0, 50, (2, 5))
     cached = generate(model, prompt, 20, temperature=0)
     assert torch.equal(cached, generate(model, prompt, 20, temperature=0, use_cache=False))
+
+
+@pytest.mark.parametrize("change", ["qk_norm=true", "mlp_act=relu2", "logit_softcap=30.0"])
+def test_resuming_with_another_model_option_is_refused(change, tmp_path):
+    from glassgpt.train import check_same_shape
+
+    saved, new = tiny_run_config().model, tiny_run_config(change).model
+    with pytest.raises(UsageError, match=change.split("=")[0]):
+        check_same_shape(saved, new, tmp_path)
