@@ -344,8 +344,9 @@ def _train(rc: RunConfig, run_dir: Path, resume: bool, log, dist_info: Dist, on_
         nonlocal window_paused
         t0 = time.time()
         result = fn()
-        paused[kind] += time.time() - t0
-        window_paused += time.time() - t0
+        seconds = time.time() - t0
+        paused[kind] += seconds
+        window_paused += seconds
         return result
 
     try:
