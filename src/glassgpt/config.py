@@ -36,6 +36,10 @@ class GPTConfig:
     norm: str = "scratch"  # "scratch" | "torch"
     attn_impl: str = "manual"  # "manual" | "sdpa"
     tie_weights: bool = True
+    qk_norm: bool = False  # RMS-normalise q and k per head before the dot product
+    mlp_act: str = "gelu"  # "gelu" | "relu2" (squared ReLU)
+    logit_softcap: float = 0.0  # > 0: logits = cap * tanh(logits / cap); 0 is off
+    zero_init_proj: bool = False  # start every attention and MLP output projection at zero
 
     def __post_init__(self):
         self.validate()
@@ -62,6 +66,9 @@ class GPTConfig:
             )
         if self.rope_theta <= 0:
             raise UsageError(f"rope_theta must be positive, got {self.rope_theta}")
+        _check_choice("mlp_act", self.mlp_act, ("gelu", "relu2"))
+        if self.logit_softcap < 0:
+            raise UsageError(f"logit_softcap must be 0 (off) or positive, got {self.logit_softcap}")
 
     @property
     def head_size(self) -> int:
@@ -97,6 +104,7 @@ class TrainConfig:
     max_bad_steps: int = 10  # stop after this many non-finite steps in a row
     tensorboard: bool = False  # also log to RUN_DIR/tensorboard (needs the tensorboard package)
     init_from: str = ""  # a run directory to start from (fine-tuning): its weights, shape and tokenizer
+    optimizer: str = "adamw"  # "adamw" | "muon": torch.optim.Muon for the blocks' 2-D weights, AdamW for the rest
 
     def __post_init__(self):
         self.validate()
@@ -118,6 +126,9 @@ class TrainConfig:
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise UsageError(f"{name} must be in [0, 1), got {getattr(self, name)}")
         _check_choice("dtype", self.dtype, ("float32", "bfloat16", "float16"))
+        _check_choice("optimizer", self.optimizer, ("adamw", "muon"))
+        if self.optimizer == "muon" and self.dtype == "float16":
+            raise UsageError("optimizer=muon cannot run with the float16 gradient scaler: use dtype=bfloat16 or float32")
         check_device_name(self.device)
 
     @property

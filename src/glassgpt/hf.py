@@ -76,6 +76,10 @@ def config_to_hf(config: GPTConfig):
     """transformers GPT2Config of a GPTConfig, or UsageError if GPT-2 cannot hold the model."""
     if config.pos_encoding != "learned":
         raise UsageError(f"GPT-2 has learned positions, this model uses {config.pos_encoding}: it cannot be exported")
+    if config.qk_norm or config.mlp_act != "gelu" or config.logit_softcap:
+        used = [name for name, on in (("qk_norm", config.qk_norm), (f"mlp_act={config.mlp_act}", config.mlp_act != "gelu"),
+                                       ("logit_softcap", config.logit_softcap)) if on]
+        raise UsageError(f"GPT-2 has no {' or '.join(used)}: this model cannot be exported to transformers")
     transformers = import_transformers()
     in_vocab = GPT2_VOCAB_SIZE - 1 if config.vocab_size >= GPT2_VOCAB_SIZE else None  # <|endoftext|>
     return transformers.GPT2Config(

@@ -65,20 +65,36 @@ def make_norm(config: GPTConfig) -> nn.Module:
 
 class RotaryEmbedding(nn.Module):
     """RoPE: rotate each (first half, second half) pair of a head's features by an
-    angle proportional to the position, so q.k depends on the distance between them."""
+    angle proportional to the position, so q.k depends on the distance between them.
+
+    The angles depend on the positions only, so the model asks for them once per
+    forward pass and every layer shares them; the last ones are kept, so the next
+    call with the same positions (every training step) reuses them."""
 
     def __init__(self, head_size: int, theta: float = 10000.0):
         super().__init__()
         inv_freq = 1.0 / theta ** (torch.arange(0, head_size, 2).float() / head_size)  # (hs/2,)
         self.register_buffer("inv_freq", inv_freq, persistent=False)
+        self.cached = None  # (key, cos, sin) of the last call
 
-    def forward(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        # x: (B, nh, T, hs), positions: (T,) absolute positions of the T rows
-        angles = positions[:, None].float() * self.inv_freq[None, :]  # (T, hs/2)
+    def forward(self, start: int, T: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos and sin of the angles for positions start .. start + T - 1: (T, hs/2) each."""
+        key = (start, T, self.inv_freq.device, torch.is_inference_mode_enabled())
+        if self.cached is not None and self.cached[0] == key:
+            return self.cached[1], self.cached[2]
+        positions = torch.arange(start, start + T, device=self.inv_freq.device)  # (T,)
+        angles = positions[:, None].float() * self.inv_freq.float()[None, :]  # (T, hs/2)
         cos, sin = angles.cos(), angles.sin()
-        x1, x2 = x.float().chunk(2, dim=-1)  # (B, nh, T, hs/2) each
-        rotated = torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)  # (B, nh, T, hs)
-        return rotated.to(x.dtype)
+        if not torch.compiler.is_compiling():  # a compiled graph computes them itself
+            self.cached = (key, cos, sin)
+        return cos, sin
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate x (B, heads, T, hs) by the angles whose cos and sin are (T, hs/2)."""
+    x1, x2 = x.float().chunk(2, dim=-1)  # (B, heads, T, hs/2) each
+    rotated = torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)  # (B, heads, T, hs)
+    return rotated.to(x.dtype)
 
 
 def causal_mask(T: int, Tk: int, device) -> torch.Tensor:
@@ -99,7 +115,7 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.attn_dropout = nn.Dropout(config.dropout)
         self.resid_dropout = nn.Dropout(config.dropout)
-        self.rotary = RotaryEmbedding(config.head_size, config.rope_theta) if config.pos_encoding == "rope" else None
+        self.qk_norm = config.qk_norm  # RMS-normalise each head's q and k (no weights) before the dot product
         self.q, self.k, self.v = HookPoint(), HookPoint(), HookPoint()  # (B, nh, T, hs)
         self.scores = HookPoint()  # (B, nh, T, Tk) pre-softmax, masked with -inf
         self.pattern = HookPoint()  # (B, nh, T, Tk) attention weights, rows sum to 1
@@ -114,12 +130,16 @@ class CausalSelfAttention(nn.Module):
         B, nh, T, hs = x.shape
         return x.transpose(1, 2).contiguous().view(B, T, nh * hs)  # (B, nh, T, hs) -> (B, T, C)
 
-    def forward(self, x: torch.Tensor, positions: torch.Tensor, kv_cache=None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+                kv_cache=None) -> torch.Tensor:
+        """x (B, T, C); rope: (cos, sin) of the positions' angles, (T, hs/2) each, for RoPE models."""
         q, k, v = self.c_attn(x).split(self.n_embd, dim=2)  # 3 x (B, T, C)
         q, k, v = self.split_heads(q), self.split_heads(k), self.split_heads(v)  # 3 x (B, nh, T, hs)
         q, k, v = self.q(q), self.k(k), self.v(v)
-        if self.rotary is not None:
-            q, k = self.rotary(q, positions), self.rotary(k, positions)
+        if self.qk_norm:
+            q, k = F.rms_norm(q, (self.head_size,)), F.rms_norm(k, (self.head_size,))  # (B, nh, T, hs)
+        if rope is not None:  # q and k side by side, (B, 2nh, T, hs): one rotation for both
+            q, k = apply_rotary(torch.cat([q, k], dim=1), *rope).chunk(2, dim=1)  # 2 x (B, nh, T, hs)
         if kv_cache is not None:
             k, v = kv_cache.update(self.layer_idx, k, v)  # (B, nh, Tk, hs): the past and the new
         if self.attn_impl == "manual" or self.scores.active or self.pattern.active:
@@ -154,13 +174,15 @@ class MLP(nn.Module):
         super().__init__()
         self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
         self.gelu = nn.GELU(approximate="tanh")  # GPT-2's GELU
+        self.act = config.mlp_act  # "gelu", or "relu2": relu(x)^2 (the modded-nanogpt speedrun's)
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
-        self.hidden = HookPoint()  # (B, T, 4C) after the GELU
+        self.hidden = HookPoint()  # (B, T, 4C) after the activation
         self.out = HookPoint()  # (B, T, C)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.hidden(self.gelu(self.c_fc(x)))  # (B, T, 4C)
+        h = self.c_fc(x)  # (B, T, 4C)
+        h = self.hidden(self.gelu(h) if self.act == "gelu" else F.relu(h).square())  # (B, T, 4C)
         return self.out(self.dropout(self.c_proj(h)))  # (B, T, C)
 
 
@@ -177,9 +199,9 @@ class Block(nn.Module):
         self.mlp = MLP(config)
         self.resid_post = HookPoint()  # (B, T, C)
 
-    def forward(self, x: torch.Tensor, positions: torch.Tensor, kv_cache=None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rope=None, kv_cache=None) -> torch.Tensor:
         x = self.resid_pre(x)
-        x = self.resid_mid(x + self.attn(self.ln_1(x), positions, kv_cache))
+        x = self.resid_mid(x + self.attn(self.ln_1(x), rope, kv_cache))
         x = x + self.mlp(self.ln_2(x))
         return self.resid_post(x)
 
@@ -191,6 +213,7 @@ class GPT(HookedModule):
         self.config = config
         self.wte = nn.Embedding(config.vocab_size, config.n_embd)  # token embeddings
         self.wpe = nn.Embedding(config.block_size, config.n_embd) if config.pos_encoding == "learned" else None
+        self.rotary = RotaryEmbedding(config.head_size, config.rope_theta) if config.pos_encoding == "rope" else None
         self.drop = nn.Dropout(config.dropout)
         self.embed = HookPoint()  # (B, T, C) token (+ position) embeddings
         self.blocks = nn.ModuleList(Block(config, i) for i in range(config.n_layer))
@@ -202,6 +225,8 @@ class GPT(HookedModule):
         for name, p in self.named_parameters():  # GPT-2: scale the residual projections by depth
             if name.endswith("c_proj.weight"):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+                if config.zero_init_proj:  # each block starts as the identity (the modded-nanogpt speedrun's)
+                    nn.init.zeros_(p)
         self.name_hook_points()
 
     @staticmethod
@@ -224,7 +249,6 @@ class GPT(HookedModule):
             raise ValueError("the loss needs the logits of every position: last_position_only=False")
         B, T = idx.shape
         start = kv_cache.length if kv_cache is not None else 0
-        positions = torch.arange(start, start + T, device=idx.device)  # (T,)
         x = self.wte(idx)  # (B, T, C)
         if self.wpe is not None:
             if start + T > self.config.block_size:
@@ -232,16 +256,20 @@ class GPT(HookedModule):
                     f"sequence of {start + T} tokens is longer than block_size {self.config.block_size}; "
                     "learned positions stop there: crop the context"
                 )
+            positions = torch.arange(start, start + T, device=idx.device)  # (T,)
             x = x + self.wpe(positions)  # (T, C) broadcast over B
+        rope = self.rotary(start, T) if self.rotary is not None else None  # (cos, sin), once for all layers
         x = self.embed(self.drop(x))
         for block in self.blocks:
-            x = block(x, positions, kv_cache)
+            x = block(x, rope, kv_cache)
         if kv_cache is not None:
             kv_cache.advance(T)
         x = self.ln_f(x)
         if last_position_only:
             x = x[:, -1:, :]  # (B, 1, C)
         logits = self.lm_head(x).float()  # (B, T, V), or (B, 1, V); fp32 whatever the weights' precision
+        if self.config.logit_softcap:  # squash into (-cap, cap) smoothly (the modded-nanogpt speedrun's)
+            logits = self.config.logit_softcap * torch.tanh(logits / self.config.logit_softcap)
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.float().reshape(B * T, -1), targets.reshape(B * T), ignore_index=-1)

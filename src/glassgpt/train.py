@@ -50,9 +50,55 @@ def autocast_context(device: torch.device, dtype: str):
     return torch.autocast(device_type=device.type, dtype=DTYPES[dtype])
 
 
-def configure_optimizer(model: torch.nn.Module, tc: TrainConfig, device: torch.device) -> torch.optim.AdamW:
-    """AdamW with weight decay on 2-D weights (matmuls, embeddings) only; fused on CUDA."""
-    params = [p for p in model.parameters() if p.requires_grad]
+class Optimizers:
+    """Several optimizers stepped as one, each over its own parameters: what the loop
+    (param_groups, step, zero_grad) and the checkpoint (state_dict) ask of one."""
+
+    def __init__(self, **optimizers: torch.optim.Optimizer):
+        self.optimizers = optimizers
+
+    @property
+    def param_groups(self) -> list[dict]:
+        return [group for opt in self.optimizers.values() for group in opt.param_groups]
+
+    def step(self) -> None:
+        for opt in self.optimizers.values():
+            opt.step()
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for opt in self.optimizers.values():
+            opt.zero_grad(set_to_none=set_to_none)
+
+    def state_dict(self) -> dict:
+        return {name: opt.state_dict() for name, opt in self.optimizers.items()}
+
+    def load_state_dict(self, state: dict) -> None:
+        for name, opt in self.optimizers.items():
+            opt.load_state_dict(state[name])
+
+
+def muon_params(model: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """The blocks' 2-D weights (attention and MLP matmuls): what Muon orthogonalises.
+    Embeddings, the head, norms and biases are left to AdamW."""
+    return [p for name, p in model.named_parameters()
+            if p.requires_grad and p.dim() == 2 and name.startswith("blocks.")]
+
+
+def configure_optimizer(model: torch.nn.Module, tc: TrainConfig, device: torch.device):
+    """AdamW with weight decay on 2-D weights (matmuls, embeddings) only; fused on CUDA.
+    `optimizer=muon`: torch.optim.Muon for the blocks' 2-D weights (its learning rate
+    scaled to match AdamW's update size, so one schedule drives both), AdamW for the rest."""
+    if tc.optimizer == "muon":
+        hidden = muon_params(model)
+        hidden_ids = {id(p) for p in hidden}
+        rest = [p for p in model.parameters() if p.requires_grad and id(p) not in hidden_ids]
+        muon = torch.optim.Muon(hidden, lr=tc.learning_rate, weight_decay=tc.weight_decay,
+                                adjust_lr_fn="match_rms_adamw")
+        return Optimizers(adamw=adamw_for(rest, tc, device), muon=muon)
+    return adamw_for([p for p in model.parameters() if p.requires_grad], tc, device)
+
+
+def adamw_for(params: list[torch.nn.Parameter], tc: TrainConfig, device: torch.device) -> torch.optim.AdamW:
     decay = [p for p in params if p.dim() >= 2]
     no_decay = [p for p in params if p.dim() < 2]
     groups = [{"params": decay, "weight_decay": tc.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
@@ -165,6 +211,14 @@ def train(run_config: RunConfig, out_dir: str | Path, *, resume: bool = False,
             dist.destroy_process_group()
 
 
+def check_same_optimizer(state: dict, tc: TrainConfig, run_dir: Path) -> None:
+    """Refuse to resume a run with another optimizer: its saved moments would not fit."""
+    saved = state.get("optimizer_name", "adamw")
+    if saved != tc.optimizer:
+        raise UsageError(f"cannot resume {run_dir}, trained with optimizer={saved}, with optimizer={tc.optimizer}: "
+                         f"resume with optimizer={saved}, or train into a new --out")
+
+
 def _read_resume_state(run_dir: Path, mc: GPTConfig, dist_info: Dist) -> dict:
     """The trainer state of the run's last checkpoint, after checking it fits `mc`."""
     if dist_info.is_main:
@@ -243,6 +297,7 @@ def _train(rc: RunConfig, run_dir: Path, resume: bool, log, dist_info: Dist, on_
     scaler = torch.amp.GradScaler(device.type, enabled=tc.dtype == "float16")
     step, skipped, bad_in_a_row = 0, 0, 0
     if state is not None:
+        check_same_optimizer(state, tc, run_dir)
         step, skipped = _restore(state, optimizer, scaler, loader, device, dist_info)
 
     model = torch.compile(raw_model) if tc.compile else raw_model
@@ -266,6 +321,7 @@ def _train(rc: RunConfig, run_dir: Path, resume: bool, log, dist_info: Dist, on_
         if dist_info.is_main:
             ckpt.save_run(run_dir, raw_model, tokenizer, rc, {
                 "step": step, "skipped_steps": skipped, "optimizer": optimizer.state_dict(),
+                "optimizer_name": tc.optimizer,
                 "scaler": scaler.state_dict() if scaler.is_enabled() else None,
                 "loader": loader.state_dict(), "rng": rng}, origin=origin)
 
@@ -288,14 +344,25 @@ def _train(rc: RunConfig, run_dir: Path, resume: bool, log, dist_info: Dist, on_
     model.train()
     start_step = step
     started, window_start, window_tokens = time.time(), time.time(), 0
+    paused = {"eval": 0.0, "checkpoint": 0.0}  # seconds spent outside training steps, by kind
+    window_paused = 0.0  # of them, the seconds inside the current log window
+
+    def pause(kind: str, fn: Callable):  # run fn, and count its time apart from the training steps'
+        nonlocal window_paused
+        t0 = time.time()
+        result = fn()
+        seconds = time.time() - t0
+        paused[kind] += seconds
+        window_paused += seconds
+        return result
+
     try:
         with StopFlag() as stop:
             while step < tc.max_iters:
                 if step % tc.eval_interval == 0 and not metrics.has_eval(step):
                     whole = step == 0 and tc.init_from  # fine-tuning starts from the exact figure
-                    val_loss = run_eval(None if whole else tc.eval_iters)
-                    metrics.append(eval_row(val_loss))
-                    metrics.plot()
+                    val_loss = pause("eval", lambda: run_eval(None if whole else tc.eval_iters))
+                    metrics.append({**eval_row(val_loss), "elapsed_s": time.time() - started})
                     log(f"step {step:>6} | val loss {val_loss:.4f}")
 
                 lr = lr_at(step, tc)
@@ -320,7 +387,7 @@ def _train(rc: RunConfig, run_dir: Path, resume: bool, log, dist_info: Dist, on_
                 if step % tc.log_interval == 0 or step == tc.max_iters:
                     train_loss = loss.item()
                     peak_mem = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
-                    elapsed = time.time() - window_start
+                    elapsed = time.time() - window_start - window_paused  # training steps only
                     tok_s = window_tokens / max(elapsed, 1e-9)
                     row = {"kind": "train", "step": step, "train_loss": train_loss, "lr": lr,
                            "grad_norm": grad_norm.item(), "tokens_per_s": tok_s,
@@ -330,27 +397,31 @@ def _train(rc: RunConfig, run_dir: Path, resume: bool, log, dist_info: Dist, on_
                     metrics.append(row)
                     mfu_text = f" | mfu {row['mfu']:.1%}" if peak else ""
                     log(f"step {step:>6} | loss {train_loss:.4f} | lr {lr:.2e} | {tok_s:,.0f} tok/s{mfu_text}")
-                    window_start, window_tokens = time.time(), 0
+                    window_start, window_tokens, window_paused = time.time(), 0, 0.0
 
                 if step % tc.eval_interval == 0 or step == tc.max_iters:
-                    save_checkpoint()
+                    pause("checkpoint", save_checkpoint)
                 if stop_requested(stop, dist_info, device):
                     save_checkpoint()
+                    metrics.plot()
                     name = signal.Signals(stop.signal).name if stop.signal else "a signal on another rank"
                     raise Interrupted(f"stopped by {name} at step {step} with a checkpoint saved; continue with: "
                                       f"glassgpt train --out {run_dir} --resume")
 
-        train_seconds = time.time() - started
-        val_loss = run_eval(None)  # the whole validation split: a stable final figure
+        val_loss = pause("eval", lambda: run_eval(None))  # the whole validation split: a stable final figure
+        wall_seconds = time.time() - started
+        train_seconds = wall_seconds - paused["eval"] - paused["checkpoint"]  # the training steps alone
         final = {**eval_row(val_loss), "kind": "final", "train_seconds": train_seconds,
                  "tokens_per_s": (step - start_step) * tokens_per_step / max(train_seconds, 1e-9),
-                 "skipped_steps": skipped}
+                 "eval_seconds": paused["eval"], "checkpoint_seconds": paused["checkpoint"],
+                 "wall_seconds": wall_seconds, "skipped_steps": skipped}
         if not metrics.has_eval(step):  # a run killed after this row and before the next resumes without a twin
-            metrics.append(eval_row(val_loss))
+            metrics.append({**eval_row(val_loss), "elapsed_s": wall_seconds})
         metrics.append(final)
-        metrics.plot()
+        metrics.plot()  # once, at the end (and when stopped), not at every eval: matplotlib is slow
     finally:
         metrics.close()
     bits = next((f" | {v:.3f} {k.replace('_', ' ')}" for k, v in final.items() if k.startswith("bits_per")), "")
-    log(f"done: val loss {val_loss:.4f} (whole val split){bits} | {train_seconds:.1f}s")
+    log(f"done: val loss {val_loss:.4f} (whole val split){bits} | {train_seconds:.1f}s training, "
+        f"{paused['eval']:.1f}s evaluating, {paused['checkpoint']:.1f}s checkpointing")
     return final

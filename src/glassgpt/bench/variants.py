@@ -66,19 +66,18 @@ def attention(rec: Recorder, s: Settings) -> None:
         sdpa = CausalSelfAttention(dataclasses.replace(cfg, attn_impl="sdpa"), 0).to(device)
         sdpa.load_state_dict(manual.state_dict())
         x = torch.randn(batch, T, width, device=device)
-        positions = torch.arange(T, device=device)
         shape = {"B": batch, "T": T, "C": width, "nh": heads}
 
         def fwd_bwd(layer):
             def run():
-                layer(x, positions).sum().backward()
+                layer(x).sum().backward()
                 layer.zero_grad(set_to_none=True)
             return run
 
         def infer(layer):
             @torch.no_grad()
             def run():
-                return layer(x, positions)
+                return layer(x)
             return run
 
         rec.compare(f"attention layer T={T}: fwd+bwd", {"manual": fwd_bwd(manual), "sdpa": fwd_bwd(sdpa)},

@@ -1,0 +1,98 @@
+"""What each speedrun option costs per train step on cpu-baby's shape, in one process,
+in turns (so a busy machine slows every variant alike).
+
+    python benchmarks/bench_options.py [--threads 1] [--rounds 15]
+
+Each variant is cpu-baby (batch 12, block 64) with one setting changed; the ratio is
+its step time over cpu-baby's in the same round, and the median over rounds is kept.
+What the options buy in loss is measured by training (see the README); this is the
+price side. Writes benchmarks/results/options-<time>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from glassgpt.config import load_run_config
+from glassgpt.model import GPT
+from glassgpt.train import accumulate_gradients, apply_gradients, configure_optimizer
+
+VARIANTS = {
+    "cpu-baby": [],
+    "norm=scratch": ["norm=scratch"],
+    "pos_encoding=learned": ["pos_encoding=learned"],
+    "qk_norm=true": ["qk_norm=true"],
+    "mlp_act=relu2": ["mlp_act=relu2"],
+    "logit_softcap=15": ["logit_softcap=15.0"],
+    "optimizer=muon": ["optimizer=muon"],
+    "cpu-speedrun": None,  # the preset itself
+}
+
+
+def make_step(overrides: list[str] | None):
+    rc = load_run_config("cpu-speedrun") if overrides is None else load_run_config("cpu-baby", overrides)
+    torch.manual_seed(0)
+    model = GPT(rc.model)
+    device = torch.device("cpu")
+    optimizer = configure_optimizer(model, rc.train, device)
+    g = torch.Generator().manual_seed(0)
+    B, T, V = rc.train.batch_size, rc.model.block_size, rc.model.vocab_size
+    x, y = torch.randint(0, V, (B, T), generator=g), torch.randint(0, V, (B, T), generator=g)
+
+    def step():
+        loss = accumulate_gradients(model, [(x, y)], device)
+        apply_gradients(model, optimizer, loss, rc.train.grad_clip)
+
+    return step, {"model": dataclasses.asdict(rc.model), "optimizer": rc.train.optimizer, "B": B, "T": T}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--rounds", type=int, default=15)
+    p.add_argument("--steps", type=int, default=5, help="steps per variant per round")
+    p.add_argument("--note", default="")
+    p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    steps = {name: make_step(ov) for name, ov in VARIANTS.items()}
+    for step, _ in steps.values():  # warm up
+        step()
+    load_before = os.getloadavg()
+    times = {name: [] for name in steps}
+    for _ in range(args.rounds):
+        for name, (step, _) in steps.items():
+            t0 = time.perf_counter()
+            for _ in range(args.steps):
+                step()
+            times[name].append((time.perf_counter() - t0) / args.steps)
+    base = times["cpu-baby"]
+    results = {name: {"median_step_s": statistics.median(t),
+                      "ratio_to_cpu_baby": statistics.median(a / b for a, b in zip(t, base)),
+                      "config": steps[name][1]} for name, t in times.items()}
+    for name, r in results.items():
+        print(f"{name:<22} {r['median_step_s'] * 1e3:8.1f} ms  x{r['ratio_to_cpu_baby']:.3f}")
+    record = {"what": "train step time of cpu-baby variants, in turns", "threads": args.threads,
+              "rounds": args.rounds, "steps_per_round": args.steps, "note": args.note,
+              "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+              "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
+                          "loadavg_before": load_before, "loadavg_after": os.getloadavg()},
+              "results": results}
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"options-{datetime.datetime.now():%Y%m%d-%H%M%S}.json"
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    print(f"results written to {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,194 @@
+"""nanoGPT's CPU recipe against glassgpt's cpu-baby and cpu-speedrun, back to back.
+
+    python benchmarks/bench_vs_nanogpt.py --nanogpt /path/to/nanoGPT [--threads 1] [--parallel]
+
+nanoGPT (https://github.com/karpathy/nanoGPT, a checkout or an unpacked archive) is
+run as its README says for a CPU ("baby GPT": 4 layers, 4 heads, 128 wide, block 64,
+batch 12, 2000 iterations, `--device=cpu --compile=False --eval_iters=20
+--dropout=0.0`), on Tiny Shakespeare from GLASSGPT_MIRROR or ../shared/data: its
+`prepare.py` only downloads when `input.txt` is missing, so the local file is put
+there first. Its code is run, never copied: the checkout is copied to a temporary
+folder so the original stays untouched. Without --nanogpt (or NANOGPT_DIR), or when
+the folder holds no nanoGPT, only glassgpt's runs are timed and the JSON says
+nanoGPT was skipped.
+
+Recorded per run: wall time of the whole process (start-up, data, evals and
+checkpoints included), every periodic val loss with the wall time at which it was
+printed, the first time val loss <= the target (nanoGPT's final val loss of this
+sitting, or 1.8857 without it), and for glassgpt its whole-split final val loss
+and the training / eval / checkpoint split of its time. Periodic evals are
+estimates on 20 batches (nanoGPT: random ones; glassgpt: fixed ones); glassgpt's
+final figure reads every token of the val split.
+
+`--parallel` runs the three at once, one process each: on a machine shared with
+other work, the load then falls on all three alike. The load average before and
+after is stored with the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+NANOGPT_TARGET = 1.8857  # nanoGPT's final val loss on this recipe, measured on this machine (issue 17)
+NANOGPT_ARGS = ["config/train_shakespeare_char.py", "--device=cpu", "--compile=False", "--eval_iters=20",
+                "--log_interval=1", "--block_size=64", "--batch_size=12", "--n_layer=4", "--n_head=4",
+                "--n_embd=128", "--max_iters=2000", "--lr_decay_iters=2000", "--dropout=0.0"]
+NANOGPT_EVAL = re.compile(r"^step (\d+): train loss ([\d.]+), val loss ([\d.]+)")
+GLASSGPT_EVAL = re.compile(r"^step\s+(\d+) \| val loss ([\d.]+)")
+
+
+def find_tinyshakespeare() -> Path:
+    for folder in (os.environ.get("GLASSGPT_MIRROR"), REPO.parent / "shared" / "data"):
+        if folder and (Path(folder) / "tinyshakespeare.txt").is_file():
+            return Path(folder) / "tinyshakespeare.txt"
+    sys.exit("bench_vs_nanogpt: tinyshakespeare.txt not found: set GLASSGPT_MIRROR to the folder holding it")
+
+
+def timed_run(cmd: list[str], cwd: Path, env: dict, eval_line: re.Pattern, log_path: Path) -> dict:
+    """Run cmd, stamping each eval line with the seconds since the start."""
+    started = time.perf_counter()
+    evals = []
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for line in proc.stdout:
+            log.write(line)
+            m = eval_line.match(line.strip())
+            if m:
+                evals.append({"step": int(m.group(1)), "val_loss": float(m.groups()[-1]),
+                              "wall_s": time.perf_counter() - started})
+        proc.wait()
+    return {"command": cmd, "returncode": proc.returncode, "wall_s": time.perf_counter() - started,
+            "evals": evals, "log": str(log_path)}
+
+
+def time_to(evals: list[dict], target: float) -> dict | None:
+    hit = next((e for e in evals if e["val_loss"] <= target), None)
+    return {"step": hit["step"], "wall_s": hit["wall_s"], "val_loss": hit["val_loss"]} if hit else None
+
+
+def prepare_nanogpt(nanogpt: Path, work: Path, text: Path, env: dict) -> Path | None:
+    if not (nanogpt / "train.py").is_file() or not (nanogpt / "data" / "shakespeare_char" / "prepare.py").is_file():
+        return None
+    copy = work / "nanoGPT"
+    shutil.copytree(nanogpt, copy, ignore=shutil.ignore_patterns(".git", "out-*"))
+    data = copy / "data" / "shakespeare_char"
+    shutil.copyfile(text, data / "input.txt")  # prepare.py downloads only when input.txt is missing
+    subprocess.run([sys.executable, "prepare.py"], cwd=data, env=env, check=True, capture_output=True)
+    return copy
+
+
+def nanogpt_run(copy: Path, work: Path, env: dict, extra: list[str]) -> dict:
+    result = timed_run([sys.executable, "train.py", *NANOGPT_ARGS, f"--out_dir={work / 'out-nanogpt'}", *extra],
+                       copy, env, NANOGPT_EVAL, work / "nanogpt.log")
+    result["final_val_loss_estimate"] = result["evals"][-1]["val_loss"] if result["evals"] else None
+    return result
+
+
+def glassgpt_run(preset: str, work: Path, env: dict, extra: list[str]) -> dict:
+    run_dir = work / f"run-{preset}"
+    result = timed_run([sys.executable, "-m", "glassgpt", "train", preset, *extra, "--out", str(run_dir)], REPO, env,
+                       GLASSGPT_EVAL, work / f"{preset}.log")
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()] \
+        if (run_dir / "metrics.jsonl").is_file() else []
+    final = next((r for r in rows if r["kind"] == "final"), None)
+    if final:
+        result["final"] = {k: final[k] for k in ("val_loss", "train_seconds", "eval_seconds", "checkpoint_seconds",
+                                                 "wall_seconds", "tokens_per_s") if k in final}
+        last_step = max((r["step"] for r in rows if r["kind"] == "eval"), default=0)  # the whole-split eval
+        result["evals"].append({"step": last_step, "val_loss": final["val_loss"], "wall_s": result["wall_s"],
+                                "whole_split": True})
+    result["config"] = json.loads((run_dir / "config.json").read_text()) if (run_dir / "config.json").is_file() else None
+    return result
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--nanogpt", type=Path, default=os.environ.get("NANOGPT_DIR"), help="nanoGPT checkout (or NANOGPT_DIR)")
+    p.add_argument("--presets", nargs="+", default=["cpu-baby", "cpu-speedrun"])
+    p.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS for every run (default: torch's own)")
+    p.add_argument("--parallel", action="store_true", help="run them all at once instead of back to back")
+    p.add_argument("--note", default="")
+    p.add_argument("--max-iters", type=int, default=None, help="cut every run short: a smoke test, not a result")
+    p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
+    args = p.parse_args()
+
+    text = find_tinyshakespeare()
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""),
+           "GLASSGPT_MIRROR": str(text.parent), "PYTHONUNBUFFERED": "1"}  # each line stamped when printed
+    if args.threads:
+        env["OMP_NUM_THREADS"] = str(args.threads)
+    work = Path(tempfile.mkdtemp(prefix="vs-nanogpt-"))
+    env["GLASSGPT_DATA_DIR"] = str(work / "data")
+    subprocess.run([sys.executable, "-m", "glassgpt", "prepare", "shakespeare-char"], env=env, check=True,
+                   capture_output=True)
+    copy = prepare_nanogpt(args.nanogpt, work, text, env) if args.nanogpt else None
+    skipped = None if copy else f"nanoGPT not found at {args.nanogpt}" if args.nanogpt else "no --nanogpt given"
+
+    load_before = os.getloadavg()
+    jobs = {}
+    if copy:
+        nano_cut = [f"--max_iters={args.max_iters}", f"--lr_decay_iters={args.max_iters}", "--eval_interval=10"]
+        jobs["nanogpt"] = lambda: nanogpt_run(copy, work, env, nano_cut if args.max_iters else [])
+    glass_cut = [f"max_iters={args.max_iters}", "eval_interval=10"] if args.max_iters else []
+    for preset in args.presets:
+        jobs[preset] = lambda preset=preset: glassgpt_run(preset, work, env, glass_cut)
+    results = {}
+    if args.parallel:
+        threads = [threading.Thread(target=lambda k=k, f=f: results.__setitem__(k, f())) for k, f in jobs.items()]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    else:
+        for name, job in jobs.items():
+            print(f"running {name} ...", flush=True)
+            results[name] = job()
+    load_after = os.getloadavg()
+
+    nano = results.get("nanogpt")
+    target = nano["final_val_loss_estimate"] if nano and nano["final_val_loss_estimate"] else NANOGPT_TARGET
+    summary = {}
+    for name, r in results.items():
+        hit = time_to(r["evals"], target)
+        row = {"wall_s": r["wall_s"], "time_to_target": hit,
+               "final_val_loss": (r.get("final") or {}).get("val_loss", r.get("final_val_loss_estimate"))}
+        if nano:
+            row["wall_vs_nanogpt"] = r["wall_s"] / nano["wall_s"]
+            if hit:
+                row["time_to_target_vs_nanogpt_wall"] = hit["wall_s"] / nano["wall_s"]
+        summary[name] = row
+    import torch
+
+    record = {
+        "what": "nanoGPT's CPU baby recipe vs glassgpt cpu-baby and cpu-speedrun",
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "target_val_loss": target, "target_is": "nanoGPT's final val loss in this sitting" if nano else
+        f"{NANOGPT_TARGET}, nanoGPT's final val loss in issue 17 (nanoGPT not run here)",
+        "nanogpt_skipped": skipped, "mode": "parallel" if args.parallel else "back to back",
+        "threads": args.threads, "note": args.note, "max_iters_cut": args.max_iters,
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
+                    "torch": torch.__version__, "loadavg_before": load_before, "loadavg_after": load_after},
+        "summary": summary, "runs": results,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"vs-nanogpt-{datetime.datetime.now():%Y%m%d-%H%M%S}.json"
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    print(json.dumps(summary, indent=2))
+    print(f"results written to {path}" + (f" (nanoGPT skipped: {skipped})" if skipped else ""))
+
+
+if __name__ == "__main__":
+    main()
