@@ -35,7 +35,7 @@ def test_half_precision_generation_agrees_with_fp32(pos_encoding, attn_impl, dty
     half = prepare_for_inference(copy.deepcopy(fp32), dtype)
     assert {p.dtype for p in half.parameters()} == {dtype}
     if pos_encoding == "rope":
-        assert half.blocks[0].attn.rotary.inv_freq.dtype == torch.float32, "rotary frequencies stay fp32"
+        assert half.rotary.inv_freq.dtype == torch.float32, "rotary frequencies stay fp32"
     prompt = torch.randint(0, 50, (2, 5))
     steps = list(stream_logits(half, prompt, 20, temperature=0))
     tokens = torch.cat([prompt, *[ids for ids, _ in steps]], dim=1)  # (2, 25)
