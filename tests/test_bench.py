@@ -200,3 +200,49 @@ def test_train_step_learns_and_transformers_copy_matches():
 def test_peak_matmul_is_positive_and_sized():
     flops, n = peak_matmul(torch.float32, torch.device("cpu"), max_n=256, target_s=1e-3, repeats=2)
     assert flops > 0 and n in (128, 256)
+
+
+# ---------------------------------------------------------------- numbers that would be wrong if a suite measured the wrong thing
+
+def test_hooks_suite_counts_every_hook_point_on_the_path_once():
+    """Each block passes through 12 hook points on any path (resid_pre, ln_1, q, k, v, z, attn.out,
+    resid_mid, ln_2, mlp.hidden, mlp.out, resid_post), RoPE adds rot_q and rot_k, the manual path
+    scores and pattern; plus embed and ln_f."""
+    from glassgpt.bench.variants import TINY
+    from glassgpt.bench.workloads import model_config
+
+    for impl in ("sdpa", "manual"):
+        cfg = model_config("cpu-baby", **TINY, attn_impl=impl)
+        model = build_model(cfg, torch.device("cpu"))
+        rope = 2 if "blocks.0.attn.rot_q" in model.hook_names() else 0
+        manual = 2 if impl == "manual" else 0
+        expected = 2 + cfg.n_layer * (12 + rope + manual)
+        x, _ = random_batch(cfg.vocab_size, 1, 16, torch.device("cpu"))
+        assert hook_calls_per_forward(model, x) == expected, impl
+
+
+def test_mfu_suite_figures_follow_from_its_own_timings(quick_all):
+    """MFU = flops/token (the PaLM formula, counted here by hand for the model the suite
+    timed) x its tokens/s / its measured peak."""
+    from glassgpt.bench.variants import TINY
+    from glassgpt.bench.workloads import model_config
+
+    figures = {f["name"]: f for f in quick_all[2]["figures"]}
+    tokens = figures["tiny float32: tokens/s"]
+    T, tokens_per_s = tokens["T"], tokens["value"]
+    cfg = model_config("cpu-baby", **TINY)
+    weights = cfg.n_layer * (12 * cfg.n_embd ** 2 + 13 * cfg.n_embd) + 2 * cfg.n_embd  # blocks (with biases) + ln_f
+    weights += cfg.vocab_size * cfg.n_embd  # the tied token table / head
+    flops = 6 * weights + 12 * cfg.n_layer * cfg.n_head * cfg.head_size * T
+    mfu = figures["tiny float32: MFU"]
+    assert mfu["flops_per_token"] == flops
+    assert mfu["value"] == pytest.approx(flops * tokens_per_s / (figures["peak matmul float32"]["value"] * 1e12))
+
+
+def test_scaling_suite_sees_manual_attention_memory_grow_faster_in_T(quick_all):
+    """Saved activations of manual attention hold (T, T) patterns: their growth in T is steeper
+    than SDPA's. A suite that measured the wrong model or the wrong axis would not show it."""
+    figures = {f["name"]: f["value"] for f in quick_all[2]["figures"]}
+    manual, sdpa = figures["scaling manual memory exponent in T"], figures["scaling sdpa memory exponent in T"]
+    assert abs(sdpa - 1.0) < 0.05, sdpa  # saved bytes, not timings: deterministic; SDPA's grow linearly in T
+    assert manual > sdpa + 0.05, (manual, sdpa)  # quick mode's short T range: (T, T) patterns are a small share
