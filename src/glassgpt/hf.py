@@ -76,6 +76,9 @@ def config_to_hf(config: GPTConfig):
     """transformers GPT2Config of a GPTConfig, or UsageError if GPT-2 cannot hold the model."""
     if config.pos_encoding != "learned":
         raise UsageError(f"GPT-2 has learned positions, this model uses {config.pos_encoding}: it cannot be exported")
+    if config.attn_sink != "none":
+        raise UsageError(f"GPT-2 has no attention-sink remedy, this model uses attn_sink={config.attn_sink}: "
+                         "it cannot be exported to transformers")
     transformers = import_transformers()
     in_vocab = GPT2_VOCAB_SIZE - 1 if config.vocab_size >= GPT2_VOCAB_SIZE else None  # <|endoftext|>
     return transformers.GPT2Config(

@@ -36,7 +36,7 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 # The fields that fix the weights' shapes and meaning; the others (dropout, attn_impl,
 # norm) may change when a run is resumed.
 SHAPE_FIELDS = ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "bias", "pos_encoding",
-                "rope_theta", "tie_weights")
+                "rope_theta", "tie_weights", "attn_sink")
 
 
 # ---------------------------------------------------------------- parts
