@@ -34,8 +34,15 @@ class Limits:
 class Demo:
     """The model and tokenizer behind the page, and the two things the page asks of them."""
 
-    def __init__(self, model, tokenizer, limits: Limits = Limits()):
+    def __init__(self, model, tokenizer, limits: Limits = Limits(), metrics_rows: list[dict] | None = None):
         self.model, self.tokenizer, self.limits = model.eval(), tokenizer, limits
+        self.metrics_rows = metrics_rows or []  # the run's metrics.jsonl, for the curves of its analysis rows
+
+    def dynamics(self):
+        """The figure of the run's analysis rows (dynamics.png), or None when it was trained without them."""
+        from glassgpt.analysis.dynamics import analysis_rows, plot_dynamics
+
+        return plot_dynamics(self.metrics_rows) if analysis_rows(self.metrics_rows) else None
 
     def encode_prompt(self, prompt: str) -> list[int]:
         if not isinstance(prompt, str) or not prompt:
@@ -137,6 +144,10 @@ def build_app(demo: Demo, title: str = "glassgpt"):
             attention_plot = gr.Plot(label="Attention pattern", elem_id="attention-plot")
             depth_plot = gr.Plot(label="Depth scan", elem_id="depth-plot")
             sinks_table = gr.Dataframe(headers=["layer", "head", "share", "sinks onto"], label="Sink heads")
+            dynamics_fig = demo.dynamics()
+            if dynamics_fig is not None:  # trained with analysis_interval: how these heads formed
+                gr.Plot(value=dynamics_fig, label="During training: loss, in-context learning, induction, sinks",
+                        elem_id="dynamics-plot")
 
         def inside(text: str, prompt: str, layer: int, head: int):
             return demo.inside(text or prompt, layer, head)
@@ -152,7 +163,9 @@ def build_app(demo: Demo, title: str = "glassgpt"):
 def launch(run_dir: str, host: str = "127.0.0.1", port: int = 7860, limits: Limits = Limits(), block: bool = True):
     from glassgpt.checkpoint import load_run
 
+    from glassgpt.analysis.dynamics import read_metrics
+
     model, tokenizer, _ = load_run(run_dir)
-    app = build_app(Demo(model, tokenizer, limits), title=f"glassgpt · {os.path.basename(os.path.normpath(run_dir))}")
+    app = build_app(Demo(model, tokenizer, limits, read_metrics(run_dir)), title=f"glassgpt · {os.path.basename(os.path.normpath(run_dir))}")
     app.launch(server_name=host, server_port=port, prevent_thread_lock=not block, show_error=True)
     return app

@@ -25,6 +25,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from glassgpt import checkpoint as ckpt
+from glassgpt.analysis import dynamics
 from glassgpt.config import GPTConfig, RunConfig, TrainConfig, check_device_name
 from glassgpt.data import BatchLoader, TokenDataset, eval_windows
 from glassgpt.errors import RunError, UsageError
@@ -255,6 +256,10 @@ def _train(rc: RunConfig, run_dir: Path, resume: bool, log, dist_info: Dist, on_
     if resume:
         metrics.load(up_to_step=step)  # every rank reads it, so all agree on which evals are done
     metrics.open_tensorboard(step if resume else None)
+    probe = None  # the fixed inputs of the analysis rows (analysis_interval), measured by the main process
+    if tc.analysis_interval and dist_info.is_main:
+        probe = dynamics.AnalysisProbe.build(val_data, mc.block_size, tokenizer.vocab_size, tc.seed).to(device)
+    analysis_total, analysis_in_window = 0.0, 0.0  # seconds spent on analysis, kept out of tokens/s
 
     def save_checkpoint() -> None:  # called on every rank: each gives its RNG state
         rng = gather_rng_states(device, dist_info)
@@ -267,6 +272,24 @@ def _train(rc: RunConfig, run_dir: Path, resume: bool, log, dist_info: Dist, on_
     def run_eval(max_batches: int | None) -> float:
         return evaluate(raw_model, val_data, mc.block_size, tc.batch_size, device, tc.dtype, max_batches, dist_info)
 
+    def run_analysis() -> float:  # an "analysis" row in metrics.jsonl; returns the seconds it took
+        started_at = time.perf_counter()
+        row = dynamics.analysis_row(raw_model, probe, step)
+        metrics.append(row)
+        seconds = time.perf_counter() - started_at
+        best = max(range(len(row["induction"])), key=lambda i: row["induction"][i]) if "induction" in row else None
+        induction = (f"induction {row['induction'][best]:.2f} (layer {best} head {row['induction_head'][best]}) | "
+                     if best is not None else "")
+        log(f"step {step:>6} | analysis: {induction}sink share {max(row['sink_share']):.2f} | "
+            f"icl score {row['icl_score']:+.2f} | {seconds:.1f}s, not counted in tok/s")
+        return seconds
+
+    def draw_dynamics() -> float:  # dynamics.png, redrawn with loss.png; returns the seconds it took
+        started_at = time.perf_counter()
+        if probe is not None and dynamics.analysis_rows(metrics.rows):
+            ckpt.atomic_write(run_dir / dynamics.DYNAMICS, lambda p: dynamics.write_dynamics(metrics.rows, p))
+        return time.perf_counter() - started_at
+
     def eval_row(val_loss: float) -> dict:  # loss in nats, and bits per byte or character where they apply
         return {"kind": "eval", "step": step, "val_loss": val_loss, **dataset.bits_per_unit(val_loss)}
 
@@ -275,6 +298,9 @@ def _train(rc: RunConfig, run_dir: Path, resume: bool, log, dist_info: Dist, on_
     log(f"training {raw_model.num_params():,} parameters on {device} ({tc.dtype}), "
         f"{tokens_per_step:,} tokens per step, {dist_info.world_size} process(es), into {run_dir}"
         + (f", peak {peak / 1e12:.0f} TFLOP/s for MFU" if peak else ""))
+    if probe is not None:
+        log(f"analysis every {tc.analysis_interval} steps into {run_dir / dynamics.DYNAMICS} "
+            "(its time is left out of tokens/s)")
     if step == 0:
         save_checkpoint()  # the run directory is a loadable run from the start
 
@@ -288,7 +314,11 @@ def _train(rc: RunConfig, run_dir: Path, resume: bool, log, dist_info: Dist, on_
                     val_loss = run_eval(tc.eval_iters)
                     metrics.append(eval_row(val_loss))
                     metrics.plot()
+                    analysis_in_window += draw_dynamics()
                     log(f"step {step:>6} | val loss {val_loss:.4f}")
+
+                if probe is not None and step % tc.analysis_interval == 0 and not dynamics.has_analysis(metrics.rows, step):
+                    analysis_in_window += run_analysis()
 
                 lr = lr_at(step, tc)
                 for group in optimizer.param_groups:
@@ -312,7 +342,7 @@ def _train(rc: RunConfig, run_dir: Path, resume: bool, log, dist_info: Dist, on_
                 if step % tc.log_interval == 0 or step == tc.max_iters:
                     train_loss = loss.item()
                     peak_mem = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
-                    elapsed = time.time() - window_start
+                    elapsed = time.time() - window_start - analysis_in_window
                     tok_s = window_tokens / max(elapsed, 1e-9)
                     row = {"kind": "train", "step": step, "train_loss": train_loss, "lr": lr,
                            "grad_norm": grad_norm.item(), "tokens_per_s": tok_s,
@@ -323,6 +353,7 @@ def _train(rc: RunConfig, run_dir: Path, resume: bool, log, dist_info: Dist, on_
                     mfu_text = f" | mfu {row['mfu']:.1%}" if peak else ""
                     log(f"step {step:>6} | loss {train_loss:.4f} | lr {lr:.2e} | {tok_s:,.0f} tok/s{mfu_text}")
                     window_start, window_tokens = time.time(), 0
+                    analysis_total, analysis_in_window = analysis_total + analysis_in_window, 0.0
 
                 if step % tc.eval_interval == 0 or step == tc.max_iters:
                     save_checkpoint()
@@ -332,14 +363,18 @@ def _train(rc: RunConfig, run_dir: Path, resume: bool, log, dist_info: Dist, on_
                     raise Interrupted(f"stopped by {name} at step {step} with a checkpoint saved; continue with: "
                                       f"glassgpt train --out {run_dir} --resume")
 
+        if probe is not None and not dynamics.has_analysis(metrics.rows, step):
+            analysis_in_window += run_analysis()  # the curves end where training ends
+        analysis_total += analysis_in_window
         train_seconds = time.time() - started
         val_loss = run_eval(None)  # the whole validation split: a stable final figure
         final = {**eval_row(val_loss), "kind": "final", "train_seconds": train_seconds,
-                 "tokens_per_s": (step - start_step) * tokens_per_step / max(train_seconds, 1e-9),
-                 "skipped_steps": skipped}
+                 "tokens_per_s": (step - start_step) * tokens_per_step / max(train_seconds - analysis_total, 1e-9),
+                 "skipped_steps": skipped, **({"analysis_seconds": analysis_total} if probe is not None else {})}
         metrics.append(eval_row(val_loss))
         metrics.append(final)
         metrics.plot()
+        draw_dynamics()
     finally:
         metrics.close()
     bits = next((f" | {v:.3f} {k.replace('_', ' ')}" for k, v in final.items() if k.startswith("bits_per")), "")
