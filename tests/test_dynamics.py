@@ -175,3 +175,45 @@ def test_the_demo_inside_tab_shows_the_curves_when_the_run_has_analysis_rows(ana
 
     assert "dynamics-plot" in elem_ids(build_app(with_rows))
     assert "dynamics-plot" not in elem_ids(build_app(Demo(model, tokenizer)))
+
+
+# ---------------------------------------------------------------- the repeated-random dataset and the presets
+
+def test_repeated_segments_repeat_each_segment_once_and_are_fixed_by_the_seed():
+    from glassgpt.data.synthetic import repeated_segments
+
+    stream = repeated_segments(10_000, seed=5, lengths=(8, 32))
+    assert stream.size == 10_000 and stream.min() >= 0 and stream.max() < 256
+    assert (stream == repeated_segments(10_000, seed=5, lengths=(8, 32))).all()
+    assert not (stream == repeated_segments(10_000, seed=6, lengths=(8, 32))).all()
+    fixed = repeated_segments(24, seed=0, lengths=(4, 4))  # three segments of 4, each twice
+    for start in range(0, 24, 8):
+        assert (fixed[start: start + 4] == fixed[start + 4: start + 8]).all()
+
+
+def test_prepare_repeated_random_makes_byte_token_files_with_a_val_split(tmp_path, monkeypatch):
+    from glassgpt.data import TokenDataset, prepare
+    from glassgpt.data.synthetic import SPLIT_TOKENS
+
+    monkeypatch.setenv("GLASSGPT_DATA_DIR", str(tmp_path))
+    prepare("repeated-random")
+    dataset = TokenDataset.load("repeated-random")
+    assert dataset.tokenizer.name == "byte" and dataset.tokenizer.vocab_size == 256
+    train_split, val = dataset.split("train"), dataset.split("val")
+    assert len(train_split) == SPLIT_TOKENS["train"] and len(val) == SPLIT_TOKENS["val"]
+    assert not (train_split[:1000] == val[:1000]).all()  # different seeds
+
+
+@pytest.mark.parametrize("preset", ["induction", "sinks"])
+def test_a_preset_on_data_that_is_not_prepared_is_one_line_exit_2_and_writes_nothing(preset, tmp_path):
+    result = run_cli("train", preset, "--out", str(tmp_path / "run"), env={"GLASSGPT_DATA_DIR": str(tmp_path / "empty")})
+    assert_clean_error(result, 2, "glassgpt prepare repeated-random")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("preset", ["induction", "sinks"])
+def test_both_presets_carry_the_analysis(preset):
+    from glassgpt.config import load_preset
+
+    _, train_config = load_preset(preset)
+    assert train_config.analysis_interval > 0 and train_config.dataset == "repeated-random"
