@@ -11,6 +11,7 @@ layer, sdpa and manual, timed in turns in this process (ratios to attn_sink=none
 
 Run: PYTHONPATH=src GLASSGPT_DATA_DIR=... python benchmarks/bench_dynamics.py [--runs induction,sinks-none,...]
      [--threads 1] [--out benchmarks/results] [--note "machine was shared"]
+or, for runs already trained with `glassgpt train PRESET --out DIR/<run name>`, `--from-runs DIR`.
 Needs `glassgpt prepare repeated-random`. Writes benchmarks/results/dynamics-<date>.json.
 """
 
@@ -50,6 +51,32 @@ def last_analysis(run_dir: Path) -> dict:
         for r in analysis]}
 
 
+def summarize_run(name: str, run_dir: Path, out_dir: Path, overrides: list[str], wall: float | None,
+                  load_before, load_after) -> dict:
+    got = last_analysis(run_dir)
+    shutil.copy(run_dir / "dynamics.png", out_dir / f"dynamics-{name}.png")
+    a, f = got["analysis"], got["final"]
+    return {
+        "preset": RUNS[name][0], "overrides": overrides, "wall_seconds": None if wall is None else round(wall, 1),
+        "train_seconds": round(f["train_seconds"], 1), "analysis_seconds": round(f.get("analysis_seconds", 0.0), 1),
+        "tokens_per_s": round(f["tokens_per_s"]), "val_loss": round(f["val_loss"], 4),
+        "largest_sink_share": max(a["sink_share"]), "sink_share_per_layer": a["sink_share"],
+        "sink_head_per_layer": a["sink_head"], "sink_key_per_layer": a["sink_key"],
+        "first_position_share_per_layer": a["first_position_share"],
+        "induction_per_layer": a.get("induction"), "induction_head_per_layer": a.get("induction_head"),
+        "previous_token_per_layer": a.get("previous_token"), "icl_score": a["icl_score"],
+        "load_average_before": load_before, "load_average_after": load_after,
+        "curve": got["curve"], "picture": f"dynamics-{name}.png",
+    }
+
+
+def collect_one(name: str, run_dir: Path, out_dir: Path) -> dict:
+    """The same figures from a run trained with `glassgpt train` (its config.json says how)."""
+    config = json.loads((run_dir / "config.json").read_text())
+    overrides = [f"{k}={v}" for k, v in {**config["model"], **config["train"]}.items()]
+    return {**summarize_run(name, run_dir, out_dir, overrides, None, None, None), "collected_from": str(run_dir)}
+
+
 def train_one(name: str, out_dir: Path, extra: list[str]) -> dict:
     from glassgpt.config import load_run_config
     from glassgpt.train import train
@@ -62,21 +89,7 @@ def train_one(name: str, out_dir: Path, extra: list[str]) -> dict:
         started = time.perf_counter()
         train(run_config, run_dir, log=lambda line: print(f"[{name}] {line}", file=sys.stderr, flush=True))
         wall = time.perf_counter() - started
-        got = last_analysis(run_dir)
-        shutil.copy(run_dir / "dynamics.png", out_dir / f"dynamics-{name}.png")
-    a, f = got["analysis"], got["final"]
-    return {
-        "preset": preset, "overrides": overrides + extra, "wall_seconds": round(wall, 1),
-        "train_seconds": round(f["train_seconds"], 1), "analysis_seconds": round(f.get("analysis_seconds", 0.0), 1),
-        "tokens_per_s": round(f["tokens_per_s"]), "val_loss": round(f["val_loss"], 4),
-        "largest_sink_share": max(a["sink_share"]), "sink_share_per_layer": a["sink_share"],
-        "sink_head_per_layer": a["sink_head"], "sink_key_per_layer": a["sink_key"],
-        "first_position_share_per_layer": a["first_position_share"],
-        "induction_per_layer": a.get("induction"), "induction_head_per_layer": a.get("induction_head"),
-        "previous_token_per_layer": a.get("previous_token"), "icl_score": a["icl_score"],
-        "load_average_before": list(load_before), "load_average_after": list(os.getloadavg()),
-        "curve": got["curve"], "picture": f"dynamics-{name}.png",
-    }
+        return summarize_run(name, run_dir, out_dir, overrides + extra, wall, list(load_before), list(os.getloadavg()))
 
 
 def attention_cost(repeats: int = 20) -> dict:
@@ -113,6 +126,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     parser.add_argument("--note", default="")
     parser.add_argument("--set", nargs="*", default=[], metavar="key=value", help="overrides for every run")
+    parser.add_argument("--from-runs", type=Path, default=None, metavar="DIR",
+                        help="do not train: collect the figures of runs already trained into DIR/<run name>")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -121,7 +136,10 @@ def main() -> None:
     result = {"benchmark": "dynamics", "note": args.note, "machine": machine_info(torch.device("cpu")),
               "attention_cost": attention_cost(), "runs": {}}
     for name in args.runs.split(","):
-        result["runs"][name] = train_one(name, args.out, args.set)
+        if args.from_runs is not None:
+            result["runs"][name] = collect_one(name, args.from_runs / name, args.out)
+        else:
+            result["runs"][name] = train_one(name, args.out, args.set)
         print(json.dumps({name: {k: v for k, v in result["runs"][name].items() if k != "curve"}}), flush=True)
     path = args.out / f"dynamics-{stamp}.json"
     path.write_text(json.dumps(result, indent=1))

@@ -217,3 +217,15 @@ def test_both_presets_carry_the_analysis(preset):
 
     _, train_config = load_preset(preset)
     assert train_config.analysis_interval > 0 and train_config.dataset == "repeated-random"
+
+
+def test_the_summary_names_the_previous_token_head_before_the_induction_head():
+    from glassgpt.analysis.summary import summarize
+
+    induction = torch.tensor([[0.01, 0.02], [0.05, 0.91]])  # layer 1 head 1
+    previous = torch.tensor([[0.10, 0.88], [0.97, 0.02]])  # layer 0 head 1; layer 1 head 0 comes after it
+    text = summarize({"induction": induction, "previous_token": previous, "induction_seq_len": 32})
+    assert "layer 1 head 1 (0.91)" in text
+    assert "Before it, layer 0 head 1 is a previous-token head (0.88" in text
+    weak = summarize({"induction": induction, "previous_token": previous * 0.1, "induction_seq_len": 32})
+    assert "No previous-token head before it" in weak
