@@ -34,12 +34,19 @@ class Limits:
 class Demo:
     """The model and tokenizer behind the page, and the two things the page asks of them."""
 
-    def __init__(self, model, tokenizer, limits: Limits = Limits()):
+    def __init__(self, model, tokenizer, limits: Limits = Limits(), metrics_rows: list[dict] | None = None):
         self.model, self.tokenizer, self.limits = model.eval(), tokenizer, limits
         # The Inside tab reads a prompt plus its generation: up to max_new_tokens tokens,
         # each at most as long as the longest text one token decodes to.
         longest_token = max(len(tokenizer.decode([i])) for i in range(tokenizer.vocab_size))
         self.max_inside_chars = limits.max_prompt_chars + limits.max_new_tokens * longest_token
+        self.metrics_rows = metrics_rows or []  # the run's metrics.jsonl, for the curves of its analysis rows
+
+    def dynamics(self):
+        """The figure of the run's analysis rows (dynamics.png), or None when it was trained without them."""
+        from glassgpt.analysis.dynamics import analysis_rows, plot_dynamics
+
+        return plot_dynamics(self.metrics_rows) if analysis_rows(self.metrics_rows) else None
 
     def encode_prompt(self, prompt: str, max_chars: int | None = None) -> list[int]:
         max_chars = max_chars or self.limits.max_prompt_chars
@@ -151,6 +158,10 @@ def build_app(demo: Demo, title: str = "glassgpt"):
             attention_plot = gr.Plot(label="Attention pattern", elem_id="attention-plot")
             depth_plot = gr.Plot(label="Depth scan", elem_id="depth-plot")
             sinks_table = gr.Dataframe(headers=["layer", "head", "share", "sinks onto"], label="Sink heads")
+            dynamics_fig = demo.dynamics()
+            if dynamics_fig is not None:  # trained with analysis_interval: how these heads formed
+                gr.Plot(value=dynamics_fig, label="During training: loss, in-context learning, induction, sinks",
+                        elem_id="dynamics-plot")
 
         def inside(text: str, prompt: str, layer: int, head: int):
             return demo.inside(text or prompt, layer, head)
@@ -168,8 +179,11 @@ def launch(run_dir: str, host: str = "127.0.0.1", port: int = 7860, limits: Limi
     from glassgpt.checkpoint import load_run
     from glassgpt.generate import prepare_for_inference
 
+    from glassgpt.analysis.dynamics import read_metrics
+
     model, tokenizer, _ = load_run(run_dir, dtype=dtype)  # generation and the Inside tab both use this dtype
     model = prepare_for_inference(model)
-    app = build_app(Demo(model, tokenizer, limits), title=f"glassgpt · {os.path.basename(os.path.normpath(run_dir))}")
+    app = build_app(Demo(model, tokenizer, limits, read_metrics(run_dir)),
+                    title=f"glassgpt · {os.path.basename(os.path.normpath(run_dir))}")
     app.launch(server_name=host, server_port=port, prevent_thread_lock=not block, show_error=True)
     return app

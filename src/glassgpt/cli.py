@@ -77,7 +77,7 @@ def build_parser() -> ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser, metavar="COMMAND")
 
     p = sub.add_parser("prepare", help="download and tokenize a dataset")
-    p.add_argument("dataset", help="shakespeare-char, shakespeare, enwik8, fineweb-edu")
+    p.add_argument("dataset", help="shakespeare-char, shakespeare, enwik8, fineweb-edu, repeated-random")
     p.add_argument("--max-tokens", type=positive_int, default=None, help="cap on tokens (streamed datasets)")
     p.add_argument("--workers", type=positive_int, default=None,
                    help="tokenizer processes for streamed datasets (default: one per CPU)")

@@ -40,6 +40,7 @@ class GPTConfig:
     mlp_act: str = "gelu"  # "gelu" | "relu2" (squared ReLU)
     logit_softcap: float = 0.0  # > 0: logits = cap * tanh(logits / cap); 0 is off
     zero_init_proj: bool = False  # start every attention and MLP output projection at zero
+    attn_sink: str = "none"  # "none" | "learned" (a per-head logit in the softmax) | "gate" (a sigmoid gate per head)
 
     def __post_init__(self):
         self.validate()
@@ -52,6 +53,7 @@ class GPTConfig:
         _check_choice("pos_encoding", self.pos_encoding, ("learned", "rope"))
         _check_choice("norm", self.norm, ("scratch", "torch"))
         _check_choice("attn_impl", self.attn_impl, ("manual", "sdpa"))
+        _check_choice("attn_sink", self.attn_sink, ("none", "learned", "gate"))
         if not 0.0 <= self.dropout < 1.0:
             raise UsageError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.n_embd % self.n_head:
@@ -105,6 +107,7 @@ class TrainConfig:
     tensorboard: bool = False  # also log to RUN_DIR/tensorboard (needs the tensorboard package)
     init_from: str = ""  # a run directory to start from (fine-tuning): its weights, shape and tokenizer
     optimizer: str = "adamw"  # "adamw" | "muon": torch.optim.Muon for the blocks' 2-D weights, AdamW for the rest
+    analysis_interval: int = 0  # every this many steps, an "analysis" row in metrics.jsonl and dynamics.png; 0 = off
 
     def __post_init__(self):
         self.validate()
@@ -118,6 +121,8 @@ class TrainConfig:
         for name in ("warmup_iters", "lr_decay_iters", "weight_decay", "grad_clip", "min_lr"):
             if getattr(self, name) < 0:
                 raise UsageError(f"{name} must not be negative, got {getattr(self, name)}")
+        if self.analysis_interval < 0:
+            raise UsageError(f"analysis_interval must be 0 (off) or a number of steps, got {self.analysis_interval}")
         if self.learning_rate <= 0:
             raise UsageError(f"learning_rate must be positive, got {self.learning_rate}")
         if self.min_lr > self.learning_rate:

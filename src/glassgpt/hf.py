@@ -76,6 +76,9 @@ def config_to_hf(config: GPTConfig):
     """transformers GPT2Config of a GPTConfig, or UsageError if GPT-2 cannot hold the model."""
     if config.pos_encoding != "learned":
         raise UsageError(f"GPT-2 has learned positions, this model uses {config.pos_encoding}: it cannot be exported")
+    if config.attn_sink != "none":
+        raise UsageError(f"GPT-2 has no attention-sink remedy, this model uses attn_sink={config.attn_sink}: "
+                         "it cannot be exported to transformers")
     if config.qk_norm or config.mlp_act != "gelu" or config.logit_softcap:
         used = [name for name, on in (("qk_norm", config.qk_norm), (f"mlp_act={config.mlp_act}", config.mlp_act != "gelu"),
                                        ("logit_softcap", config.logit_softcap)) if on]

@@ -118,7 +118,16 @@ class CausalSelfAttention(nn.Module):
         self.qk_norm = config.qk_norm  # RMS-normalise each head's q and k (no weights) before the dot product
         self.q, self.k, self.v = HookPoint(), HookPoint(), HookPoint()  # (B, nh, T, hs)
         self.scores = HookPoint()  # (B, nh, T, Tk) pre-softmax, masked with -inf
-        self.pattern = HookPoint()  # (B, nh, T, Tk) attention weights, rows sum to 1
+        self.pattern = HookPoint()  # (B, nh, T, Tk) attention weights, rows sum to 1 (less with a learned sink)
+        # Sink remedies (attn_sink): a head that has nothing to look up need not dump its attention on a key.
+        self.sink_logit = None  # "learned": (nh,) one more logit in each softmax, for attending to nothing
+        self.c_gate = None  # "gate": (C -> nh) a sigmoid gate on each head's output, from the block's input
+        if config.attn_sink == "learned":
+            self.sink_logit = nn.Parameter(torch.zeros(config.n_head))  # 0: "softmax off by one" at the start
+            self.sink_weight = HookPoint()  # (B, nh, T) the weight each query gives to nothing (read-only)
+        if config.attn_sink == "gate":
+            self.c_gate = nn.Linear(config.n_embd, config.n_head, bias=True)
+            self.gate = HookPoint()  # (B, nh, T) each head's gate, in (0, 1)
         self.z = HookPoint()  # (B, nh, T, hs) each head's weighted values
         self.out = HookPoint()  # (B, T, C) after the output projection
 
@@ -142,10 +151,16 @@ class CausalSelfAttention(nn.Module):
             q, k = apply_rotary(torch.cat([q, k], dim=1), *rope).chunk(2, dim=1)  # 2 x (B, nh, T, hs)
         if kv_cache is not None:
             k, v = kv_cache.update(self.layer_idx, k, v)  # (B, nh, Tk, hs): the past and the new
-        if self.attn_impl == "manual" or self.scores.active or self.pattern.active:
+        watched = self.scores.active or self.pattern.active or (self.sink_logit is not None and self.sink_weight.active)
+        if self.attn_impl == "manual" or watched:
             y = self.manual_attention(q, k, v)
+        elif self.sink_logit is not None:
+            y = self.sdpa_attention_with_sink(q, k, v)
         else:
             y = self.sdpa_attention(q, k, v)
+        if self.c_gate is not None:  # Gated Attention (Qiu et al. 2025): each head scaled by its gate
+            gate = self.gate(torch.sigmoid(self.c_gate(x)).transpose(1, 2))  # (B, T, nh) -> (B, nh, T)
+            y = y * gate[..., None]  # (B, nh, T, hs) x (B, nh, T, 1)
         y = self.z(y)  # (B, nh, T, hs)
         y = self.resid_dropout(self.c_proj(self.merge_heads(y)))  # (B, T, C)
         return self.out(y)
@@ -155,7 +170,15 @@ class CausalSelfAttention(nn.Module):
         scores = (q @ k.transpose(-2, -1)) / math.sqrt(self.head_size)  # (B, nh, T, hs) x (B, nh, hs, Tk) -> (B, nh, T, Tk)
         scores = scores.masked_fill(~causal_mask(T, Tk, q.device), float("-inf"))  # no looking ahead
         scores = self.scores(scores)
-        pattern = self.pattern(F.softmax(scores.float(), dim=-1).to(v.dtype))  # (B, nh, T, Tk)
+        if self.sink_logit is not None:  # one more column, the learned sink logit: the head may attend to nothing
+            B, nh = scores.shape[:2]
+            sink = self.sink_logit.float().view(1, nh, 1, 1).expand(B, nh, T, 1)  # (B, nh, T, 1)
+            weights = F.softmax(torch.cat([scores.float(), sink], dim=-1), dim=-1)  # (B, nh, T, Tk + 1)
+            self.sink_weight(weights[..., -1])  # (B, nh, T)
+            weights = weights[..., :-1]  # (B, nh, T, Tk): the weights used, rows sum to 1 - sink weight
+        else:
+            weights = F.softmax(scores.float(), dim=-1)  # (B, nh, T, Tk)
+        pattern = self.pattern(weights.to(v.dtype))  # (B, nh, T, Tk)
         return self.attn_dropout(pattern) @ v  # (B, nh, T, Tk) x (B, nh, Tk, hs) -> (B, nh, T, hs)
 
     def sdpa_attention(self, q, k, v) -> torch.Tensor:
@@ -167,6 +190,25 @@ class CausalSelfAttention(nn.Module):
             return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
         mask = causal_mask(T, Tk, q.device)  # queries offset by the cached past
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+
+
+    def sdpa_attention_with_sink(self, q, k, v) -> torch.Tensor:
+        """The learned sink on the fused path: one extra key, first, that every query sees, with value 0
+        and score = the head's sink logit. Each query gets an extra feature 1, each key an extra feature 0,
+        and the sink key 0s plus sink_logit * sqrt(hs), so q.k / sqrt(hs) is unchanged for the real keys
+        and equals the sink logit for the sink key: the same softmax as the manual path's extra column."""
+        B, nh, T, hs = q.shape
+        Tk = k.size(2)
+        q = torch.cat([q, q.new_ones(B, nh, T, 1)], dim=-1)  # (B, nh, T, hs + 1)
+        k = torch.cat([k, k.new_zeros(B, nh, Tk, 1)], dim=-1)  # (B, nh, Tk, hs + 1)
+        sink_key = torch.cat([k.new_zeros(nh, hs), (self.sink_logit * math.sqrt(hs)).to(k.dtype)[:, None]], dim=-1)
+        k = torch.cat([sink_key.view(1, nh, 1, hs + 1).expand(B, nh, 1, hs + 1), k], dim=2)  # (B, nh, 1 + Tk, hs + 1)
+        v = torch.cat([v.new_zeros(B, nh, 1, hs), v], dim=2)  # (B, nh, 1 + Tk, hs)
+        always = torch.ones(T, 1, dtype=torch.bool, device=q.device)
+        mask = torch.cat([always, causal_mask(T, Tk, q.device)], dim=-1)  # (T, 1 + Tk)
+        dropout_p = self.dropout if self.training else 0.0
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p,
+                                              scale=1.0 / math.sqrt(hs))
 
 
 class MLP(nn.Module):

@@ -26,6 +26,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from glassgpt import checkpoint as ckpt
 from glassgpt import finetune
+from glassgpt.analysis import dynamics
 from glassgpt.config import GPTConfig, RunConfig, TrainConfig
 from glassgpt.data import BatchLoader, TokenDataset, eval_windows
 from glassgpt.device import resolve_device  # noqa: F401  (also glassgpt.train.resolve_device, as before)
@@ -315,6 +316,9 @@ def _train(rc: RunConfig, run_dir: Path, resume: bool, log, dist_info: Dist, on_
             return finished
         metrics.load(up_to_step=step)  # every rank reads it, so all agree on which evals are done
     metrics.open_tensorboard(step if resume else None)
+    probe = None  # the fixed inputs of the analysis rows (analysis_interval), measured by the main process
+    if tc.analysis_interval and dist_info.is_main:
+        probe = dynamics.AnalysisProbe.build(val_data, mc.block_size, tokenizer.vocab_size, tc.seed).to(device)
 
     def save_checkpoint() -> None:  # called on every rank: each gives its RNG state
         rng = gather_rng_states(device, dist_info)
@@ -328,6 +332,21 @@ def _train(rc: RunConfig, run_dir: Path, resume: bool, log, dist_info: Dist, on_
     def run_eval(max_batches: int | None) -> float:
         return evaluate(raw_model, val_data, mc.block_size, tc.batch_size, device, tc.dtype, max_batches, dist_info)
 
+    def run_analysis() -> None:  # an "analysis" row in metrics.jsonl
+        started_at = time.perf_counter()
+        row = dynamics.analysis_row(raw_model, probe, step)
+        metrics.append(row)
+        seconds = time.perf_counter() - started_at
+        best = max(range(len(row["induction"])), key=lambda i: row["induction"][i]) if "induction" in row else None
+        induction = (f"induction {row['induction'][best]:.2f} (layer {best} head {row['induction_head'][best]}) | "
+                     if best is not None else "")
+        log(f"step {step:>6} | analysis: {induction}sink share {max(row['sink_share']):.2f} | "
+            f"icl score {row['icl_score']:+.2f} | {seconds:.1f}s, not counted in tok/s")
+
+    def draw_dynamics() -> None:  # dynamics.png, drawn with loss.png
+        if probe is not None and dynamics.analysis_rows(metrics.rows):
+            ckpt.atomic_write(run_dir / dynamics.DYNAMICS, lambda p: dynamics.write_dynamics(metrics.rows, p))
+
     def eval_row(val_loss: float) -> dict:  # loss in nats, and bits per byte or character where they apply
         return {"kind": "eval", "step": step, "val_loss": val_loss, **dataset.bits_per_unit(val_loss)}
 
@@ -338,13 +357,16 @@ def _train(rc: RunConfig, run_dir: Path, resume: bool, log, dist_info: Dist, on_
         + (f", peak {peak / 1e12:.0f} TFLOP/s for MFU" if peak else ""))
     if source is not None:
         log(f"fine-tuning from {source.run_dir}: its weights, shape and tokenizer, a fresh optimizer")
+    if probe is not None:
+        log(f"analysis every {tc.analysis_interval} steps into {run_dir / dynamics.DYNAMICS} "
+            "(its time is left out of tokens/s)")
     if step == 0:
         save_checkpoint()  # the run directory is a loadable run from the start
 
     model.train()
     start_step = step
     started, window_start, window_tokens = time.time(), time.time(), 0
-    paused = {"eval": 0.0, "checkpoint": 0.0}  # seconds spent outside training steps, by kind
+    paused = {"eval": 0.0, "checkpoint": 0.0, "analysis": 0.0}  # seconds spent outside training steps, by kind
     window_paused = 0.0  # of them, the seconds inside the current log window
 
     def pause(kind: str, fn: Callable):  # run fn, and count its time apart from the training steps'
@@ -364,6 +386,9 @@ def _train(rc: RunConfig, run_dir: Path, resume: bool, log, dist_info: Dist, on_
                     val_loss = pause("eval", lambda: run_eval(None if whole else tc.eval_iters))
                     metrics.append({**eval_row(val_loss), "elapsed_s": time.time() - started})
                     log(f"step {step:>6} | val loss {val_loss:.4f}")
+
+                if probe is not None and step % tc.analysis_interval == 0 and not dynamics.has_analysis(metrics.rows, step):
+                    pause("analysis", run_analysis)
 
                 lr = lr_at(step, tc)
                 for group in optimizer.param_groups:
@@ -408,17 +433,21 @@ def _train(rc: RunConfig, run_dir: Path, resume: bool, log, dist_info: Dist, on_
                     raise Interrupted(f"stopped by {name} at step {step} with a checkpoint saved; continue with: "
                                       f"glassgpt train --out {run_dir} --resume")
 
+        if probe is not None and not dynamics.has_analysis(metrics.rows, step):
+            pause("analysis", run_analysis)  # the curves end where training ends
         val_loss = pause("eval", lambda: run_eval(None))  # the whole validation split: a stable final figure
         wall_seconds = time.time() - started
-        train_seconds = wall_seconds - paused["eval"] - paused["checkpoint"]  # the training steps alone
+        train_seconds = wall_seconds - sum(paused.values())  # the training steps alone
         final = {**eval_row(val_loss), "kind": "final", "train_seconds": train_seconds,
                  "tokens_per_s": (step - start_step) * tokens_per_step / max(train_seconds, 1e-9),
                  "eval_seconds": paused["eval"], "checkpoint_seconds": paused["checkpoint"],
-                 "wall_seconds": wall_seconds, "skipped_steps": skipped}
+                 "wall_seconds": wall_seconds, "skipped_steps": skipped,
+                 **({"analysis_seconds": paused["analysis"]} if probe is not None else {})}
         if not metrics.has_eval(step):  # a run killed after this row and before the next resumes without a twin
             metrics.append({**eval_row(val_loss), "elapsed_s": wall_seconds})
         metrics.append(final)
         metrics.plot()  # once, at the end (and when stopped), not at every eval: matplotlib is slow
+        draw_dynamics()
     finally:
         metrics.close()
     bits = next((f" | {v:.3f} {k.replace('_', ' ')}" for k, v in final.items() if k.startswith("bits_per")), "")

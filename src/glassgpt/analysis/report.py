@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from matplotlib.figure import Figure
 
+from glassgpt.analysis.dynamics import DYNAMICS, analysis_rows, plot_dynamics, read_metrics
 from glassgpt.analysis.plots import plot_attention_grid, plot_head_heatmap, plot_logit_lens, token_labels
 from glassgpt.analysis.suite import analyze
 from glassgpt.analysis.summary import layer_lines, summarize
@@ -184,6 +185,7 @@ def render_html(run_dir: Path, results: dict, pngs: dict[str, bytes], prompt_tex
         "<h2 id='ablation'>Head ablation</h2><p>How much the validation loss rises when one head's output is zeroed.</p>",
         _img("ablation.png", pngs["ablation.png"]),
         _evaluations_html(eval_task_rows(run_dir)),
+        _dynamics_section(pngs),
         "<p class='note'>All numbers: analysis.json next to this file.</p></body></html>",
     ]
     return "\n".join(parts)
@@ -216,6 +218,15 @@ def _evaluations_html(rows: list[dict]) -> str:
 
     items = "".join(f"<li>step {r.get('step')}: {html.escape(text(r)).replace(chr(10), '<br>')}</li>" for r in rows)
     return f"<h2 id='evaluations'>Evaluations</h2><p>From <code>glassgpt eval --append-metrics</code>.</p><ul>{items}</ul>"
+
+
+def _dynamics_section(pngs: dict[str, bytes]) -> str:
+    if DYNAMICS not in pngs:
+        return ""
+    return ("<h2 id='dynamics'>During training</h2><p>The analysis rows of metrics.jsonl (the run's "
+            "<code>analysis_interval</code>) against step: loss, in-context-learning score (loss late in the window "
+            "minus early), the best induction and previous-token scores, sink shares and entropy of each layer.</p>"
+            + _img(DYNAMICS, pngs[DYNAMICS]))
 
 
 # ---------------------------------------------------------------- writing
@@ -264,6 +275,9 @@ def write_report(run_dir: str | Path, prompt: str | None = None, out: str | Path
     generator = torch.Generator().manual_seed(seed)
     results = analyze(model, torch.tensor(ids), windows, targets, tokens=tokens, generator=generator)
     pngs = {name: png_bytes(fig) for name, fig in figures(results, tokens).items()}
+    metrics_rows = read_metrics(run_dir)
+    if analysis_rows(metrics_rows):  # trained with analysis_interval: the curves of the run
+        pngs[DYNAMICS] = png_bytes(plot_dynamics(metrics_rows))
     prompt_text = tokenizer.decode(ids)
     numbers = {
         "run_dir": str(run_dir), "prompt": prompt_text, "prompt_ids": ids, "prompt_tokens": tokens,

@@ -5,8 +5,9 @@ from __future__ import annotations
 import torch
 
 from glassgpt.analysis.measures import (
-    SINK_EPSILON, attention_distance, attention_patterns, default_induction_seq_len, find_sinks, head_ablation,
-    induction_scores, logit_lens, normalized_entropy, sink_rate, sink_scores, window_average,
+    SINK_EPSILON, attention_distance, attention_patterns, batch_patterns, default_induction_seq_len, find_sinks, head_ablation,
+    induction_scores, logit_lens, normalized_entropy, previous_token_stripe, repeated_random_tokens, sink_rate,
+    sink_scores, window_average,
 )
 from glassgpt.model import GPT
 
@@ -43,4 +44,6 @@ def analyze(model: GPT, prompt_ids: torch.Tensor, windows: torch.Tensor, targets
     if 2 * seq_len >= MIN_INDUCTION_CONTEXT:
         results["induction"] = induction_scores(model, seq_len=seq_len, batch=induction_batch, generator=generator)
         results["induction_seq_len"] = seq_len
+        repeated = repeated_random_tokens(model.config.vocab_size, seq_len, induction_batch, generator)
+        results["previous_token"] = previous_token_stripe(batch_patterns(model, repeated)).mean(dim=1)  # (L, H)
     return results

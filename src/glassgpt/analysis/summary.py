@@ -12,6 +12,7 @@ FOCUSED_ENTROPY = 0.35  # mean normalised entropy below this: the layer's heads 
 DIFFUSE_ENTROPY = 0.70  # above this: they spread attention over most of the past
 LOCAL_DISTANCE_FRACTION = 0.1  # mean distance under this fraction of the window (or 2 tokens): local
 INDUCTION_THRESHOLD = 0.3  # induction score from which a head is called an induction head
+PREVIOUS_TOKEN_THRESHOLD = 0.3  # attention to the previous token from which a head is called a previous-token head
 LENS_GOOD_FRACTION = 0.1  # logit lens is "good" once within this fraction of the embed-to-final loss gap
 NEGLIGIBLE_ABLATION = 0.01  # nats: removing such a head barely matters
 
@@ -93,7 +94,22 @@ def _induction_sentence(results: dict) -> str:
     found.sort(key=lambda lh: -float(scores[lh[0], lh[1]]))
     named = ", ".join(f"{_head(layer, head)} ({float(scores[layer, head]):.2f})" for layer, head in found[:5])
     noun = "head looks like an induction head" if len(found) == 1 else "heads look like induction heads"
-    return f"{len(found)} {noun} on repeated random tokens: {named}{baseline}."
+    return f"{len(found)} {noun} on repeated random tokens: {named}{baseline}.{_previous_token_clause(results, found[0][0])}"
+
+
+def _previous_token_clause(results: dict, induction_layer: int) -> str:
+    """The previous-token head in a layer before the best induction head: the circuit's first half."""
+    if "previous_token" not in results:
+        return ""
+    scores = torch.as_tensor(results["previous_token"]).float()[:induction_layer]  # (layers before, H)
+    if scores.numel() == 0:
+        return " No layer comes before it, so it cannot be the second half of an induction circuit."
+    layer, head = divmod(int(scores.argmax()), scores.size(1))
+    best = float(scores.max())
+    if best < PREVIOUS_TOKEN_THRESHOLD:
+        return f" No previous-token head before it (the best, {_head(layer, head)}, gives {best:.2f})."
+    return (f" Before it, {_head(layer, head)} is a previous-token head ({best:.2f} of its attention on the "
+            "previous token): the two halves of the induction circuit.")
 
 
 def _logit_lens_sentence(results: dict) -> str:

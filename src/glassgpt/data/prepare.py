@@ -19,6 +19,7 @@ from typing import Callable
 
 from glassgpt.data.enwik8 import prepare_enwik8
 from glassgpt.data.fineweb import prepare_fineweb
+from glassgpt.data.synthetic import prepare_repeated_random
 from glassgpt.data.sources import TINY_SHAKESPEARE, data_dir, find_raw_file, prepare_chunk_bytes
 from glassgpt.data.writing import token_dtype, write_split
 from glassgpt.errors import UsageError, did_you_mean
@@ -58,6 +59,10 @@ DATASETS: dict[str, DatasetSpec] = {
     "fineweb-edu": DatasetSpec(
         "fineweb-edu", "FineWeb-Edu sample-10BT, GPT-2 BPE, streamed (cap with --max-tokens)",
         prepare_fineweb, streamed=True,
+    ),
+    "repeated-random": DatasetSpec(
+        "repeated-random", "synthetic: random byte segments of 8-32 tokens, each repeated once (grows induction heads)",
+        prepare_repeated_random,
     ),
 }
 

@@ -1,0 +1,222 @@
+"""Analysis during training: watch induction heads, sinks and in-context learning form.
+
+With `analysis_interval = N` in `[train]`, every N steps the training loop measures
+the model on fixed inputs (`AnalysisProbe`: the same validation windows and the same
+repeated-random-token batch every time, so the curves show the model changing, not
+the sample) and logs one row of kind "analysis" to metrics.jsonl (`analysis_row`).
+`plot_dynamics` draws those rows against step, beside the loss: `dynamics.png`.
+
+Per layer, each row holds the largest value over the layer's heads (and which head):
+- `entropy`: mean normalised attention entropy (the depth scan; mean over heads);
+- `sink_share`: the share of a head's attention on its most-attended key, from the rows
+  that can see that key (`sink_scores`; Gu et al.'s sink threshold is 0.3), with the
+  head and the key (the most frequent over the windows); `first_position_share` on key 0;
+- `induction`: induction score on repeated random tokens (`induction_stripe`);
+- `previous_token`: attention to the previous token on the same batch (`previous_token_stripe`).
+And one number for the model, the in-context-learning score of Olsson et al. (2022):
+the mean loss at late positions of a window minus that at early positions (negative:
+the model predicts better with more context).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from matplotlib.figure import Figure
+
+from glassgpt.analysis.measures import (
+    SINK_EPSILON, batch_patterns, inference, induction_stripe, normalized_entropy, previous_token_stripe,
+    repeated_random_tokens, sink_scores,
+)
+
+DYNAMICS = "dynamics.png"
+PROBE_WINDOWS = 16  # validation windows measured at every analysis step
+PROBE_REPEATS = 8  # sequences of repeated random tokens
+MIN_INDUCTION_CONTEXT = 4  # two repeats of at least 2 tokens
+
+
+@dataclass
+class AnalysisProbe:
+    """The fixed inputs measured at every analysis step."""
+
+    windows: torch.Tensor  # (B, T) validation windows
+    targets: torch.Tensor  # (B, T) their next tokens (-1: none)
+    repeated: torch.Tensor | None  # (R, 2 S) distinct random tokens, then the same again; None if T < 4
+    seq_len: int  # S
+
+    @classmethod
+    def build(cls, val_data: np.ndarray, block_size: int, vocab_size: int, seed: int,
+              num_windows: int = PROBE_WINDOWS, num_repeats: int = PROBE_REPEATS) -> "AnalysisProbe":
+        """Windows spread evenly over the validation split, and a repeated-random-token batch drawn
+        from `seed` over the tokenizer's `vocab_size` tokens (the model's may be padded)."""
+        from glassgpt.data import eval_windows
+
+        windows, targets = next(eval_windows(val_data, block_size, num_windows, max_batches=1))
+        seq_len = min(block_size // 2, 64, vocab_size)
+        repeated = None
+        if 2 * seq_len >= MIN_INDUCTION_CONTEXT:
+            repeated = repeated_random_tokens(vocab_size, seq_len, num_repeats, torch.Generator().manual_seed(seed))
+        return cls(windows, targets, repeated, seq_len)
+
+    def to(self, device) -> "AnalysisProbe":
+        repeated = self.repeated.to(device) if self.repeated is not None else None
+        return AnalysisProbe(self.windows.to(device), self.targets.to(device), repeated, self.seq_len)
+
+
+def icl_bands(T: int) -> tuple[slice, slice]:
+    """The early and late positions of a T-token window compared by the in-context-learning score:
+    T/16 positions from a tenth of the way in, and the last T/16 (Olsson et al.: token 50 and 500 of 512)."""
+    width = max(1, T // 16)
+    start = min(max(0, T // 10 - width // 2), max(0, T - 2 * width))
+    return slice(start, start + width), slice(T - width, T)
+
+
+def in_context_learning(model, windows: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
+    """`loss_early`, `loss_late` (nats) and `icl_score` = late - early over the windows (B, T)."""
+    with inference(model):
+        logits, _ = model(windows)  # (B, T, V)
+        losses = F.cross_entropy(logits.float().transpose(1, 2), targets, ignore_index=-1, reduction="none")  # (B, T)
+    keep = (targets != -1).float()
+    early, late = icl_bands(windows.size(1))
+    loss_early = float((losses[:, early] * keep[:, early]).sum() / keep[:, early].sum().clamp(min=1))
+    loss_late = float((losses[:, late] * keep[:, late]).sum() / keep[:, late].sum().clamp(min=1))
+    return {"icl_score": loss_late - loss_early, "loss_early": loss_early, "loss_late": loss_late}
+
+
+def _best_per_layer(values: torch.Tensor) -> tuple[list[float], list[int]]:
+    """(L, H) -> the largest value in each layer and the head that has it."""
+    best, head = values.max(dim=1)
+    return [round(float(v), 6) for v in best], [int(h) for h in head]
+
+
+def analysis_row(model, probe: AnalysisProbe, step: int) -> dict:
+    """One row of kind "analysis" for metrics.jsonl (see the module's docstring)."""
+    started = time.perf_counter()
+    patterns = batch_patterns(model, probe.windows)  # (L, B, H, T, T)
+    entropy = normalized_entropy(patterns).mean(dim=1)  # (L, H)
+    scores = sink_scores(patterns)  # each (L, B, H): per window
+    share = scores["max_key_share"].mean(dim=1)  # (L, H)
+    sink_share, sink_head = _best_per_layer(share)
+    keys = scores["max_key_index"].mode(dim=1).values  # (L, H): the key most often the head's favourite
+    first_share, first_head = _best_per_layer(scores["first_position_share"].mean(dim=1))
+    row = {
+        "kind": "analysis", "step": step,
+        "entropy": [round(float(e), 6) for e in entropy.mean(dim=1)],
+        "sink_share": sink_share, "sink_head": sink_head,
+        "sink_key": [int(keys[layer, head]) for layer, head in enumerate(sink_head)],
+        "first_position_share": first_share, "first_position_head": first_head,
+        "sink_threshold": SINK_EPSILON,
+    }
+    del patterns
+    if probe.repeated is not None:
+        repeated = batch_patterns(model, probe.repeated)  # (L, R, H, 2S, 2S)
+        row["induction"], row["induction_head"] = _best_per_layer(induction_stripe(repeated, probe.seq_len).mean(dim=1))
+        row["previous_token"], row["previous_token_head"] = _best_per_layer(previous_token_stripe(repeated).mean(dim=1))
+        row["induction_seq_len"] = probe.seq_len
+    row.update({k: round(v, 6) for k, v in in_context_learning(model, probe.windows, probe.targets).items()})
+    row["analysis_seconds"] = round(time.perf_counter() - started, 4)
+    return row
+
+
+def has_analysis(rows: list[dict], step: int) -> bool:
+    return any(r.get("kind") == "analysis" and r.get("step") == step for r in rows)
+
+
+def read_metrics(run_dir: str | Path) -> list[dict]:
+    """The rows of a run's metrics.jsonl ([] when there is none); a line cut short is skipped."""
+    path = Path(run_dir) / "metrics.jsonl"
+    rows = []
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(row, dict):
+                rows.append(row)
+    return rows
+
+
+def analysis_rows(rows: list[dict]) -> list[dict]:
+    return sorted((r for r in rows if r.get("kind") == "analysis"), key=lambda r: r["step"])
+
+
+# ---------------------------------------------------------------- the picture
+
+def _per_layer(ax, rows: list[dict], key: str, title: str, style: str = "-", label: str = "") -> None:
+    steps = [r["step"] for r in rows]
+    for layer in range(len(rows[-1][key])):
+        values = [r[key][layer] if layer < len(r.get(key, [])) else float("nan") for r in rows]
+        ax.plot(steps, values, style, marker=".", markersize=3, linewidth=1.2,
+                color=f"C{layer % 10}", label=f"{label}layer {layer}")
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel("step")
+    ax.grid(alpha=0.3)
+
+
+def plot_dynamics(rows: list[dict]) -> Figure:
+    """The analysis rows of a run (with its train and eval rows) against step: loss, in-context
+    learning score, induction and previous-token scores, sink shares and entropy, per layer."""
+    found = analysis_rows(rows)
+    if not found:
+        raise ValueError("no analysis rows: train with analysis_interval > 0")
+    fig = Figure(figsize=(15, 8), dpi=100, layout="constrained")
+    axes = fig.subplots(2, 3)
+    ax = axes[0, 0]
+    train = [(r["step"], r["train_loss"]) for r in rows if r.get("kind") == "train" and r.get("train_loss") is not None]
+    val = [(r["step"], r["val_loss"]) for r in rows if r.get("kind") == "eval" and r.get("val_loss") is not None]
+    if train:
+        ax.plot(*zip(*train), label="train", linewidth=1, alpha=0.8)
+    if val:
+        ax.plot(*zip(*val), "o-", label="val", linewidth=1.5, markersize=3)
+    ax.set_title("loss (nats / token)", fontsize=10)
+    ax.set_xlabel("step")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+
+    ax = axes[0, 1]
+    steps = [r["step"] for r in found]
+    ax.plot(steps, [r["icl_score"] for r in found], ".-", color="k", label="late - early loss")
+    ax.axhline(0.0, color="grey", linewidth=0.8)
+    ax.set_title("in-context learning score (nats; below 0: context helps)", fontsize=10)
+    ax.set_xlabel("step")
+    ax.grid(alpha=0.3)
+
+    ax = axes[0, 2]
+    if "induction" in found[-1]:
+        with_induction = [r for r in found if "induction" in r]
+        _per_layer(ax, with_induction, "induction", "best induction (solid) and previous-token (dashed) score")
+        _per_layer(ax, with_induction, "previous_token", "best induction (solid) and previous-token (dashed) score",
+                   style="--", label="prev. ")
+        ax.set_ylim(-0.02, 1.02)
+        ax.legend(fontsize=7, ncol=2)
+    else:
+        ax.set_title("induction: the context is too short to measure", fontsize=10)
+
+    ax = axes[1, 0]
+    _per_layer(ax, found, "sink_share", "largest sink share (attention on one key)")
+    ax.axhline(found[-1].get("sink_threshold", SINK_EPSILON), color="red", linewidth=0.8, linestyle=":",
+               label="Gu et al. threshold")
+    ax.set_ylim(-0.02, 1.02)
+    ax.legend(fontsize=7)
+
+    ax = axes[1, 1]
+    _per_layer(ax, found, "first_position_share", "largest share on position 0")
+    ax.set_ylim(-0.02, 1.02)
+    ax.legend(fontsize=7)
+
+    ax = axes[1, 2]
+    _per_layer(ax, found, "entropy", "mean normalised entropy (1 = uniform)")
+    ax.set_ylim(-0.02, 1.02)
+    ax.legend(fontsize=7)
+    return fig
+
+
+def write_dynamics(rows: list[dict], path: Path) -> None:
+    plot_dynamics(rows).savefig(path, format="png")
