@@ -12,8 +12,9 @@ from glassgpt import cli
 from glassgpt.checkpoint import load_run, save_run
 from glassgpt.config import RunConfig, TrainConfig
 from glassgpt.errors import UsageError
-from glassgpt.generate import (MAX_NEW_TOKENS, KVCache, StreamDecoder, encode_prompt, generate, sample_next,
-                               sampling_probs, stream_logits, without_stopped)
+from glassgpt.generate import (MAX_NEW_TOKENS, KVCache, generate, sample_next, sampling_probs, stream_logits,
+                               without_stopped)
+from glassgpt.text import StreamDecoder, encode_prompt
 from glassgpt.model import GPT
 from glassgpt.tokenizer import get_tokenizer
 
@@ -201,10 +202,26 @@ def test_stream_decoder_holds_back_partial_multibyte_characters():
     assert sum(1 for c in chunks if c) > len(text.split()), "text comes out as it is made, not all at the end"
 
 
+def test_stream_decoder_is_exact_for_a_real_replacement_character_and_emits_each_character_once():
+    """A text that itself holds U+FFFD streams at once (a "wait while it ends in U+FFFD" rule would
+    hold it back for ever), and every character comes out exactly when its last byte arrives."""
+    tokenizer = get_tokenizer("gpt2")
+    text = "caf\u00e9 \ufffd ok \U0001f642!"
+    decoder = StreamDecoder(tokenizer)
+    pieces = [decoder.push([i]) for i in tokenizer.encode(text)]
+    assert "".join(pieces) + decoder.flush() == text
+    ids = tokenizer.encode("a\ufffd")
+    decoder = StreamDecoder(tokenizer)
+    assert "".join(decoder.push([i]) for i in ids) == "a\ufffd", "a real U+FFFD is shown as soon as it is complete"
+    byte_decoder = StreamDecoder(get_tokenizer("byte"))
+    emoji = list("\U0001f642".encode("utf-8"))
+    assert [byte_decoder.push([b]) for b in emoji] == ["", "", "", "\U0001f642"]
+
+
 def test_stream_decoder_flushes_bytes_that_never_complete():
     decoder = StreamDecoder(get_tokenizer("byte"))
-    assert decoder.push([104, 0xE2, 0x82]) == ""  # "h" and two of the three bytes of "€"
-    assert decoder.push([0xAC]) == "h€"
+    assert decoder.push([104, 0xE2, 0x82]) == "h"  # "h" at once; two of the three bytes of "€" wait
+    assert decoder.push([0xAC]) == "€"
     assert decoder.push([0xE2]) == ""
     assert decoder.flush() == "\ufffd"
 

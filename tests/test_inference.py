@@ -11,8 +11,8 @@ from glassgpt.checkpoint import load_run, save_run
 from glassgpt.config import RunConfig, TrainConfig
 from glassgpt.data import sha256_of
 from glassgpt.errors import UsageError
-from glassgpt.generate import (STOPPED, StoppingDecoder, StopText, generate, inference_dtype, prepare_for_inference,
-                               stream_logits, without_stopped)
+from glassgpt.generate import STOPPED, generate, inference_dtype, prepare_for_inference, stream_logits, without_stopped
+from glassgpt.text import StoppingDecoder, StopText
 from glassgpt.model import GPT, LayerNorm
 from glassgpt.tokenizer import get_tokenizer
 

@@ -60,7 +60,8 @@ class Demo:
                  stop: str = ""):
         """Yield `(text so far, stats line)` as tokens are made. Generation stops at the
         tokenizer's end-of-text token and at `stop` (when not empty, and not shown)."""
-        from glassgpt.generate import StoppingDecoder, check_sampling_args, stream
+        from glassgpt.generate import check_sampling_args, stream
+        from glassgpt.text import StoppingDecoder
 
         max_new_tokens, top_k, seed = int(max_new_tokens), int(top_k), int(seed)
         if not 1 <= max_new_tokens <= self.limits.max_new_tokens:

@@ -206,8 +206,8 @@ def cmd_sample(args) -> None:
 
     from glassgpt.checkpoint import load_run
     from glassgpt.device import resolve_device
-    from glassgpt.generate import (StoppingDecoder, check_sampling_args, encode_prompt, prepare_for_inference,
-                                   stream)
+    from glassgpt.generate import check_sampling_args, prepare_for_inference, stream
+    from glassgpt.text import StoppingDecoder, encode_prompt
 
     check_sampling_args(args.temperature, args.top_k, args.top_p, args.max_new_tokens)
     device = resolve_device(args.device)

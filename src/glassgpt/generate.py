@@ -1,4 +1,4 @@
-"""Sampling, and a KV cache written by hand.
+"""Sampling and generation, with the hand-written KV cache.
 
 Sampling is a pure function of the last position's logits and a seeded
 `torch.Generator`: temperature, then top-k, then top-p (nucleus), then a draw;
@@ -25,8 +25,8 @@ GPT-2's 50257) never yields an id the tokenizer cannot decode: with
 `prepare_for_inference` casts the weights to a dtype and lays out the
 unembedding for fast matrix-vector products (see its docstring for the numbers).
 
-`encode_prompt` and `StreamDecoder` turn text into a prompt and streamed token
-ids back into text, holding back the pieces of a multi-byte character.
+Text in and out (prompts, streamed decoding, stop strings) is `glassgpt.text`;
+the cache's own bookkeeping is `glassgpt.kv_cache`.
 """
 
 from __future__ import annotations
@@ -35,37 +35,8 @@ from typing import Iterable, Iterator
 
 import torch
 
-from glassgpt.config import GPTConfig
 from glassgpt.errors import UsageError
-
-
-class KVCache:
-    """Keys and values of every layer, preallocated: (n_layer, B, nh, max_len, hs) each.
-    `length` positions are filled; the model advances it after all layers have run."""
-
-    def __init__(self, config: GPTConfig, batch_size: int, max_len: int,
-                 device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32):
-        shape = (config.n_layer, batch_size, config.n_head, max_len, config.head_size)
-        self.k = torch.empty(shape, device=device, dtype=dtype)  # only the first `length` positions are ever read
-        self.v = torch.empty(shape, device=device, dtype=dtype)
-        self.max_len = max_len
-        self.length = 0
-
-    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Store the new keys/values (B, nh, T, hs) of one layer after the past ones and
-        return all of them, (B, nh, length + T, hs)."""
-        end = self.length + k.size(2)
-        if end > self.max_len:
-            raise ValueError(f"KV cache holds {self.max_len} positions, asked to hold {end}: reset it or crop the context")
-        self.k[layer, :, :, self.length:end] = k
-        self.v[layer, :, :, self.length:end] = v
-        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
-
-    def advance(self, n: int) -> None:
-        self.length += n
-
-    def reset(self) -> None:
-        self.length = 0
+from glassgpt.kv_cache import KVCache
 
 
 # ---------------------------------------------------------------- precision for inference
@@ -279,122 +250,3 @@ def without_stopped(row: torch.Tensor | list[int]) -> list[int]:
     """One row of `generate`'s output as a list of token ids, the `STOPPED` padding removed."""
     ids = row.tolist() if isinstance(row, torch.Tensor) else list(row)
     return ids[:ids.index(STOPPED)] if STOPPED in ids else ids
-
-
-# ---------------------------------------------------------------- text in and out
-
-def encode_prompt(tokenizer, text: str | None) -> list[int]:
-    """Prompt text -> token ids. No text (or empty text) starts from the tokenizer's
-    start token (`<|endoftext|>` for GPT-2); a tokenizer without one starts from a
-    newline when text is None, and an empty string is an error."""
-    if text:
-        return tokenizer.encode(text)
-    if tokenizer.eot_token is not None:
-        return [tokenizer.eot_token]
-    if text == "":
-        raise UsageError("the prompt is empty and this tokenizer has no start token: give some text")
-    try:
-        return tokenizer.encode("\n")
-    except UsageError:
-        raise UsageError("this tokenizer has no start token and no newline: give a prompt") from None
-
-
-class StreamDecoder:
-    """Token ids in, printable text out, as tokens arrive.
-
-    A byte-level BPE token can end in the middle of a multi-byte UTF-8 character
-    ("é" or "🙂" may take two or more tokens); decoding it alone gives U+FFFD.
-    Such tokens are held back until the character is complete. Only the tokens
-    since the last complete character are decoded again, so streaming n tokens
-    costs O(n)."""
-
-    def __init__(self, tokenizer):
-        self.tokenizer = tokenizer
-        self.pending: list[int] = []
-        self.can_split_characters = tokenizer.name != "char"  # a char token is always whole
-
-    def push(self, ids: list[int]) -> str:
-        """Add new token ids; return the text that is now complete ("" while waiting)."""
-        self.pending.extend(ids)
-        text = self.tokenizer.decode(self.pending)
-        if self.can_split_characters and text.endswith("\ufffd"):
-            return ""  # an incomplete character at the end: wait for its next bytes
-        self.pending = []
-        return text
-
-    def flush(self) -> str:
-        """Whatever is left, undecodable bytes shown as U+FFFD."""
-        text = self.tokenizer.decode(self.pending) if self.pending else ""
-        self.pending = []
-        return text
-
-
-class StopText:
-    """Stop strings on streamed text. `push(text) -> (text to show, stopped)`: the text up
-    to the first stop string (which is not shown), holding back any tail that could be
-    the start of one, so a stop string split across tokens is still found."""
-
-    def __init__(self, stops: Iterable[str]):
-        self.stops = [s for s in stops]
-        if any(not s for s in self.stops):
-            raise UsageError("a stop string must not be empty")
-        self.held = ""
-        self.stopped = False
-
-    def push(self, text: str) -> tuple[str, bool]:
-        if self.stopped:
-            return "", True
-        self.held += text
-        found = [i for i in (self.held.find(s) for s in self.stops) if i >= 0]
-        if found:
-            shown, self.held, self.stopped = self.held[:min(found)], "", True
-            return shown, True
-        keep = max((n for s in self.stops for n in range(1, len(s)) if self.held.endswith(s[:n])), default=0)
-        shown, self.held = self.held[:len(self.held) - keep], self.held[len(self.held) - keep:]
-        return shown, False
-
-    def flush(self) -> str:
-        """The held-back tail, when the text ended without a stop string."""
-        rest, self.held = ("" if self.stopped else self.held), ""
-        return rest
-
-
-class StoppingDecoder:
-    """One row of new token ids in, the text to show out, stopping at the end-of-text
-    token `eot` (not shown) or at a stop string (not shown). `reason` is None while
-    it runs, then "end of text", "stop string", or after `finish`, "length"."""
-
-    def __init__(self, tokenizer, stops: Iterable[str] = (), eot: int | None = None):
-        self.decoder = StreamDecoder(tokenizer)
-        self.stop_text = StopText(stops)
-        self.eot = eot
-        self.reason: str | None = None
-        self.text = ""  # everything shown so far
-
-    def _show(self, text: str, final: bool) -> str:
-        shown, hit = self.stop_text.push(text)
-        if final and not hit:
-            shown += self.stop_text.flush()
-        self.text += shown
-        return shown
-
-    def push(self, token: int) -> str:
-        """The text that token completes ("" while a character or a possible stop string is incomplete)."""
-        if self.reason is not None or token == STOPPED:
-            return ""
-        if token == self.eot:
-            shown = self._show(self.decoder.flush(), final=True)
-            self.reason = "stop string" if self.stop_text.stopped else "end of text"
-            return shown
-        shown = self._show(self.decoder.push([token]), final=False)
-        if self.stop_text.stopped:
-            self.reason = "stop string"
-        return shown
-
-    def finish(self) -> str:
-        """At the end of generation: the text still held back; the reason becomes "length" if nothing stopped it."""
-        if self.reason is not None:
-            return ""
-        shown = self._show(self.decoder.flush(), final=True)
-        self.reason = "stop string" if self.stop_text.stopped else "length"
-        return shown

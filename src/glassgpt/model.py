@@ -24,6 +24,7 @@ from torch import nn
 
 from glassgpt.config import GPTConfig
 from glassgpt.hooks import HookedModule, HookPoint
+from glassgpt.kv_cache import KVCache
 
 
 class LayerNorm(nn.Module):
@@ -140,7 +141,7 @@ class CausalSelfAttention(nn.Module):
         return x.transpose(1, 2).contiguous().view(B, T, nh * hs)  # (B, nh, T, hs) -> (B, T, C)
 
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None = None,
-                kv_cache=None) -> torch.Tensor:
+                kv_cache: KVCache | None = None) -> torch.Tensor:
         """x (B, T, C); rope: (cos, sin) of the positions' angles, (T, hs/2) each, for RoPE models."""
         q, k, v = self.c_attn(x).split(self.n_embd, dim=2)  # 3 x (B, T, C)
         q, k, v = self.split_heads(q), self.split_heads(k), self.split_heads(v)  # 3 x (B, nh, T, hs)
@@ -241,7 +242,7 @@ class Block(nn.Module):
         self.mlp = MLP(config)
         self.resid_post = HookPoint()  # (B, T, C)
 
-    def forward(self, x: torch.Tensor, rope=None, kv_cache=None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rope=None, kv_cache: KVCache | None = None) -> torch.Tensor:
         x = self.resid_pre(x)
         x = self.resid_mid(x + self.attn(self.ln_1(x), rope, kv_cache))
         x = x + self.mlp(self.ln_2(x))
@@ -280,11 +281,12 @@ class GPT(HookedModule):
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, kv_cache=None,
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, kv_cache: KVCache | None = None,
                 last_position_only: bool = False):
         """idx (B, T) token ids -> logits (B, T, V) for every position, and the mean
         cross-entropy against targets (B, T) when given (-1 marks positions to skip).
-        With a `kv_cache`, idx holds only the new tokens; the cache holds the past.
+        With a `kv_cache`, idx holds only the new tokens; the cache holds the past
+        (its protocol, `length`, `update` and `advance`, is all in `glassgpt.kv_cache`).
         `last_position_only` gives logits (B, 1, V) for the last position alone: all that
         generation needs, without the (T, C) x (C, V) product for the others."""
         if last_position_only and targets is not None:

@@ -33,6 +33,10 @@ class Tokenizer:
     def decode(self, ids: list[int]) -> str:
         raise NotImplementedError
 
+    def decode_bytes(self, ids: list[int]) -> bytes:
+        """The UTF-8 bytes of these tokens, which may end inside a character (byte-level tokens)."""
+        return self.decode(ids).encode("utf-8")
+
     def to_dict(self) -> dict:
         return {"name": self.name}
 
@@ -79,6 +83,9 @@ class ByteTokenizer(Tokenizer):
     def decode(self, ids: list[int]) -> str:
         return bytes(ids).decode("utf-8", errors="replace")
 
+    def decode_bytes(self, ids: list[int]) -> bytes:
+        return bytes(ids)
+
 
 class GPT2Tokenizer(Tokenizer):
     name = "gpt2"
@@ -97,6 +104,9 @@ class GPT2Tokenizer(Tokenizer):
 
     def decode(self, ids: list[int]) -> str:
         return self.enc.decode(ids)
+
+    def decode_bytes(self, ids: list[int]) -> bytes:
+        return self.enc.decode_bytes(ids)
 
 
 @functools.cache

@@ -1,0 +1,123 @@
+"""Text in and out of generation: a prompt to token ids, streamed token ids back to
+text, and stopping at the end-of-text token or at stop strings.
+
+`glassgpt.generate` works in token ids only; `glassgpt sample` and the demo put these
+around it: `encode_prompt`, then `StoppingDecoder` on each new token (a `StreamDecoder`
+for the bytes of unfinished characters, a `StopText` for stop strings split across tokens).
+"""
+
+from __future__ import annotations
+
+import codecs
+from typing import Iterable
+
+from glassgpt.errors import UsageError
+from glassgpt.generate import STOPPED
+
+
+def encode_prompt(tokenizer, text: str | None) -> list[int]:
+    """Prompt text -> token ids. No text (or empty text) starts from the tokenizer's
+    start token (`<|endoftext|>` for GPT-2); a tokenizer without one starts from a
+    newline when text is None, and an empty string is an error."""
+    if text:
+        return tokenizer.encode(text)
+    if tokenizer.eot_token is not None:
+        return [tokenizer.eot_token]
+    if text == "":
+        raise UsageError("the prompt is empty and this tokenizer has no start token: give some text")
+    try:
+        return tokenizer.encode("\n")
+    except UsageError:
+        raise UsageError("this tokenizer has no start token and no newline: give a prompt") from None
+
+
+class StreamDecoder:
+    """Token ids in, printable text out, as tokens arrive.
+
+    A byte-level BPE token can end in the middle of a multi-byte UTF-8 character
+    ("é" or "🙂" may take two or more tokens). Each token's bytes go into Python's
+    incremental UTF-8 decoder, which returns the characters that are complete and
+    keeps the bytes of an unfinished one for the next token: exact, and O(1) per token."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self.utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def push(self, ids: list[int]) -> str:
+        """Add new token ids; return the text that is now complete ("" while a character is unfinished)."""
+        return self.utf8.decode(self.tokenizer.decode_bytes(ids))
+
+    def flush(self) -> str:
+        """Whatever is left: bytes of a character that never finished are shown as U+FFFD."""
+        return self.utf8.decode(b"", final=True)
+
+
+class StopText:
+    """Stop strings on streamed text. `push(text) -> (text to show, stopped)`: the text up
+    to the first stop string (which is not shown), holding back any tail that could be
+    the start of one, so a stop string split across tokens is still found."""
+
+    def __init__(self, stops: Iterable[str]):
+        self.stops = [s for s in stops]
+        if any(not s for s in self.stops):
+            raise UsageError("a stop string must not be empty")
+        self.held = ""
+        self.stopped = False
+
+    def push(self, text: str) -> tuple[str, bool]:
+        if self.stopped:
+            return "", True
+        self.held += text
+        found = [i for i in (self.held.find(s) for s in self.stops) if i >= 0]
+        if found:
+            shown, self.held, self.stopped = self.held[:min(found)], "", True
+            return shown, True
+        keep = max((n for s in self.stops for n in range(1, len(s)) if self.held.endswith(s[:n])), default=0)
+        shown, self.held = self.held[:len(self.held) - keep], self.held[len(self.held) - keep:]
+        return shown, False
+
+    def flush(self) -> str:
+        """The held-back tail, when the text ended without a stop string."""
+        rest, self.held = ("" if self.stopped else self.held), ""
+        return rest
+
+
+class StoppingDecoder:
+    """One row of new token ids in, the text to show out, stopping at the end-of-text
+    token `eot` (not shown) or at a stop string (not shown). `reason` is None while
+    it runs, then "end of text", "stop string", or after `finish`, "length"."""
+
+    def __init__(self, tokenizer, stops: Iterable[str] = (), eot: int | None = None):
+        self.decoder = StreamDecoder(tokenizer)
+        self.stop_text = StopText(stops)
+        self.eot = eot
+        self.reason: str | None = None
+        self.text = ""  # everything shown so far
+
+    def _show(self, text: str, final: bool) -> str:
+        shown, hit = self.stop_text.push(text)
+        if final and not hit:
+            shown += self.stop_text.flush()
+        self.text += shown
+        return shown
+
+    def push(self, token: int) -> str:
+        """The text that token completes ("" while a character or a possible stop string is incomplete)."""
+        if self.reason is not None or token == STOPPED:
+            return ""
+        if token == self.eot:
+            shown = self._show(self.decoder.flush(), final=True)
+            self.reason = "stop string" if self.stop_text.stopped else "end of text"
+            return shown
+        shown = self._show(self.decoder.push([token]), final=False)
+        if self.stop_text.stopped:
+            self.reason = "stop string"
+        return shown
+
+    def finish(self) -> str:
+        """At the end of generation: the text still held back; the reason becomes "length" if nothing stopped it."""
+        if self.reason is not None:
+            return ""
+        shown = self._show(self.decoder.flush(), final=True)
+        self.reason = "stop string" if self.stop_text.stopped else "length"
+        return shown
