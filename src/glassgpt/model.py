@@ -100,6 +100,8 @@ class CausalSelfAttention(nn.Module):
         self.resid_dropout = nn.Dropout(config.dropout)
         self.rotary = RotaryEmbedding(config.head_size, config.rope_theta) if config.pos_encoding == "rope" else None
         self.q, self.k, self.v = HookPoint(), HookPoint(), HookPoint()  # (B, nh, T, hs)
+        if self.rotary is not None:  # learned positions have no rotation, so no rot_q / rot_k
+            self.rot_q, self.rot_k = HookPoint(), HookPoint()  # (B, nh, T, hs) after the rotation
         self.scores = HookPoint()  # (B, nh, T, Tk) pre-softmax, masked with -inf
         self.pattern = HookPoint()  # (B, nh, T, Tk) attention weights, rows sum to 1
         self.z = HookPoint()  # (B, nh, T, hs) each head's weighted values
@@ -119,6 +121,7 @@ class CausalSelfAttention(nn.Module):
         q, k, v = self.q(q), self.k(k), self.v(v)
         if self.rotary is not None:
             q, k = self.rotary(q, positions), self.rotary(k, positions)
+            q, k = self.rot_q(q), self.rot_k(k)
         if kv_cache is not None:
             k, v = kv_cache.update(self.layer_idx, k, v)  # (B, nh, Tk, hs): the past and the new
         if self.attn_impl == "manual" or self.scores.active or self.pattern.active:
