@@ -314,12 +314,12 @@ ABLATION_MODES = ("zero", "mean")
 
 
 def head_ablation(model: GPT, idx: torch.Tensor, targets: torch.Tensor, mode: str = "zero",
-                  reference: torch.Tensor | None = None) -> torch.Tensor:
+                  reference: torch.Tensor | None = None, progress=None) -> torch.Tensor:
     """How much the loss on (idx, targets) rises when each head's output is removed (through a
     hook on `blocks.{i}.attn.z`, before the output projection): -> (L, H).
     `mode="zero"` sets it to 0; `mode="mean"` to its mean over every position of `reference`
     (B', T') token ids (default: idx), which keeps the head's constant part and removes what it
-    says about this particular text."""
+    says about this particular text. `progress(done, total)` is told after each head."""
     if mode not in ABLATION_MODES:
         raise ValueError(f"mode must be one of {ABLATION_MODES}, got {mode!r}")
     idx, targets = as_batch(idx).to(_device(model)), as_batch(targets).to(_device(model))
@@ -333,4 +333,6 @@ def head_ablation(model: GPT, idx: torch.Tensor, targets: torch.Tensor, mode: st
                 ablate = zero_head(head) if means is None else mean_head(head, means[layer, head])
                 _, loss = model.run_with_hooks(idx, fwd_hooks=[(f"blocks.{layer}.attn.z", ablate)], targets=targets)
                 increase[layer, head] = (loss - base).item()
+                if progress is not None:
+                    progress(layer * H + head + 1, L * H)
     return increase
