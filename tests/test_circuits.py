@@ -16,11 +16,13 @@ from conftest import tiny_config
 
 
 def randomised(model: GPT) -> GPT:
-    """Random LayerNorm weights and biases too, so a term on the wrong side of a bias shows."""
+    """Random LayerNorm weights and every bias too, so a term on the wrong side of a bias shows."""
     with torch.no_grad():
         for name, p in model.named_parameters():
             if "ln" in name:
                 p.copy_(torch.randn_like(p) * 0.5 + (1.0 if name.endswith("weight") else 0.0))
+            elif name.endswith("bias"):  # zero at init: randomised, so a dropped bias term shows
+                p.copy_(torch.randn_like(p) * 0.1)
     return model.eval()
 
 
