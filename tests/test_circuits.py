@@ -106,6 +106,8 @@ def test_mean_ablation_equals_replacing_the_head_by_its_mean_in_the_weights():
     increase = head_ablation(model, idx, targets, mode="mean", reference=reference)
     layer, head, hs = 1, 0, model.config.head_size
     mean = mean_z(model, reference)[layer, head]  # (hs,)
+    z = model.run_with_cache(reference, names=[f"blocks.{layer}.attn.z"])[1][f"blocks.{layer}.attn.z"]  # (B, nh, T, hs)
+    torch.testing.assert_close(mean, z[:, head].reshape(-1, hs).mean(dim=0))  # over every position of every sequence
     by_hand = GPT(tiny_config()).eval()
     by_hand.load_state_dict(model.state_dict())
     proj = by_hand.blocks[layer].attn.c_proj
