@@ -159,3 +159,19 @@ def test_threads_running_caches_ablations_and_plain_passes_on_one_model_get_sing
     for t in threads:
         t.join()
     assert not errors and not mismatches, (errors[:3], mismatches[:3])
+
+
+def test_idle_hook_points_do_not_break_a_compiled_graph_and_a_calls_hooks_still_run_under_compile():
+    """The ContextVar that holds a call's hooks is read only while some call has hooks on that
+    point; torch.compile cannot trace that read, and would otherwise break the graph at every hook."""
+    model = GPT(tiny_config()).eval()
+    idx = torch.randint(0, 50, (2, 8))
+    explained = torch._dynamo.explain(model)(idx)
+    assert explained.graph_break_count == 0, [r.reason for r in explained.break_reasons][:2]
+    compiled = torch.compile(model, backend="eager")
+    clean = compiled(idx)[0]
+    with model.hooks([("blocks.0.mlp.out", lambda x, hook: torch.zeros_like(x))]):
+        ablated = compiled(idx)[0]
+    assert not torch.allclose(clean, ablated)
+    torch.testing.assert_close(compiled(idx)[0], clean)
+    assert all(point.scoped_count == 0 for point in model.hook_points.values())

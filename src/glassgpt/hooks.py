@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import threading
 from typing import Callable, Iterable, Union
 
 import torch
@@ -36,6 +37,16 @@ NameFilter = Union[str, Iterable[str], Callable[[str], bool]]
 _scoped: contextvars.ContextVar[dict] = contextvars.ContextVar("glassgpt_scoped_hooks", default={})
 
 
+_count_lock = threading.Lock()
+
+
+def _count(points, step: int) -> None:
+    """Tell hook points that a call (in some thread) attached functions to them, or finished."""
+    with _count_lock:
+        for point in points:
+            point.scoped_count += step
+
+
 class NoHookPoint(KeyError, ValueError):
     """A name that is no hook point of the model (a KeyError, as before, and a ValueError)."""
 
@@ -47,6 +58,7 @@ class HookPoint(nn.Module):
         super().__init__()
         self.name = ""
         self.fns: list[HookFn] = []  # attached to the model: seen by every call, in every thread
+        self.scoped_count = 0  # calls, in any thread, with hooks attached here now (0: skip the lookup)
 
     def scoped_fns(self) -> tuple[HookFn, ...]:
         """The functions attached to this hook point for the current call (this thread's)."""
@@ -55,13 +67,14 @@ class HookPoint(nn.Module):
     @property
     def active(self) -> bool:
         """Whether a forward pass made now, in this thread, would run a function here."""
-        return bool(self.fns) or bool(self.scoped_fns())
+        return bool(self.fns) or (self.scoped_count > 0 and bool(self.scoped_fns()))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        scoped = _scoped.get()
-        if not self.fns and not scoped:  # the common case: nothing attached anywhere
+        # The common case, nothing attached anywhere, reads two attributes: no ContextVar lookup,
+        # which torch.compile cannot trace (it would break the graph at every hook point).
+        if not self.fns and not self.scoped_count:
             return x
-        for fn in (*self.fns, *scoped.get(self, ())):
+        for fn in (*self.fns, *(self.scoped_fns() if self.scoped_count else ())):
             out = fn(x, self)
             if out is not None:
                 if out.shape != x.shape:
@@ -117,16 +130,20 @@ class HookedModule(nn.Module):
     def hooks(self, pairs: Iterable[tuple[NameFilter, HookFn]]):
         """Attach `(name_or_filter, fn)` pairs for the duration of a `with` block, seen only by
         forward passes made in this thread (or asyncio task) inside the block."""
-        attached = dict(_scoped.get())  # {hook point: (fn, ...)}: the enclosing call's hooks, then these
+        outer = _scoped.get()
+        attached = dict(outer)  # {hook point: (fn, ...)}: the enclosing call's hooks, then these
         for names, fn in pairs:
             for name in self.resolve_names(names, "fwd_hooks"):
                 point = self._hook_point(name)
                 attached[point] = (*attached.get(point, ()), fn)
+        added = [point for point in attached if attached[point] != outer.get(point, ())]
+        _count(added, +1)
         token = _scoped.set(attached)
         try:
             yield self
         finally:
             _scoped.reset(token)
+            _count(added, -1)
 
     def run_with_hooks(self, idx: torch.Tensor, fwd_hooks: Iterable[tuple[NameFilter, HookFn]] = (),
                        **forward_kwargs):
