@@ -184,3 +184,12 @@ def test_direct_logit_attribution_of_a_silenced_head_is_zero():
         model.blocks[1].attn.c_proj.weight[:, 8:] = 0  # head 1 of layer 1 writes nothing
     dla = direct_logit_attribution(model, torch.randint(0, 50, (8,)), token=3)
     assert dla["heads"][1, 1] == 0 and dla["heads"][1, 0] != 0
+
+
+def test_the_logit_lens_plot_draws_the_baselines():
+    from glassgpt.analysis import plot_logit_lens
+
+    fig = plot_logit_lens({"loss": torch.tensor([9.8, 2.0]), "accuracy": torch.tensor([0.1, 0.4]),
+                           "labels": ["embed", "block 0"], "uniform_loss": 4.17, "unigram_entropy": 3.3})
+    levels = sorted(line.get_ydata()[0] for line in fig.axes[0].lines[1:])
+    assert levels == [3.3, 4.17]

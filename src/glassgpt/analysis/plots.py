@@ -101,12 +101,18 @@ def plot_head_heatmap(values: torch.Tensor, title: str, label: str, fmt: str = "
 
 
 def plot_logit_lens(result: dict) -> Figure:
-    """The logit lens: loss and top-1 accuracy after the embedding and after each block."""
+    """The logit lens: loss and top-1 accuracy after the embedding and after each block, with the
+    uniform and unigram baselines as lines when the result has them."""
     labels = result.get("labels") or [str(i) for i in range(len(result["loss"]))]
     x = list(range(len(labels)))
     fig = Figure(figsize=(max(6.0, 0.6 * len(labels) + 3), 3.6), dpi=100, layout="constrained")
     loss_ax, acc_ax = fig.subplots(1, 2)
     loss_ax.plot(x, torch.as_tensor(result["loss"]).tolist(), "o-", color="tab:red")
+    for key, style, name in (("uniform_loss", "--", "uniform ln V"), ("unigram_entropy", ":", "unigram entropy")):
+        if key in result:  # the baselines, as horizontal lines
+            loss_ax.axhline(float(result[key]), linestyle=style, color="gray", label=name)
+    if "uniform_loss" in result or "unigram_entropy" in result:
+        loss_ax.legend(fontsize=8)
     loss_ax.set_ylabel("cross-entropy (nats)")
     loss_ax.set_title("loss if the model stopped here")
     acc_ax.plot(x, torch.as_tensor(result["accuracy"]).tolist(), "o-", color="tab:blue")
