@@ -110,7 +110,7 @@ def stream_patterns(model: GPT, windows: torch.Tensor, reducers: dict[str, Reduc
             hooks = pattern_hooks(model, reducers, sums, chunk)
             if extra_hooks is not None:
                 hooks += extra_hooks(chunk, start)
-            model.run_with_hooks(chunk, fwd_hooks=hooks)
+            model.run_with_hooks(chunk, fwd_hooks=hooks, last_position_only=True)  # the hooks read what they need
             if progress is not None:
                 progress(chunk.size(0))
     return {name: torch.stack([mean.value for mean in layers]) for name, layers in sums.items()}
