@@ -315,7 +315,8 @@ def test_summarize_reads_its_findings_out_of_the_numbers():
     assert "1 head is an attention sink: layer 1 head 1 (90% onto position 0, '\u23ce')" in text
     assert "1 head looks like an induction head on repeated random tokens: layer 1 head 0 (0.81)" in text
     assert ("Logit lens (baselines: uniform ln V = 4.17, the targets' unigram entropy 3.30; final loss 1.95, top-1 52%): "
-            "block 1 already closes 98% of the gap from uniform to the final loss (loss 2.00 there)") in text
+            "share of the gap from uniform to the final loss closed after block 0 53%, block 1 98%, block 2 100%. "
+            "block 1 already comes within 10% of the gap of the final loss (loss 2.00 there).") in text
     assert "Decoding the embedding alone gives 9.82 (top-1 10%), worse than uniform." in text
     assert "25% of heads sink into position 0 (by layer: 0%, 50%); 50% sink into some single key" in text
     assert "1 head put at least 40% of their attention on the previous token (best: layer 0 head 0 (0.90))" in text

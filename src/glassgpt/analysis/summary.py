@@ -118,11 +118,12 @@ def _logit_lens_sentence(results: dict) -> str:
         return (f"Logit lens: the final loss {final:.2f} is no better than knowing nothing ({against}). "
                 + embed_note)
     gap = uniform - final
-    good_at = next(i for i in range(loss.numel()) if float(loss[i]) - final <= LENS_GOOD_FRACTION * gap)
-    closed = (uniform - float(loss[good_at])) / gap
+    closed = ", ".join(f"{labels[i]} {(uniform - float(loss[i])) / gap:.0%}" for i in range(1, loss.numel()))
+    good_at = next(i for i in range(1, loss.numel()) if float(loss[i]) - final <= LENS_GOOD_FRACTION * gap)
+    early = (f" {labels[good_at]} already comes within {LENS_GOOD_FRACTION:.0%} of the gap of the final loss "
+             f"(loss {float(loss[good_at]):.2f} there)." if good_at < loss.numel() - 1 else "")
     return (f"Logit lens (baselines: {against}; final loss {final:.2f}, top-1 {float(accuracy[-1]):.0%}): "
-            f"{labels[good_at]}{' already' if good_at < loss.numel() - 1 else ''} closes {closed:.0%} of the gap "
-            f"from uniform to the final loss (loss {float(loss[good_at]):.2f} there). {embed_note}")
+            f"share of the gap from uniform to the final loss closed after {closed}.{early} {embed_note}")
 
 
 def _circuit_heads_sentence(results: dict) -> str:
