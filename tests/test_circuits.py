@@ -193,3 +193,41 @@ def test_the_logit_lens_plot_draws_the_baselines():
                            "labels": ["embed", "block 0"], "uniform_loss": 4.17, "unigram_entropy": 3.3})
     levels = sorted(line.get_ydata()[0] for line in fig.axes[0].lines[1:])
     assert levels == [3.3, 4.17]
+
+
+# ---------------------------------------------------------------- the suite: budgets and progress
+
+def test_the_suite_reports_progress_stage_by_stage_and_the_bars_draw_it(capsys):
+    from glassgpt.analysis import analyze
+    from glassgpt.analysis.report import progress_bars
+
+    model = GPT(tiny_config()).eval()
+    heard = []
+    windows, targets = torch.randint(0, 50, (3, 16)), torch.randint(0, 50, (3, 16))
+    results = analyze(model, torch.randint(0, 50, (8,)), windows, targets,
+                      progress=lambda stage, done, total: heard.append((stage, done, total)))
+    stages = list(dict.fromkeys(stage for stage, _, _ in heard))
+    assert stages == ["validation windows", "induction", "head ablation"]
+    assert ("validation windows", 3, 3) in heard and heard[-1] == ("head ablation", 4, 4)
+    assert results["ablation_tokens"] == [3, 16] and results["logit_lens"]["positions_per_window"] == 16
+    with progress_bars(disable=False) as progress:
+        for stage, done, total in heard:
+            progress(stage, done, total)
+    drawn = capsys.readouterr().err
+    assert "validation windows" in drawn and "head ablation" in drawn
+
+
+def test_a_model_too_large_for_the_budgets_ablates_on_the_first_tokens_and_decodes_a_subset(monkeypatch):
+    from glassgpt.analysis import suite
+
+    model = GPT(tiny_config()).eval()
+    windows, targets = torch.randint(0, 50, (4, 16)), torch.randint(0, 50, (4, 16))
+    per_token = suite.forward_flops_per_token(model, 16)
+    monkeypatch.setattr(suite, "ABLATION_FLOPS", 5 * 20 * per_token)  # 5 passes x 20 tokens: more than one window
+    assert [t.shape for t in suite.ablation_slice(model, windows, targets)] == [(1, 16), (1, 16)]
+    monkeypatch.setattr(suite, "ABLATION_FLOPS", 5 * 10 * per_token)  # 10 tokens each: cut to MIN_ABLATION_TOKENS
+    assert suite.ablation_slice(model, windows, targets)[0].shape == (1, 16)
+    monkeypatch.setattr(suite, "MIN_ABLATION_TOKENS", 4)
+    assert suite.ablation_slice(model, windows, targets)[0].shape == (1, 10)
+    monkeypatch.setattr(suite, "LENS_FLOPS", 2 * 16 * 50 * 3 * 4 * 4)  # 4 positions of each of the 4 windows
+    assert suite.lens_position_budget(model, 4) == 4
