@@ -301,16 +301,30 @@ def test_summarize_reads_its_findings_out_of_the_numbers():
         "sinks": [{"layer": 1, "head": 1, "key_index": 0, "share": 0.9, "first_position_share": 0.9, "token": "\u23ce"}],
         "induction": torch.tensor([[0.02, 0.03], [0.81, 0.05]]),
         "induction_seq_len": 32,
-        "logit_lens": {"loss": torch.tensor([4.0, 3.0, 2.0, 1.95]), "accuracy": torch.tensor([0.1, 0.3, 0.5, 0.52]),
-                       "labels": ["embed", "block 0", "block 1", "block 2"]},
+        "logit_lens": {"loss": torch.tensor([9.82, 3.0, 2.0, 1.95]), "accuracy": torch.tensor([0.1, 0.3, 0.5, 0.52]),
+                       "labels": ["embed", "block 0", "block 1", "block 2"], "uniform_loss": 4.17,
+                       "unigram_entropy": 3.3},
+        "sink_rate": {"first_position": torch.tensor([0.0, 0.5]), "any_key": torch.tensor([0.5, 0.5])},
+        "previous_token": torch.tensor([[0.9, 0.1], [0.1, 0.1]]),
+        "prefix_matching": torch.tensor([[0.0, 0.1], [0.7, 0.1]]),
+        "ablation_tokens": [2, 64],
         "ablation": torch.tensor([[0.5, 0.001], [0.002, 0.02]]),
     }
     text = summarize(results)
     assert "layer 0 is local" in text and "layer 1 is diffuse" in text
     assert "1 head is an attention sink: layer 1 head 1 (90% onto position 0, '\u23ce')" in text
     assert "1 head looks like an induction head on repeated random tokens: layer 1 head 0 (0.81)" in text
-    assert "block 1 already closes 98% of the gap to the final loss 1.95 (loss 2.00 there" in text
-    assert "Most important heads by ablation: layer 0 head 0 (+0.500 nats)" in text
+    assert ("Logit lens (baselines: uniform ln V = 4.17, the targets' unigram entropy 3.30; final loss 1.95, top-1 52%): "
+            "share of the gap from uniform to the final loss closed after block 0 53%, block 1 98%, block 2 100%. "
+            "block 1 already comes within 10% of the gap of the final loss (loss 2.00 there).") in text
+    assert "Decoding the embedding alone gives 9.82 (top-1 10%), worse than uniform." in text
+    assert "25% of heads sink into position 0 (by layer: 0%, 50%); 50% sink into some single key" in text
+    assert "1 head put at least 40% of their attention on the previous token (best: layer 0 head 0 (0.90))" in text
+    assert "prefix matching (best: layer 1 head 0 (0.70))" in text
+    assert "Most important heads by ablation (on 2 windows of 64 tokens)" in text
+    untrained = dict(results, logit_lens=dict(results["logit_lens"], loss=torch.tensor([9.8, 5.0, 4.5, 4.4])))
+    assert "the final loss 4.40 is no better than knowing nothing (uniform ln V = 4.17" in summarize(untrained)
+    assert "Most important heads by ablation (on 2 windows of 64 tokens): layer 0 head 0 (+0.500 nats)" in text
     assert "2 of 4 heads change the loss by less than 0.01" in text
     quiet = dict(results, sinks=[], induction=torch.full((2, 2), 0.05))
     assert "No attention sinks" in summarize(quiet) and "No induction heads" in summarize(quiet)
@@ -319,7 +333,8 @@ def test_summarize_reads_its_findings_out_of_the_numbers():
 
 # ---------------------------------------------------------------- the report, through the command line
 
-SECTIONS = ["summary", "attention-maps", "depth-scan", "sinks", "distance", "logit-lens", "induction", "ablation"]
+SECTIONS = ["summary", "attention-maps", "depth-scan", "sinks", "distance", "previous-token", "logit-lens", "induction",
+            "ablation"]
 
 
 def run_main(capsys, *args: str) -> subprocess.CompletedProcess:
@@ -367,20 +382,20 @@ def test_analyze_writes_a_self_contained_report_with_every_section(report_dir):
     for section in SECTIONS:
         assert f"id='{section}'" in page, section
     images = re.findall(r'src="([^"]*)"', page)
-    assert len(images) == 2 + 7 and all(src.startswith("data:image/png;base64,") for src in images)
+    assert len(images) == 2 + 9 and all(src.startswith("data:image/png;base64,") for src in images)
     assert "http://" not in page and "https://" not in page and "<link" not in page and "<script" not in page
     assert "validation split of the run&#x27;s dataset &#x27;shakespeare-char&#x27;" in page
     numbers = json.loads((out / "analysis.json").read_text(encoding="utf-8"))
     assert len(numbers["prompt_ids"]) == 32  # the default prompt: the start of the validation windows
     assert torch.tensor(numbers["prompt_patterns"]).shape == (2, 2, 32, 32)
-    for key in ("depth_scan", "attention_distance", "induction", "ablation"):
+    for key in ("depth_scan", "attention_distance", "induction", "ablation", "previous_token", "prefix_matching"):
         assert torch.tensor(numbers[key]).shape == (2, 2), key
     assert len(numbers["logit_lens"]["loss"]) == 3 and numbers["num_windows"] == 3
     assert all(html.escape(paragraph) in page for paragraph in numbers["summary"].split("\n\n"))
     pngs = sorted(p.name for p in out.glob("*.png"))
     assert pngs == sorted(["attention_layer0.png", "attention_layer1.png", "depth_scan.png", "sink_first_position.png",
                            "sink_max_key.png", "attention_distance.png", "logit_lens.png", "induction.png",
-                           "ablation.png"])
+                           "ablation.png", "previous_token.png", "prefix_matching.png"])
     assert [p.name for p in out.parent.iterdir()] == ["report"], "no temporary folders left behind"
 
 

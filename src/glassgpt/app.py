@@ -93,7 +93,8 @@ class Demo:
 
     def inside(self, text: str, layer: int, head: int):
         """Attention pattern of one head, the depth scan and the sink heads for `text`
-        (the last block_size tokens of it)."""
+        (the last block_size tokens of it). Safe beside a generation running on the same model
+        in another thread: the hooks it attaches belong to this call."""
         from glassgpt import analysis
 
         ids = self.encode_prompt(text, self.max_inside_chars)[-self.model.config.block_size:]
@@ -105,7 +106,7 @@ class Demo:
         labels = analysis.token_labels(self.tokenizer, ids)
         patterns = analysis.attention_patterns(self.model, idx)  # (L, H, T, T)
         attention_fig = analysis.plot_attention(patterns[layer, head], labels, title=f"layer {layer}, head {head}")
-        depth_fig = analysis.plot_head_heatmap(analysis.depth_scan(self.model, idx), "depth scan",
+        depth_fig = analysis.plot_head_heatmap(analysis.normalized_entropy(patterns), "depth scan",  # = depth_scan(idx)
                                                "entropy / uniform", vmin=0.0, vmax=1.0)
         sinks = analysis.find_sinks(analysis.sink_scores(patterns), tokens=labels)
         rows = [[s["layer"], s["head"], round(float(s["share"]), 3), s["token"]] for s in sinks]

@@ -254,13 +254,15 @@ def cmd_sample(args) -> None:
 
 
 def cmd_analyze(args) -> None:
-    from glassgpt.analysis.report import REPORT, write_report
+    from glassgpt.analysis.report import REPORT, progress_bars, write_report
     from glassgpt.device import resolve_device
 
     if args.windows > MAX_ANALYSIS_WINDOWS:
         raise UsageError(f"--windows is capped at {MAX_ANALYSIS_WINDOWS}, got {args.windows}")
-    out = write_report(args.run_dir, prompt=args.prompt, out=args.out, num_windows=args.windows,
-                       device=str(resolve_device(args.device)), seed=args.seed, dtype=args.dtype)
+    with progress_bars() as progress:  # on stderr, on a terminal only
+        out = write_report(args.run_dir, prompt=args.prompt, out=args.out, num_windows=args.windows,
+                           device=str(resolve_device(args.device)), seed=args.seed, dtype=args.dtype,
+                           progress=progress)
     print(f"analysis written to {out}; open {out / REPORT}")
 
 

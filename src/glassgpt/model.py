@@ -118,6 +118,8 @@ class CausalSelfAttention(nn.Module):
         self.resid_dropout = nn.Dropout(config.dropout)
         self.qk_norm = config.qk_norm  # RMS-normalise each head's q and k (no weights) before the dot product
         self.q, self.k, self.v = HookPoint(), HookPoint(), HookPoint()  # (B, nh, T, hs)
+        if config.pos_encoding == "rope":  # learned positions have no rotation, so no rot_q / rot_k
+            self.rot_q, self.rot_k = HookPoint(), HookPoint()  # (B, nh, T, hs) after the rotation
         self.scores = HookPoint()  # (B, nh, T, Tk) pre-softmax, masked with -inf
         self.pattern = HookPoint()  # (B, nh, T, Tk) attention weights, rows sum to 1 (less with a learned sink)
         # Sink remedies (attn_sink): a head that has nothing to look up need not dump its attention on a key.
@@ -150,6 +152,7 @@ class CausalSelfAttention(nn.Module):
             q, k = F.rms_norm(q, (self.head_size,)), F.rms_norm(k, (self.head_size,))  # (B, nh, T, hs)
         if rope is not None:  # q and k side by side, (B, 2nh, T, hs): one rotation for both
             q, k = apply_rotary(torch.cat([q, k], dim=1), *rope).chunk(2, dim=1)  # 2 x (B, nh, T, hs)
+            q, k = self.rot_q(q), self.rot_k(k)
         if kv_cache is not None:
             k, v = kv_cache.update(self.layer_idx, k, v)  # (B, nh, Tk, hs): the past and the new
         watched = self.scores.active or self.pattern.active or (self.sink_logit is not None and self.sink_weight.active)

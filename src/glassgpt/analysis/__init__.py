@@ -10,8 +10,11 @@ for a run directory. Usable from a notebook:
     plot_attention_grid(patterns, tokens)
 """
 
+from glassgpt.analysis.circuits import (
+    activation_patching, direct_logit_attribution, logit_difference, patched_logits,
+)
 from glassgpt.analysis.measures import (
-    SINK_EPSILON, attention_distance, attention_patterns, batch_patterns, depth_scan, find_sinks, head_ablation,
+    SINK_EPSILON, mean_head, mean_z, attention_distance, attention_patterns, batch_patterns, depth_scan, find_sinks, head_ablation,
     induction_scores, induction_stripe, key_shares, logit_lens, normalized_entropy, prefix_matching,
     previous_token_stripe, repeated_random_tokens, sink_rate, sink_scores, window_average, zero_head,
 )
@@ -19,10 +22,13 @@ from glassgpt.analysis.plots import (
     plot_attention, plot_attention_grid, plot_head_heatmap, plot_logit_lens, token_labels,
 )
 from glassgpt.analysis.report import write_report
+from glassgpt.analysis.streaming import stream_patterns, unigram_entropy, window_statistics
 from glassgpt.analysis.suite import analyze
 from glassgpt.analysis.summary import layer_lines, summarize
 
 __all__ = [
+    "activation_patching", "direct_logit_attribution", "logit_difference", "mean_head", "mean_z", "patched_logits",
+    "stream_patterns", "unigram_entropy", "window_statistics",
     "SINK_EPSILON", "induction_stripe", "key_shares", "prefix_matching", "previous_token_stripe", "sink_rate",
     "analyze", "attention_distance", "attention_patterns", "batch_patterns", "depth_scan", "find_sinks",
     "head_ablation", "induction_scores", "layer_lines", "logit_lens", "normalized_entropy", "plot_attention",

@@ -95,10 +95,13 @@ def window_average(model: GPT, windows: torch.Tensor, measure, batch_size: int =
     return total / windows.size(0)
 
 
-def depth_scan(model: GPT, windows: torch.Tensor) -> torch.Tensor:
+def depth_scan(model: GPT, windows: torch.Tensor, batch_size: int = 1) -> torch.Tensor:
     """Mean normalised entropy of every head over validation windows (B, T): -> (L, H).
-    Low in a layer means focused (local or sink) heads; near 1 means diffuse ones."""
-    return window_average(model, windows, normalized_entropy)
+    Low in a layer means focused (local or sink) heads; near 1 means diffuse ones.
+    Reduced inside the hook, one layer at a time (see `glassgpt.analysis.streaming`)."""
+    from glassgpt.analysis.streaming import per_window, stream_patterns
+
+    return stream_patterns(model, windows, {"entropy": per_window(normalized_entropy)}, batch_size)["entropy"]
 
 
 def attention_distance(patterns: torch.Tensor) -> torch.Tensor:
@@ -184,7 +187,10 @@ def logit_lens(model: GPT, idx: torch.Tensor, targets: torch.Tensor) -> dict:
     """Decode the residual stream after the embedding and after every block through the
     final LayerNorm and the unembedding, as if the model stopped there: `loss` (L+1,)
     mean cross-entropy and `accuracy` (L+1,) top-1 accuracy against targets (B, T)
-    (-1 marks positions to skip); `labels` names the L+1 points. The last point is the model itself."""
+    (-1 marks positions to skip); `labels` names the L+1 points. The last point is the model itself.
+    Beside them, the baselines a loss is read against: `uniform_loss` (ln V, knowing nothing) and
+    `unigram_entropy` (the targets' own token frequencies, knowing nothing of the context). With tied
+    weights the embedding alone can do worse than uniform, so it is no baseline."""
     idx, targets = as_batch(idx).to(_device(model)), as_batch(targets).to(_device(model))
     names = ["embed"] + [f"blocks.{i}.resid_post" for i in range(model.config.n_layer)]
     with inference(model):
@@ -196,8 +202,11 @@ def logit_lens(model: GPT, idx: torch.Tensor, targets: torch.Tensor) -> dict:
             losses.append(F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-1))
             correct = (logits.argmax(dim=-1) == targets) & keep  # (B, T)
             accuracies.append(correct.sum() / keep.sum().clamp(min=1))
+    from glassgpt.analysis.streaming import lens_baselines
+
     labels = ["embed"] + [f"block {i}" for i in range(model.config.n_layer)]
-    return {"loss": torch.stack(losses).cpu(), "accuracy": torch.stack(accuracies).float().cpu(), "labels": labels}
+    return {"loss": torch.stack(losses).cpu(), "accuracy": torch.stack(accuracies).float().cpu(), "labels": labels,
+            **lens_baselines(model, targets.cpu())}
 
 
 # ---------------------------------------------------------------- circuits
@@ -269,9 +278,10 @@ def induction_scores(model: GPT, seq_len: int | None = None, batch: int = 8,
     seq_len = seq_len or default_induction_seq_len(model.config)
     if seq_len < 2 or 2 * seq_len > model.config.block_size:
         raise ValueError(f"seq_len must be between 2 and block_size / 2 = {model.config.block_size // 2}, got {seq_len}")
+    from glassgpt.analysis.streaming import induction_reducer, stream_patterns
+
     tokens = repeated_random_tokens(model.config.vocab_size, seq_len, batch, generator)  # (B, 2 seq_len)
-    patterns = batch_patterns(model, tokens)  # (L, B, H, 2 seq_len, 2 seq_len)
-    return induction_stripe(patterns, seq_len).mean(dim=1)  # (L, H)
+    return stream_patterns(model, tokens, {"induction": induction_reducer(seq_len)}, batch_size=batch)["induction"]
 
 
 def zero_head(head: int):
@@ -283,18 +293,46 @@ def zero_head(head: int):
     return hook
 
 
-def head_ablation(model: GPT, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """How much the loss on (idx, targets) rises when each head's output is zeroed
-    (through a hook on `blocks.{i}.attn.z`, before the output projection): -> (L, H)."""
+def mean_head(head: int, mean: torch.Tensor):
+    """A hook for `blocks.{i}.attn.z` (B, nh, T, hs) that replaces one head's output by `mean` (hs,)."""
+    def hook(z: torch.Tensor, _hook) -> torch.Tensor:
+        z = z.clone()
+        z[:, head] = mean.to(z.dtype)
+        return z
+    return hook
+
+
+def mean_z(model: GPT, reference: torch.Tensor) -> torch.Tensor:
+    """Each head's output `attn.z` averaged over every position of a reference batch (B, T): -> (L, H, hs)."""
+    reference = as_batch(reference).to(_device(model))
+    with inference(model):
+        _, cache = model.run_with_cache(reference, names=lambda name: name.endswith("attn.z"))
+    return torch.stack([cache[f"blocks.{i}.attn.z"].float().mean(dim=(0, 2)) for i in range(model.config.n_layer)])
+
+
+ABLATION_MODES = ("zero", "mean")
+
+
+def head_ablation(model: GPT, idx: torch.Tensor, targets: torch.Tensor, mode: str = "zero",
+                  reference: torch.Tensor | None = None, progress=None) -> torch.Tensor:
+    """How much the loss on (idx, targets) rises when each head's output is removed (through a
+    hook on `blocks.{i}.attn.z`, before the output projection): -> (L, H).
+    `mode="zero"` sets it to 0; `mode="mean"` to its mean over every position of `reference`
+    (B', T') token ids (default: idx), which keeps the head's constant part and removes what it
+    says about this particular text. `progress(done, total)` is told after each head."""
+    if mode not in ABLATION_MODES:
+        raise ValueError(f"mode must be one of {ABLATION_MODES}, got {mode!r}")
     idx, targets = as_batch(idx).to(_device(model)), as_batch(targets).to(_device(model))
     L, H = model.config.n_layer, model.config.n_head
+    means = mean_z(model, idx if reference is None else reference) if mode == "mean" else None
     increase = torch.zeros(L, H)
     with inference(model):
         _, base = model(idx, targets)
         for layer in range(L):
             for head in range(H):
-                with model.hooks([(f"blocks.{layer}.attn.z", zero_head(head))]):
-                    _, loss = model(idx, targets)
+                ablate = zero_head(head) if means is None else mean_head(head, means[layer, head])
+                _, loss = model.run_with_hooks(idx, fwd_hooks=[(f"blocks.{layer}.attn.z", ablate)], targets=targets)
                 increase[layer, head] = (loss - base).item()
+                if progress is not None:
+                    progress(layer * H + head + 1, L * H)
     return increase
-

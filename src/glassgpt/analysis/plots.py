@@ -12,6 +12,7 @@ from matplotlib.figure import Figure
 
 VISIBLE_WHITESPACE = {"\n": "\u23ce", " ": "\u2423", "\t": "\u21e5", "\r": "\u240d"}
 MAX_LABELLED_TICKS = 64
+MAX_GRID_INCHES = 36.0  # widest attention grid: rendering a wider PNG costs seconds per layer at GPT-2 scale
 
 
 def token_labels(tokenizer, ids: list[int]) -> list[str]:
@@ -26,12 +27,16 @@ def token_labels(tokenizer, ids: list[int]) -> list[str]:
     return labels
 
 
-def _label_axes(ax, tokens: list[str], fontsize: float) -> None:
-    """Token labels on both axes (keys along x, queries along y); every k-th one when there are many."""
+def _label_axes(ax, tokens: list[str], fontsize: float, queries: bool = True) -> None:
+    """Token labels on both axes (keys along x, queries along y, unless `queries=False`); every
+    k-th one when there are many."""
     step = max(1, -(-len(tokens) // MAX_LABELLED_TICKS))
     ticks = list(range(0, len(tokens), step))
     ax.set_xticks(ticks, [tokens[t] for t in ticks], rotation=90, fontsize=fontsize)
-    ax.set_yticks(ticks, [tokens[t] for t in ticks], fontsize=fontsize)
+    if queries:
+        ax.set_yticks(ticks, [tokens[t] for t in ticks], fontsize=fontsize)
+    else:
+        ax.set_yticks(ticks, [])
 
 
 def _tick_fontsize(T: int, panel_inches: float) -> float:
@@ -60,7 +65,7 @@ def plot_attention_grid(patterns: torch.Tensor, tokens: list[str], title: str | 
     titled from layer `first_layer` on (to draw a slice of the layers)."""
     patterns = torch.as_tensor(patterns).float().cpu()
     L, H, T, _ = patterns.shape
-    panel = min(6.0, max(2.5, 0.12 * T))
+    panel = min(6.0, max(2.5, 0.12 * T), MAX_GRID_INCHES / H)  # GPT-2's 12 heads: 3 inches each
     fig = Figure(figsize=(panel * H + 0.8, panel * L + 0.6), dpi=100, layout="constrained")
     axes = fig.subplots(L, H, squeeze=False)
     fontsize = _tick_fontsize(T, panel)
@@ -68,7 +73,7 @@ def plot_attention_grid(patterns: torch.Tensor, tokens: list[str], title: str | 
         for head in range(H):
             ax = axes[layer][head]
             image = ax.imshow(patterns[layer, head].numpy(), cmap="viridis", vmin=0.0, vmax=1.0)
-            _label_axes(ax, tokens, fontsize)
+            _label_axes(ax, tokens, fontsize, queries=head == 0)  # a row's queries are the same tokens
             ax.set_title(f"layer {first_layer + layer} head {head}", fontsize=9)
     fig.colorbar(image, ax=axes, shrink=0.6, label="attention weight")
     if title:
@@ -104,12 +109,18 @@ def plot_head_heatmap(values: torch.Tensor, title: str, label: str, fmt: str = "
 
 
 def plot_logit_lens(result: dict) -> Figure:
-    """The logit lens: loss and top-1 accuracy after the embedding and after each block."""
+    """The logit lens: loss and top-1 accuracy after the embedding and after each block, with the
+    uniform and unigram baselines as lines when the result has them."""
     labels = result.get("labels") or [str(i) for i in range(len(result["loss"]))]
     x = list(range(len(labels)))
     fig = Figure(figsize=(max(6.0, 0.6 * len(labels) + 3), 3.6), dpi=100, layout="constrained")
     loss_ax, acc_ax = fig.subplots(1, 2)
     loss_ax.plot(x, torch.as_tensor(result["loss"]).tolist(), "o-", color="tab:red")
+    for key, style, name in (("uniform_loss", "--", "uniform ln V"), ("unigram_entropy", ":", "unigram entropy")):
+        if key in result:  # the baselines, as horizontal lines
+            loss_ax.axhline(float(result[key]), linestyle=style, color="gray", label=name)
+    if "uniform_loss" in result or "unigram_entropy" in result:
+        loss_ax.legend(fontsize=8)
     loss_ax.set_ylabel("cross-entropy (nats)")
     loss_ax.set_title("loss if the model stopped here")
     acc_ax.plot(x, torch.as_tensor(result["accuracy"]).tolist(), "o-", color="tab:blue")

@@ -9,6 +9,7 @@ half report and the previous one, if any, stands.
 from __future__ import annotations
 
 import base64
+import contextlib
 import html
 import io
 import json
@@ -104,6 +105,11 @@ def figures(results: dict, tokens: list[str]) -> dict[str, Figure]:
                                                  fmt=".0%", vmin=0.0, vmax=1.0)
     figs["attention_distance.png"] = plot_head_heatmap(results["attention_distance"], "mean attention distance",
                                                        "tokens back", fmt=".1f")
+    figs["previous_token.png"] = plot_head_heatmap(results["previous_token"], "previous-token score",
+                                                   "attention on the previous token", vmin=0.0, vmax=1.0)
+    figs["prefix_matching.png"] = plot_head_heatmap(results["prefix_matching"], "prefix-matching score",
+                                                    "attention on the token after an earlier occurrence",
+                                                    vmin=0.0, vmax=1.0)
     figs["logit_lens.png"] = plot_logit_lens(results["logit_lens"])
     if "induction" in results:
         figs["induction.png"] = plot_head_heatmap(results["induction"], "induction score (repeated random tokens)",
@@ -168,12 +174,25 @@ def render_html(run_dir: Path, results: dict, pngs: dict[str, bytes], prompt_tex
         _table(["layer", "head", "position", "token", "share", "share on position 0"],
                [[s["layer"], s["head"], s["key_index"], s["token"], f"{s['share']:.1%}", f"{s['first_position_share']:.1%}"]
                 for s in sinks]) if sinks else "<p>No sink heads.</p>",
+        f"<p>Sink rate of Gu et al. (2024) over the validation windows: per layer, the fraction of heads whose mean "
+        f"attention to a key (from the rows that can see it) exceeds {results['sink_threshold']:g}.</p>",
+        _table(["layer", "heads sinking into position 0", "heads sinking into one key"],
+               [[layer, f"{float(first):.0%}", f"{float(any_key):.0%}"] for layer, (first, any_key)
+                in enumerate(zip(results["sink_rate"]["first_position"], results["sink_rate"]["any_key"]))]),
         "<h2 id='distance'>Local vs long-range attention</h2><p>Mean distance, in tokens, between a query and the "
         f"keys it attends to, over the validation windows (uniform attention over a {results['window_length']}-token "
         f"window gives {results['window_length'] / 4:.1f}; a previous-token head gives 1).</p>",
         _img("attention_distance.png", pngs["attention_distance.png"]),
+        "<h2 id='previous-token'>Previous-token and prefix-matching heads</h2><p>The two halves of an induction "
+        "circuit, on the validation windows: mean attention on the previous token, and (prefix matching, Olsson et "
+        "al. 2022) on the token that followed an earlier occurrence of the current one.</p>",
+        _img("previous_token.png", pngs["previous_token.png"]),
+        _img("prefix_matching.png", pngs["prefix_matching.png"]),
         "<h2 id='logit-lens'>Logit lens</h2><p>The residual stream after the embedding and after each block, decoded "
-        "through the final LayerNorm and the unembedding as if the model stopped there (validation windows).</p>",
+        "through the final LayerNorm and the unembedding as if the model stopped there (validation windows, "
+        f"{lens['positions_per_window']} positions of each). Baselines: uniform ln V = {lens['uniform_loss']:.4f} "
+        f"nats (knowing nothing); the targets' unigram entropy {lens['unigram_entropy']:.4f} nats (knowing only "
+        "token frequencies).</p>",
         _img("logit_lens.png", pngs["logit_lens.png"]),
         _table(["after", "loss (nats)", "top-1 accuracy"],
                [[label, f"{float(loss):.4f}", f"{float(acc):.1%}"]
@@ -182,7 +201,8 @@ def render_html(run_dir: Path, results: dict, pngs: dict[str, bytes], prompt_tex
         (f"<p>Mean attention from each token of a repeated random sequence ({results['induction_seq_len']} tokens, "
          "twice) to the token that followed its earlier occurrence.</p>" + _img("induction.png", pngs["induction.png"]))
         if "induction" in results else "<p>The context is too short to measure induction.</p>",
-        "<h2 id='ablation'>Head ablation</h2><p>How much the validation loss rises when one head's output is zeroed.</p>",
+        "<h2 id='ablation'>Head ablation</h2><p>How much the validation loss rises when one head's output is zeroed "
+        f"(on {results['ablation_tokens'][0]} window(s) of {results['ablation_tokens'][1]} tokens).</p>",
         _img("ablation.png", pngs["ablation.png"]),
         _evaluations_html(eval_task_rows(run_dir)),
         _dynamics_section(pngs),
@@ -229,6 +249,32 @@ def _dynamics_section(pngs: dict[str, bytes]) -> str:
             + _img(DYNAMICS, pngs[DYNAMICS]))
 
 
+# ---------------------------------------------------------------- progress
+
+@contextlib.contextmanager
+def progress_bars(disable: bool | None = None):
+    """A `progress(stage, done, total)` for `write_report` that draws one tqdm bar per stage on
+    stderr (on a terminal only, unless `disable=False`); the bars are closed when the block ends."""
+    from tqdm import tqdm
+
+    bars: dict[str, tqdm] = {}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        bar = bars.get(stage)
+        if bar is None:
+            for other in bars.values():
+                other.close()
+            bar = bars[stage] = tqdm(total=total, desc=stage, unit="", leave=False, disable=disable)
+        bar.total = total
+        bar.update(done - bar.n)
+
+    try:
+        yield progress
+    finally:
+        for bar in bars.values():
+            bar.close()
+
+
 # ---------------------------------------------------------------- writing
 
 def check_out_dir(out: Path) -> None:
@@ -249,9 +295,11 @@ def replace_dir(tmp: Path, out: Path) -> None:
 
 
 def write_report(run_dir: str | Path, prompt: str | None = None, out: str | Path | None = None,
-                 num_windows: int = 8, device: str = "cpu", seed: int = 0, dtype: str = "float32") -> Path:
+                 num_windows: int = 8, device: str = "cpu", seed: int = 0, dtype: str = "float32",
+                 progress=None) -> Path:
     """Analyse a run and write report.html, analysis.json and the PNGs into `out`
-    (default RUN_DIR/analysis). Returns `out`. `dtype` is load_run's."""
+    (default RUN_DIR/analysis). `dtype` is load_run's; `progress(stage, done, total)` hears
+    how far it is. Returns `out`."""
     from glassgpt.checkpoint import load_run
 
     run_dir = Path(run_dir)
@@ -273,7 +321,8 @@ def write_report(run_dir: str | Path, prompt: str | None = None, out: str | Path
 
     tokens = token_labels(tokenizer, ids)
     generator = torch.Generator().manual_seed(seed)
-    results = analyze(model, torch.tensor(ids), windows, targets, tokens=tokens, generator=generator)
+    results = analyze(model, torch.tensor(ids), windows, targets, tokens=tokens, generator=generator,
+                      progress=progress)
     pngs = {name: png_bytes(fig) for name, fig in figures(results, tokens).items()}
     metrics_rows = read_metrics(run_dir)
     if analysis_rows(metrics_rows):  # trained with analysis_interval: the curves of the run

@@ -1,49 +1,120 @@
-"""Every measure at once: the numbers behind the report (and the demo)."""
+"""Every measure at once: the numbers behind the report (and the demo).
+
+Sized for GPT-2 124M on a laptop CPU: the validation windows go through the model
+once, every measure reduced inside its hook layer by layer (`window_statistics`),
+and the two measures whose cost grows with the vocabulary or with the number of
+heads (the logit lens and head ablation) get a budget of forward FLOPs. Small
+models fit their budgets whole; a large one decodes an even subset of positions
+and ablates heads on the first tokens of the windows. The results say how much.
+"""
 
 from __future__ import annotations
+
+from typing import Callable
 
 import torch
 
 from glassgpt.analysis.measures import (
-    SINK_EPSILON, attention_distance, attention_patterns, batch_patterns, default_induction_seq_len, find_sinks, head_ablation,
-    induction_scores, logit_lens, normalized_entropy, previous_token_stripe, repeated_random_tokens, sink_rate,
-    sink_scores, window_average,
+    SINK_EPSILON, attention_patterns, default_induction_seq_len, find_sinks, head_ablation, induction_scores,
+    normalized_entropy, sink_candidates, sink_rate, sink_scores,
 )
+from glassgpt.analysis.streaming import window_statistics
 from glassgpt.model import GPT
 
 MIN_INDUCTION_CONTEXT = 4  # two repeats of at least 2 tokens
+LENS_FLOPS = 1e12  # forward FLOPs the logit lens may spend decoding (2 C V per position and point)
+ABLATION_FLOPS = 1e12  # forward FLOPs head ablation may spend (one pass per head)
+MIN_ABLATION_TOKENS = 16
+
+Progress = Callable[[str, int, int], None]  # (stage, done, total)
+
+
+def forward_flops_per_token(model: GPT, seq_len: int) -> float:
+    """Forward FLOPs per token: a third of the training estimate, plus the unembedding when it is tied
+    (the estimate leaves tied embeddings out)."""
+    cfg = model.config
+    return model.estimate_flops_per_token(seq_len) / 3 + (2 * cfg.n_embd * cfg.vocab_size if cfg.tie_weights else 0)
+
+
+def lens_position_budget(model: GPT, num_windows: int) -> int:
+    """Positions per window the logit lens may decode within LENS_FLOPS (at least 1)."""
+    cfg = model.config
+    per_position = 2 * cfg.n_embd * cfg.vocab_size * (cfg.n_layer + 1)
+    return max(1, int(LENS_FLOPS // (per_position * num_windows)))
+
+
+def ablation_slice(model: GPT, windows: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The windows head ablation runs on within ABLATION_FLOPS: all of them when they fit, else as
+    many whole windows as fit, else the first window cut to its first tokens (at least
+    MIN_ABLATION_TOKENS)."""
+    B, T = windows.shape
+    passes = model.config.n_layer * model.config.n_head + 1
+    tokens = int(ABLATION_FLOPS // (passes * forward_flops_per_token(model, T)))
+    if tokens >= T:
+        keep = min(B, tokens // T)
+        return windows[:keep], targets[:keep]
+    keep = min(T, max(MIN_ABLATION_TOKENS, tokens))
+    return windows[:1, :keep], targets[:1, :keep]
+
+
+def window_sink_scores(key_shares: torch.Tensor) -> dict[str, torch.Tensor]:
+    """`sink_scores` from key shares (L, H, T) already averaged over windows."""
+    candidates = sink_candidates(key_shares.size(-1), key_shares.device)
+    max_share, max_index = key_shares.masked_fill(~candidates, -1.0).max(dim=-1)  # (L, H)
+    return {"first_position_share": key_shares[..., 0], "max_key_share": max_share, "max_key_index": max_index}
 
 
 def analyze(model: GPT, prompt_ids: torch.Tensor, windows: torch.Tensor, targets: torch.Tensor,
             tokens: list[str] | None = None, sink_threshold: float = SINK_EPSILON, induction_batch: int = 8,
-            generator: torch.Generator | None = None) -> dict:
+            generator: torch.Generator | None = None, progress: Progress | None = None) -> dict:
     """Run the analysis suite.
 
     prompt_ids (T,): the sequence whose attention is drawn and whose sinks are named
     (`tokens` labels its positions); windows, targets (B, Tw): validation text for the
-    depth scan, attention distance, logit lens and head ablation. Returns a dict of
-    tensors (and lists) that `summarize` and the report read.
+    depth scan, attention distance, sink rate, previous-token and prefix-matching scores,
+    logit lens and head ablation. `progress(stage, done, total)` is told as windows pass.
+    Returns a dict of tensors (and lists) that `summarize` and the report read.
     """
-    patterns = attention_patterns(model, prompt_ids)  # (L, H, T, T)
+    report = progress or (lambda stage, done, total: None)
+    B = windows.size(0)
+    patterns = attention_patterns(model, prompt_ids)  # (L, H, T, T): the prompt only, short
     scores = sink_scores(patterns)
+    done = [0]
+
+    def windows_done(n: int) -> None:
+        done[0] += n
+        report("validation windows", done[0], B)
+
+    report("validation windows", 0, B)
+    stats = window_statistics(model, windows, targets, max_lens_positions=lens_position_budget(model, B),
+                              progress=windows_done)
+    window_sinks = window_sink_scores(stats["key_shares"])
     results = {
         "prompt_patterns": patterns,
         "prompt_entropy": normalized_entropy(patterns),  # (L, H)
         "window_length": int(windows.size(-1)),
-        "num_windows": int(windows.size(0)),
-        "depth_scan": window_average(model, windows, normalized_entropy),  # (L, H)
-        "attention_distance": window_average(model, windows, attention_distance),  # (L, H)
+        "num_windows": int(B),
+        "depth_scan": stats["depth_scan"],  # (L, H)
+        "attention_distance": stats["attention_distance"],  # (L, H)
+        "previous_token": stats["previous_token"],  # (L, H)
+        "prefix_matching": stats["prefix_matching"],  # (L, H)
         "sink_scores": scores,
         "sink_threshold": sink_threshold,
-        "sink_rate": sink_rate(scores, epsilon=sink_threshold),  # (L,) each: fraction of heads sinking
         "sinks": find_sinks(scores, threshold=sink_threshold, tokens=tokens),
-        "logit_lens": logit_lens(model, windows, targets),
-        "ablation": head_ablation(model, windows, targets),  # (L, H)
+        "window_sink_scores": window_sinks,
+        "sink_rate": sink_rate(window_sinks, epsilon=sink_threshold),  # (L,) each: fraction of heads sinking
+        "logit_lens": stats["logit_lens"],
     }
     seq_len = default_induction_seq_len(model.config)
     if 2 * seq_len >= MIN_INDUCTION_CONTEXT:
+        report("induction", 0, 1)
         results["induction"] = induction_scores(model, seq_len=seq_len, batch=induction_batch, generator=generator)
         results["induction_seq_len"] = seq_len
-        repeated = repeated_random_tokens(model.config.vocab_size, seq_len, induction_batch, generator)
-        results["previous_token"] = previous_token_stripe(batch_patterns(model, repeated)).mean(dim=1)  # (L, H)
+        report("induction", 1, 1)
+    ablation_windows, ablation_targets = ablation_slice(model, windows, targets)
+    heads = model.config.n_layer * model.config.n_head
+    report("head ablation", 0, heads)
+    results["ablation"] = head_ablation(model, ablation_windows, ablation_targets,
+                                        progress=lambda done, total: report("head ablation", done, total))  # (L, H)
+    results["ablation_tokens"] = [int(ablation_windows.size(0)), int(ablation_windows.size(1))]
     return results

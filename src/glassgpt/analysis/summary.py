@@ -15,6 +15,7 @@ INDUCTION_THRESHOLD = 0.3  # induction score from which a head is called an indu
 PREVIOUS_TOKEN_THRESHOLD = 0.3  # attention to the previous token from which a head is called a previous-token head
 LENS_GOOD_FRACTION = 0.1  # logit lens is "good" once within this fraction of the embed-to-final loss gap
 NEGLIGIBLE_ABLATION = 0.01  # nats: removing such a head barely matters
+CIRCUIT_THRESHOLD = 0.4  # previous-token or prefix-matching score from which a head is counted
 
 
 def _head(layer: int, head: int) -> str:
@@ -113,17 +114,59 @@ def _previous_token_clause(results: dict, induction_layer: int) -> str:
 
 
 def _logit_lens_sentence(results: dict) -> str:
+    """The lens read against the uniform baseline ln V: how much of the way from knowing nothing to
+    the final loss each point has come. (The embedding alone is no baseline: with tied weights it
+    can do worse than uniform.)"""
+    import math
+
     lens = results["logit_lens"]
     loss = torch.as_tensor(lens["loss"]).float()
     labels = lens.get("labels") or [str(i) for i in range(loss.numel())]
-    final, start = float(loss[-1]), float(loss[0])
-    good_at = next(i for i in range(loss.numel()) if float(loss[i]) - final <= LENS_GOOD_FRACTION * abs(start - final))
     accuracy = torch.as_tensor(lens["accuracy"]).float()
-    closed = (start - float(loss[good_at])) / (start - final) if start != final else 1.0
-    return (f"Logit lens: decoding the embedding alone gives loss {start:.2f} (top-1 {float(accuracy[0]):.0%}); "
-            f"{labels[good_at]}{' already' if good_at < loss.numel() - 1 else ''} closes {closed:.0%} of the gap "
-            f"to the final loss {final:.2f} "
-            f"(loss {float(loss[good_at]):.2f} there; top-1 {float(accuracy[-1]):.0%} at the end).")
+    final, embed = float(loss[-1]), float(loss[0])
+    uniform = float(lens.get("uniform_loss", float("nan")))
+    unigram = lens.get("unigram_entropy")
+    against = f"uniform ln V = {uniform:.2f}" + (f", the targets' unigram entropy {float(unigram):.2f}"
+                                                 if unigram is not None else "")
+    embed_note = (f"Decoding the embedding alone gives {embed:.2f} (top-1 {float(accuracy[0]):.0%})"
+                  + (", worse than uniform." if embed > uniform else "."))
+    if math.isnan(uniform) or final >= uniform:
+        return (f"Logit lens: the final loss {final:.2f} is no better than knowing nothing ({against}). "
+                + embed_note)
+    gap = uniform - final
+    closed = ", ".join(f"{labels[i]} {(uniform - float(loss[i])) / gap:.0%}" for i in range(1, loss.numel()))
+    good_at = next(i for i in range(1, loss.numel()) if float(loss[i]) - final <= LENS_GOOD_FRACTION * gap)
+    early = (f" {labels[good_at]} already comes within {LENS_GOOD_FRACTION:.0%} of the gap of the final loss "
+             f"(loss {float(loss[good_at]):.2f} there)." if good_at < loss.numel() - 1 else "")
+    return (f"Logit lens (baselines: {against}; final loss {final:.2f}, top-1 {float(accuracy[-1]):.0%}): "
+            f"share of the gap from uniform to the final loss closed after {closed}.{early} {embed_note}")
+
+
+def _circuit_heads_sentence(results: dict) -> str:
+    """The two halves of the induction circuit on the validation text: previous-token heads and
+    prefix-matching heads."""
+    previous = torch.as_tensor(results["previous_token"]).float()  # (L, H)
+    prefix = torch.as_tensor(results["prefix_matching"]).float()  # (L, H)
+
+    def best(scores: torch.Tensor) -> str:
+        layer, head = divmod(int(scores.argmax()), scores.size(1))
+        return f"{_head(layer, head)} ({float(scores.max()):.2f})"
+    n_prev = int((previous >= CIRCUIT_THRESHOLD).sum())
+    n_prefix = int((prefix >= CIRCUIT_THRESHOLD).sum())
+    return (f"On the validation text, {n_prev} head{'s' if n_prev != 1 else ''} put at least {CIRCUIT_THRESHOLD:.0%} "
+            f"of their attention on the previous token (best: {best(previous)}) and {n_prefix} on the token after "
+            f"an earlier occurrence of the current one, prefix matching (best: {best(prefix)}).")
+
+
+def _sink_rate_sentence(results: dict) -> str:
+    rate = results["sink_rate"]
+    first = torch.as_tensor(rate["first_position"]).float()
+    any_key = torch.as_tensor(rate["any_key"]).float()
+    threshold = float(results.get("sink_threshold", 0.3))
+    per_layer = ", ".join(f"{float(r):.0%}" for r in first)
+    return (f"Sink rate (Gu et al. 2024, heads whose mean attention to one key exceeds {threshold:g}, over the "
+            f"validation windows): {float(first.mean()):.0%} of heads sink into position 0 (by layer: {per_layer}); "
+            f"{float(any_key.mean()):.0%} sink into some single key.")
 
 
 def _ablation_sentence(results: dict) -> str:
@@ -132,13 +175,19 @@ def _ablation_sentence(results: dict) -> str:
     order = increase.flatten().argsort(descending=True).tolist()
     top = ", ".join(f"{_head(*divmod(i, H))} ({round(float(increase.flatten()[i]), 3) + 0.0:+.3f} nats)" for i in order[:3])
     negligible = int((increase.abs() < NEGLIGIBLE_ABLATION).sum())
-    return (f"Most important heads by ablation: {top}; {negligible} of {increase.numel()} heads change the loss "
+    where = ""
+    if "ablation_tokens" in results:
+        n, t = results["ablation_tokens"]
+        where = f" (on {n} window{'s' if n != 1 else ''} of {t} tokens)"
+    return (f"Most important heads by ablation{where}: {top}; {negligible} of {increase.numel()} heads change the loss "
             f"by less than {NEGLIGIBLE_ABLATION} nats when zeroed.")
 
 
 SECTIONS = [
     (("depth_scan", "attention_distance"), _layers_sentence),
     (("sinks", "sink_scores"), _sinks_sentence),
+    (("sink_rate",), _sink_rate_sentence),
+    (("previous_token", "prefix_matching"), _circuit_heads_sentence),
     (("induction",), _induction_sentence),
     (("logit_lens",), _logit_lens_sentence),
     (("ablation",), _ablation_sentence),

@@ -1,0 +1,102 @@
+"""Time and peak memory of `glassgpt analyze` on a GPT-2 124M shape (12 layers, 768 wide,
+context 1024, vocabulary 50257) with random weights, 8 validation windows of 1024 tokens.
+
+    GLASSGPT_MIRROR=../shared/data python benchmarks/analyze_gpt2_shape.py [--windows 8] [--threads 2]
+
+Builds the run in a temporary folder (Tiny Shakespeare in GPT-2 BPE for the windows),
+runs the command under `/usr/bin/time -v` in a fresh process, and writes
+benchmarks/results/analyze-gpt2-shape-<time>.json with the machine it ran on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def build_run(run_dir: Path) -> None:
+    from glassgpt.checkpoint import save_run
+    from glassgpt.config import GPTConfig, RunConfig, TrainConfig
+    from glassgpt.model import GPT
+    from glassgpt.tokenizer import get_tokenizer
+
+    torch.manual_seed(0)
+    config = GPTConfig.preset("gpt2")
+    save_run(run_dir, GPT(config), get_tokenizer("gpt2"), RunConfig(config, TrainConfig(dataset="shakespeare")))
+
+
+def cpu_seconds(time_output: str) -> float:
+    """User + system CPU seconds from GNU time -v: less swayed than wall time by other jobs on the machine."""
+    user = float(re.search(r"User time \(seconds\): ([\d.]+)", time_output).group(1))
+    system = float(re.search(r"System time \(seconds\): ([\d.]+)", time_output).group(1))
+    return user + system
+
+
+def peak_and_wall(time_output: str) -> tuple[float, float]:
+    """Peak RSS (GiB) and wall seconds from GNU time -v."""
+    rss_kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", time_output).group(1))
+    wall = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): ([\d:.]+)", time_output).group(1)
+    seconds = 0.0
+    for part in wall.split(":"):
+        seconds = seconds * 60 + float(part)
+    return rss_kb / 2**20, seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--windows", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--note", default="shared machine: other jobs were running on its 2 cores (load average at the end in machine.load_average)")
+    args = parser.parse_args()
+    from glassgpt.bench.machine import machine_info
+    from glassgpt.data import prepare
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        env = {**os.environ, "GLASSGPT_DATA_DIR": str(tmp / "data"), "OMP_NUM_THREADS": str(args.threads)}
+        os.environ["GLASSGPT_DATA_DIR"] = env["GLASSGPT_DATA_DIR"]
+        prepare("shakespeare")
+        build_run(tmp / "run")
+        command = ["/usr/bin/time", "-v", sys.executable, "-m", "glassgpt", "analyze", str(tmp / "run"),
+                   "--windows", str(args.windows), "--out", str(tmp / "report")]
+        start = time.perf_counter()
+        result = subprocess.run(command, capture_output=True, text=True, env=env)
+        elapsed = time.perf_counter() - start
+        if result.returncode != 0:
+            sys.exit(f"analyze failed:\n{result.stderr[-3000:]}")
+        peak_gib, wall = peak_and_wall(result.stderr)
+        numbers = json.loads((tmp / "report" / "analysis.json").read_text())
+    record = {
+        "benchmark": "analyze-gpt2-shape",
+        "command": f"glassgpt analyze RUN --windows {args.windows}",
+        "model": "GPT-2 124M shape, random weights (12 layers, 12 heads, 768 wide, context 1024, vocab 50257)",
+        "windows": args.windows, "window_length": numbers["window_length"], "threads": args.threads,
+        "peak_rss_gib": round(peak_gib, 3), "wall_s": round(wall, 1), "wall_s_outer": round(elapsed, 1),
+        "cpu_s": round(cpu_seconds(result.stderr), 1), "load_average_after": list(os.getloadavg()),
+        "logit_lens_positions_per_window": numbers["logit_lens"]["positions_per_window"],
+        "ablation_tokens": numbers["ablation_tokens"],
+        "machine": machine_info(torch.device("cpu")),
+        "note": args.note,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"analyze-gpt2-shape-{datetime.datetime.now():%Y%m%d-%H%M%S}.json"
+    path.write_text(json.dumps(record, indent=1) + "\n")
+    print(json.dumps(record, indent=1))
+    print(f"written to {path}")
+
+
+if __name__ == "__main__":
+    main()

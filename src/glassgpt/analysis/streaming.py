@@ -1,0 +1,189 @@
+"""Measures reduced inside the hook, layer by layer: analysis at GPT-2 scale.
+
+`batch_patterns` holds every layer's attention at once, (L, B, H, T, T): for GPT-2
+with 8 windows of 1024 tokens that is 4.8 GB in float32. Here each layer's pattern
+is reduced to a few numbers per head by a hook on `blocks.{i}.attn.pattern` as soon
+as that layer has made it, and dropped; windows go through `batch_size` at a time.
+At most one layer's (b, H, T, T) pattern lives at once.
+
+A reducer is `fn(pattern (b, H, T, T) float32, idx (b, T)) -> (total, count)`: the
+sum of a per-head statistic over what it saw, and how many things it summed. The
+stream adds totals and counts over windows and layers apart, and divides at the end.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from glassgpt.analysis.measures import (
+    _device, as_batch, attention_distance, inference, key_shares, normalized_entropy, previous_token_stripe,
+)
+from glassgpt.model import GPT
+
+Reducer = Callable[[torch.Tensor, torch.Tensor], "tuple[torch.Tensor, torch.Tensor | int]"]
+Progress = Callable[[int], None]  # called with the number of windows just finished
+
+
+def per_window(measure) -> Reducer:
+    """A reducer from a measure `(b, H, T, T) -> (b, H)`: the mean over windows."""
+    def reduce(pattern: torch.Tensor, idx: torch.Tensor):
+        return measure(pattern).sum(dim=0), pattern.size(0)  # (H,), b
+    return reduce
+
+
+def key_share_reducer(pattern: torch.Tensor, idx: torch.Tensor):
+    """Mean weight on each key from the rows that can see it (`key_shares`), over windows: (H, T)."""
+    return key_shares(pattern).sum(dim=0), pattern.size(0)
+
+
+def prefix_matching_reducer(pattern: torch.Tensor, idx: torch.Tensor):
+    """`prefix_matching` pooled over windows: attention on the keys that followed an earlier
+    occurrence of the query's token, summed over the queries that have one, and their count."""
+    T = idx.size(1)
+    same = idx[:, :, None] == idx[:, None, :]  # (b, T, T)
+    follows = torch.zeros_like(same)
+    follows[:, :, 1:] = same[:, :, :-1]  # key j follows an occurrence (at j - 1) of query i's token
+    follows &= torch.ones(T, T, dtype=torch.bool, device=idx.device).tril()  # j <= i
+    has_match = follows.any(dim=-1)  # (b, T)
+    weight = (pattern * follows[:, None]).sum(dim=-1)  # (b, H, T)
+    return (weight * has_match[:, None]).sum(dim=(0, 2)), has_match.sum()  # (H,), queries with a match
+
+
+def induction_reducer(seq_len: int) -> Reducer:
+    """The induction stripe (query seq_len + s -> key s + 1) of repeated tokens, over sequences: (H,)."""
+    def reduce(pattern: torch.Tensor, idx: torch.Tensor):
+        stripe = pattern[..., seq_len:, :].diagonal(offset=1, dim1=-2, dim2=-1)  # (b, H, seq_len)
+        return stripe.mean(dim=-1).sum(dim=0), pattern.size(0)
+    return reduce
+
+
+WINDOW_REDUCERS: dict[str, Reducer] = {
+    "depth_scan": per_window(normalized_entropy),  # (L, H)
+    "attention_distance": per_window(attention_distance),  # (L, H)
+    "previous_token": per_window(previous_token_stripe),  # (L, H)
+    "prefix_matching": prefix_matching_reducer,  # (L, H)
+    "key_shares": key_share_reducer,  # (L, H, T)
+}
+
+
+class Mean:
+    """A running total and count; `value` is their ratio."""
+
+    def __init__(self):
+        self.total, self.count = 0.0, 0.0
+
+    def add(self, total, count) -> None:
+        self.total = self.total + total.detach().float().cpu()
+        self.count = self.count + float(count)
+
+    @property
+    def value(self) -> torch.Tensor:
+        return self.total / max(self.count, 1.0)
+
+
+def pattern_hooks(model: GPT, reducers: dict[str, Reducer], sums: dict[str, list[Mean]], idx: torch.Tensor):
+    """One hook per layer on `blocks.{i}.attn.pattern` that feeds the pattern (in float32) to every
+    reducer and keeps only what they return."""
+    def hook_for(layer: int):
+        def reduce(pattern: torch.Tensor, _hook) -> None:
+            pattern = pattern.float()  # (b, H, T, T); bfloat16 weights give bfloat16 patterns
+            for name, reducer in reducers.items():
+                sums[name][layer].add(*reducer(pattern, idx))
+        return reduce
+    return [(f"blocks.{layer}.attn.pattern", hook_for(layer)) for layer in range(model.config.n_layer)]
+
+
+def stream_patterns(model: GPT, windows: torch.Tensor, reducers: dict[str, Reducer], batch_size: int = 1,
+                    extra_hooks: Callable[[torch.Tensor, torch.Tensor], list] | None = None,
+                    progress: Progress | None = None) -> dict[str, torch.Tensor]:
+    """Run `windows` (B, T) through the model `batch_size` at a time and reduce every layer's
+    attention pattern inside its hook: `{name: (L, ...)}`, each reducer's mean over the windows.
+    `extra_hooks(chunk, start)` may add hooks to the same passes (the logit lens does)."""
+    windows = as_batch(windows).to(_device(model))
+    sums = {name: [Mean() for _ in range(model.config.n_layer)] for name in reducers}
+    with inference(model):
+        for start in range(0, windows.size(0), batch_size):
+            chunk = windows[start: start + batch_size]  # (b, T)
+            hooks = pattern_hooks(model, reducers, sums, chunk)
+            if extra_hooks is not None:
+                hooks += extra_hooks(chunk, start)
+            model.run_with_hooks(chunk, fwd_hooks=hooks, last_position_only=True)  # the hooks read what they need
+            if progress is not None:
+                progress(chunk.size(0))
+    return {name: torch.stack([mean.value for mean in layers]) for name, layers in sums.items()}
+
+
+# ---------------------------------------------------------------- the logit lens, streamed
+
+def lens_positions(T: int, max_positions: int | None) -> torch.Tensor:
+    """Every position of a window, or an evenly strided subset of at most max_positions of them.
+    Decoding costs (C x V) per position and point, the largest cost of the analysis at GPT-2 scale;
+    the loss is a mean over positions, so an even subset estimates it without bias."""
+    stride = 1 if max_positions is None or max_positions >= T else -(-T // max_positions)
+    return torch.arange(0, T, stride)
+
+
+def lens_hooks(model: GPT, targets: torch.Tensor, positions: torch.Tensor, losses: list[Mean],
+               correct: list[Mean]):
+    """`extra_hooks` for `stream_patterns`: decode the residual stream after the embedding and after
+    every block at `positions`, through ln_f and the unembedding, and add up loss and top-1 hits."""
+    names = ["embed"] + [f"blocks.{i}.resid_post" for i in range(model.config.n_layer)]
+    targets = as_batch(targets).to(_device(model))
+
+    def make(chunk: torch.Tensor, start: int) -> list:
+        chunk_targets = targets[start: start + chunk.size(0)][:, positions]  # (b, P)
+        keep = chunk_targets != -1
+
+        def hook_for(point: int):
+            def decode(resid: torch.Tensor, _hook) -> None:
+                logits = model.lm_head(model.ln_f(resid[:, positions])).float()  # (b, P, C) -> (b, P, V)
+                loss = F.cross_entropy(logits.flatten(0, 1), chunk_targets.flatten(), ignore_index=-1,
+                                       reduction="sum")
+                losses[point].add(loss, keep.sum())
+                correct[point].add(((logits.argmax(dim=-1) == chunk_targets) & keep).sum(), keep.sum())
+            return decode
+        return [(name, hook_for(point)) for point, name in enumerate(names)]
+    return make
+
+
+def unigram_entropy(targets: torch.Tensor) -> float:
+    """Entropy (nats) of the targets' own token frequencies: the loss of the best prediction
+    that ignores the context. Targets of -1 are left out."""
+    targets = targets[targets != -1].flatten()
+    if targets.numel() == 0:
+        return float("nan")
+    counts = torch.bincount(targets).float()
+    p = counts[counts > 0] / targets.numel()
+    return float(-(p * p.log()).sum())
+
+
+def lens_baselines(model: GPT, targets: torch.Tensor) -> dict:
+    """What a lens loss is measured against: `uniform_loss` ln V (a model that knows nothing) and
+    `unigram_entropy` of the targets (one that knows only how often each token comes)."""
+    import math
+
+    return {"uniform_loss": math.log(model.config.vocab_size), "unigram_entropy": unigram_entropy(as_batch(targets))}
+
+
+def window_statistics(model: GPT, windows: torch.Tensor, targets: torch.Tensor, batch_size: int = 1,
+                      max_lens_positions: int | None = None, progress: Progress | None = None) -> dict:
+    """Everything measured on validation windows, in one pass over them, never holding more than
+    one layer's attention of `batch_size` windows:
+    `depth_scan`, `attention_distance`, `previous_token`, `prefix_matching` (L, H); `key_shares`
+    (L, H, T): mean weight on each key from the rows that see it; `logit_lens`: `loss`, `accuracy`
+    (L+1,), `labels`, the baselines, and the positions decoded per window."""
+    windows, targets = as_batch(windows), as_batch(targets)
+    L = model.config.n_layer
+    positions = lens_positions(windows.size(1), max_lens_positions)
+    losses, correct = [Mean() for _ in range(L + 1)], [Mean() for _ in range(L + 1)]
+    stats = stream_patterns(model, windows, WINDOW_REDUCERS, batch_size=batch_size,
+                            extra_hooks=lens_hooks(model, targets, positions, losses, correct), progress=progress)
+    stats["logit_lens"] = {
+        "loss": torch.stack([m.value for m in losses]), "accuracy": torch.stack([m.value for m in correct]),
+        "labels": ["embed"] + [f"block {i}" for i in range(L)], "positions_per_window": int(positions.numel()),
+        **lens_baselines(model, targets[:, positions]),
+    }
+    return stats
