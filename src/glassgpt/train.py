@@ -32,7 +32,8 @@ from glassgpt.data import BatchLoader, TokenDataset, eval_windows
 from glassgpt.device import resolve_device  # noqa: F401  (also glassgpt.train.resolve_device, as before)
 from glassgpt.errors import RunError, UsageError
 from glassgpt.model import GPT
-from glassgpt.runtime import Dist, Interrupted, StopFlag, gather_rng_states, set_rng_state, stop_requested
+from glassgpt.runtime import (Dist, Interrupted, StopFlag, gather_rng_states, inference, set_rng_state,
+                              stop_requested)
 from glassgpt.flops import mfu, peak_flops
 from glassgpt.train_log import MetricsLog, check_tensorboard_available
 
@@ -117,27 +118,24 @@ def lr_at(step: int, tc: TrainConfig) -> float:
     return tc.min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (tc.learning_rate - tc.min_lr)
 
 
-@torch.no_grad()
 def evaluate(model: GPT, data, block_size: int, batch_size: int, device: torch.device,
              dtype: str = "float32", max_batches: int | None = None, dist_info: Dist = Dist()) -> float:
     """Mean cross-entropy (nats per token) over eval windows; `max_batches=None`
     reads the whole split. Under DDP the ranks read the windows one process with
     the global batch (`batch_size * world_size`) would, each its slice of rows."""
-    was_training = model.training
-    model.eval()
     total = torch.zeros(2, dtype=torch.float64, device=device)  # (sum of losses, number of targets)
     rows = slice(dist_info.rank * batch_size, (dist_info.rank + 1) * batch_size)
-    for x, y in eval_windows(data, block_size, batch_size * dist_info.world_size, max_batches):
-        x, y = x[rows].to(device), y[rows].to(device)  # (B, T) each: this rank's share
-        if len(x) == 0:
-            continue  # the last, short batch may have no rows for this rank
-        with autocast_context(device, dtype):
-            _, loss = model(x, y)
-        n = (y != -1).sum()
-        total += torch.stack([loss.double() * n, n.double()])
+    with inference(model):
+        for x, y in eval_windows(data, block_size, batch_size * dist_info.world_size, max_batches):
+            x, y = x[rows].to(device), y[rows].to(device)  # (B, T) each: this rank's share
+            if len(x) == 0:
+                continue  # the last, short batch may have no rows for this rank
+            with autocast_context(device, dtype):
+                _, loss = model(x, y)
+            n = (y != -1).sum()
+            total += torch.stack([loss.double() * n, n.double()])
     if dist_info.world_size > 1:
         dist.all_reduce(total)
-    model.train(was_training)
     return (total[0] / total[1]).item()
 
 

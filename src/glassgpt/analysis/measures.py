@@ -10,24 +10,11 @@ shares, distance) average over query rows 1..T-1, where a head has a choice.
 
 from __future__ import annotations
 
-import contextlib
-
 import torch
 import torch.nn.functional as F
 
 from glassgpt.model import GPT
-
-
-@contextlib.contextmanager
-def inference(model: GPT):
-    """Eval mode (no dropout) and no gradients for a measurement; the model's mode is restored after."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            yield model
-    finally:
-        model.train(was_training)
+from glassgpt.runtime import inference  # eval mode and no grad (its one home; also glassgpt.analysis.measures.inference)
 
 
 def pattern_names(model: GPT) -> list[str]:
