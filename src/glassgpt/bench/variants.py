@@ -117,25 +117,28 @@ def hooks(rec: Recorder, s: Settings) -> None:
     extra = inference["median_s"]["idle"] - inference["median_s"]["absent"]
     rec.figure("idle hook cost per call (inference B=1)", extra / calls * 1e6, "us",
                note="(median idle - median absent) / calls; can be negative within noise")
-    single_hook_call(rec)
+    single_hook_call(rec, s)
 
 
-def single_hook_call(rec: Recorder, calls: int = 1000) -> None:
-    """The same cost in isolation: a thousand calls of one idle HookPoint against one bypassed."""
-    idle = HookPoint()
-    absent = BypassedHookPoint()
+def single_hook_call(rec: Recorder, s: Settings) -> None:
+    """The same cost in isolation, a micro-benchmark on the standard tool: one idle HookPoint
+    call and one bypassed call, each timed by `torch.utils.benchmark.Timer.blocked_autorange`
+    (blocks of calls, enough of them to fill `min_run_time`; the median per call)."""
+    from torch.utils import benchmark
+
     x = torch.zeros(1)
-
-    def call_many(point):
-        def run():
-            for _ in range(calls):
-                point(x)
-        return run
-
-    times = rec.compare(f"{calls} calls of one HookPoint", {"idle": call_many(idle), "absent": call_many(absent)},
-                        workload="HookPoint call alone", shape={"calls": calls})
-    per_call = (statistics.median(times["idle"]) - statistics.median(times["absent"])) / calls
-    rec.figure("idle hook cost per call (alone)", per_call * 1e6, "us")
+    min_run_time = 0.02 if s.quick else 0.5
+    measured = {}
+    for label, point in (("idle", HookPoint()), ("absent", BypassedHookPoint())):
+        timer = benchmark.Timer(stmt="point(x)", globals={"point": point, "x": x}, label="one HookPoint call",
+                                sub_label=label, num_threads=torch.get_num_threads())
+        measured[label] = timer.blocked_autorange(min_run_time=min_run_time)
+        rec.figure(f"one HookPoint call, {label}", measured[label].median * 1e6, "us",
+                   method="torch.utils.benchmark.Timer.blocked_autorange", runs=len(measured[label].times),
+                   calls_per_run=measured[label].number_per_run)
+    per_call = measured["idle"].median - measured["absent"].median
+    rec.figure("idle hook cost per call (alone)", per_call * 1e6, "us",
+               note="median idle call - median bypassed call, each from Timer.blocked_autorange")
 
 
 def precision(rec: Recorder, s: Settings) -> None:
