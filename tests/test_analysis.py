@@ -459,3 +459,16 @@ def test_a_failed_analysis_leaves_the_previous_report_in_place(trained_run, repo
         report.write_report(trained_run, prompt="Something else", out=out, num_windows=2)
     assert (out / "analysis.json").read_text(encoding="utf-8") == before
     assert [p.name for p in tmp_path.iterdir()] == ["report"], "no temporary folders left behind"
+
+
+def test_the_induction_probe_draws_only_tokens_the_tokenizer_has():
+    """A padded vocabulary (a model with more ids than its tokenizer) never puts an untrained
+    padding id into the repeated random tokens: `vocab_size` bounds them."""
+
+    model = GPT(tiny_config(vocab_size=64, block_size=32))
+    seen = []
+    model.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    induction_scores(model, seq_len=8, batch=4, generator=torch.Generator().manual_seed(0), vocab_size=10)
+    assert seen and int(torch.cat(seen).max()) < 10
+    induction_scores(model, seq_len=8, batch=4, generator=torch.Generator().manual_seed(0))
+    assert int(seen[-1].max()) >= 10, "without it the whole model vocabulary is drawn"

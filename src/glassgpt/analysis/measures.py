@@ -213,9 +213,9 @@ def repeated_random_tokens(vocab_size: int, seq_len: int, batch: int, generator:
     return torch.cat([first, first], dim=1)
 
 
-def default_induction_seq_len(config) -> int:
-    """Half the context, at most 64 and at most the vocabulary size."""
-    return min(config.block_size // 2, 64, config.vocab_size)
+def default_induction_seq_len(config, vocab_size: int | None = None) -> int:
+    """Half the context, at most 64 and at most the vocabulary size (the tokenizer's, when given)."""
+    return min(config.block_size // 2, 64, vocab_size or config.vocab_size)
 
 
 def induction_stripe(patterns: torch.Tensor, seq_len: int) -> torch.Tensor:
@@ -256,18 +256,20 @@ def causal_keys(T: int, device=None) -> torch.Tensor:
 
 
 def induction_scores(model: GPT, seq_len: int | None = None, batch: int = 8,
-                     generator: torch.Generator | None = None) -> torch.Tensor:
+                     generator: torch.Generator | None = None, vocab_size: int | None = None) -> torch.Tensor:
     """The standard induction score of every head: on distinct random tokens repeated twice, the
     mean attention from each token of the second repeat to the token that followed its
     earlier occurrence (query seq_len + s -> key s + 1): -> (L, H). An induction head
     scores near 1; a head attending evenly scores about 1 / (1.5 seq_len).
-    `seq_len` defaults to half the context, at most 64 and at most the vocabulary size."""
-    seq_len = seq_len or default_induction_seq_len(model.config)
+    `seq_len` defaults to half the context, at most 64 and at most the vocabulary size.
+    `vocab_size` (default the model's) bounds the random tokens: pass the tokenizer's for a
+    model with a padded vocabulary, whose padding ids were never trained."""
+    seq_len = seq_len or default_induction_seq_len(model.config, vocab_size)
     if seq_len < 2 or 2 * seq_len > model.config.block_size:
         raise ValueError(f"seq_len must be between 2 and block_size / 2 = {model.config.block_size // 2}, got {seq_len}")
     from glassgpt.analysis.streaming import induction_reducer, stream_patterns
 
-    tokens = repeated_random_tokens(model.config.vocab_size, seq_len, batch, generator)  # (B, 2 seq_len)
+    tokens = repeated_random_tokens(vocab_size or model.config.vocab_size, seq_len, batch, generator)  # (B, 2 seq_len)
     return stream_patterns(model, tokens, {"induction": induction_reducer(seq_len)}, batch_size=batch)["induction"]
 
 

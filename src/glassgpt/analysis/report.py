@@ -322,7 +322,7 @@ def write_report(run_dir: str | Path, prompt: str | None = None, out: str | Path
     tokens = token_labels(tokenizer, ids)
     generator = torch.Generator().manual_seed(seed)
     results = analyze(model, torch.tensor(ids), windows, targets, tokens=tokens, generator=generator,
-                      progress=progress)
+                      progress=progress, vocab_size=tokenizer.vocab_size)
     pngs = {name: png_bytes(fig) for name, fig in figures(results, tokens).items()}
     metrics_rows = read_metrics(run_dir)
     if analysis_rows(metrics_rows):  # trained with analysis_interval: the curves of the run

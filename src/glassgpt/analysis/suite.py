@@ -66,7 +66,8 @@ def window_sink_scores(key_shares: torch.Tensor) -> dict[str, torch.Tensor]:
 
 def analyze(model: GPT, prompt_ids: torch.Tensor, windows: torch.Tensor, targets: torch.Tensor,
             tokens: list[str] | None = None, sink_threshold: float = SINK_EPSILON, induction_batch: int = 8,
-            generator: torch.Generator | None = None, progress: Progress | None = None) -> dict:
+            generator: torch.Generator | None = None, progress: Progress | None = None,
+            vocab_size: int | None = None) -> dict:
     """Run the analysis suite.
 
     prompt_ids (T,): the sequence whose attention is drawn and whose sinks are named
@@ -105,10 +106,11 @@ def analyze(model: GPT, prompt_ids: torch.Tensor, windows: torch.Tensor, targets
         "sink_rate": sink_rate(window_sinks, epsilon=sink_threshold),  # (L,) each: fraction of heads sinking
         "logit_lens": stats["logit_lens"],
     }
-    seq_len = default_induction_seq_len(model.config)
+    seq_len = default_induction_seq_len(model.config, vocab_size)  # vocab_size: the tokenizer's (padding)
     if 2 * seq_len >= MIN_INDUCTION_CONTEXT:
         report("induction", 0, 1)
-        results["induction"] = induction_scores(model, seq_len=seq_len, batch=induction_batch, generator=generator)
+        results["induction"] = induction_scores(model, seq_len=seq_len, batch=induction_batch, generator=generator,
+                                                vocab_size=vocab_size)
         results["induction_seq_len"] = seq_len
         report("induction", 1, 1)
     ablation_windows, ablation_targets = ablation_slice(model, windows, targets)
