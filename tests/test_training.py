@@ -286,8 +286,9 @@ def checkpoint_write_in_progress(run_dir: Path) -> bool:
 @pytest.mark.slow
 def test_sigkill_at_random_moments_leaves_a_run_that_resumes_and_finishes(small_data, tmp_path):
     run_dir, log_path = tmp_path / "run", tmp_path / "log.txt"
+    STEPS = 64  # enough that no run finishes before its kill, however fast the machine
     # A checkpoint every step. Kills come at random moments, or the moment a checkpoint write is seen.
-    args = ["train", "cpu-baby", *tiny_args("batch_size=2", "max_iters=16", "eval_interval=1", "eval_iters=1"),
+    args = ["train", "cpu-baby", *tiny_args("batch_size=2", f"max_iters={STEPS}", "eval_interval=1", "eval_iters=1"),
             "--out", str(run_dir)]
     rng = random.Random(1234)
     steps, mid_write = [], 0
@@ -311,14 +312,14 @@ def test_sigkill_at_random_moments_leaves_a_run_that_resumes_and_finishes(small_
         if not moments and not mid_write and len(steps) < 8:
             moments.append("write")  # the machine was too slow to catch one: try again
     assert mid_write >= 1, "no kill landed inside a checkpoint write"
-    assert steps == sorted(steps) and steps[-1] < 16, steps
+    assert steps == sorted(steps) and steps[-1] < STEPS, steps
 
     result = run_cli("train", "--out", str(run_dir), "--resume")
     assert result.returncode == 0, result.stderr
     train_steps = [r["step"] for r in read_rows(run_dir, "train")]
-    assert train_steps == list(range(1, 17)), train_steps  # each step logged once, none lost
-    assert read_rows(run_dir, "final")[0]["step"] == 16
-    assert assert_consistent_checkpoint(run_dir) == 16
+    assert train_steps == list(range(1, STEPS + 1)), train_steps  # each step logged once, none lost
+    assert read_rows(run_dir, "final")[0]["step"] == STEPS
+    assert assert_consistent_checkpoint(run_dir) == STEPS
     print(f"checkpoint steps after each kill: {steps}; kills that landed inside a checkpoint write: {mid_write}")
 
 
