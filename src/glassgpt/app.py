@@ -181,7 +181,7 @@ def launch(run_dir: str, host: str = "127.0.0.1", port: int = 7860, limits: Limi
     from glassgpt.checkpoint import load_run
     from glassgpt.generate import prepare_for_inference
 
-    from glassgpt.analysis.dynamics import read_metrics
+    from glassgpt.train_log import read_metrics
 
     model, tokenizer, _ = load_run(run_dir, dtype=dtype)  # generation and the Inside tab both use this dtype
     model = prepare_for_inference(model)

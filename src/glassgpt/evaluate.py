@@ -189,12 +189,12 @@ def append_to_metrics(run_dir, result: dict, tensorboard: bool = False) -> dict:
     from pathlib import Path
 
     from glassgpt import checkpoint as ckpt
-    from glassgpt.train_log import MetricsLog, check_tensorboard_available
+    from glassgpt.train_log import MetricsLog, check_tensorboard_available, read_metrics
 
     run_dir = Path(run_dir)
     with ckpt.writer_lock(run_dir):
         metrics = MetricsLog(run_dir, enabled=True, tensorboard=tensorboard)
-        steps = [r.get("step") for r in _read_rows(metrics.path)]
+        steps = [r.get("step") for r in read_metrics(run_dir)]
         row = {"kind": "eval_task", "step": max((s for s in steps if isinstance(s, int)), default=0), **result}
         if tensorboard:
             check_tensorboard_available()
@@ -204,19 +204,3 @@ def append_to_metrics(run_dir, result: dict, tensorboard: bool = False) -> dict:
         finally:
             metrics.close()
     return row
-
-
-def _read_rows(path) -> list[dict]:
-    import json
-
-    if not path.is_file():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(row, dict):
-            rows.append(row)
-    return rows

@@ -16,6 +16,20 @@ from glassgpt.errors import UsageError
 from glassgpt.flops import mfu, peak_flops  # noqa: F401  (re-exported: glassgpt.train_log.peak_flops)
 
 
+def read_metrics(run_dir: str | Path) -> list[dict]:
+    """The rows of a run's metrics.jsonl ([] when there is none); a line cut short by a kill is skipped."""
+    path = Path(run_dir) / ckpt.METRICS
+    rows = []
+    for line in path.read_text().splitlines() if path.is_file() else []:
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line half-written when the process died
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
+
+
 def check_tensorboard_available() -> None:
     try:
         from torch.utils.tensorboard import SummaryWriter  # noqa: F401
@@ -36,14 +50,7 @@ class MetricsLog:
 
     def read_rows(self) -> list[dict]:
         """The rows on disk, skipping a last line cut short by a kill."""
-        rows = []
-        if self.path.is_file():
-            for line in self.path.read_text().splitlines():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError:
-                    continue  # a line half-written when the process died
-        return [r for r in rows if isinstance(r, dict)]
+        return read_metrics(self.path.parent)
 
     def final_row(self, step: int) -> dict | None:
         """The "final" row written when a run finished at `step`, or None if it did not finish there."""

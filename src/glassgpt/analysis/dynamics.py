@@ -20,7 +20,6 @@ the model predicts better with more context).
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from matplotlib.figure import Figure
 
+from glassgpt.train_log import read_metrics  # noqa: F401  (also glassgpt.analysis.dynamics.read_metrics)
 from glassgpt.analysis.measures import (
     SINK_EPSILON, batch_patterns, inference, induction_stripe, normalized_entropy, previous_token_stripe,
     repeated_random_tokens, sink_scores,
@@ -126,21 +126,6 @@ def analysis_row(model, probe: AnalysisProbe, step: int) -> dict:
 
 def has_analysis(rows: list[dict], step: int) -> bool:
     return any(r.get("kind") == "analysis" and r.get("step") == step for r in rows)
-
-
-def read_metrics(run_dir: str | Path) -> list[dict]:
-    """The rows of a run's metrics.jsonl ([] when there is none); a line cut short is skipped."""
-    path = Path(run_dir) / "metrics.jsonl"
-    rows = []
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(row, dict):
-                rows.append(row)
-    return rows
 
 
 def analysis_rows(rows: list[dict]) -> list[dict]:

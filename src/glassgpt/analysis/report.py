@@ -21,7 +21,8 @@ from pathlib import Path
 import torch
 from matplotlib.figure import Figure
 
-from glassgpt.analysis.dynamics import DYNAMICS, analysis_rows, plot_dynamics, read_metrics
+from glassgpt.analysis.dynamics import DYNAMICS, analysis_rows, plot_dynamics
+from glassgpt.train_log import read_metrics
 from glassgpt.analysis.plots import plot_attention_grid, plot_head_heatmap, plot_logit_lens, token_labels
 from glassgpt.analysis.suite import analyze
 from glassgpt.analysis.summary import layer_lines, summarize
@@ -213,16 +214,7 @@ def render_html(run_dir: Path, results: dict, pngs: dict[str, bytes], prompt_tex
 
 def eval_task_rows(run_dir: Path) -> list[dict]:
     """The `glassgpt eval --append-metrics` results in the run's metrics.jsonl, oldest first."""
-    path = run_dir / "metrics.jsonl"
-    rows = []
-    for line in path.read_text().splitlines() if path.is_file() else []:
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(row, dict) and row.get("kind") == "eval_task":
-            rows.append(row)
-    return rows
+    return [row for row in read_metrics(run_dir) if row.get("kind") == "eval_task"]
 
 
 def _evaluations_html(rows: list[dict]) -> str:
