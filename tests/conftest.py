@@ -24,6 +24,35 @@ def tiny_config(**overrides) -> GPTConfig:
     return GPTConfig(**cfg)
 
 
+def twin_models(init=None, **cfg):
+    """The same weights under attn_impl=manual and attn_impl=sdpa; `init(model)` may set
+    weights first (in place, no grad)."""
+    from glassgpt.model import GPT
+
+    manual = GPT(tiny_config(attn_impl="manual", **cfg))
+    if init is not None:
+        with torch.no_grad():
+            init(manual)
+    sdpa = GPT(tiny_config(attn_impl="sdpa", **cfg))
+    sdpa.load_state_dict(manual.state_dict())
+    return manual, sdpa
+
+
+def assert_same_outputs_and_gradients(a, b, atol: float = 1e-5) -> dict:
+    """Run two models of the same weights on the same batch: logits, then every parameter's
+    gradient, equal to `atol`. Returns a's named parameters (with their gradients)."""
+    idx, targets = torch.randint(0, 50, (3, 16)), torch.randint(0, 50, (3, 16))
+    (logits_a, loss_a), (logits_b, loss_b) = a(idx, targets), b(idx, targets)
+    torch.testing.assert_close(logits_a, logits_b, atol=atol, rtol=atol)
+    loss_a.backward()
+    loss_b.backward()
+    grads_b = dict(b.named_parameters())
+    for name, p in a.named_parameters():
+        assert p.grad is not None, name
+        torch.testing.assert_close(p.grad, grads_b[name].grad, atol=atol, rtol=atol, msg=name)
+    return dict(a.named_parameters())
+
+
 @pytest.fixture(autouse=True)
 def _deterministic():
     torch.manual_seed(0)

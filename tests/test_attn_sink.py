@@ -9,39 +9,28 @@ from glassgpt.errors import UsageError
 from glassgpt.generate import generate
 from glassgpt.model import GPT
 
-from conftest import assert_clean_error, run_cli, tiny_config
+from conftest import assert_clean_error, assert_same_outputs_and_gradients, run_cli, tiny_config, twin_models
 
 REMEDIES = ["learned", "gate"]
 
 
-def twin_models(**cfg):
-    """The same weights under attn_impl=manual and sdpa; sink logits spread away from their zero start."""
-    manual = GPT(tiny_config(attn_impl="manual", **cfg))
-    with torch.no_grad():
-        for name, p in manual.named_parameters():
-            if name.endswith("sink_logit"):
-                p.copy_(torch.randn_like(p) * 2)
-    sdpa = GPT(tiny_config(attn_impl="sdpa", **cfg))
-    sdpa.load_state_dict(manual.state_dict())
-    return manual, sdpa
+def spread_sink_logits(model) -> None:
+    """Sink logits away from their zero start, so the test sees them matter."""
+    for name, p in model.named_parameters():
+        if name.endswith("sink_logit"):
+            p.copy_(torch.randn_like(p) * 2)
+
+
+def remedy_twins(**cfg):
+    """The same weights under attn_impl=manual and sdpa, sink logits spread."""
+    return twin_models(init=spread_sink_logits, **cfg)
 
 
 @pytest.mark.parametrize("pos_encoding", ["learned", "rope"])
 @pytest.mark.parametrize("attn_sink", REMEDIES)
 def test_both_attention_paths_agree_with_each_remedy_in_output_and_gradients(attn_sink, pos_encoding):
-    manual, sdpa = twin_models(attn_sink=attn_sink, pos_encoding=pos_encoding)
-    idx, targets = torch.randint(0, 50, (3, 16)), torch.randint(0, 50, (3, 16))
-    logits_m, loss_m = manual(idx, targets)
-    logits_s, loss_s = sdpa(idx, targets)
-    torch.testing.assert_close(logits_m, logits_s, atol=1e-5, rtol=1e-5)
-    loss_m.backward()
-    loss_s.backward()
-    grads_s = dict(sdpa.named_parameters())
-    names = [name for name, _ in manual.named_parameters()]
-    assert any(("sink_logit" if attn_sink == "learned" else "c_gate") in n for n in names)
-    for name, p in manual.named_parameters():
-        assert p.grad is not None, name
-        torch.testing.assert_close(p.grad, grads_s[name].grad, atol=1e-5, rtol=1e-5, msg=name)
+    params = assert_same_outputs_and_gradients(*remedy_twins(attn_sink=attn_sink, pos_encoding=pos_encoding))
+    assert any(("sink_logit" if attn_sink == "learned" else "c_gate") in n for n in params)
 
 
 @pytest.mark.parametrize("attn_sink", ["none", *REMEDIES])

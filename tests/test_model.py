@@ -7,32 +7,14 @@ from torch import nn
 from glassgpt.config import GPTConfig
 from glassgpt.model import GPT, LayerNorm, causal_mask
 
-from conftest import tiny_config
+from conftest import assert_same_outputs_and_gradients, tiny_config, twin_models
 
 COMBINATIONS = list(itertools.product(["manual", "sdpa"], ["scratch", "torch"], ["learned", "rope"]))
 
 
-def twin_models(**cfg):
-    """The same weights under attn_impl=manual and attn_impl=sdpa."""
-    manual = GPT(tiny_config(attn_impl="manual", **cfg))
-    sdpa = GPT(tiny_config(attn_impl="sdpa", **cfg))
-    sdpa.load_state_dict(manual.state_dict())
-    return manual, sdpa
-
-
 @pytest.mark.parametrize("pos_encoding", ["learned", "rope"])
 def test_manual_and_sdpa_attention_agree_in_output_and_gradients(pos_encoding):
-    manual, sdpa = twin_models(pos_encoding=pos_encoding)
-    idx = torch.randint(0, 50, (3, 16))
-    targets = torch.randint(0, 50, (3, 16))
-    logits_m, loss_m = manual(idx, targets)
-    logits_s, loss_s = sdpa(idx, targets)
-    torch.testing.assert_close(logits_m, logits_s, atol=1e-5, rtol=1e-5)
-    loss_m.backward()
-    loss_s.backward()
-    grads_s = dict(sdpa.named_parameters())
-    for name, p in manual.named_parameters():
-        torch.testing.assert_close(p.grad, grads_s[name].grad, atol=1e-5, rtol=1e-5, msg=name)
+    assert_same_outputs_and_gradients(*twin_models(pos_encoding=pos_encoding))
 
 
 def test_scratch_layernorm_matches_torch_forward_and_backward():

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import assert_clean_error, run_cli, tiny_config
+from conftest import assert_clean_error, assert_same_outputs_and_gradients, run_cli, tiny_config, twin_models
 
 import glassgpt.train as train_module
 from glassgpt.checkpoint import load_run
@@ -94,17 +94,7 @@ def test_cached_rope_angles_give_the_same_logits_as_fresh_ones():
 @pytest.mark.parametrize("option", [dict(qk_norm=True), dict(mlp_act="relu2"), dict(logit_softcap=5.0), OPTIONS])
 @pytest.mark.parametrize("pos_encoding", ["learned", "rope"])
 def test_options_give_the_same_outputs_and_gradients_on_both_attention_paths(option, pos_encoding):
-    manual = GPT(tiny_config(attn_impl="manual", pos_encoding=pos_encoding, **option))
-    sdpa = GPT(tiny_config(attn_impl="sdpa", pos_encoding=pos_encoding, **option))
-    sdpa.load_state_dict(manual.state_dict())
-    idx, targets = torch.randint(0, 50, (3, 16)), torch.randint(0, 50, (3, 16))
-    (logits_m, loss_m), (logits_s, loss_s) = manual(idx, targets), sdpa(idx, targets)
-    torch.testing.assert_close(logits_m, logits_s, atol=1e-5, rtol=1e-5)
-    loss_m.backward()
-    loss_s.backward()
-    grads = dict(sdpa.named_parameters())
-    for name, p in manual.named_parameters():
-        torch.testing.assert_close(p.grad, grads[name].grad, atol=1e-5, rtol=1e-5, msg=name)
+    assert_same_outputs_and_gradients(*twin_models(pos_encoding=pos_encoding, **option))
 
 
 @pytest.mark.parametrize("attn_impl", ["manual", "sdpa"])
