@@ -58,7 +58,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--windows", type=int, default=8)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--note", default="shared machine: other jobs were running on its 2 cores (load average at the end in machine.load_average)")
+    parser.add_argument("--note", default="", help="what else ran on the machine (the load average after the run is recorded)")
     args = parser.parse_args()
     from glassgpt.bench.machine import machine_info
     from glassgpt.data import prepare
