@@ -198,7 +198,10 @@ def cmd_train(args) -> None:
         run_config = load_run_config(args.config, args.overrides)
     out = args.out or Path("runs") / f"{Path(args.config).stem}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
     train(run_config, out, resume=args.resume)
-    print(f"run saved in {out}; sample it with: glassgpt sample {out}")
+    from glassgpt.runtime import Dist
+
+    if Dist.from_env().is_main:  # under torchrun, one line, not one per rank
+        print(f"run saved in {out}; sample it with: glassgpt sample {out}")
 
 
 def cmd_sample(args) -> None:

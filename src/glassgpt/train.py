@@ -203,8 +203,11 @@ def train(run_config: RunConfig, out_dir: str | Path, *, resume: bool = False,
     run_dir = Path(out_dir)
     try:
         with ckpt.writer_lock(run_dir) if dist_info.is_main else contextlib.nullcontext():
-            return _train(run_config, run_dir, resume, log if dist_info.is_main else (lambda s: None),
-                          dist_info, on_model)
+            result = _train(run_config, run_dir, resume, log if dist_info.is_main else (lambda s: None),
+                            dist_info, on_model)
+        if dist_info.world_size > 1:  # tear down together: a gloo rank whose peer has already gone may abort
+            dist.barrier()
+        return result
     finally:
         if dist_info.world_size > 1 and dist.is_initialized():
             dist.destroy_process_group()
