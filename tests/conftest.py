@@ -4,9 +4,11 @@ Tests never touch the network: Tiny Shakespeare comes from GLASSGPT_MIRROR
 (the Makefile points it at ../shared/data) or from ../shared/data directly.
 """
 
+import hashlib
 import os
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -89,6 +91,34 @@ def prepared_data_dir(tmp_path_factory, mirror) -> Path:
 
         prepare("shakespeare-char")
     return data_dir
+
+
+@pytest.fixture
+def dirs(tmp_path, monkeypatch):
+    """An empty data dir and an empty mirror, for this test only."""
+    data_dir, mirror = tmp_path / "data", tmp_path / "mirror"
+    mirror.mkdir()
+    monkeypatch.setenv("GLASSGPT_DATA_DIR", str(data_dir))
+    monkeypatch.setenv("GLASSGPT_MIRROR", str(mirror))
+    return data_dir, mirror
+
+
+def make_enwik8_zip(path, payload: bytes, compression=zipfile.ZIP_DEFLATED):
+    """A stand-in for enwik8.zip holding `payload` as its one member."""
+    with zipfile.ZipFile(path, "w", compression=compression) as archive:
+        archive.writestr("enwik8", payload)
+    return path
+
+
+def pin_enwik8(monkeypatch, zip_path, payload: bytes):
+    """Point the enwik8 checks at a small test zip (its SHA-256, size and payload hash)."""
+    from glassgpt.data import RawFile
+    from glassgpt.data import enwik8 as enwik8_module
+
+    zip_sha = hashlib.sha256(zip_path.read_bytes()).hexdigest() if zip_path is not None else None
+    monkeypatch.setattr(enwik8_module, "ENWIK8_ZIP", RawFile("enwik8.zip", "http://example.invalid/enwik8.zip", zip_sha))
+    monkeypatch.setattr(enwik8_module, "ENWIK8_MEMBER",
+                        enwik8_module.ZipMember("enwik8", len(payload), hashlib.sha256(payload).hexdigest()))
 
 
 @pytest.fixture

@@ -3,10 +3,8 @@ FineWeb-Edu from local parquet and jsonl files read by `datasets`, checksums,
 missing files without network, idempotent and interrupted preparation, the
 memory cap, and the batch loader. No test touches the network."""
 
-import hashlib
 import json
 import math
-import os
 import tracemalloc
 import urllib.error
 import urllib.request
@@ -16,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import assert_clean_error, run_cli
+from conftest import assert_clean_error, make_enwik8_zip, pin_enwik8, run_cli
 from glassgpt import data
 from glassgpt.cli import main as cli_main
 from glassgpt.data import BatchLoader, TokenDataset, prepare
@@ -29,16 +27,6 @@ WIKI_TEXT = ("<page><title>Anarchism</title><text>'''Anarchism''' is a political
              "\u2014 na\u00efve r\u00e9sum\u00e9 \u00fcber \u65e5\u672c [[Category:Theory]]</text></page>\n")
 
 
-@pytest.fixture
-def dirs(tmp_path, monkeypatch):
-    """An empty data dir and an empty mirror, for this test only."""
-    data_dir, mirror = tmp_path / "data", tmp_path / "mirror"
-    mirror.mkdir()
-    monkeypatch.setenv("GLASSGPT_DATA_DIR", str(data_dir))
-    monkeypatch.setenv("GLASSGPT_MIRROR", str(mirror))
-    return data_dir, mirror
-
-
 def no_network(monkeypatch):
     def refuse(*args, **kwargs):
         raise urllib.error.URLError("network is unreachable")
@@ -47,20 +35,6 @@ def no_network(monkeypatch):
 
 
 # ---------------------------------------------------------------- enwik8
-
-def make_enwik8_zip(path, payload: bytes, compression=zipfile.ZIP_DEFLATED):
-    with zipfile.ZipFile(path, "w", compression=compression) as archive:
-        archive.writestr("enwik8", payload)
-    return path
-
-
-def pin_enwik8(monkeypatch, zip_path, payload: bytes):
-    """Point the enwik8 checks at a small test zip (its SHA-256, size and payload hash)."""
-    zip_sha = hashlib.sha256(zip_path.read_bytes()).hexdigest() if zip_path is not None else None
-    monkeypatch.setattr(enwik8_module, "ENWIK8_ZIP", data.RawFile("enwik8.zip", "http://example.invalid/enwik8.zip", zip_sha))
-    monkeypatch.setattr(enwik8_module, "ENWIK8_MEMBER",
-                        enwik8_module.ZipMember("enwik8", len(payload), hashlib.sha256(payload).hexdigest()))
-
 
 def wiki_payload(n_bytes: int) -> bytes:
     text = (WIKI_TEXT * (n_bytes // len(WIKI_TEXT.encode()) + 1)).encode()

@@ -8,7 +8,6 @@ import importlib
 import json
 import math
 import os
-import zipfile
 
 import numpy as np
 import pytest
@@ -20,7 +19,6 @@ from glassgpt.checkpoint import load_run, save_run
 from glassgpt.cli import main as cli_main
 from glassgpt.config import RunConfig, TrainConfig, load_run_config
 from glassgpt.data import RawFile, TokenDataset, prepare
-from glassgpt.data import enwik8 as enwik8_module
 from glassgpt.errors import UsageError
 from glassgpt.hf import convert_hf_dir
 from glassgpt.model import GPT
@@ -28,7 +26,7 @@ from glassgpt.tokenizer import get_tokenizer
 from glassgpt.train import evaluate as train_evaluate
 from glassgpt.train import train
 
-from conftest import SHARED_DATA, assert_clean_error, run_cli, tiny_config
+from conftest import SHARED_DATA, assert_clean_error, make_enwik8_zip, pin_enwik8, run_cli, tiny_config
 
 prepare_module = importlib.import_module("glassgpt.data.prepare")  # the module, not the function
 
@@ -87,18 +85,12 @@ def test_bad_window_arguments_are_refused(context, stride, fragment):
 # ---------------------------------------------------------------- enwik8: bits per byte on the test split
 
 @pytest.fixture
-def enwik8_run(tmp_path, monkeypatch):
+def enwik8_run(tmp_path, monkeypatch, dirs):
     """A fake 4,000-byte enwik8 prepared (90/5/5: a 200-byte test split), and a tiny byte-level run."""
-    data_dir, mirror = tmp_path / "data", tmp_path / "mirror"
-    mirror.mkdir()
-    monkeypatch.setenv("GLASSGPT_DATA_DIR", str(data_dir))
-    monkeypatch.setenv("GLASSGPT_MIRROR", str(mirror))
+    _, mirror = dirs
     payload = (b"<page><title>Anarchism</title><text>A political philosophy.</text></page>\n" * 60)[:4000]
-    with zipfile.ZipFile(mirror / "enwik8.zip", "w") as archive:
-        archive.writestr("enwik8", payload)
-    monkeypatch.setattr(enwik8_module, "ENWIK8_ZIP", RawFile("enwik8.zip", "http://example.invalid/enwik8.zip"))
-    monkeypatch.setattr(enwik8_module, "ENWIK8_MEMBER",
-                        enwik8_module.ZipMember("enwik8", len(payload), hashlib.sha256(payload).hexdigest()))
+    pin_enwik8(monkeypatch, None, payload)  # the zip's own SHA-256 unpinned: the payload's is checked
+    make_enwik8_zip(mirror / "enwik8.zip", payload)
     prepare("enwik8")
     run_dir = tmp_path / "run"
     config = tiny_config(vocab_size=256, block_size=32)
