@@ -29,6 +29,8 @@ from typing import Callable, Iterable, Union
 import torch
 from torch import nn
 
+from glassgpt.errors import did_you_mean
+
 HookFn = Callable[[torch.Tensor, "HookPoint"], "torch.Tensor | None"]
 NameFilter = Union[str, Iterable[str], Callable[[str], bool]]
 
@@ -174,8 +176,5 @@ class HookedModule(nn.Module):
         try:
             return self.hook_points[name]
         except (KeyError, TypeError):
-            import difflib
-
-            close = difflib.get_close_matches(str(name), list(self.hook_points), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            hint = did_you_mean(str(name), self.hook_points)
             raise NoHookPoint(f"{argument}: no hook point named {name!r}{hint}") from None

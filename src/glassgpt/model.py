@@ -195,7 +195,6 @@ class CausalSelfAttention(nn.Module):
         mask = causal_mask(T, Tk, q.device)  # queries offset by the cached past
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
 
-
     def sdpa_attention_with_sink(self, q, k, v) -> torch.Tensor:
         """The learned sink on the fused path: one extra key, first, that every query sees, with value 0
         and score = the head's sink logit. Each query gets an extra feature 1, each key an extra feature 0,
@@ -319,7 +318,7 @@ class GPT(HookedModule):
             logits = self.config.logit_softcap * torch.tanh(logits / self.config.logit_softcap)
         loss = None
         if targets is not None:
-            loss = F.cross_entropy(logits.float().reshape(B * T, -1), targets.reshape(B * T), ignore_index=-1)
+            loss = F.cross_entropy(logits.reshape(B * T, -1), targets.reshape(B * T), ignore_index=-1)  # logits: fp32
         return logits, loss
 
     def num_params(self, non_embedding: bool = False) -> int:
