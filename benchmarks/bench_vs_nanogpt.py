@@ -1,6 +1,12 @@
 """nanoGPT's CPU recipe against glassgpt's cpu-baby and cpu-speedrun, back to back.
 
     python benchmarks/bench_vs_nanogpt.py --nanogpt /path/to/nanoGPT [--threads 1] [--parallel]
+    python benchmarks/bench_vs_nanogpt.py --nanogpt /path/to/nanoGPT --recipe shakespeare-char   # on a GPU
+
+`--recipe shakespeare-char` is the GPU comparison instead: nanoGPT's
+`config/train_shakespeare_char.py` as it ships (6 layers, 384 wide, block 256, 5000
+iterations; bf16 and torch.compile on a GPU) against glassgpt's `shakespeare-char`
+preset with `device=cuda dtype=bfloat16 compile=true`.
 
 nanoGPT (https://github.com/karpathy/nanoGPT, a checkout or an unpacked archive) is
 run as its README says for a CPU ("baby GPT": 4 layers, 4 heads, 128 wide, block 64,
@@ -46,6 +52,12 @@ NANOGPT_TARGET = 1.8857  # nanoGPT's final val loss on this recipe, measured on 
 NANOGPT_ARGS = ["config/train_shakespeare_char.py", "--device=cpu", "--compile=False", "--eval_iters=20",
                 "--log_interval=1", "--block_size=64", "--batch_size=12", "--n_layer=4", "--n_head=4",
                 "--n_embd=128", "--max_iters=2000", "--lr_decay_iters=2000", "--dropout=0.0"]
+NANOGPT_GPU_ARGS = ["config/train_shakespeare_char.py"]  # its own defaults: cuda, bf16 where supported, compile
+RECIPES = {  # name -> (nanoGPT's arguments, glassgpt presets, overrides for each glassgpt run, default target)
+    "cpu-baby": (NANOGPT_ARGS, ["cpu-baby", "cpu-speedrun"], [], NANOGPT_TARGET),
+    "shakespeare-char": (NANOGPT_GPU_ARGS, ["shakespeare-char"], ["device=cuda", "dtype=bfloat16", "compile=true"],
+                         1.4697),  # nanoGPT's README: val 1.4697 on one A100
+}
 NANOGPT_EVAL = re.compile(r"^step (\d+): train loss ([\d.]+), val loss ([\d.]+)")
 GLASSGPT_EVAL = re.compile(r"^step\s+(\d+) \| val loss ([\d.]+)")
 
@@ -90,8 +102,8 @@ def prepare_nanogpt(nanogpt: Path, work: Path, text: Path, env: dict) -> Path | 
     return copy
 
 
-def nanogpt_run(copy: Path, work: Path, env: dict, extra: list[str]) -> dict:
-    result = timed_run([sys.executable, "train.py", *NANOGPT_ARGS, f"--out_dir={work / 'out-nanogpt'}", *extra],
+def nanogpt_run(copy: Path, work: Path, env: dict, args: list[str], extra: list[str]) -> dict:
+    result = timed_run([sys.executable, "train.py", *args, f"--out_dir={work / 'out-nanogpt'}", *extra],
                        copy, env, NANOGPT_EVAL, work / "nanogpt.log")
     result["final_val_loss_estimate"] = result["evals"][-1]["val_loss"] if result["evals"] else None
     return result
@@ -117,13 +129,17 @@ def glassgpt_run(preset: str, work: Path, env: dict, extra: list[str]) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--nanogpt", type=Path, default=os.environ.get("NANOGPT_DIR"), help="nanoGPT checkout (or NANOGPT_DIR)")
-    p.add_argument("--presets", nargs="+", default=["cpu-baby", "cpu-speedrun"])
+    p.add_argument("--recipe", choices=sorted(RECIPES), default="cpu-baby",
+                   help="cpu-baby: nanoGPT's CPU baby GPT; shakespeare-char: its GPU recipe (needs CUDA)")
+    p.add_argument("--presets", nargs="+", default=None, help="glassgpt presets to run (default: the recipe's)")
     p.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS for every run (default: torch's own)")
     p.add_argument("--parallel", action="store_true", help="run them all at once instead of back to back")
     p.add_argument("--note", default="")
     p.add_argument("--max-iters", type=int, default=None, help="cut every run short: a smoke test, not a result")
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     args = p.parse_args()
+    nanogpt_args, presets, glass_overrides, default_target = RECIPES[args.recipe]
+    presets = args.presets or presets
 
     text = find_tinyshakespeare()
     env = {**os.environ, "PYTHONPATH": str(REPO / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""),
@@ -141,9 +157,9 @@ def main() -> None:
     jobs = {}
     if copy:
         nano_cut = [f"--max_iters={args.max_iters}", f"--lr_decay_iters={args.max_iters}", "--eval_interval=10"]
-        jobs["nanogpt"] = lambda: nanogpt_run(copy, work, env, nano_cut if args.max_iters else [])
-    glass_cut = [f"max_iters={args.max_iters}", "eval_interval=10"] if args.max_iters else []
-    for preset in args.presets:
+        jobs["nanogpt"] = lambda: nanogpt_run(copy, work, env, nanogpt_args, nano_cut if args.max_iters else [])
+    glass_cut = glass_overrides + ([f"max_iters={args.max_iters}", "eval_interval=10"] if args.max_iters else [])
+    for preset in presets:
         jobs[preset] = lambda preset=preset: glassgpt_run(preset, work, env, glass_cut)
     results = {}
     if args.parallel:
@@ -159,7 +175,7 @@ def main() -> None:
     load_after = os.getloadavg()
 
     nano = results.get("nanogpt")
-    target = nano["final_val_loss_estimate"] if nano and nano["final_val_loss_estimate"] else NANOGPT_TARGET
+    target = nano["final_val_loss_estimate"] if nano and nano["final_val_loss_estimate"] else default_target
     summary = {}
     for name, r in results.items():
         hit = time_to(r["evals"], target)
@@ -173,14 +189,15 @@ def main() -> None:
     import torch
 
     record = {
-        "what": "nanoGPT's CPU baby recipe vs glassgpt cpu-baby and cpu-speedrun",
+        "what": f"nanoGPT's {args.recipe} recipe vs glassgpt {', '.join(presets)}", "recipe": args.recipe,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "target_val_loss": target, "target_is": "nanoGPT's final val loss in this sitting" if nano else
-        f"{NANOGPT_TARGET}, nanoGPT's final val loss in issue 17 (nanoGPT not run here)",
+        f"{default_target}, nanoGPT's reported final val loss (nanoGPT not run here)",
         "nanogpt_skipped": skipped, "mode": "parallel" if args.parallel else "back to back",
         "threads": args.threads, "note": args.note, "max_iters_cut": args.max_iters,
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
-                    "torch": torch.__version__, "loadavg_before": load_before, "loadavg_after": load_after},
+                    "torch": torch.__version__, "loadavg_before": load_before, "loadavg_after": load_after,
+                    "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None},
         "summary": summary, "runs": results,
     }
     args.out.mkdir(parents=True, exist_ok=True)

@@ -28,7 +28,7 @@ from glassgpt import checkpoint as ckpt
 from glassgpt import finetune
 from glassgpt.analysis import dynamics
 from glassgpt.config import GPTConfig, RunConfig, TrainConfig
-from glassgpt.data import BatchLoader, TokenDataset, eval_windows
+from glassgpt.data import BatchLoader, Prefetcher, TokenDataset, eval_windows
 from glassgpt.device import resolve_device  # noqa: F401  (also glassgpt.train.resolve_device, as before)
 from glassgpt.errors import RunError, UsageError
 from glassgpt.model import GPT
@@ -302,6 +302,7 @@ def _train(rc: RunConfig, run_dir: Path, resume: bool, log, dist_info: Dist, on_
         check_same_optimizer(state, tc, run_dir)
         step, skipped = _restore(state, optimizer, scaler, loader, device, dist_info)
 
+    batches_ahead = Prefetcher(loader, tc.grad_accum_steps, device)
     model = torch.compile(raw_model) if tc.compile else raw_model
     if dist_info.world_size > 1:
         model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -328,7 +329,7 @@ def _train(rc: RunConfig, run_dir: Path, resume: bool, log, dist_info: Dist, on_
                 "step": step, "skipped_steps": skipped, "optimizer": optimizer.state_dict(),
                 "optimizer_name": tc.optimizer,
                 "scaler": scaler.state_dict() if scaler.is_enabled() else None,
-                "loader": loader.state_dict(), "rng": rng}, origin=origin)
+                "loader": batches_ahead.state_dict(), "rng": rng}, origin=origin)
 
     def run_eval(max_batches: int | None) -> float:
         return evaluate(raw_model, val_data, mc.block_size, tc.batch_size, device, tc.dtype, max_batches, dist_info)
@@ -394,8 +395,8 @@ def _train(rc: RunConfig, run_dir: Path, resume: bool, log, dist_info: Dist, on_
                 lr = lr_at(step, tc)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
-                batches = [loader.next_batch() for _ in range(tc.grad_accum_steps)]
-                loss = accumulate_gradients(model, batches, device, tc.dtype, scaler)
+                loss = accumulate_gradients(model, batches_ahead.take(), device, tc.dtype, scaler)
+                batches_ahead.fetch()  # the next step's, drawn while this one runs on a GPU
                 if dist_info.world_size > 1:  # every rank sees the global loss, so all skip alike
                     dist.all_reduce(loss)
                     loss /= dist_info.world_size

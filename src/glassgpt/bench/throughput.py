@@ -52,18 +52,24 @@ def mfu(rec: Recorder, s: Settings) -> None:
     cases = s.choose(quick=[("tiny", TINY, 2, 32)],
                      cpu=[("cpu-baby", {}, 12, 64), ("shakespeare-char", {}, 4, 256), ("gpt2", {}, 1, 128)],
                      cuda=[("cpu-baby", {}, 64, 64), ("shakespeare-char", {}, 64, 256), ("gpt2", {}, 8, 1024)])
+    compiled_too = s.device.type == "cuda"  # on a GPU the fast path is compiled; on a CPU eager is
     for name, overrides, batch, seq in cases:
         cfg = model_config("cpu-baby" if name == "tiny" else name, **overrides)
-        model = build_model(cfg, s.device)
-        step = make_train_step(model, s.device, dtype)
         x, y = random_batch(cfg.vocab_size, batch, seq, s.device)
-        times = rec.compare(f"{name} {dtype} train step", {"step": lambda: step(x, y)}, workload=TRAIN,
-                            shape={"model": name, "B": batch, "T": seq}, repeats=3)
-        tokens_per_s = batch * seq / statistics.median(times["step"])
-        _mfu_figures(rec, f"{name} {dtype}", model, seq, tokens_per_s, peaks[dtype], B=batch, T=seq)
-        if sheet and dtype != "float32":
-            rec.figure(f"{name} {dtype}: MFU vs data sheet", model.estimate_flops_per_token(seq) * tokens_per_s / sheet,
-                       "fraction of data-sheet peak")
+        models = {"step": build_model(cfg, s.device)}
+        if compiled_too:
+            models["step+compile"] = twin(models["step"])
+        steps = {key: make_train_step(m, s.device, dtype, compile=key.endswith("compile"),
+                                      compile_backend=s.compile_backend) for key, m in models.items()}
+        times = rec.compare(f"{name} {dtype} train step", {k: lambda st=st: st(x, y) for k, st in steps.items()},
+                            workload=TRAIN, shape={"model": name, "B": batch, "T": seq}, repeats=3)
+        for key, model in models.items():
+            label = f"{name} {dtype}" + (" compiled" if key.endswith("compile") else "")
+            tokens_per_s = batch * seq / statistics.median(times[key])
+            _mfu_figures(rec, label, model, seq, tokens_per_s, peaks[dtype], B=batch, T=seq)
+            if sheet and dtype != "float32":
+                rec.figure(f"{label}: MFU vs data sheet", model.estimate_flops_per_token(seq) * tokens_per_s / sheet,
+                           "fraction of data-sheet peak")
 
 
 def train(rec: Recorder, s: Settings) -> None:

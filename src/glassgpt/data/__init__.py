@@ -4,12 +4,12 @@
 - `prepare`: the known datasets and `prepare(name)`, atomic and idempotent;
 - `enwik8`, `fineweb`: the two large corpora, streamed with bounded memory;
 - `writing`: token files written a piece at a time;
-- `loader`: `TokenDataset`, `BatchLoader`, `eval_windows`.
+- `loader`: `TokenDataset`, `BatchLoader`, `Prefetcher`, `eval_windows`.
 
 Everything is importable from `glassgpt.data` directly.
 """
 
-from glassgpt.data.loader import BatchLoader, TokenDataset, eval_windows, windows_at
+from glassgpt.data.loader import BatchLoader, Prefetcher, TokenDataset, eval_windows, windows_at
 from glassgpt.data.prepare import DATASETS, DatasetSpec, check_dataset_name, dataset_path, is_prepared, prepare
 from glassgpt.data.sources import (
     TINY_SHAKESPEARE,
@@ -24,7 +24,7 @@ from glassgpt.data.sources import (
 from glassgpt.data.writing import SplitWriter, token_dtype, write_split
 
 __all__ = [
-    "BatchLoader", "TokenDataset", "eval_windows", "windows_at",
+    "BatchLoader", "Prefetcher", "TokenDataset", "eval_windows", "windows_at",
     "DATASETS", "DatasetSpec", "check_dataset_name", "dataset_path", "is_prepared", "prepare",
     "TINY_SHAKESPEARE", "RawFile", "data_dir", "downloads_dir", "find_raw_file", "mirror_dir",
     "prepare_chunk_bytes", "sha256_of", "SplitWriter", "token_dtype", "write_split",

@@ -89,6 +89,36 @@ class BatchLoader:
         self.generator.set_state(state["generator"])
 
 
+class Prefetcher:
+    """The next step's batches, drawn (and on a GPU copied over) while this step runs.
+
+    `take()` hands over the batches in hand; `fetch()`, called once the step's forward and
+    backward are launched, draws the next ones, so on a GPU the drawing and the copy overlap
+    the step instead of following it. Drawing ahead moves the loader's generator one step
+    early: `state_dict()` is the state from before the batches in hand, so a checkpoint
+    resumes with exactly them."""
+
+    def __init__(self, loader: BatchLoader, count: int, device: torch.device):
+        self.loader, self.count, self.device = loader, count, device
+        self.pending: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+        self.state_before: dict | None = None
+
+    def fetch(self) -> None:
+        self.state_before = self.loader.state_dict()
+        pin = self.device.type == "cuda"  # pinned memory lets the copy run while the GPU computes
+        self.pending = [tuple(t.pin_memory().to(self.device, non_blocking=True) if pin else t for t in batch)
+                        for batch in (self.loader.next_batch() for _ in range(self.count))]
+
+    def take(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        if self.pending is None:
+            self.fetch()
+        batches, self.pending = self.pending, None
+        return batches
+
+    def state_dict(self) -> dict:
+        return self.state_before if self.pending is not None else self.loader.state_dict()
+
+
 def windows_at(data: np.ndarray, starts: list[int], length: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Inputs (B, length) and next-token targets (B, length) for windows starting at `starts`."""
     chunks = np.stack([np.asarray(data[s: s + length + 1], dtype=np.int64) for s in starts])  # (B, length + 1)
