@@ -75,7 +75,7 @@ def run(cfg: dict) -> dict:
     rest = [p for p in model.parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg["wd"]}, {"params": rest, "weight_decay": 0.0}],
                             lr=cfg["lr"], betas=(0.9, 0.99))
-    lengths = [n for n in (8, 16, 24) if n <= min(V, T // 2)]
+    lengths = [n for n in (6, 8, 12, 16, 24) if n <= min(V, T // 2)][-3:]
     curve, above, started, losses = [], 0, time.perf_counter(), []
     for step in range(cfg["steps"] + 1):
         if step % cfg["check"] == 0:
@@ -130,6 +130,25 @@ def grid(name: str) -> list[dict]:
         for data, vocab, width, lr in itertools.product(("once", "tiled"), (64, 256), (64, 128), (1e-3, 3e-3)):
             out.append(dict(BASE, data=data, vocab=vocab, width=width, lr=lr, mlp=False))
         return out
+    if name == "short":  # shorter windows: fewer keys to share attention with at the start
+        out = []
+        for T, (lo, hi), vocab, mlp, seed in itertools.product((32,), ((4, 12),), (32, 64), (True, False), (1, 2)):
+            out.append(dict(BASE, T=T, lo=lo, hi=hi, vocab=vocab, mlp=mlp, seed=seed, steps=4000))
+        for seed in (1, 2):
+            out.append(dict(BASE, T=16, lo=3, hi=6, vocab=32, seed=seed, steps=4000))
+            out.append(dict(BASE, T=32, lo=4, hi=12, vocab=64, lr=3e-3, seed=seed, steps=4000))
+            out.append(dict(BASE, T=32, lo=4, hi=12, vocab=64, batch=128, seed=seed, steps=4000))
+        return out
+    if name == "attn-only":  # the "short" finding (attention-only grows it by step 1000) at the recipe's shapes
+        return [dict(BASE, T=32, lo=4, hi=16, vocab=64, mlp=False, seed=seed, steps=3000) for seed in (1, 2)] + \
+               [dict(BASE, T=64, lo=8, hi=32, vocab=64, mlp=False, seed=1, steps=3000)]
+    if name == "ao12":  # "short"'s attention-only hit, 4 seeds, on this machine
+        return [dict(BASE, T=32, lo=4, hi=12, vocab=64, mlp=False, seed=seed, steps=3000) for seed in (1, 2, 3, 4)]
+    if name == "ao-cover":  # lookback distances up to half the window, so the report's probe (T/2) is in reach
+        return [dict(BASE, T=32, lo=4, hi=12, vocab=64, mlp=False, data="twice", seed=seed, steps=3000) for seed in (1, 2, 3, 4)] + \
+               [dict(BASE, T=32, lo=4, hi=16, vocab=64, mlp=False, seed=seed, steps=3000) for seed in (3, 4)]
+    if name == "ao24":  # a 24-token context: the report's probe (half the context, 12) is the longest segment
+        return [dict(BASE, T=24, lo=4, hi=12, vocab=64, mlp=False, seed=seed, steps=2500) for seed in (1, 2, 3, 4)]
     if name == "v64b":  # seeds, batch and width around the v64 recipe
         out = [dict(BASE, vocab=64, seed=seed, steps=6000) for seed in range(4, 12)]
         out += [dict(BASE, vocab=64, seed=seed, batch=64, steps=6000) for seed in (1, 2, 3, 4)]

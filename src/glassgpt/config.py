@@ -41,6 +41,7 @@ class GPTConfig:
     logit_softcap: float = 0.0  # > 0: logits = cap * tanh(logits / cap); 0 is off
     zero_init_proj: bool = False  # start every attention and MLP output projection at zero
     attn_sink: str = "none"  # "none" | "learned" (a per-head logit in the softmax) | "gate" (a sigmoid gate per head)
+    attn_only: bool = False  # no MLP blocks: attention heads alone (the toy models of Olsson et al. 2022)
 
     def __post_init__(self):
         self.validate()

@@ -21,7 +21,7 @@ from glassgpt.tokenizer import Tokenizer, tokenizer_from_dict
 # The fields that fix the weights' shapes and meaning; the others (dropout, attn_impl,
 # norm) may change when a run is resumed or fine-tuned.
 SHAPE_FIELDS = ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "bias", "pos_encoding",
-                "rope_theta", "tie_weights", "qk_norm", "mlp_act", "logit_softcap", "attn_sink")
+                "rope_theta", "tie_weights", "qk_norm", "mlp_act", "logit_softcap", "attn_sink", "attn_only")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -79,6 +79,9 @@ def config_to_hf(config: GPTConfig):
     if config.attn_sink != "none":
         raise UsageError(f"GPT-2 has no attention-sink remedy, this model uses attn_sink={config.attn_sink}: "
                          "it cannot be exported to transformers")
+    if config.attn_only:
+        raise UsageError("GPT-2 has an MLP in every block, this model is attention-only (attn_only=true): "
+                         "it cannot be exported to transformers")
     if config.qk_norm or config.mlp_act != "gelu" or config.logit_softcap:
         used = [name for name, on in (("qk_norm", config.qk_norm), (f"mlp_act={config.mlp_act}", config.mlp_act != "gelu"),
                                        ("logit_softcap", config.logit_softcap)) if on]

@@ -240,14 +240,15 @@ class Block(nn.Module):
         self.ln_1 = make_norm(config)
         self.attn = CausalSelfAttention(config, layer_idx)
         self.resid_mid = HookPoint()  # (B, T, C) after attention, before the MLP
-        self.ln_2 = make_norm(config)
-        self.mlp = MLP(config)
+        self.ln_2 = None if config.attn_only else make_norm(config)
+        self.mlp = None if config.attn_only else MLP(config)  # attn_only: resid_post equals resid_mid
         self.resid_post = HookPoint()  # (B, T, C)
 
     def forward(self, x: torch.Tensor, rope=None, kv_cache: KVCache | None = None) -> torch.Tensor:
         x = self.resid_pre(x)
         x = self.resid_mid(x + self.attn(self.ln_1(x), rope, kv_cache))
-        x = x + self.mlp(self.ln_2(x))
+        if self.mlp is not None:
+            x = x + self.mlp(self.ln_2(x))
         return self.resid_post(x)
 
 

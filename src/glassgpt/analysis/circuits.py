@@ -115,7 +115,8 @@ def direct_logit_attribution(model: GPT, idx: torch.Tensor, token: int, position
     if not -T <= position < T:
         raise ValueError(f"position must be in {-T}..{T - 1}, got {position}")
     L = model.config.n_layer
-    names = ["embed", f"blocks.{L - 1}.resid_post"] + [f"blocks.{i}.{s}" for i in range(L) for s in ("attn.z", "mlp.out")]
+    sites = ("attn.z",) if model.config.attn_only else ("attn.z", "mlp.out")
+    names = ["embed", f"blocks.{L - 1}.resid_post"] + [f"blocks.{i}.{s}" for i in range(L) for s in sites]
     with inference(model):
         logits, cache = model.run_with_cache(idx, names=names)
         return _attribute(model, cache, logits, token, position)
@@ -144,7 +145,8 @@ def _attribute(model: GPT, cache: dict, logits: torch.Tensor, token: int, positi
         heads[i] = read(torch.einsum("hd,chd->hc", z, w_o))  # (nh, C) -> (nh,)
         if block.attn.c_proj.bias is not None:
             rest = rest + read(block.attn.c_proj.bias.double())
-        mlp[i] = read(at(f"blocks.{i}.mlp.out"))
+        if block.mlp is not None:  # an attention-only model has none
+            mlp[i] = read(at(f"blocks.{i}.mlp.out"))
     if ln_f.bias is not None:
         rest = rest + ln_f.bias.double() @ unembed
     return {"heads": heads.float(), "mlp": mlp.float(), "rest": float(rest),

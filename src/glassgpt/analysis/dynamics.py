@@ -31,7 +31,8 @@ from matplotlib.figure import Figure
 
 from glassgpt.train_log import read_metrics  # noqa: F401  (also glassgpt.analysis.dynamics.read_metrics)
 from glassgpt.analysis.measures import (
-    SINK_EPSILON, batch_patterns, inference, induction_stripe, normalized_entropy, previous_token_stripe,
+    SINK_EPSILON, batch_patterns, inference, induction_probe_length, induction_stripe, normalized_entropy,
+    previous_token_stripe,
     repeated_random_tokens, sink_scores,
 )
 
@@ -58,7 +59,7 @@ class AnalysisProbe:
         from glassgpt.data import eval_windows
 
         windows, targets = next(eval_windows(val_data, block_size, num_windows, max_batches=1))
-        seq_len = min(block_size // 2, 64, vocab_size)
+        seq_len = induction_probe_length(block_size, vocab_size)
         repeated = None
         if 2 * seq_len >= MIN_INDUCTION_CONTEXT:
             repeated = repeated_random_tokens(vocab_size, seq_len, num_repeats, torch.Generator().manual_seed(seed))

@@ -213,9 +213,17 @@ def repeated_random_tokens(vocab_size: int, seq_len: int, batch: int, generator:
     return torch.cat([first, first], dim=1)
 
 
+def induction_probe_length(block_size: int, vocab_size: int) -> int:
+    """The standard probe's repeat length: a quarter of the context (at least 2), at most 64 and
+    at most the vocabulary. A quarter, not half: a model trained on short contexts has learned to
+    look back as far as its data made it, and half its context asks for the longest lookback it
+    can have seen (TransformerLens's tutorials probe 1024-token models with 50)."""
+    return min(max(block_size // 4, 2), block_size // 2, 64, vocab_size)
+
+
 def default_induction_seq_len(config, vocab_size: int | None = None) -> int:
-    """Half the context, at most 64 and at most the vocabulary size (the tokenizer's, when given)."""
-    return min(config.block_size // 2, 64, vocab_size or config.vocab_size)
+    """`induction_probe_length` of the model's context and vocabulary (the tokenizer's, when given)."""
+    return induction_probe_length(config.block_size, vocab_size or config.vocab_size)
 
 
 def induction_stripe(patterns: torch.Tensor, seq_len: int) -> torch.Tensor:
@@ -261,7 +269,7 @@ def induction_scores(model: GPT, seq_len: int | None = None, batch: int = 8,
     mean attention from each token of the second repeat to the token that followed its
     earlier occurrence (query seq_len + s -> key s + 1): -> (L, H). An induction head
     scores near 1; a head attending evenly scores about 1 / (1.5 seq_len).
-    `seq_len` defaults to half the context, at most 64 and at most the vocabulary size.
+    `seq_len` defaults to a quarter of the context, at most 64 and at most the vocabulary size.
     `vocab_size` (default the model's) bounds the random tokens: pass the tokenizer's for a
     model with a padded vocabulary, whose padding ids were never trained."""
     seq_len = seq_len or default_induction_seq_len(model.config, vocab_size)

@@ -19,7 +19,7 @@ from typing import Callable
 
 from glassgpt.data.enwik8 import prepare_enwik8
 from glassgpt.data.fineweb import prepare_fineweb
-from glassgpt.data.synthetic import prepare_repeated_random
+from glassgpt.data.synthetic import VERSION as REPEATED_RANDOM_VERSION, prepare_repeated_random
 from glassgpt.data.sources import TINY_SHAKESPEARE, data_dir, find_raw_file, prepare_chunk_bytes
 from glassgpt.data.writing import token_dtype, write_split
 from glassgpt.errors import UsageError, did_you_mean
@@ -41,6 +41,7 @@ class DatasetSpec:
     description: str
     prepare: Callable[..., dict]  # fills a folder with split files, returns the meta fields
     streamed: bool = False  # read from a stream of documents, so --max-tokens applies
+    version: int = 1  # raised when the prepared files change: an older preparation is made again
 
 
 DATASETS: dict[str, DatasetSpec] = {
@@ -61,8 +62,8 @@ DATASETS: dict[str, DatasetSpec] = {
         prepare_fineweb, streamed=True,
     ),
     "repeated-random": DatasetSpec(
-        "repeated-random", "synthetic: random byte segments of 8-32 tokens, each repeated once (grows induction heads)",
-        prepare_repeated_random,
+        "repeated-random", "synthetic: random segments of 4-12 of 64 characters, each repeated once (grows induction heads)",
+        prepare_repeated_random, version=REPEATED_RANDOM_VERSION,
     ),
 }
 
@@ -81,6 +82,11 @@ def is_prepared(path: Path) -> bool:
     return (path / "meta.json").is_file()
 
 
+def prepared_version(path: Path) -> int:
+    """The `version` of the DatasetSpec a prepared folder was made by (1 before versions were recorded)."""
+    return json.loads((path / "meta.json").read_text()).get("version", 1)
+
+
 def prepare(name: str, *, max_tokens: int | None = None, force: bool = False, workers: int | None = None) -> Path:
     """Prepare a dataset into the data dir (once: a prepared dataset is left as it is)."""
     spec = check_dataset_name(name)
@@ -90,7 +96,7 @@ def prepare(name: str, *, max_tokens: int | None = None, force: bool = False, wo
     if workers is not None and workers < 1:
         raise UsageError(f"workers must be at least 1, got {workers}")
     final = dataset_path(name)
-    if is_prepared(final) and not force:
+    if is_prepared(final) and not force and prepared_version(final) == spec.version:
         _check_same_cap(final, name, max_tokens)
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -99,9 +105,10 @@ def prepare(name: str, *, max_tokens: int | None = None, force: bool = False, wo
     try:
         meta = spec.prepare(work, max_tokens=max_tokens, workers=workers, chunk_bytes=prepare_chunk_bytes())
         meta["dataset"] = name
+        meta["version"] = spec.version
         meta["dtype"] = token_dtype(tokenizer_from_dict(meta["tokenizer"]).vocab_size).name
         (work / "meta.json").write_text(json.dumps(meta, indent=2))
-        if is_prepared(final) and not force:
+        if is_prepared(final) and not force and prepared_version(final) == spec.version:
             return final  # another process finished the same dataset first
         if final.exists():
             shutil.rmtree(final)
