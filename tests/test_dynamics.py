@@ -191,14 +191,14 @@ def test_repeated_segments_repeat_each_segment_once_and_are_fixed_by_the_seed():
         assert (fixed[start: start + 4] == fixed[start + 4: start + 8]).all()
 
 
-def test_prepare_repeated_random_makes_byte_token_files_with_a_val_split(tmp_path, monkeypatch):
+def test_prepare_repeated_random_makes_token_files_with_a_val_split(tmp_path, monkeypatch):
     from glassgpt.data import TokenDataset, prepare
     from glassgpt.data.synthetic import SPLIT_TOKENS
 
     monkeypatch.setenv("GLASSGPT_DATA_DIR", str(tmp_path))
     prepare("repeated-random")
     dataset = TokenDataset.load("repeated-random")
-    assert dataset.tokenizer.name == "byte" and dataset.tokenizer.vocab_size == 256
+    assert dataset.tokenizer.name == "char" and dataset.tokenizer.vocab_size == 64
     train_split, val = dataset.split("train"), dataset.split("val")
     assert len(train_split) == SPLIT_TOKENS["train"] and len(val) == SPLIT_TOKENS["val"]
     assert not (train_split[:1000] == val[:1000]).all()  # different seeds
