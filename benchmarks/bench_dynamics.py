@@ -96,10 +96,10 @@ def attention_cost(repeats: int = 20) -> dict:
     """Forward + backward of one attention layer (B 32, T 64, C 64, 4 heads) per setting and path,
     timed in turns; medians in ms and the ratio to attn_sink=none on the same path."""
     from glassgpt.config import GPTConfig
-    from glassgpt.model import CausalSelfAttention
+    from glassgpt.model import CausalSelfAttention, RotaryEmbedding
 
     x = torch.randn(32, 64, 64)
-    positions = torch.arange(64)
+    rope = RotaryEmbedding(64 // 4)(0, 64)  # (cos, sin) of the 64 positions, as GPT.forward passes them
     layers = {}
     for sink in ("none", "learned", "gate"):
         for impl in ("sdpa", "manual"):
@@ -111,7 +111,7 @@ def attention_cost(repeats: int = 20) -> dict:
         for key, layer in layers.items():
             xi = x.clone().requires_grad_()
             start = time.perf_counter()
-            layer(xi, positions).sum().backward()
+            layer(xi, rope).sum().backward()
             times[key].append(time.perf_counter() - start)
     median = {key: sorted(t)[len(t) // 2] for key, t in times.items()}
     return {f"{sink}/{impl}": {"ms": round(1e3 * median[(sink, impl)], 3),
