@@ -75,6 +75,7 @@ def run(cfg: dict) -> dict:
     rest = [p for p in model.parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg["wd"]}, {"params": rest, "weight_decay": 0.0}],
                             lr=cfg["lr"], betas=(0.9, 0.99))
+    # the three longest probes that fit; the grids main, v64 and v64b ran with (8, 16, 24) at T = 64
     lengths = [n for n in (6, 8, 12, 16, 24) if n <= min(V, T // 2)][-3:]
     curve, above, started, losses = [], 0, time.perf_counter(), []
     for step in range(cfg["steps"] + 1):

@@ -11,7 +11,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from glassgpt.data.prepare import DATASETS, check_dataset_name, dataset_path
+from glassgpt.data.prepare import DATASETS, check_dataset_name, dataset_path, is_current
 from glassgpt.errors import RunError, UsageError
 from glassgpt.tokenizer import Tokenizer, tokenizer_from_dict
 
@@ -25,8 +25,7 @@ class TokenDataset:
             raise UsageError(f"dataset {path.name!r} is not prepared: run `glassgpt prepare {path.name}`")
         self.path = path
         self.meta = json.loads(meta_path.read_text())
-        spec = DATASETS.get(path.name)
-        if spec is not None and self.meta.get("version", 1) != spec.version:
+        if path.name in DATASETS and not is_current(path, DATASETS[path.name]):
             raise UsageError(f"dataset {path.name!r} was prepared by an older glassgpt: "
                              f"run `glassgpt prepare {path.name}` to make it again")
         self.tokenizer: Tokenizer = tokenizer_from_dict(self.meta["tokenizer"])

@@ -82,9 +82,9 @@ def is_prepared(path: Path) -> bool:
     return (path / "meta.json").is_file()
 
 
-def prepared_version(path: Path) -> int:
-    """The `version` of the DatasetSpec a prepared folder was made by (1 before versions were recorded)."""
-    return json.loads((path / "meta.json").read_text()).get("version", 1)
+def is_current(path: Path, spec: DatasetSpec) -> bool:
+    """Prepared, and by the dataset's current `version` (a folder from before versions counts as 1)."""
+    return is_prepared(path) and json.loads((path / "meta.json").read_text()).get("version", 1) == spec.version
 
 
 def prepare(name: str, *, max_tokens: int | None = None, force: bool = False, workers: int | None = None) -> Path:
@@ -96,7 +96,7 @@ def prepare(name: str, *, max_tokens: int | None = None, force: bool = False, wo
     if workers is not None and workers < 1:
         raise UsageError(f"workers must be at least 1, got {workers}")
     final = dataset_path(name)
-    if is_prepared(final) and not force and prepared_version(final) == spec.version:
+    if is_current(final, spec) and not force:
         _check_same_cap(final, name, max_tokens)
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -108,7 +108,7 @@ def prepare(name: str, *, max_tokens: int | None = None, force: bool = False, wo
         meta["version"] = spec.version
         meta["dtype"] = token_dtype(tokenizer_from_dict(meta["tokenizer"]).vocab_size).name
         (work / "meta.json").write_text(json.dumps(meta, indent=2))
-        if is_prepared(final) and not force and prepared_version(final) == spec.version:
+        if is_current(final, spec) and not force:
             return final  # another process finished the same dataset first
         if final.exists():
             shutil.rmtree(final)
