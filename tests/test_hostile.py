@@ -314,6 +314,10 @@ def test_sampling_arguments_out_of_bounds_are_one_line(run_copy, args, fragment)
     assert_refused(cli("sample", run_copy, "--max-new-tokens", 2, *args), 2, fragment)
 
 
+def test_an_analysis_prompt_that_is_not_utf8_is_one_line(run_copy):
+    assert_refused(cli("analyze", run_copy, "--prompt", "RO\udcffMEO"), 2, "not valid UTF-8")
+
+
 def test_invalid_utf8_on_the_real_command_line_is_one_line(run_copy):
     import subprocess
     import sys
@@ -482,3 +486,4 @@ def test_fuzzed_runs_give_one_clear_line_and_touch_nothing_outside(command, trai
         shutil.rmtree(root)
 
     check()
+
