@@ -11,7 +11,7 @@ export GLASSGPT_MIRROR := $(abspath ../shared/data)
 endif
 endif
 
-.PHONY: install quickstart test demo bench clean
+.PHONY: install quickstart test docs docs-generate demo bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,8 +33,19 @@ CHROMIUM := /usr/bin/chromium
 $(CHROMIUM):
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
 
-test: install $(CHROMIUM)
+test: install $(CHROMIUM) docs
 	$(PY) -m pytest -q
+
+# The docs site, offline, warnings as errors (a broken link, a missing image, a failing cell or a
+# stale generated page fails it, naming the page); the tutorials are executed. Output: docs/_build/html.
+docs: install
+	rm -rf docs/_build/html
+	MPLBACKEND=Agg $(VENV)/bin/sphinx-build -E -W --keep-going -q -b html -d docs/_build/doctrees docs docs/_build/html
+	@echo "docs: open docs/_build/html/index.html"
+
+# Rewrite the generated reference pages and every figure table from benchmarks/results/.
+docs-generate: install
+	$(PY) docs/_ext/generate.py
 
 demo: install
 	$(VENV)/bin/glassgpt demo $(or $(RUN),runs/quickstart)

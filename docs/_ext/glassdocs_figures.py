@@ -1,0 +1,285 @@
+"""Which committed results file backs which table: every measured figure in README.md and the
+docs is rendered from a JSON in benchmarks/results/ by one function here, with a provenance
+line (machine, command, date) taken from that JSON.
+
+A page holds a rendered table between two markers:
+
+    <!-- figure: NAME -->
+    ...the table, written by `python docs/_ext/generate.py`...
+    <!-- /figure -->
+
+`check(paths)` names every block whose text differs from what its JSON renders today, every
+figure name that is not in the registry and every registered file that does not exist; the
+docs build and tests/test_docs.py both call it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS = ROOT / "benchmarks" / "results"
+BLOCK = re.compile(r"(<!-- figure: (?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- /figure -->)", re.S)
+
+
+class FigureError(ValueError):
+    """A figure block that names no registered figure, or a registered file that is missing."""
+
+
+@dataclass(frozen=True)
+class Figure:
+    json: str  # a file name in benchmarks/results/
+    command: str  # what wrote it
+    render: Callable[[dict], list[str]]  # the JSON -> the table's lines
+
+    def load(self) -> dict:
+        path = RESULTS / self.json
+        if not path.is_file():
+            raise FigureError(f"benchmarks/results/{self.json} does not exist")
+        return json.loads(path.read_text())
+
+
+# ---------------------------------------------------------------- formatting
+
+def table(header: list[str], rows: list[list]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
+    return lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+
+
+def machine_of(d: dict) -> str:
+    """The machine in words, from either of the two machine records the benchmarks write."""
+    m = d.get("machine", {})
+    gpu = m.get("gpu") or m.get("cuda_device")
+    cores = m.get("cpu_count") or m.get("cpus")
+    words = f"one {gpu}" if gpu else f"{m.get('cpu_model', 'CPU')}, {cores} cores".replace("CPU, ", "")
+    if not gpu and "cpu_model" not in m:
+        words = f"a {cores}-core CPU"
+    load = m.get("load_average") or m.get("loadavg_before")
+    if load:
+        words += f", load average {load[0]:.1f} before"
+    torch_version = m.get("torch")
+    return f"{words}, torch {torch_version}" if torch_version else words
+
+
+def date_of(d: dict) -> str:
+    date = d.get("date") or d.get("machine", {}).get("date", "")
+    return date[:10]
+
+
+def provenance(fig: Figure, d: dict) -> str:
+    return (f"*Source: `benchmarks/results/{fig.json}` — {machine_of(d)}; "
+            f"`{fig.command}`; {date_of(d)}.*")
+
+
+def x(v: float, digits: int = 2) -> str:
+    return f"{v:.{digits}f}x"
+
+
+# ---------------------------------------------------------------- the tables
+
+def vs_nanogpt_cpu(d: dict) -> list[str]:
+    s = d["summary"]
+    target = d["target_val_loss"]
+    rows = []
+    names = {"nanogpt": "nanoGPT (its README's CPU command)", "cpu-baby": "`glassgpt train cpu-baby`",
+             "cpu-speedrun": "`glassgpt train cpu-speedrun`"}
+    for key, label in names.items():
+        r = s[key]
+        tt = r["time_to_target"]
+        loss = f"{r['final_val_loss']:.4f}" + (" (20-batch estimate)" if key == "nanogpt" else " (whole split)")
+        rows.append([label, f"{r['wall_s']:.1f} s ({x(r['wall_vs_nanogpt'])})", loss,
+                     f"step {tt['step']}, {tt['wall_s']:.1f} s ({x(r['time_to_target_vs_nanogpt_wall'])})"])
+    return table(["run, back to back", "wall (whole process)", "final val loss", f"first eval at val <= {target}"], rows)
+
+
+def vs_nanogpt_gpu(d: dict) -> list[str]:
+    s = d["summary"]
+    rows = []
+    for key, label in (("nanogpt", "nanoGPT `train_shakespeare_char.py`"),
+                       ("shakespeare-char", "`glassgpt train shakespeare-char`")):
+        r = s[key]
+        rows.append([label, f"{r['wall_s']:.1f} s ({x(r['wall_vs_nanogpt'])})",
+                     f"{r['final_val_loss']:.4f}", f"step {r['time_to_target']['step']}"])
+    return table(["run, back to back", "wall (whole process)", "val loss at step 5000",
+                  f"first eval at val <= {d['target_val_loss']}"], rows)
+
+
+def _comparison(d: dict, name: str, b: str | None = None) -> dict:
+    for c in d["comparisons"]:
+        if c["name"] == name and (b is None or c["b"] == b):
+            return c
+    raise KeyError(f"no comparison {name!r} (b={b!r})")
+
+
+def _figure(d: dict, name: str) -> float:
+    for f in d["figures"]:
+        if f["name"] == name:
+            return f["value"]
+    raise KeyError(f"no figure {name!r}")
+
+
+def inference(d: dict) -> list[str]:
+    name = "gpt2-6L-512 decode: transformers fp32 vs glassgpt"
+    first = _comparison(d, name)
+    rows = [["transformers fp32 (`generate`)", "1.00", f"{first['tokens_per_s']['transformers fp32']:.1f}"]]
+    labels = {"glassgpt fp32 as loaded": "fp32, as `load_run` gives them",
+              "glassgpt fp32": "fp32 after `prepare_for_inference` (what `sample` runs)",
+              "glassgpt bfloat16": "bfloat16", "glassgpt float16": "float16 (`auto` on CPU)"}
+    for b, label in labels.items():
+        c = _comparison(d, name, b)
+        r = c["ratio"]
+        rows.append([label, f"{r['median']:.2f} ({r['min']:.2f}-{r['max']:.2f})", f"{c['tokens_per_s'][b]:.1f}"])
+    return table(["glassgpt weights, batch 1, 64-token prompt, 256 new", "speed vs transformers fp32 (median, min-max)",
+                  "tokens/s"], rows)
+
+
+def tradeoffs(d: dict) -> list[str]:
+    rows = []
+
+    def add(label, name, meaning, b=None):
+        rows.append([label, f"{_comparison(d, name, b)['ratio']['median']:.2f}", meaning])
+
+    add("manual / SDPA attention, T=64", "attention layer T=64: fwd+bwd", "train with `attn_impl=sdpa`")
+    add("manual / SDPA attention, T=1024", "attention layer T=1024: fwd+bwd", "the gap grows with the context")
+    add("scratch / `nn.LayerNorm` (cpu-baby step)", "cpu-baby norm: train step", "the readable norm's cost")
+    add("learned / RoPE positions (cpu-baby step)", "cpu-baby positions: train step", "below 1: RoPE costs this much")
+    add("hook points idle / absent (train step)", "cpu-baby hooks: train step", "hooks cost nothing until attached")
+    add("fp32 / bf16 autocast (cpu-baby step)", "cpu-baby precision: train step", "no bf16 units here: train fp32")
+    add("eager / `torch.compile` (cpu-baby step)", "cpu-baby compile: train step", "after the compile itself")
+    add("no KV cache / KV cache (gpt2, generate)", "gpt2 kv cache: generate", "keep the cache on")
+    add("transformers / glassgpt (gpt2, train step)", "gpt2 vs transformers: train step", "above 1: glassgpt is faster")
+    add("transformers / glassgpt (gpt2, generate)", "gpt2 vs transformers: generate", "same tokens")
+    rows.append(["max logit difference vs transformers (gpt2)",
+                 f"{_figure(d, 'gpt2 vs transformers: max |logit difference|'):.1e}", "the same function"])
+    return table(["choice (A / B)", "time A / time B", "what it means"], rows)
+
+
+def dynamics(d: dict) -> list[str]:
+    rows = []
+    for name, r in d["runs"].items():
+        layer = max(range(len(r["sink_share_per_layer"])), key=lambda i: r["sink_share_per_layer"][i])
+        rows.append([f"`{name}`", f"{r['largest_sink_share']:.2f} (layer {layer}, head {r['sink_head_per_layer'][layer]})",
+                     ", ".join(f"{v:.2f}" for v in r["first_position_share_per_layer"]),
+                     f"{max(r['induction_per_layer']):.2f}", f"{r['icl_score']:.2f}", f"{r['val_loss']:.3f}",
+                     f"{r['train_seconds']:.1f} s"])
+    return table(["run", "largest sink share (layer, head)", "share on position 0, per layer", "best induction score",
+                  "ICL score", "val loss", "train time"], rows)
+
+
+def attention_sink_cost(d: dict) -> list[str]:
+    c = d["attention_cost"]
+    rows = [[f"`attn_sink={kind}`", f"{c[kind + '/sdpa']['ms']:.2f} ({c[kind + '/sdpa']['ratio_to_none']:.2f})",
+             f"{c[kind + '/manual']['ms']:.2f} ({c[kind + '/manual']['ratio_to_none']:.2f})"]
+            for kind in ("none", "learned", "gate")]
+    return table(["one attention layer, forward + backward (B 32, T 64, C 64)", "sdpa ms (x none)", "manual ms (x none)"], rows)
+
+
+def mfu(d: dict) -> list[str]:
+    rows = []
+    for shape in ("gpt2", "shakespeare-char", "cpu-baby"):
+        eager = _figure(d, f"{shape} bfloat16: tokens/s")
+        compiled = _figure(d, f"{shape} bfloat16 compiled: tokens/s")
+        rows.append([f"`{shape}`", f"{eager:,.0f}", f"{compiled:,.0f} ({compiled / eager:.2f}x)",
+                     f"{100 * _figure(d, f'{shape} bfloat16 compiled: MFU'):.1f}% / "
+                     f"{100 * _figure(d, f'{shape} bfloat16 compiled: MFU vs data sheet'):.1f}%"])
+    return table(["bf16 train step", "eager tokens/s", "compiled tokens/s", "compiled MFU (measured peak / data sheet)"], rows)
+
+
+def readme_results(d: dict) -> list[str]:
+    s = d["summary"]
+    rows = [
+        ["nanoGPT's CPU recipe, 2,000 steps", f"{s['nanogpt']['wall_s']:.0f} s",
+         f"{s['nanogpt']['final_val_loss']:.3f} (its 20-batch estimate)"],
+        ["`glassgpt train cpu-baby` (the quickstart)", f"{s['cpu-baby']['wall_s']:.0f} s ({x(s['cpu-baby']['wall_vs_nanogpt'])})",
+         f"{s['cpu-baby']['final_val_loss']:.3f}"],
+        ["`glassgpt train cpu-speedrun` (Muon, relu², qk-norm)",
+         f"{s['cpu-speedrun']['wall_s']:.0f} s ({x(s['cpu-speedrun']['wall_vs_nanogpt'])})",
+         f"{s['cpu-speedrun']['final_val_loss']:.3f}"],
+    ]
+    return table(["Tiny Shakespeare, characters, on a CPU", "wall time", "val loss (glassgpt: the whole split)"], rows)
+
+
+def readme_transformers(d: dict) -> list[str]:
+    def shape(name):
+        sh = _comparison(d, name)["shape"]
+        return f"B {sh['B']}, T {sh['T']}" if "B" in sh else f"{sh['prompt']}-token prompt, {sh['new']} new"
+
+    rows = [
+        [f"train step, GPT-2 small ({shape('gpt2 vs transformers: train step')})", f"{_comparison(d, 'gpt2 vs transformers: train step')['ratio']['median']:.2f}x",
+         f"max logit difference {_figure(d, 'gpt2 vs transformers: max |logit difference|'):.1e}"],
+        [f"greedy generation, GPT-2 small ({shape('gpt2 vs transformers: generate')})", f"{_comparison(d, 'gpt2 vs transformers: generate')['ratio']['median']:.2f}x",
+         f"same tokens: {_figure(d, 'gpt2 vs transformers: greedy tokens that agree'):.0%}"],
+    ]
+    return table(["glassgpt against Hugging Face transformers", "speed (transformers time / glassgpt time)", "agreement"], rows)
+
+
+FIGURES: dict[str, Figure] = {
+    "readme-vs-transformers": Figure("20261122-085448-all.json", "glassgpt bench", readme_transformers),
+    "readme-vs-nanogpt": Figure("vs-nanogpt-20261123-010540.json",
+                                "python benchmarks/bench_vs_nanogpt.py --nanogpt PATH", readme_results),
+    "vs-nanogpt-cpu": Figure("vs-nanogpt-20261123-010540.json",
+                             "python benchmarks/bench_vs_nanogpt.py --nanogpt PATH", vs_nanogpt_cpu),
+    "vs-nanogpt-gpu": Figure("vs-nanogpt-20261123-021442.json",
+                             "python benchmarks/bench_vs_nanogpt.py --nanogpt PATH --recipe shakespeare-char",
+                             vs_nanogpt_gpu),
+    "inference": Figure("20261123-005837-inference.json", "glassgpt bench inference --run RUN_DIR", inference),
+    "tradeoffs": Figure("20261122-085448-all.json", "glassgpt bench", tradeoffs),
+    "dynamics": Figure("dynamics-20261123-023840.json", "python benchmarks/bench_dynamics.py", dynamics),
+    "attention-sink-cost": Figure("dynamics-20261123-023840.json", "python benchmarks/bench_dynamics.py",
+                                  attention_sink_cost),
+    "mfu-gpu": Figure("20261123-015819-mfu.json", "glassgpt bench mfu --device cuda", mfu),
+}
+
+
+def render(name: str) -> str:
+    """The text between a block's markers: the table, a blank line, the provenance line."""
+    if name not in FIGURES:
+        raise FigureError(f"no figure named {name!r} in docs/_ext/glassdocs_figures.py (known: {', '.join(FIGURES)})")
+    fig = FIGURES[name]
+    d = fig.load()
+    return "\n".join(fig.render(d)) + "\n\n" + provenance(fig, d) + "\n"
+
+
+def refresh_text(text: str) -> str:
+    return BLOCK.sub(lambda m: m.group(1) + render(m.group("name")) + m.group(4), text)
+
+
+def refresh(path: Path) -> bool:
+    """Rewrite the figure blocks of one page; True when it changed."""
+    text = path.read_text()
+    new = refresh_text(text)
+    if new != text:
+        path.write_text(new)
+    return new != text
+
+
+def check(paths: list[Path]) -> list[str]:
+    """One line per problem: 'PAGE:LINE: figure NAME ...'."""
+    problems = []
+    for path in paths:
+        text = path.read_text()
+        for m in BLOCK.finditer(text):
+            line = text.count("\n", 0, m.start()) + 1
+            where = f"{path.relative_to(ROOT)}:{line}"
+            try:
+                want = render(m.group("name"))
+            except (FigureError, KeyError) as e:
+                problems.append(f"{where}: figure {m.group('name')}: {e}")
+                continue
+            if m.group("body") != want:
+                problems.append(f"{where}: figure {m.group('name')} differs from "
+                                f"benchmarks/results/{FIGURES[m.group('name')].json}: "
+                                "run `python docs/_ext/generate.py`")
+    for name, fig in FIGURES.items():
+        if not (RESULTS / fig.json).is_file():
+            problems.append(f"docs/_ext/glassdocs_figures.py: figure {name}: benchmarks/results/{fig.json} does not exist")
+    return problems
+
+
+def pages() -> list[Path]:
+    """Every page that may hold figure blocks."""
+    return [ROOT / "README.md", *sorted(p for p in (ROOT / "docs").rglob("*.md") if "_build" not in p.parts)]
