@@ -171,14 +171,19 @@ def test_every_provenance_line_names_machine_command_and_date():
 # ---------------------------------------------------------------- commands and code in the docs
 
 def glassgpt_command_lines(text: str) -> list[tuple[int, list[str]]]:
-    """(line, argv after `glassgpt`) of every command line in shell blocks and inline code."""
+    """(line, argv after `glassgpt`) of every command line in shell blocks and inline code, and
+    (line, [NAME]) for an inline `glassgpt NAME` that names a command in prose."""
     found = []
     candidates = []
+    names: list[tuple[int, str]] = []
     for line, _lang, body in code_blocks(text, ("bash", "sh", "shell", "console")):
         joined = body.replace("\\\n", " ")
         for i, cmd in enumerate(joined.splitlines()):
             candidates.append((line + 1 + i, cmd))
     for m in re.finditer(r"(?<!`)`((?:python -m |torchrun [^`]*-m )?glassgpt [^`]+)`", text):
+        if re.fullmatch(r"glassgpt [\w-]+", m.group(1)):  # a command's name in prose: the name alone is checked
+            names.append((text.count("\n", 0, m.start()) + 1, m.group(1).split()[1]))
+            continue
         candidates.append((text.count("\n", 0, m.start()) + 1, m.group(1)))
     for line, cmd in candidates:
         cmd = cmd.strip().removeprefix("$ ")
@@ -191,7 +196,7 @@ def glassgpt_command_lines(text: str) -> list[tuple[int, list[str]]]:
                 if tok == "glassgpt" and (j == 0 or tokens[j - 1] == "-m"):
                     found.append((line, tokens[j + 1:]))
                     break
-    return found
+    return found + [(line, [name]) for line, name in names]
 
 
 def check_command(argv: list[str]) -> str | None:
@@ -203,11 +208,17 @@ def check_command(argv: list[str]) -> str | None:
     from glassgpt.config import load_run_config, preset_names
     from glassgpt.errors import UsageError
 
+    parser = build_parser()
+    if len(argv) == 1:  # a command named in prose
+        sub = next(a for a in parser._actions if a.dest == "command")
+        return None if argv[0] in sub.choices else f"no command {argv[0]!r}"
     err = io.StringIO()
     try:
-        with contextlib.redirect_stderr(err):
-            args = build_parser().parse_args(argv)
-    except SystemExit:
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            args = parser.parse_args(argv)
+    except SystemExit as stop:
+        if stop.code == 0:  # --help
+            return None
         return err.getvalue().strip().splitlines()[-1] if err.getvalue().strip() else "refused"
     if args.command == "train" and args.config in preset_names():
         overrides = [o for o in args.overrides if not o.startswith("init_from=")]
@@ -232,11 +243,13 @@ def test_every_glassgpt_command_line_in_the_docs_parses_with_the_real_parser():
 
 def test_a_command_line_the_parser_refuses_is_reported():
     text = "```bash\nglassgpt prepare shakespeare-char && glassgpt train cpu-baby --outt runs/x\n```\n" \
-           "and inline `glassgpt sample runs/x --temperature hot`, `glassgpt train cpu-baby n_layr=2`\n"
+           "and inline `glassgpt sample runs/x --temperature hot`, `glassgpt train cpu-baby n_layr=2`;\n" \
+           "`glassgpt analyze` is a command, `glassgpt analyse` is not\n"
     found = glassgpt_command_lines(text)
-    assert [argv[0] for _, argv in found] == ["prepare", "train", "sample", "train"]
-    assert [check_command(argv) is None for _, argv in found] == [True, False, False, False]
+    assert [argv[0] for _, argv in found] == ["prepare", "train", "sample", "train", "analyze", "analyse"]
+    assert [check_command(argv) is None for _, argv in found] == [True, False, False, False, True, False]
     assert "did you mean" in check_command(found[3][1])
+    assert [line for line, _ in found] == [2, 2, 4, 4, 5, 5]
 
 
 def python_blocks() -> list[tuple[Path, int, str]]:

@@ -72,7 +72,7 @@ def cli_page() -> str:
     helps = {c.dest: c.help for c in sub._choices_actions}
     out = [HEADER, "# Commands and flags\n\n",
            "Every command of `glassgpt`, and every argument it takes, as the parser in "
-           "`src/glassgpt/cli.py` defines them. `glassgpt COMMAND --help` prints the same.\n\n"]
+           "`src/glassgpt/cli.py` defines them. `glassgpt train --help` (or any other command) prints the same.\n\n"]
     out.append(table(["command", "what it does"], [[f"[`{n}`](#{n})", helps[n]] for n in sub.choices]))
     for name, p in sub.choices.items():
         out.append(f"\n({name})=\n## `glassgpt {name}`\n\n{helps[name][0].upper() + helps[name][1:]}.")
