@@ -24,6 +24,7 @@ from glassgpt.text import MAX_STOP_CHARS, StopText
 from glassgpt.train import train
 
 from conftest import make_tiny_run
+from test_inference import push_all
 
 TINY = ["n_layer=1", "n_head=2", "n_embd=16", "block_size=16", "batch_size=2", "max_iters=2", "eval_interval=1",
         "eval_iters=1", "log_interval=1", "warmup_iters=1", "device=cpu"]
@@ -372,16 +373,7 @@ def _naive_stop(stops: list[str], chunks: list[str]) -> tuple[str, bool]:
 @given(st.lists(st.text("ab\n", min_size=1, max_size=6), min_size=1, max_size=3),
        st.lists(st.text("ab\n", max_size=5), max_size=12))
 def test_stop_strings_are_found_across_any_split_of_the_text(stops, chunks):
-    matcher = StopText(stops)
-    shown, stopped = "", False
-    for chunk in chunks:
-        piece, stopped = matcher.push(chunk)
-        shown += piece
-        if stopped:
-            break
-    if not stopped:
-        shown += matcher.flush()
-    assert (shown, stopped) == _naive_stop(stops, chunks)
+    assert push_all(StopText(stops), chunks) == _naive_stop(stops, chunks)
 
 
 def test_stop_matching_does_work_linear_in_the_text_added():
