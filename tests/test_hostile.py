@@ -260,6 +260,22 @@ def test_a_torn_or_non_utf8_metrics_file_is_read_around_and_appends_start_a_new_
     assert status == 0 and "skipped 2 unreadable line(s)" in err, err
 
 
+@pytest.mark.parametrize("row", [
+    {"kind": "analysis", "step": 1, "icl_score": 0.1, "entropy": "x", "sink_share": [0.2],
+     "first_position_share": [0.1]},
+    {"kind": "analysis", "step": 1, "icl_score": [], "entropy": [0.1], "sink_share": [0.2],
+     "first_position_share": [0.1], "induction": [{"a": 1}]},
+    {"kind": "eval_task", "step": 1, "task": "hellaswag", "acc": "x", "acc_norm": None},
+    {"kind": "eval", "step": 2, "val_loss": "low"},
+])
+def test_metrics_rows_of_the_wrong_shape_do_not_break_the_report_or_resume(run_copy, row):
+    with open(run_copy / ckpt.METRICS, "a") as f:
+        f.write(json.dumps(row) + "\n")
+    assert cli("analyze", run_copy, "--windows", 1)[0] == 0
+    status, _, err = cli("train", "--out", run_copy, "--resume", "max_iters=3", "analysis_interval=1")
+    assert status == 0, err
+
+
 def test_a_truncated_safetensors_given_to_convert_hf_is_one_line(tmp_path):
     hf = tmp_path / "hf"
     hf.mkdir()
