@@ -167,3 +167,39 @@ def test_an_existing_sae_folder_needs_resume_and_resume_needs_the_same_settings(
     assert_refused(cli("sae", run_dir, "--hook", "blocks.0.resid_post", *SMALL), 2, "--resume")
     assert_refused(cli("sae", run_dir, "--hook", "blocks.0.resid_post", *SMALL[:-1], "4", "--resume"), 2,
                    "other settings", "sae")
+
+
+def test_the_demo_shows_features_per_token_and_steering_changes_the_text(run_dir):
+    pytest.importorskip("gradio")
+    from glassgpt.app import Demo, SAEDemo, build_app
+    from glassgpt.errors import UsageError
+    from glassgpt.sae import discover_saes
+
+    assert cli("sae", run_dir, "--hook", "blocks.0.resid_post", *SMALL)[0] == 0
+    (run_dir / "sae" / "broken").mkdir()
+    (run_dir / "sae" / "broken" / "sae.json").write_text("{")
+    saes = discover_saes(run_dir)
+    assert list(saes) == ["blocks.0.resid_post"]  # the unreadable folder is left out
+    model, tokenizer, _ = ckpt.load_run(run_dir)
+    demo = Demo(model, tokenizer, saes=saes)
+    build_app(demo)  # the Features tab builds
+    features = SAEDemo(demo)
+    rows = features.features("ROMEO: and", "blocks.0.resid_post")
+    assert [r[1] for r in rows][:3] == ["R", "O", "M"] and any(r[2] for r in rows)
+    plain = features.steer("ROMEO:", "blocks.0.resid_post", 0, 0.0, 30, 1)
+    pushed = features.steer("ROMEO:", "blocks.0.resid_post", 0, 20.0, 30, 1)
+    assert plain.startswith("ROMEO:") and pushed.startswith("ROMEO:") and plain != pushed
+    for bad in ((1000, 5.0), (0, 1e9), ("x", 1.0)):
+        with pytest.raises(UsageError):
+            features.steer("ROMEO:", "blocks.0.resid_post", bad[0], bad[1], 10, 1)
+    with pytest.raises(UsageError, match="no SAE named"):
+        features.features("ROMEO:", "nope")
+    page = (run_dir / "sae" / "blocks.0.resid_post" / "features.html").read_text()
+    assert "Which features fire where" in page and "data-features=" in page
+
+
+def test_the_report_lists_the_runs_saes(run_dir):
+    assert cli("sae", run_dir, "--hook", "blocks.0.resid_post", *SMALL)[0] == 0
+    assert cli("analyze", run_dir, "--windows", 1)[0] == 0
+    report = (run_dir / "analysis" / "report.html").read_text()
+    assert "Sparse autoencoders" in report and "blocks.0.resid_post" in report and "CE loss recovered" in report

@@ -13,6 +13,7 @@ For every feature, on the validation windows:
 from __future__ import annotations
 
 import html
+import json
 
 import torch
 
@@ -81,6 +82,30 @@ def feature_stats(model, sae: SAE, hook: str, windows: torch.Tensor, labels, hea
     return features
 
 
+@torch.no_grad()
+def features_per_token(model, sae: SAE, hook: str, ids: list[int], head: int | None = None,
+                       count: int = 3) -> list[list[tuple[int, float]]]:
+    """For each token of `ids`, its `count` most active features as (feature, activation)."""
+    acts = feature_activations(model, sae, hook, torch.tensor([ids], device=next(model.parameters()).device),
+                               head)[0]  # (T, width)
+    top = acts.topk(min(count, acts.size(-1)), dim=-1)
+    return [[(int(f), round(float(v), 4)) for f, v in zip(fs, vs) if v > 0]
+            for fs, vs in zip(top.indices.tolist(), top.values.tolist())]
+
+
+def steering_hook(sae: SAE, feature: int, strength: float, head: int | None = None):
+    """A hook function that adds `strength` times the feature's decoder direction to the
+    activation at every position: generation then runs with the feature pushed on."""
+    from glassgpt.sae.activations import from_rows, to_rows
+
+    direction = sae.W_dec[feature].detach()  # (d_in,)
+
+    def steer(act: torch.Tensor, hook) -> torch.Tensor:
+        rows = to_rows(act, head)
+        return from_rows(rows + strength * direction.to(rows.dtype), act, head)
+    return steer
+
+
 # ---------------------------------------------------------------- the page
 
 STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
@@ -110,8 +135,22 @@ def _histogram_svg(histogram) -> str:
             f"<span class='meta'>10^{histogram['log10_min']:.1f} .. 10^{histogram['log10_max']:.1f}</span>")
 
 
-def render_features_html(title: str, evaluation: dict, features: list[dict], limit: int = 200) -> str:
-    """A page of the most frequent live features (at most `limit`), with the SAE's figures on top."""
+def _token_view_html(tokens: list[str], per_token: list[list[tuple[int, float]]]) -> str:
+    """The text, each token carrying the features that fire on it (hover to read, click to go there)."""
+    spans = []
+    for token, fired in zip(tokens, per_token):
+        label = ", ".join(f"feature {f}: {v:.3f}" for f, v in fired) or "no feature"
+        target = f" href='#f{fired[0][0]}'" if fired else ""
+        spans.append(f"<a class='tok'{target} title='{html.escape(label)}' data-features='"
+                     f"{html.escape(json.dumps(fired))}'>{html.escape(token)}</a>")
+    return ("<h2>Which features fire where</h2><p>A validation window: hover a token for its most active "
+            f"features, click it to jump to the first.</p><div class='ctx'>{''.join(spans)}</div>")
+
+
+def render_features_html(title: str, evaluation: dict, features: list[dict], limit: int = 200,
+                         token_view: tuple[list[str], list] | None = None) -> str:
+    """A page of the most frequent live features (at most `limit`), with the SAE's figures on top
+    and, with `token_view=(tokens, features_per_token)`, the text with the features on each token."""
     alive = sorted((f for f in features if f["density"] > 0), key=lambda f: -f["density"])
     rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{v:.4g}</td></tr>" if isinstance(v, float)
                    else f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>"
@@ -123,6 +162,8 @@ def render_features_html(title: str, evaluation: dict, features: list[dict], lim
              f"{min(limit, len(alive))} most frequent are shown, each with its top contexts (the token where it "
              "peaks is outlined; hover a token for the activation), a histogram of its activations and, for the "
              "residual stream, the tokens its direction promotes and suppresses through the unembedding.</p>"]
+    if token_view is not None:
+        parts.append(_token_view_html(*token_view))
     for f in alive[:limit]:
         logits = ""
         if "promotes" in f:

@@ -28,7 +28,7 @@ from glassgpt.atomic import atomic_write_text, commit_files, recover
 from glassgpt.errors import RunError, UsageError
 from glassgpt.sae.activations import ActivationStream, check_hook
 from glassgpt.sae.evaluate import evaluate_sae
-from glassgpt.sae.features import feature_stats, render_features_html
+from glassgpt.sae.features import feature_stats, features_per_token, render_features_html
 from glassgpt.sae.model import SAE, SAEConfig
 from glassgpt.sae.training import SAETrainConfig, SAETrainer, train_sae
 from glassgpt.train_log import read_metrics
@@ -136,10 +136,12 @@ def run_sae(run_dir: str | Path, hook: str, *, head: int | None = None, width: i
     from glassgpt.analysis.plots import token_labels
 
     features = feature_stats(model, sae, hook, windows, lambda ids: token_labels(tokenizer, ids), head)
+    text_ids = windows[0].tolist()
+    token_view = (token_labels(tokenizer, text_ids), features_per_token(model, sae, hook, text_ids, head))
     atomic_write_text(out / EVALUATION, json.dumps(evaluation, indent=2))
     atomic_write_text(out / FEATURES, json.dumps(features))
     atomic_write_text(out / PAGE, render_features_html(f"SAE features of {run_dir.name} at {hook}", evaluation,
-                                                       features))
+                                                       features, token_view=token_view))
     return evaluation
 
 
@@ -153,3 +155,16 @@ def load_sae(folder: str | Path, device: str = "cpu") -> tuple[SAE, dict]:
     except (KeyError, TypeError, RuntimeError, OSError) as e:
         raise RunError(f"{folder} does not hold a readable SAE ({ckpt.first_line(e)})") from None
     return sae.eval(), identity
+
+
+def discover_saes(run_dir: str | Path, device: str = "cpu") -> dict[str, tuple[SAE, dict]]:
+    """The readable SAE folders under RUN_DIR/sae, by folder name (an unreadable one is left out)."""
+    found = {}
+    root = Path(run_dir) / "sae"
+    for folder in sorted(root.iterdir()) if root.is_dir() else []:
+        if (folder / CONFIG).is_file() and (folder / WEIGHTS).is_file():
+            try:
+                found[folder.name] = load_sae(folder, device)
+            except (RunError, UsageError):
+                continue
+    return found
