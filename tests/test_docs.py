@@ -288,8 +288,12 @@ def test_the_readme_has_exactly_one_python_snippet_and_it_is_run():
 def test_the_docs_build_fails_on_a_broken_link_a_missing_image_and_a_failing_cell_naming_the_page(tmp_path):
     """A copy of the site with three faults, the real tutorials replaced by two short notebooks
     (one of them failing) so that nothing long runs."""
-    site = tmp_path / "docs"
+    repo = tmp_path / "repo"  # the docs, and what they read from beside them
+    site = repo / "docs"
     shutil.copytree(DOCS, site, ignore=shutil.ignore_patterns("_build", "_generated"))
+    for name in ("README.md", "SECURITY.md"):
+        shutil.copy(REPO / name, repo / name)
+    (repo / "benchmarks").symlink_to(REPO / "benchmarks")
     notebook = "---\nkernelspec:\n  display_name: Python 3\n  language: python\n  name: python3\n---\n\n# {}\n\n" \
                "```{{code-cell}} python\n{}\n```\n"
     (site / "tutorials/induction.md").write_text(notebook.format("A claim", "assert 1 + 1 == 3, 'the text says so'"))
