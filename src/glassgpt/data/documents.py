@@ -111,15 +111,20 @@ def _gz_errors():
 def documents(source: Source, *, chunk_chars: int, text_column: str = "text",
               errors: str = "strict") -> Iterator[Iterator[str]]:
     """The documents of one source, each an iterator of text pieces (read one before the next)."""
+    if source.kind == "text":
+        yield _guard(_text_pieces(source, chunk_chars, errors), source)
+    elif source.kind == "jsonl":
+        for text in _guard(_jsonl_texts(source, text_column, errors), source):
+            yield _cut(text, chunk_chars)
+    else:
+        for text in _guard(_parquet_texts(source, text_column), source):
+            yield _cut(text, chunk_chars)
+
+
+def _guard(items: Iterator, source: Source) -> Iterator:
+    """`items`, with a corrupt or truncated .gz turned into one clear line naming the file."""
     try:
-        if source.kind == "text":
-            yield _text_pieces(source, chunk_chars, errors)
-        elif source.kind == "jsonl":
-            for text in _jsonl_texts(source, text_column, errors):
-                yield _cut(text, chunk_chars)
-        else:
-            for text in _parquet_texts(source, text_column):
-                yield _cut(text, chunk_chars)
+        yield from items
     except _gz_errors() as e:
         raise UsageError(f"{source.path} is not a valid .gz file ({e})") from None
 

@@ -27,7 +27,7 @@ from glassgpt.data.fineweb import prepare_fineweb
 from glassgpt.data.synthetic import VERSION as REPEATED_RANDOM_VERSION, prepare_repeated_random
 from glassgpt.data.sources import TINY_SHAKESPEARE, data_dir, find_raw_file, prepare_chunk_bytes
 from glassgpt.data.documents import find_sources
-from glassgpt.data.user import USER_VERSION, TextRequest, check_user_name, prepare_hf, prepare_text
+from glassgpt.data.user import USER_VERSION, TextRequest, check_request, check_user_name, prepare_hf, prepare_text
 from glassgpt.data.writing import token_dtype, write_split
 from glassgpt.errors import GlassGPTError, RunError, UsageError, did_you_mean
 from glassgpt.tokenizer import get_tokenizer, tokenizer_from_dict
@@ -190,6 +190,7 @@ def prepare_user(name: str, req: TextRequest, *, force: bool = False) -> Path:
     """Prepare your own dataset `name` from files (`req.paths`) or a Hugging Face dataset
     (`req.hf`). Asked again for the same request it does nothing; a different one needs `force`."""
     check_user_name(name, DATASETS)
+    check_request(req)
     final = dataset_path(name)
     spec = user_spec(name)
     request = {k: v for k, v in req.__dict__.items() if v is not None}

@@ -282,6 +282,7 @@ def write_tokens(corpus: Corpus, tok: Tokenizer, out: Path, max_tokens: int | No
 
 def prepare_text(out: Path, req: TextRequest, chunk_bytes: int, sources: list[Source] | None = None) -> dict:
     """Fill `out` with train.bin, val.bin and tokenizer.json (bpe); returns the meta fields."""
+    check_request(req)
     corpus = Corpus(sources if sources is not None else find_sources(req.paths, req.glob), req, chunk_bytes)
     name, _ = parse_tokenizer_spec(req.tokenizer)
     scan = corpus.run_scan(collect_chars=name == "char")
