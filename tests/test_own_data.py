@@ -424,3 +424,42 @@ def test_token_ids_beyond_the_vocabulary_are_found_when_loading(dirs, tmp_path, 
                         "train.bin")
     assert "--force" in line
     shutil.rmtree(tmp_path / "r", ignore_errors=True)
+
+
+# ---------------------------------------------------------------- the benchmark runs
+
+def test_the_tokenizer_benchmark_runs_and_writes_its_json(tmp_path, monkeypatch, mirror):
+    import importlib.util
+    from pathlib import Path
+
+    monkeypatch.setenv("GLASSGPT_MIRROR", str(mirror))
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_tokenizers.py"
+    spec = importlib.util.spec_from_file_location("bench_tokenizers", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    result = module.main(["--megabytes", "0.02", "--sizes", "300", "--repeats", "1", "--out", str(tmp_path)])
+    cases = {row["case"]: row for row in result["rows"]}
+    assert {"train bpe:300", "gpt2 (tiktoken) 1 thread", "bpe:300 1 thread"} <= cases.keys()
+    assert cases["bpe:300 1 thread"]["tokens_per_byte"] > cases["gpt2 (tiktoken) 1 thread"]["tokens_per_byte"]
+    saved = json.loads(next(tmp_path.glob("tokenizers-*.json")).read_text())
+    assert saved["machine"]["cpu_count"] and saved["rows"] == result["rows"]
+
+
+def test_the_vocabulary_comparison_runs_and_writes_its_json(dirs, tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    (tmp_path / "texts").mkdir()
+    for i in range(10):
+        (tmp_path / "texts" / f"{i}.txt").write_text(corpus_text(30 + i))
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "own_data_vocab.py"
+    spec = importlib.util.spec_from_file_location("own_data_vocab", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    tiny = "n_layer=1 n_head=2 n_embd=16 block_size=16 batch_size=2 eval_iters=1 eval_interval=2 log_interval=2"
+    result = module.main(["--text", str(tmp_path / "texts"), "--steps", "2", "--tokenizers", "char,bpe:300",
+                          "--extra", tiny, "--out", str(tmp_path / "out")])
+    rows = {row["tokenizer"]: row for row in result["rows"]}
+    assert rows["bpe:300"]["vocab_size"] == 300 and rows["char"]["vocab_size"] < 100
+    assert all(row["val_bits_per_byte"] > 0 for row in rows.values())
+    assert next((tmp_path / "out").glob("own-data-vocab-*.json")).is_file()
