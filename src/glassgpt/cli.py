@@ -192,7 +192,8 @@ USER_OPTIONS = ("name", "tokenizer", "val_fraction", "text_column", "glob", "err
 
 
 def cmd_prepare(args) -> None:
-    from glassgpt.data import check_dataset_name, dataset_path, is_prepared, prepare
+    from glassgpt.data import check_dataset_name, dataset_path, prepare
+    from glassgpt.data.prepare import is_current
 
     if args.list:
         given = [n for n in ("dataset", *USER_OPTIONS) if getattr(args, n) is not None]
@@ -209,8 +210,8 @@ def cmd_prepare(args) -> None:
         what = ", ".join(given) or " ".join(args.paths)
         raise UsageError(f"{what}: only for your own data (prepare text PATH... --name NAME); "
                          f"{args.dataset} is prepared as it is")
-    check_dataset_name(args.dataset)
-    already = is_prepared(dataset_path(args.dataset)) and not args.force
+    spec = check_dataset_name(args.dataset)
+    already = is_current(dataset_path(args.dataset), spec) and not args.force
     path = prepare(args.dataset, max_tokens=args.max_tokens, force=args.force, workers=args.workers)
     note = " (already prepared: nothing to do; --force prepares it again)" if already else ""
     print(f"{args.dataset} is ready in {path}{note}")
