@@ -10,12 +10,12 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import example, given, settings, strategies as st
 
 from conftest import assert_clean_error, run_cli
 from glassgpt.cli import main as cli_main
 from glassgpt.data import TextRequest, TokenDataset, prepare, prepare_user
-from glassgpt.data.documents import Source, _cut, safe_cut
+from glassgpt.data.documents import Source, _cut, is_word_boundary, safe_cut
 from glassgpt.data.user import is_val_document
 from glassgpt.errors import RunError, UsageError
 from glassgpt.text import StreamDecoder
@@ -183,13 +183,19 @@ def test_a_corpus_larger_than_the_chunk_size_streams_with_the_same_tokens(dirs, 
         assert got["train"] == [ds.tokenizer.eot_token] + ds.tokenizer.encode(text), spec
 
 
-@settings(max_examples=60, deadline=None)
-@given(st.text(alphabet=st.sampled_from("ab \n\t\u00e9"), max_size=300), st.integers(1, 40))
-def test_pieces_join_to_the_text_and_respect_the_limit(text, limit):
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.sampled_from("ab .\n\t\u00e9"), max_size=300), st.integers(1, 40))
+@example("a\n\nb\n\nc", 3)  # "a\n\n" + "b" is not "a\n\nb" in GPT-2 BPE: the cut must not go there
+@example("one\ntwo\nthree\n", 9)
+def test_pieces_join_to_the_text_and_encode_to_the_same_tokens(text, limit):
     parts = list(_cut(text, limit))
     assert "".join(parts) == text and all(0 < len(p) <= limit for p in parts)
-    cut = safe_cut(text, limit)
-    assert 0 < cut <= max(1, min(limit, len(text))) or not text
+    cut = safe_cut(text, limit) if text else None
+    assert cut is None or 0 < cut <= min(limit, len(text))
+    ends = np.cumsum([len(p) for p in parts])[:-1].tolist()
+    if all(is_word_boundary(text, end) for end in ends):  # no piece had to be cut inside a line
+        gpt2 = get_tokenizer("gpt2")
+        assert sum((gpt2.encode(p) for p in parts), []) == gpt2.encode(text)
 
 
 # ---------------------------------------------------------------- bpe:N

@@ -8,10 +8,11 @@ folder stands for the files under it, recursively, in sorted order, matching
 reached twice (a symlink to another one in the set) is read once.
 
 Reading is streamed: a text document arrives as pieces of about
-`prepare_chunk_bytes()` characters, cut after a line break that is followed by a
-non-space character. GPT-2's pre-tokenizer regex (which `gpt2` and `bpe:N` use) always
-starts a new word there, so encoding the pieces gives the same tokens as encoding the
-whole document. A line longer than a piece is cut where it must be.
+`prepare_chunk_bytes()` characters, cut after a line break that has a non-space
+character on either side (`is_word_boundary`). GPT-2's pre-tokenizer regex (which `gpt2`
+and `bpe:N` use) splits there the same way whether or not the text is cut, so encoding
+the pieces gives the same tokens as encoding the whole document. Where a piece holds no
+such line break (one very long line), it is cut where it must be.
 
 Bad input is refused with one line naming the file: a path that does not exist,
 an empty file or folder, a binary file (a NUL byte), text that is not UTF-8 (unless
@@ -160,16 +161,24 @@ def _text_pieces(source: Source, chunk_chars: int, errors: str) -> Iterator[str]
 
 
 def safe_cut(text: str, limit: int) -> int:
-    """Where to end a piece of at most `limit` characters: after the last line break that a
-    non-space character follows (a word boundary for GPT-2's regex), else at `limit`."""
-    window = text[: limit + 1]
-    i = len(window) - 1
+    """Where to end a piece of at most `limit` characters: at the last boundary where
+    GPT-2's regex always starts a new word (`is_word_boundary`), else at `limit`."""
+    i = min(limit, len(text) - 1)
     while True:
-        i = window.rfind("\n", 0, i)
+        i = text.rfind("\n", 0, i)
         if i < 0:
             return min(limit, len(text))
-        if i + 1 < len(window) and not window[i + 1].isspace():
+        if is_word_boundary(text, i + 1):
             return i + 1
+
+
+def is_word_boundary(text: str, at: int) -> bool:
+    r"""True when `text[at - 1]` is a line break between two non-space characters: no
+    pre-token of GPT-2's regex (`gpt2`, `bpe:N`) spans it, and the line break is a pre-token
+    of its own whether the text is cut there or not (after a longer run of spaces it is
+    not: at the end of a piece `\s+(?!\S)` would take the whole run)."""
+    return (0 < at < len(text) and text[at - 1] == "\n" and not text[at].isspace()
+            and (at == 1 or not text[at - 2].isspace()))
 
 
 def _cut(text: str, chunk_chars: int) -> Iterator[str]:
