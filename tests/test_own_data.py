@@ -73,6 +73,11 @@ def nothing_left(data_dir, name):
     assert not list(data_dir.glob(f".{name}.partial-*")) if data_dir.exists() else True
 
 
+@pytest.fixture(scope="module")
+def bpe():
+    return BPETokenizer.train(iter([corpus_text(300), *DOCS]), 600)
+
+
 # ---------------------------------------------------------------- the same tokens as by hand
 
 def test_a_folder_of_text_files_gives_the_by_hand_tokens(dirs, tmp_path):
@@ -187,23 +192,18 @@ def test_a_corpus_larger_than_the_chunk_size_streams_with_the_same_tokens(dirs, 
 @given(st.text(alphabet=st.sampled_from("ab .\n\t\u00e9"), max_size=300), st.integers(1, 40))
 @example("a\n\nb\n\nc", 3)  # "a\n\n" + "b" is not "a\n\nb" in GPT-2 BPE: the cut must not go there
 @example("one\ntwo\nthree\n", 9)
-def test_pieces_join_to_the_text_and_encode_to_the_same_tokens(text, limit):
+def test_pieces_join_to_the_text_and_encode_to_the_same_tokens(bpe, text, limit):
     parts = list(_cut(text, limit))
     assert "".join(parts) == text and all(0 < len(p) <= limit for p in parts)
     cut = safe_cut(text, limit) if text else None
     assert cut is None or 0 < cut <= min(limit, len(text))
     ends = np.cumsum([len(p) for p in parts])[:-1].tolist()
     if all(is_word_boundary(text, end) for end in ends):  # no piece had to be cut inside a line
-        gpt2 = get_tokenizer("gpt2")
-        assert sum((gpt2.encode(p) for p in parts), []) == gpt2.encode(text)
+        for tok in (get_tokenizer("gpt2"), bpe):
+            assert sum((tok.encode(p) for p in parts), []) == tok.encode(text)
 
 
 # ---------------------------------------------------------------- bpe:N
-
-@pytest.fixture(scope="module")
-def bpe():
-    return BPETokenizer.train(iter([corpus_text(300), *DOCS]), 600)
-
 
 @settings(max_examples=150, deadline=None)
 @given(st.text())
