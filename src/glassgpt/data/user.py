@@ -46,7 +46,8 @@ RESERVED_NAMES = ("text", "hf", "downloads")
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 MIN_TRAIN_TOKENS = 66  # one window of cpu-baby's block_size 64 and its next token, with one start to draw
 MIN_VAL_TOKENS = 2
-ENCODE_PIECE_CHARS = 1 << 16  # pieces encoded in parallel by tiktoken / tokenizers
+ENCODE_PIECE_CHARS = 1 << 16  # pieces encoded in parallel by tiktoken / tokenizers ...
+ENCODE_GROUP = 16  # ... this many at a time (1 MiB of text)
 HF_STAGE_BYTES_PER_TOKEN = 6  # bpe:N: staged text per token of --max-tokens, above what a small BPE needs
 
 
@@ -207,11 +208,11 @@ class BatchEncoder:
             for part in _split(text, ENCODE_PIECE_CHARS):
                 parts.append(part)
                 owner.append(k)
-        ids = self.tok.encode_batch(parts)
-        out: list[list[int]] = [[] for _ in texts]
-        for k, part_ids in zip(owner, ids):
-            out[k].extend(part_ids)
-        return [np.asarray(o, dtype=np.int64) for o in out]
+        out: list[list[np.ndarray]] = [[] for _ in texts]
+        for g in range(0, len(parts), ENCODE_GROUP):  # a group at a time: the encoders' objects stay small
+            for k, part_ids in zip(owner[g: g + ENCODE_GROUP], self.tok.encode_batch(parts[g: g + ENCODE_GROUP])):
+                out[k].append(np.asarray(part_ids, dtype=np.int64))
+        return [np.concatenate(o) if o else np.zeros(0, dtype=np.int64) for o in out]
 
     def _chars(self, text: str) -> np.ndarray:
         points = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
