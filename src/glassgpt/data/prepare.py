@@ -27,7 +27,8 @@ from glassgpt.data.fineweb import prepare_fineweb
 from glassgpt.data.synthetic import VERSION as REPEATED_RANDOM_VERSION, prepare_repeated_random
 from glassgpt.data.sources import TINY_SHAKESPEARE, data_dir, find_raw_file, prepare_chunk_bytes
 from glassgpt.data.documents import find_sources
-from glassgpt.data.user import USER_VERSION, TextRequest, check_request, check_user_name, prepare_hf, prepare_text
+from glassgpt.data.hub import prepare_hf
+from glassgpt.data.user import USER_VERSION, TextRequest, check_request, check_user_name, prepare_text
 from glassgpt.data.writing import token_dtype, write_split
 from glassgpt.errors import GlassGPTError, RunError, UsageError, did_you_mean
 from glassgpt.tokenizer import get_tokenizer, tokenizer_from_dict
@@ -301,7 +302,7 @@ def list_datasets() -> list[dict]:
             try:
                 meta = read_meta(path)
             except GlassGPTError:
-                row["about"] = f"corrupt meta.json: prepare it again with --force"
+                row["about"] = "corrupt meta.json: prepare it again with --force"
                 rows.append(row)
                 continue
             tok = tokenizer_from_dict(meta["tokenizer"])

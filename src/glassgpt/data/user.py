@@ -18,15 +18,12 @@ gives none (fewer than 1/F documents: one book in one file, say), the last docum
 cut instead: its final F of characters, from the first line start there, are the
 validation split.
 
-`prepare hf` streams a Hugging Face dataset through `datasets` into a JSON-lines file
-inside the folder being prepared (enough documents for `--max-tokens`), then prepares
-that file like `prepare text` and deletes it; `--max-tokens` caps the tokens written.
+`prepare hf` (`glassgpt.data.hub`) feeds a Hugging Face dataset through the same path.
 """
 
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import re
 from dataclasses import dataclass, field
@@ -48,7 +45,6 @@ MIN_TRAIN_TOKENS = 66  # one window of cpu-baby's block_size 64 and its next tok
 MIN_VAL_TOKENS = 2
 ENCODE_PIECE_CHARS = 1 << 16  # pieces encoded in parallel by tiktoken / tokenizers ...
 ENCODE_GROUP = 16  # ... this many at a time (1 MiB of text)
-HF_STAGE_BYTES_PER_TOKEN = 6  # bpe:N: staged text per token of --max-tokens, above what a small BPE needs
 
 
 @dataclass
@@ -303,77 +299,3 @@ def prepare_text(out: Path, req: TextRequest, chunk_bytes: int, sources: list[So
     request = {k: v for k, v in req.__dict__.items() if v is not None}
     return {"kind": "hf" if req.hf else "text", "tokenizer": tok.to_dict(), "tokenizer_spec": req.tokenizer,
             **stats, "sources": scan.sources, "val_rule": rule, "request": request}
-
-
-# ---------------------------------------------------------------- prepare hf
-
-def prepare_hf(out: Path, req: TextRequest, chunk_bytes: int) -> dict:
-    """Stream enough of a Hugging Face dataset into out/.documents.jsonl, then prepare that."""
-    hf = req.hf
-    stage = out / ".documents.jsonl"
-    name, _ = parse_tokenizer_spec(req.tokenizer)
-    count_tokens = get_tokenizer("gpt2").encode if name == "gpt2" else None
-    needed = req.max_tokens * (HF_STAGE_BYTES_PER_TOKEN if name == "bpe" else 1)
-    have, n_docs = 0, 0
-    where = describe_hf(hf)
-    with open(stage, "w", encoding="utf-8") as f:
-        for text in hf_texts(hf["dataset"], hf.get("config"), hf.get("split") or "train", req.text_column):
-            if not text:
-                continue
-            f.write(json.dumps({"text": text}, ensure_ascii=False) + "\n")
-            n_docs += 1
-            have += (len(count_tokens(text)) + 1 if count_tokens else len(text) if name == "char"
-                     else len(text.encode("utf-8")))
-            if have >= needed:
-                break
-    if n_docs == 0:
-        raise UsageError(f"{where} holds no text in column {req.text_column!r}")
-    staged = TextRequest(**{**req.__dict__, "text_column": "text"})
-    try:
-        meta = prepare_text(out, staged, chunk_bytes, [Source(stage, "jsonl", False)])
-    finally:
-        stage.unlink(missing_ok=True)
-    meta["sources"] = [{"dataset": hf["dataset"], "config": hf.get("config"), "split": hf.get("split") or "train",
-                        "documents_read": n_docs, "where": where}]
-    meta["request"]["text_column"] = req.text_column
-    meta["max_tokens"] = req.max_tokens
-    return meta
-
-
-def describe_hf(hf: dict) -> str:
-    config = f", config {hf['config']}" if hf.get("config") else ""
-    return f"Hugging Face dataset {hf['dataset']!r}{config}, split {hf.get('split') or 'train'!r}"
-
-
-def hf_texts(dataset: str, config: str | None, split: str, column: str) -> Iterator[str]:
-    """The `column` strings of a dataset, streamed by `datasets` (a local folder, the local
-    cache, or the Hub)."""
-    try:
-        import datasets
-    except ImportError:
-        raise UsageError("prepare hf needs the `datasets` package: pip install 'glassgpt[fineweb]'") from None
-    where = describe_hf({"dataset": dataset, "config": config, "split": split})
-    try:
-        stream = datasets.load_dataset(dataset, name=config, split=split, streaming=True)
-    except Exception as e:  # `datasets` and the Hub client raise many kinds; each means the same here
-        raise RunError(f"could not load {where} ({_first_line(e)}): check the name, or without network "
-                       "make sure it is in the Hugging Face cache (HF_HOME) or give a local folder") from None
-    rows = iter(stream)
-    while True:
-        try:
-            row = next(rows)
-        except StopIteration:
-            return
-        except Exception as e:  # a broken file or connection, raised from inside `datasets`
-            raise RunError(f"could not read {where} ({_first_line(e)})") from None
-        if column not in row:
-            raise UsageError(f"{where} has no {column!r} column; it has {', '.join(map(repr, list(row)[:8]))}: "
-                             "pick one with --text-column")
-        if not isinstance(row[column], str):
-            raise UsageError(f"{where}: column {column!r} holds {type(row[column]).__name__}, not text")
-        yield row[column]
-
-
-def _first_line(e: Exception) -> str:
-    text = str(e).strip().splitlines()
-    return (text[0] if text else type(e).__name__)[:200]
