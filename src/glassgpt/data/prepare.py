@@ -99,7 +99,7 @@ def _plain_name(name: str) -> bool:  # a name that can only be a folder directly
 def user_spec(name: str) -> DatasetSpec:
     def refuse(out, **_):
         raise UsageError(f"{name} is your own dataset: prepare it again with the command that made it "
-                         f"(glassgpt prepare text PATH... --name {name} --force)")
+                         f"and --force (glassgpt prepare text|hf ... --name {name} --force)")
     return DatasetSpec(name, "your own dataset", refuse, version=USER_VERSION)
 
 
@@ -125,7 +125,8 @@ def read_meta(path: Path) -> dict:
     says how to repair it."""
     meta_path = path / "meta.json"
     repair = (f"prepare it again: glassgpt prepare {path.name} --force" if path.name in DATASETS else
-              f"prepare it again with --force (glassgpt prepare text PATH... --name {path.name} --force)")
+              f"prepare it again with the command that made it and --force "
+              f"(glassgpt prepare text|hf ... --name {path.name} --force)")
 
     def bad(what: str) -> RunError:
         return RunError(f"{meta_path} is corrupt ({what}): {repair}")
