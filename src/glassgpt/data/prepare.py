@@ -151,7 +151,7 @@ def read_meta(path: Path) -> dict:
     if meta.get("dtype") not in DTYPES or meta["dtype"] != token_dtype(tokenizer.vocab_size).name:
         raise bad(f"field 'dtype' is {str(meta.get('dtype'))[:40]!r}, not the "
                   f"{token_dtype(tokenizer.vocab_size).name} of a {tokenizer.vocab_size}-token vocabulary")
-    tokens = meta.get("tokens")
+    tokens = meta.get("tokens", {})  # absent in hand-made folders: the split files' sizes are then not checked
     if not isinstance(tokens, dict) or not all(isinstance(k, str) and type(v) is int and v >= 0
                                                for k, v in tokens.items()):
         raise bad("field 'tokens' must map each split to a whole number of tokens")
@@ -288,7 +288,7 @@ def dataset_vocab_size(name: str) -> int | None:
 def describe_dataset(path: Path) -> str:
     meta = read_meta(path)
     spec = meta.get("tokenizer_spec") or meta["tokenizer"]["name"]
-    tokens = meta["tokens"]
+    tokens = meta.get("tokens", {})
     return f"{spec} tokenizer, " + ", ".join(f"{n:,} {split}" for split, n in tokens.items()) + " tokens"
 
 
@@ -308,7 +308,7 @@ def list_datasets() -> list[dict]:
                 continue
             tok = tokenizer_from_dict(meta["tokenizer"])
             row["tokenizer"] = meta.get("tokenizer_spec") or (f"char ({tok.vocab_size})" if tok.name == "char" else tok.name)
-            row["tokens"] = f"{sum(meta['tokens'].values()):,}"
+            row["tokens"] = f"{sum(meta.get('tokens', {}).values()):,}"
             if name not in DATASETS:
                 sources = meta.get("sources") or []
                 first = sources[0].get("path") or sources[0].get("dataset") if sources and isinstance(sources[0], dict) else "?"
