@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from glassgpt.errors import GlassGPTError, UsageError
+from glassgpt.text import MAX_STOP_CHARS
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from a demo
 
@@ -29,6 +30,25 @@ class Limits:
     max_new_tokens: int = 500
     concurrency: int = 2  # requests computed at once
     queue_size: int = 16  # requests waiting; more are turned away
+
+
+def a_number(value, what: str) -> float:
+    """A number from the page (a request may send anything), or one sentence saying it is not one."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        number = float("nan")
+    if number != number:
+        raise UsageError(f"{what} must be a number, got {str(value)[:40]!r}")
+    return number
+
+
+def whole_number(value, what: str) -> int:
+    """A whole number from the page, or one sentence saying it is not one."""
+    number = a_number(value, what)
+    if not number.is_integer():
+        raise UsageError(f"{what} must be a whole number, got {number}")
+    return int(number)
 
 
 class Demo:
@@ -63,7 +83,13 @@ class Demo:
         from glassgpt.generate import check_sampling_args, stream
         from glassgpt.text import StoppingDecoder
 
-        max_new_tokens, top_k, seed = int(max_new_tokens), int(top_k), int(seed)
+        max_new_tokens, top_k, seed = (whole_number(v, name) for v, name in
+                                       ((max_new_tokens, "max new tokens"), (top_k, "top-k"), (seed, "the seed")))
+        if not 0 <= seed < 2**63:
+            raise UsageError(f"the seed must be between 0 and 2**63 - 1, got {seed}")
+        if not isinstance(stop, str) or len(stop) > MAX_STOP_CHARS:
+            raise UsageError(f"the stop text is capped at {MAX_STOP_CHARS} characters")
+        temperature, top_p = a_number(temperature, "the temperature"), a_number(top_p, "top-p")
         if not 1 <= max_new_tokens <= self.limits.max_new_tokens:
             raise UsageError(f"max new tokens must be between 1 and {self.limits.max_new_tokens}")
         top_k_or_none = top_k if top_k > 0 else None  # 0 switches top-k off
@@ -99,7 +125,7 @@ class Demo:
 
         ids = self.encode_prompt(text, self.max_inside_chars)[-self.model.config.block_size:]
         cfg = self.model.config
-        layer, head = int(layer), int(head)
+        layer, head = whole_number(layer, "the layer"), whole_number(head, "the head")
         if not (0 <= layer < cfg.n_layer and 0 <= head < cfg.n_head):
             raise UsageError(f"layer must be in 0..{cfg.n_layer - 1} and head in 0..{cfg.n_head - 1}")
         idx = torch.tensor([ids], dtype=torch.long)
@@ -111,6 +137,14 @@ class Demo:
         sinks = analysis.find_sinks(analysis.sink_scores(patterns), tokens=labels)
         rows = [[s["layer"], s["head"], round(float(s["share"]), 3), s["token"]] for s in sinks]
         return attention_fig, depth_fig, rows
+
+
+def index_picker(gr, label: str, count: int):
+    """A slider over 0..count-1; a model with one layer (or one head) gets a fixed 0
+    (a slider needs its minimum below its maximum)."""
+    if count == 1:
+        return gr.Number(value=0, precision=0, interactive=False, label=f"{label} (the only one)")
+    return gr.Slider(0, count - 1, value=0, step=1, label=label)
 
 
 def build_app(demo: Demo, title: str = "glassgpt"):
@@ -146,7 +180,8 @@ def build_app(demo: Demo, title: str = "glassgpt"):
                 top_k = gr.Slider(0, 200, value=0, step=1, label="Top-k (0 = off)")
                 top_p = gr.Slider(0.05, 1.0, value=1.0, step=0.05, label="Top-p (1 = off)")
                 seed = gr.Number(value=1337, precision=0, label="Seed")
-                stop = gr.Textbox(value="", label="Stop at (optional text, not shown)", max_lines=1)
+                stop = gr.Textbox(value="", label="Stop at (optional text, not shown)", max_lines=1,
+                                  max_length=MAX_STOP_CHARS)
             generate_btn = gr.Button("Generate", variant="primary", elem_id="generate")
             output = gr.Textbox(label="Text", lines=12, elem_id="output", interactive=False)
             stats = gr.Markdown(elem_id="stats")
@@ -154,8 +189,8 @@ def build_app(demo: Demo, title: str = "glassgpt"):
             gr.Markdown("What the model attends to over the prompt plus its generation (the last "
                         f"{cfg.block_size} tokens).")
             with gr.Row():
-                layer = gr.Slider(0, cfg.n_layer - 1, value=0, step=1, label="Layer")
-                head = gr.Slider(0, cfg.n_head - 1, value=0, step=1, label="Head")
+                layer = index_picker(gr, "Layer", cfg.n_layer)
+                head = index_picker(gr, "Head", cfg.n_head)
                 inside_btn = gr.Button("Show attention", elem_id="show-attention")
             attention_plot = gr.Plot(label="Attention pattern", elem_id="attention-plot")
             depth_plot = gr.Plot(label="Depth scan", elem_id="depth-plot")

@@ -31,6 +31,7 @@ from glassgpt.config import GPTConfig, RunConfig, TrainConfig
 from glassgpt.data import BatchLoader, Prefetcher, TokenDataset, eval_windows
 from glassgpt.device import resolve_device  # noqa: F401  (also glassgpt.train.resolve_device, as before)
 from glassgpt.errors import RunError, UsageError
+from glassgpt.limits import check_fits, training_bytes
 from glassgpt.model import GPT
 from glassgpt.runtime import (Dist, Interrupted, StopFlag, gather_rng_states, inference, set_rng_state,
                               stop_requested)
@@ -224,12 +225,13 @@ def check_same_optimizer(state: dict, tc: TrainConfig, run_dir: Path) -> None:
 def _read_resume_state(run_dir: Path, mc: GPTConfig, dist_info: Dist) -> dict:
     """The trainer state of the run's last checkpoint, after checking it fits `mc`."""
     if dist_info.is_main:
-        ckpt.recover(run_dir)  # finish or undo a checkpoint write cut short by a kill
+        ckpt.recover(run_dir, ckpt.RUN_FILES)  # finish or undo a checkpoint write cut short by a kill
     if dist_info.world_size > 1:
         dist.barrier()
     ckpt.check_run_dir(run_dir, repair=False)
     saved, raw = ckpt.read_config(run_dir)
     check_same_shape(saved.model, mc, run_dir)
+    ckpt.check_weights_fit(saved.model, run_dir / ckpt.WEIGHTS)  # before a model of that size is built
     state = ckpt.load_trainer_state(run_dir)
     if state.get("weights_sha256") != raw.get("weights_sha256"):
         raise RunError(f"{run_dir / ckpt.STATE} and {run_dir / ckpt.CONFIG} come from different checkpoints: "
@@ -286,6 +288,8 @@ def _train(rc: RunConfig, run_dir: Path, resume: bool, log, dist_info: Dist, on_
         raise UsageError(f"the {tc.dataset} val split has {len(val_data)} token(s), too few to evaluate on "
                          "(one input and its next token at least): prepare more data")
 
+    check_fits(training_bytes(mc, tc.batch_size), device, f"training this model at batch_size={tc.batch_size}",
+               "lower batch_size (raise grad_accum_steps to keep the batch), block_size, n_embd or n_layer")
     torch.manual_seed(tc.seed + dist_info.rank)  # dropout masks differ by rank; DDP copies rank 0's weights
     raw_model = GPT(mc).to(device)
     if state is not None:
@@ -313,10 +317,11 @@ def _train(rc: RunConfig, run_dir: Path, resume: bool, log, dist_info: Dist, on_
     if resume:
         finished = metrics.final_row(step) if step >= tc.max_iters else None
         if finished is not None:
+            val = finished.get("val_loss")
             log(f"{run_dir} is complete: {step} of max_iters={tc.max_iters} steps, val loss "
-                f"{finished['val_loss']:.4f}; nothing to do (raise max_iters to train further)")
+                f"{'n/a' if val is None else format(val, '.4f')}; nothing to do (raise max_iters to train further)")
             return finished
-        metrics.load(up_to_step=step)  # every rank reads it, so all agree on which evals are done
+        metrics.load(up_to_step=step, warn=log)  # every rank reads it, so all agree on which evals are done
     metrics.open_tensorboard(step if resume else None)
     probe = None  # the fixed inputs of the analysis rows (analysis_interval), measured by the main process
     if tc.analysis_interval and dist_info.is_main:
