@@ -287,6 +287,16 @@ def test_a_run_on_a_user_dataset_trains_samples_analyses_evaluates_and_resumes(d
     assert_fails(capsys, 1, ["eval", str(run), "--device", "cpu"], "meta.json is corrupt", "--force")
     meta.write_bytes(good)
 
+    prepare_user("other", TextRequest(paths=[str(folder)], tokenizer="bpe:300", val_fraction=0.2))
+    assert_fails(capsys, 2, ["eval", str(run), "--dataset", "other", "--device", "cpu"],
+                 "bpe:300", "bpe:320", "the run's tokenizer")  # another bpe is another tokenizer
+    config_path = run / "config.json"  # a run whose config.json holds no tokenizer reads tokenizer.json,
+    config = json.loads(config_path.read_text())  # the `tokenizers` library's own file
+    del config["tokenizer"]
+    config_path.write_text(json.dumps(config))
+    code, out, err = cli(capsys, "sample", str(run), "--max-new-tokens", "5", "--seed", "1")
+    assert code == 0, err
+
     code, out, err = cli(capsys, "train", "cpu-baby", "dataset=mine", "vocab_size=400", "max_iters=1", *tiny,
                          "--out", str(tmp_path / "run2"))
     assert code == 0 and json.loads((tmp_path / "run2" / "config.json").read_text())["model"]["vocab_size"] == 400

@@ -291,6 +291,10 @@ def get_tokenizer(name: str, **kw) -> Tokenizer:
 
 
 def tokenizer_from_dict(d: dict) -> Tokenizer:
+    """A tokenizer from its JSON form: glassgpt's own (`to_dict`), or the `tokenizers` library's
+    (a bpe run's `tokenizer.json`)."""
+    if isinstance(d, dict) and "model" in d and "name" not in d:
+        return BPETokenizer.from_json(d)
     if not isinstance(d, dict) or d.get("name") not in TOKENIZERS:
         raise UsageError(f"not a tokenizer description: {str(d)[:80]}")
     if d["name"] == "char":
@@ -311,10 +315,7 @@ def tokenizer_from_dict(d: dict) -> Tokenizer:
 def load_tokenizer(path: str | Path) -> Tokenizer:
     """A tokenizer file: glassgpt's own JSON, or a `tokenizers` library file (a bpe tokenizer)."""
     try:
-        d = json.loads(Path(path).read_text())
-        if isinstance(d, dict) and "model" in d and "name" not in d:  # the `tokenizers` library's format
-            return BPETokenizer.from_json(d)
-        return tokenizer_from_dict(d)
+        return tokenizer_from_dict(json.loads(Path(path).read_text()))
     except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
         raise UsageError(f"cannot read tokenizer {path}: {e}") from None
 
@@ -323,4 +324,6 @@ def describe(tokenizer: Tokenizer) -> str:
     """A tokenizer in words, telling two char tokenizers (fitted to different texts) apart."""
     if tokenizer.name == "char":
         return f"a char tokenizer of {tokenizer.vocab_size} characters ({''.join(tokenizer.chars)[:30]!r}...)"
+    if tokenizer.name == "bpe":
+        return f"a bpe:{tokenizer.vocab_size} tokenizer trained on its own text"
     return f"the {tokenizer.name} tokenizer"
