@@ -328,6 +328,7 @@ def test_prepare_hf_reads_a_local_dataset_folder(dirs, tmp_path):
     docs = [r["content"] for r in rows]
     want = by_hand(get_tokenizer("byte"), docs, 0.1)
     assert sum(len(v) for v in got.values()) == 2000  # the cap
+    assert ds.meta["text_bytes"] == ds.meta["tokens"]  # bytes: the last document, cut at the cap, counted as cut
     assert got["val"] == want["val"][: len(got["val"])] and got["train"] == want["train"][: len(got["train"])]
     assert not list(path.glob(".documents*")) and ds.meta["kind"] == "hf"
 

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
+from tqdm import tqdm
 
 from glassgpt.data.documents import Source, documents, find_sources, safe_cut, sha256_of
 from glassgpt.data.writing import SplitWriter, token_dtype
@@ -247,30 +248,38 @@ def write_tokens(corpus: Corpus, tok: Tokenizer, out: Path, max_tokens: int | No
         writers = {"train": train, "val": val}
         batch, size = [], 0
 
-        def flush() -> bool:
-            arrays = encoder.encode([text for _, _, text in batch])
-            for (split, start, text), ids in zip(batch, arrays):
-                if start and tok.eot_token is not None:
+        def flush(items: list[tuple[str, bool, str]]) -> bool:
+            """Encode and write these pieces; False once max_tokens is reached."""
+            arrays = encoder.encode([text for _, _, text in items])
+            for (split, start, text), ids in zip(items, arrays):
+                eot = start and tok.eot_token is not None
+                if eot:
                     ids = np.concatenate([np.array([tok.eot_token], dtype=np.int64), ids])
+                full = len(ids)
                 if max_tokens is not None:
                     ids = ids[: max_tokens - train.count - val.count]
                     if not len(ids):
                         return False
                 writers[split].write(ids)
-                stats["text_bytes"][split] += len(text.encode("utf-8"))
+                cut = len(ids) < full  # the last piece under max_tokens: count the bytes its tokens stand for
+                stats["text_bytes"][split] += len(tok.decode_bytes(ids[int(eot):].tolist()) if cut else text.encode())
                 stats["documents"][split] += start
-            batch.clear()
-            return True
+            return max_tokens is None or train.count + val.count < max_tokens
 
+        bar = tqdm(unit="char", unit_scale=True, desc=f"tokenizing ({tok.name})", disable=None)
+        going = True
         for item in corpus.pieces():
             batch.append(item)
             size += len(item[2])
+            bar.update(len(item[2]))
             if size >= corpus.chunk_chars:
-                size = 0
-                if not flush():
+                going = flush(batch)
+                batch, size = [], 0
+                if not going:
                     break
-        if batch:
-            flush()
+        if going and batch:
+            flush(batch)
+        bar.close()
     stats["tokens"] = {"train": train.count, "val": val.count}
     return stats
 
