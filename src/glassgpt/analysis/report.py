@@ -29,6 +29,7 @@ from glassgpt.analysis.suite import analyze
 from glassgpt.analysis.summary import layer_lines, summarize
 from glassgpt.errors import UsageError
 from glassgpt.limits import check_fits, inference_bytes
+from glassgpt.text import check_text
 
 DEFAULT_PROMPT = "First Citizen:\nBefore we proceed any further, hear me speak."
 DEFAULT_PROMPT_TOKENS = 48  # prompt taken from the validation split when none is given
@@ -68,7 +69,7 @@ def prompt_ids(prompt: str | None, tokenizer, block_size: int, fallback: list[in
     elif prompt == "":
         raise UsageError("--prompt is empty: give some text to analyse, or leave --prompt out for the default")
     else:
-        ids = tokenizer.encode(prompt)  # raises UsageError naming a character outside the vocabulary
+        ids = tokenizer.encode(check_text(prompt, "--prompt"))  # UsageError naming a character outside the vocabulary
         if len(ids) > block_size:
             raise UsageError(f"--prompt is {len(ids)} tokens, longer than the model's block_size {block_size}: shorten it")
     if len(ids) < 2:
