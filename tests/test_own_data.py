@@ -256,8 +256,8 @@ def test_a_run_on_a_user_dataset_trains_samples_analyses_evaluates_and_resumes(d
     folder.mkdir()
     for i in range(10):
         (folder / f"{i}.txt").write_text(corpus_text(40 + i))
-    code, out, err = cli(capsys, "prepare", "text", str(folder), "--name", "mine", "--tokenizer", "bpe:320",
-                         "--val-fraction", "0.2")
+    code, out, err = cli(capsys, "prepare", "text", "--name", "mine", "--tokenizer", "bpe:320",
+                         "--val-fraction", "0.2", str(folder))  # PATH after the options, as people type it
     assert code == 0 and "mine is ready" in out, err
     run = tmp_path / "run"
     tiny = ["n_layer=1", "n_head=2", "n_embd=16", "block_size=16", "batch_size=2", "eval_iters=1",

@@ -465,6 +465,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "train":  # key=value overrides may come after --out
         args.overrides += [e for e in extra if "=" in e and not e.startswith("-")]
         extra = [e for e in extra if e not in args.overrides]
+    if args.command == "prepare" and args.dataset in ("text", "hf"):  # PATHs may come after the options
+        args.paths += [e for e in extra if not e.startswith("-")]
+        extra = [e for e in extra if e.startswith("-")]
     if extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
