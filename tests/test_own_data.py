@@ -241,10 +241,12 @@ def test_bpe_sizes_and_tampered_descriptions_are_refused(bpe):
     d = bpe.to_dict()
     with pytest.raises(UsageError, match="says"):
         tokenizer_from_dict({**d, "vocab_size": 601})
-    broken = json.loads(json.dumps(d))
-    broken["tokenizers_json"]["model"]["vocab"].pop("a")
-    with pytest.raises(UsageError):
-        tokenizer_from_dict(broken)
+    spec = json.loads(d["tokenizers_json"])
+    spec["model"]["vocab"].pop("a")  # a byte missing from the vocabulary
+    with pytest.raises(UsageError, match="out of vocabulary"):  # the library itself refuses it
+        tokenizer_from_dict({**d, "tokenizers_json": json.dumps(spec)})
+    with pytest.raises(UsageError, match="not a valid tokenizers JSON"):
+        tokenizer_from_dict({**d, "tokenizers_json": "{broken"})
     with pytest.raises(UsageError, match="id"):
         bpe.decode([600])
 

@@ -225,7 +225,8 @@ class BPETokenizer(Tokenizer):
         return self.hf.to_str()
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "vocab_size": self.vocab_size, "tokenizers_json": json.loads(self.to_json())}
+        # The library's JSON as one compact string: a run's config.json stays small (bpe:65536 ~ 2 MB).
+        return {"name": self.name, "vocab_size": self.vocab_size, "tokenizers_json": self.to_json()}
 
     def save(self, path: str | Path) -> None:
         """`tokenizer.json` in the `tokenizers` library's own format (`Tokenizer.from_file` reads it)."""
@@ -302,8 +303,8 @@ def tokenizer_from_dict(d: dict) -> Tokenizer:
             raise UsageError("char tokenizer description has no 'chars' string")
         return CharTokenizer(d["chars"])
     if d["name"] == "bpe":
-        if not isinstance(d.get("tokenizers_json"), dict):
-            raise UsageError("bpe tokenizer description has no 'tokenizers_json' object")
+        if not isinstance(d.get("tokenizers_json"), (str, dict)):
+            raise UsageError("bpe tokenizer description has no 'tokenizers_json' (the tokenizers library's JSON)")
         tok = BPETokenizer.from_json(d["tokenizers_json"])
         if d.get("vocab_size") != tok.vocab_size:
             raise UsageError(f"bpe tokenizer description says {d.get('vocab_size')!r} tokens, "
