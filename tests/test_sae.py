@@ -218,3 +218,11 @@ def test_the_sae_benchmark_runs_at_a_tiny_size(run_dir, tmp_path):
                        "--out", str(tmp_path)])
     record = json.loads(path.read_text())
     assert record["machine"]["cpu_count"] and record["results"]["glassgpt"]["tokens_per_s"] > 0
+
+
+@pytest.mark.parametrize("name", ["sae_state.pt", "sae.safetensors"])
+def test_a_corrupt_sae_folder_is_one_line_on_resume(run_dir, name):
+    assert cli("sae", run_dir, "--hook", "blocks.0.resid_post", *SMALL)[0] == 0
+    path = run_dir / "sae" / "blocks.0.resid_post" / name
+    path.write_bytes(path.read_bytes()[:100])
+    assert_refused(cli("sae", run_dir, "--hook", "blocks.0.resid_post", *SMALL, "--resume"), 1, "corrupt")
