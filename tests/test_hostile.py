@@ -167,6 +167,15 @@ def test_a_commit_record_cannot_reach_outside_the_run(run_copy, outside, name):
     assert not (run_copy / ckpt.COMMIT).exists()  # the untrusted record is dropped, the run stands
 
 
+def test_a_first_checkpoint_cut_short_after_its_commit_record_is_finished_by_a_reader(run_copy):
+    for name in (ckpt.CONFIG, ckpt.WEIGHTS, ckpt.TOKENIZER):  # the renames had not happened
+        os.replace(run_copy / name, run_copy / (name + ".tmp"))
+    (run_copy / ckpt.COMMIT).write_text(json.dumps([ckpt.CONFIG, ckpt.TOKENIZER, ckpt.WEIGHTS]))
+    status, _, err = cli("sample", run_copy, "--prompt", "RO", "--max-new-tokens", 3)
+    assert status == 0, err  # the run is recognised by its marker and rolled forward
+    assert (run_copy / ckpt.CONFIG).is_file() and not (run_copy / ckpt.COMMIT).exists()
+
+
 def test_a_temporary_file_planted_as_a_link_is_never_written_through(run_copy, outside, data_env):
     for name in (ckpt.CONFIG, ckpt.WEIGHTS, ckpt.STATE, ckpt.METRICS, ckpt.PLOT):
         os.symlink(outside / "victim", run_copy / (name + ".tmp"))
@@ -495,3 +504,69 @@ def test_fuzzed_runs_give_one_clear_line_and_touch_nothing_outside(command, trai
 
     check()
 
+
+
+# ---------------------------------------------------------------- fuzzing a prepared dataset
+
+DATA_COMMANDS = {
+    "train": lambda tmp: ["train", "cpu-baby", *TINY, "--out", tmp / "new-run"],
+    "eval": lambda tmp: ["eval", tmp / "run", "--max-tokens", 64],
+    "prepare": lambda tmp: ["prepare", "shakespeare-char"],
+}
+
+
+def _corrupt_dataset(draw, folder: Path) -> str:
+    name = draw(st.sampled_from(["meta.json", "train.bin", "val.bin"]))
+    path = folder / name
+    data = path.read_bytes()
+    kind = draw(st.sampled_from(["empty", "truncate", "garbage", "ids-past-vocab", "json-type", "meta-field",
+                                 "folder", "missing"]))
+    if kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "truncate":
+        path.write_bytes(data[: draw(st.integers(0, max(len(data) - 1, 0)))])
+    elif kind == "garbage":
+        path.write_bytes(draw(st.binary(min_size=1, max_size=64)) * 100)
+    elif kind == "ids-past-vocab" and name != "meta.json":
+        path.write_bytes(b"\xff" * len(data))  # every id 255 or 65535: past a 65-character vocabulary
+    elif kind == "json-type" and name == "meta.json":
+        path.write_text(json.dumps(draw(st.sampled_from([[], 1, "x", None, {"tokens": "many"}]))))
+    elif kind == "meta-field" and name == "meta.json":
+        meta = json.loads(data)
+        key = draw(st.sampled_from(sorted(meta)))
+        meta[key] = draw(st.one_of(st.none(), st.integers(-2**40, 2**40), st.text(max_size=6),
+                                   st.lists(st.integers(), max_size=2), st.just({"train": -5, "val": "x"})))
+        path.write_text(json.dumps(meta))
+        return f"meta {key}={meta[key]!r}"
+    elif kind == "folder":
+        path.unlink()
+        path.mkdir()
+    elif kind == "missing":
+        path.unlink()
+    return f"{kind} {name}"
+
+
+@pytest.mark.parametrize("command", sorted(DATA_COMMANDS))
+def test_fuzzed_datasets_give_one_clear_line_and_prepare_force_repairs_them(command, trained_run, prepared_data_dir,
+                                                                           tmp_path_factory, monkeypatch, mirror):
+    @settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+    @given(st.data())
+    def check(data):
+        root = tmp_path_factory.mktemp("data-fuzz")
+        shutil.copytree(prepared_data_dir / "shakespeare-char", root / "data" / "shakespeare-char")
+        shutil.copytree(trained_run, root / "run", symlinks=True)
+        monkeypatch.setenv("GLASSGPT_DATA_DIR", str(root / "data"))
+        monkeypatch.setenv("GLASSGPT_MIRROR", str(mirror))
+        what = _corrupt_dataset(data.draw, root / "data" / "shakespeare-char")
+        status, _, err = cli(*DATA_COMMANDS[command](root))
+        assert status in (0, 1, 2) and "Traceback" not in err, (what, status, err)
+        if status:
+            lines = [line for line in err.splitlines() if line.strip()]
+            assert len(lines) == 1 and "error: " in lines[0], (what, err)
+        status, _, err = cli("prepare", "shakespeare-char", "--force")  # the advised repair always works
+        assert status == 0, (what, err)
+        status, _, err = cli("eval", root / "run", "--max-tokens", 64)
+        assert status == 0, (what, err)
+        shutil.rmtree(root)
+
+    check()

@@ -88,12 +88,31 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--version", action="version", version=f"glassgpt {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser, metavar="COMMAND")
 
-    p = sub.add_parser("prepare", help="download and tokenize a dataset")
-    p.add_argument("dataset", help="shakespeare-char, shakespeare, enwik8, fineweb-edu, repeated-random")
-    p.add_argument("--max-tokens", type=positive_int, default=None, help="cap on tokens (streamed datasets)")
+    p = sub.add_parser("prepare", help="download and tokenize a dataset, or your own text",
+                       description="glassgpt prepare NAME (a built-in dataset) | prepare text PATH... --name NAME "
+                                   "(files and folders of your own text) | prepare hf DATASET --name NAME "
+                                   "--max-tokens N (a Hugging Face dataset) | prepare --list")
+    p.add_argument("dataset", nargs="?", default=None,
+                   help="shakespeare-char, shakespeare, enwik8, fineweb-edu, repeated-random; or text, hf")
+    p.add_argument("paths", nargs="*", metavar="PATH", help="text: files and folders; hf: the dataset's name or folder")
+    p.add_argument("--list", action="store_true", help="list the built-in and your prepared datasets")
+    p.add_argument("--name", default=None, help="text, hf: the name of your dataset (train ... dataset=NAME)")
+    p.add_argument("--tokenizer", default=None, metavar="char|byte|gpt2|bpe:N",
+                   help="text, hf: the tokenizer; bpe:N trains a byte-level BPE of N tokens (default bpe:4096)")
+    p.add_argument("--val-fraction", type=float_arg, default=None, help="text, hf: documents kept for validation (0.1)")
+    p.add_argument("--text-column", default=None, help="jsonl, parquet, hf: the column holding the text (text)")
+    p.add_argument("--glob", default=None, help="text: only files matching this pattern inside folders (e.g. '*.md')")
+    p.add_argument("--errors", choices=("strict", "replace"), default=None,
+                   help="text: bytes that are not UTF-8 are refused (strict, the default) or read as U+FFFD")
+    p.add_argument("--config", default=None, help="hf: the dataset's configuration")
+    p.add_argument("--split", default=None, help="hf: the dataset's split (train)")
+    p.add_argument("--max-tokens", type=positive_int, default=None,
+                   help="cap on tokens (streamed datasets; needed by hf)")
     p.add_argument("--workers", type=positive_int, default=None,
                    help="tokenizer processes for streamed datasets (default: one per CPU)")
     p.add_argument("--force", action="store_true", help="prepare again even if already prepared")
+
+    sub.add_parser("datasets", help="list the built-in and your prepared datasets (as prepare --list)")
 
     p = sub.add_parser("train", help="train a model into a run directory")
     p.add_argument("config", metavar="PRESET_OR_TOML", nargs="?", default=None,
@@ -199,14 +218,84 @@ def build_parser() -> ArgumentParser:
 
 # ---------------------------------------------------------------- commands
 
-def cmd_prepare(args) -> None:
-    from glassgpt.data import check_dataset_name, dataset_path, is_prepared, prepare
+USER_OPTIONS = ("name", "tokenizer", "val_fraction", "text_column", "glob", "errors", "config", "split")
 
-    check_dataset_name(args.dataset)
-    already = is_prepared(dataset_path(args.dataset)) and not args.force
+
+def cmd_prepare(args) -> None:
+    from glassgpt.data import check_dataset_name, dataset_path, prepare
+    from glassgpt.data.prepare import is_current
+
+    if args.list:
+        given = [n for n in ("dataset", *USER_OPTIONS) if getattr(args, n) is not None]
+        if given or args.paths:
+            raise UsageError("--list takes no dataset or other options: glassgpt prepare --list")
+        return cmd_datasets(args)
+    if args.dataset is None:
+        raise UsageError("prepare needs a dataset: a built-in NAME, text PATH... --name NAME, "
+                         "or hf DATASET --name NAME --max-tokens N (glassgpt prepare --list shows them)")
+    if args.dataset in ("text", "hf"):
+        return prepare_own(args)
+    given = [f"--{n.replace('_', '-')}" for n in USER_OPTIONS if getattr(args, n) is not None]
+    if given or args.paths:
+        what = ", ".join(given) or " ".join(args.paths)
+        raise UsageError(f"{what}: only for your own data (prepare text PATH... --name NAME); "
+                         f"{args.dataset} is prepared as it is")
+    spec = check_dataset_name(args.dataset)
+    already = is_current(dataset_path(args.dataset), spec) and not args.force
     path = prepare(args.dataset, max_tokens=args.max_tokens, force=args.force, workers=args.workers)
     note = " (already prepared: nothing to do; --force prepares it again)" if already else ""
     print(f"{args.dataset} is ready in {path}{note}")
+
+
+def prepare_own(args) -> None:
+    """`prepare text PATH... --name NAME` and `prepare hf DATASET --name NAME --max-tokens N`."""
+    import os
+
+    from glassgpt.data import TextRequest, describe_dataset, prepare_user
+
+    kind = args.dataset
+    if args.name is None:
+        raise UsageError(f"prepare {kind} needs --name NAME: what you will train on (train ... dataset=NAME)")
+    if args.workers is not None:
+        raise UsageError(f"--workers applies to fineweb-edu, not to prepare {kind}")
+    defaults = TextRequest(paths=[])
+    common = dict(tokenizer=args.tokenizer or defaults.tokenizer, text_column=args.text_column or defaults.text_column,
+                  val_fraction=defaults.val_fraction if args.val_fraction is None else args.val_fraction)
+    if kind == "text":
+        wrong = [f"--{n.replace('_', '-')}" for n in ("config", "split", "max_tokens") if getattr(args, n) is not None]
+        if wrong:
+            raise UsageError(f"{', '.join(wrong)}: for prepare hf, not prepare text")
+        if not args.paths:
+            raise UsageError("prepare text needs at least one PATH: a file or a folder of text")
+        req = TextRequest(paths=[os.path.abspath(os.path.expanduser(p)) for p in args.paths], glob=args.glob,
+                          errors=args.errors or defaults.errors, **common)
+    else:
+        wrong = [f"--{n}" for n in ("glob", "errors") if getattr(args, n) is not None]
+        if wrong:
+            raise UsageError(f"{', '.join(wrong)}: for prepare text, not prepare hf")
+        if len(args.paths) != 1:
+            raise UsageError("prepare hf needs exactly one DATASET: a Hugging Face dataset name or a local folder")
+        if args.max_tokens is None:
+            raise UsageError("prepare hf needs --max-tokens N: how much of the dataset to stream")
+        dataset = args.paths[0]
+        if os.path.exists(dataset):
+            dataset = os.path.abspath(dataset)
+        req = TextRequest(paths=[], max_tokens=args.max_tokens, **common,
+                          hf={"dataset": dataset, "config": args.config, "split": args.split or "train"})
+    path = prepare_user(args.name, req, force=args.force)
+    print(f"{args.name} is ready in {path}: {describe_dataset(path)}; train on it with: "
+          f"glassgpt train cpu-baby dataset={args.name}")
+
+
+def cmd_datasets(args) -> None:
+    from glassgpt.data import list_datasets
+
+    rows = list_datasets()
+    widths = [max(len(str(r[k])) for r in rows + [dict(name="dataset", tokenizer="tokenizer", tokens="tokens")])
+              for k in ("name", "tokenizer", "tokens")]
+    print(f"{'dataset':<{widths[0]}}  {'tokenizer':<{widths[1]}}  {'tokens':>{widths[2]}}  about")
+    for r in rows:
+        print(f"{r['name']:<{widths[0]}}  {r['tokenizer']:<{widths[1]}}  {r['tokens']:>{widths[2]}}  {r['about']}")
 
 
 def cmd_train(args) -> None:
@@ -226,12 +315,30 @@ def cmd_train(args) -> None:
         run_config = apply_overrides(read_config(check_run_dir(args.out))[0], args.overrides)
     else:
         run_config = load_run_config(args.config, args.overrides)
+    run_config = _vocab_from_dataset(run_config, args.overrides)
     out = args.out or Path("runs") / f"{Path(args.config).stem}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
     train(run_config, out, resume=args.resume)
     from glassgpt.runtime import Dist
 
     if Dist.from_env().is_main:  # under torchrun, one line, not one per rank
         print(f"run saved in {out}; sample it with: glassgpt sample {out}")
+
+
+def _vocab_from_dataset(run_config, overrides: list[str]):
+    """`train PRESET dataset=NAME` without `vocab_size=`: the preset's vocab_size was for its own
+    dataset, so the model gets the vocabulary of NAME's tokenizer instead (as it does when a
+    TOML file names a dataset and no vocab_size)."""
+    keys = {item.partition("=")[0].strip() for item in overrides}
+    file_sets_vocab = run_config.given_model_keys is None or "vocab_size" in run_config.given_model_keys
+    if "vocab_size" in keys or run_config.train.init_from or (file_sets_vocab and "dataset" not in keys):
+        return run_config
+    from glassgpt.config import apply_overrides
+    from glassgpt.data import dataset_vocab_size
+
+    vocab_size = dataset_vocab_size(run_config.train.dataset)
+    if vocab_size is None or vocab_size == run_config.model.vocab_size:
+        return run_config
+    return apply_overrides(run_config, [f"vocab_size={vocab_size}"])
 
 
 def cmd_sample(args) -> None:
@@ -399,8 +506,9 @@ def cmd_bench(args) -> None:
     print(f"results written to {path}")
 
 
-COMMANDS = {"prepare": cmd_prepare, "train": cmd_train, "sample": cmd_sample, "analyze": cmd_analyze,
-            "eval": cmd_eval, "demo": cmd_demo, "convert-hf": cmd_convert_hf, "sae": cmd_sae, "bench": cmd_bench}
+COMMANDS = {"prepare": cmd_prepare, "datasets": cmd_datasets, "train": cmd_train, "sample": cmd_sample,
+            "analyze": cmd_analyze, "eval": cmd_eval, "demo": cmd_demo, "convert-hf": cmd_convert_hf,
+            "sae": cmd_sae, "bench": cmd_bench}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -409,6 +517,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "train":  # key=value overrides may come after --out
         args.overrides += [e for e in extra if "=" in e and not e.startswith("-")]
         extra = [e for e in extra if e not in args.overrides]
+    if args.command == "prepare" and args.dataset in ("text", "hf"):  # PATHs may come after the options
+        args.paths += [e for e in extra if not e.startswith("-")]
+        extra = [e for e in extra if e.startswith("-")]
     if extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:

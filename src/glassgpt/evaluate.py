@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from glassgpt.errors import UsageError
 from glassgpt.model import GPT
-from glassgpt.tokenizer import describe
+from glassgpt.tokenizer import describe as describe_tokenizer  # `describe` below describes a result
 
 
 
@@ -130,8 +130,8 @@ def split_tokens(dataset: str, split: str, run_tokenizer) -> np.ndarray:
                          + (f", or prepare it again with `glassgpt prepare {dataset} --force`"
                             if dataset == "enwik8" else ""))
     if ds.tokenizer.to_dict() != run_tokenizer.to_dict():
-        raise UsageError(f"dataset {dataset} uses {describe(ds.tokenizer)}, but the run was trained with "
-                         f"{describe(run_tokenizer)}: pick a dataset prepared with the run's tokenizer")
+        raise UsageError(f"dataset {dataset} uses {describe_tokenizer(ds.tokenizer)}, but the run was trained with "
+                         f"{describe_tokenizer(run_tokenizer)}: pick a dataset prepared with the run's tokenizer")
     return ds.split(split)
 
 
@@ -148,7 +148,19 @@ def evaluate_split(model: GPT, tokenizer, dataset: str, split: str, *, context: 
             "max_tokens": max_tokens, "context": context, "stride": stride,
             "min_history": context - stride if stride < context else 0, "windows": result.windows,
             "loss": result.loss, "perplexity": result.perplexity,
-            **bits_per_unit(result.loss, tokenizer.name)}
+            **bits_per_unit(result.loss, tokenizer.name),
+            **({} if max_tokens is not None else text_bits_per_byte(dataset, split, result, tokenizer.name))}
+
+
+def text_bits_per_byte(dataset: str, split: str, result: LossResult, tokenizer_name: str) -> dict:
+    """On a dataset that records its text's UTF-8 bytes (your own), the whole split's loss in
+    bits per byte of that text, whatever the tokenizer: the figure that compares tokenizers."""
+    from glassgpt.data import TokenDataset
+
+    text_bytes = (TokenDataset.load(dataset).meta.get("text_bytes") or {}).get(split)
+    if tokenizer_name == "byte" or type(text_bytes) is not int or text_bytes <= 0:
+        return {}
+    return {"bits_per_byte": result.loss * result.tokens / math.log(2) / text_bytes, "text_bytes": text_bytes}
 
 
 def describe(result: dict) -> str:
@@ -156,7 +168,8 @@ def describe(result: dict) -> str:
     if result["task"] == "hellaswag":
         return (f"HellaSwag ({result['file']}): {result['items']:,} items, completion style\n"
                 f"acc {result['acc']:.4f} | acc_norm {result['acc_norm']:.4f}")
-    unit = next((k[len("bits_per_"):] for k in result if k.startswith("bits_per_")), None)
+    units = [k[len("bits_per_"):] for k in result if k.startswith("bits_per_")]
+    unit = next((u for u in units if not (u == "byte" and "text_bytes" in result)), None)  # one token is one
     what = "the first " if result["max_tokens"] is not None else "all "
     history = (f"every token after the first window with at least {result['min_history']} tokens of history"
                if result["min_history"] else "non-overlapping windows")
@@ -164,8 +177,10 @@ def describe(result: dict) -> str:
              + (f" (one {unit} each)" if unit else ""),
              f"context {result['context']}, stride {result['stride']}: {history} ({result['windows']:,} windows)"]
     figures = f"loss {result['loss']:.4f} nats/token | perplexity {result['perplexity']:.3f}"
-    if unit:
-        figures += f" | {result['bits_per_' + unit]:.4f} bits per {unit}"
+    for u in units:
+        figures += f" | {result['bits_per_' + u]:.4f} bits per {u}"
+    if "text_bytes" in result:
+        figures += f" (of the split's {result['text_bytes']:,} bytes of text)"
     return "\n".join(lines + [figures])
 
 

@@ -3,7 +3,6 @@ resume exactly (and differ per DDP rank), and deterministic evaluation windows."
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Iterator
@@ -11,7 +10,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from glassgpt.data.prepare import DATASETS, check_dataset_name, dataset_path, is_current
+from glassgpt.data.prepare import DATASETS, check_dataset_name, dataset_path, is_current, read_meta
 from glassgpt.errors import RunError, UsageError
 from glassgpt.tokenizer import Tokenizer, tokenizer_from_dict
 
@@ -20,11 +19,8 @@ class TokenDataset:
     """A prepared dataset: its tokenizer and one read-only memmap per split."""
 
     def __init__(self, path: Path):
-        meta_path = path / "meta.json"
-        if not meta_path.is_file():
-            raise UsageError(f"dataset {path.name!r} is not prepared: run `glassgpt prepare {path.name}`")
         self.path = path
-        self.meta = json.loads(meta_path.read_text())
+        self.meta = read_meta(path)  # checked: a corrupt one is a RunError saying how to repair it
         if path.name in DATASETS and not is_current(path, DATASETS[path.name]):
             raise UsageError(f"dataset {path.name!r} was prepared by an older glassgpt: "
                              f"run `glassgpt prepare {path.name}` to make it again")
@@ -44,18 +40,57 @@ class TokenDataset:
         if expected is not None and path.stat().st_size != expected * self.dtype.itemsize:
             raise RunError(f"{path} holds {path.stat().st_size // self.dtype.itemsize:,} tokens, not the "
                            f"{expected:,} it was prepared with: prepare the dataset again with --force")
-        return np.memmap(path, dtype=self.dtype, mode="r")
+        data = np.memmap(path, dtype=self.dtype, mode="r")
+        check_token_ids(data, self.tokenizer.vocab_size, path)
+        return data
 
     @property
     def bits_per_token_unit(self) -> str | None:
         """'character' or 'byte' when one token is one of them, so loss/ln 2 is bpc or bpb."""
         return {"char": "character", "byte": "byte"}.get(self.tokenizer.name)
 
-    def bits_per_unit(self, loss: float) -> dict[str, float]:
+    def tokens_per_byte(self, split: str = "val") -> float | None:
+        """Tokens over UTF-8 bytes of text in a split, for datasets that record their text's
+        bytes (your own: `glassgpt prepare text`); None for the others."""
+        tokens, text_bytes = self.meta.get("tokens", {}).get(split), (self.meta.get("text_bytes") or {}).get(split)
+        if type(tokens) is not int or type(text_bytes) is not int or text_bytes <= 0:
+            return None
+        return tokens / text_bytes
+
+    def bits_per_unit(self, loss: float, split: str = "val") -> dict[str, float]:
         """`{"bits_per_byte": loss / ln 2}` (or `bits_per_character`) when one token is one
-        byte (character); `{}` for BPE, where a token spans a varying number of them."""
+        byte (character). On your own datasets, whatever the tokenizer, also `bits_per_byte`:
+        the loss in bits times the split's tokens per byte of text, so that models with
+        different tokenizers compare on the same text."""
         unit = self.bits_per_token_unit
-        return {f"bits_per_{unit}": loss / math.log(2)} if unit else {}
+        out = {f"bits_per_{unit}": loss / math.log(2)} if unit else {}
+        ratio = self.tokens_per_byte(split)
+        if ratio is not None and unit != "byte":
+            out["bits_per_byte"] = loss / math.log(2) * ratio
+        return out
+
+
+FULL_CHECK_TOKENS = 1 << 26  # splits up to this size have every id checked (a few tens of ms)
+SAMPLE_BLOCKS, SAMPLE_BLOCK_TOKENS = 256, 1 << 16
+
+
+def check_token_ids(data: np.ndarray, vocab_size: int, path: Path) -> None:
+    """Refuse a token file holding an id at or above the vocabulary. Cheap: nothing to do when
+    the dtype cannot hold such an id (uint8 with 256 tokens); every id of a split up to
+    FULL_CHECK_TOKENS; for a larger one, SAMPLE_BLOCKS blocks spread over it, first and last
+    included."""
+    if np.iinfo(data.dtype).max < vocab_size or len(data) == 0:
+        return
+    if len(data) <= FULL_CHECK_TOKENS:
+        blocks = [data]
+    else:
+        starts = np.linspace(0, len(data) - SAMPLE_BLOCK_TOKENS, SAMPLE_BLOCKS).astype(np.int64)
+        blocks = [data[s: s + SAMPLE_BLOCK_TOKENS] for s in starts]
+    for block in blocks:
+        top = int(block.max())
+        if top >= vocab_size:
+            raise RunError(f"{path} holds token id {top}, outside its tokenizer's {vocab_size} tokens: "
+                           "the file is corrupt or from another dataset; prepare the dataset again with --force")
 
 
 class BatchLoader:

@@ -5,6 +5,11 @@ Prepared data lives in `<data dir>/<dataset>/{train,val[,test]}.bin` with a
 folder and renamed into place only when complete, so an interrupted
 preparation never looks prepared; the leftovers of a killed one are removed by
 the next `prepare`. Preparing again is a no-op unless `force=True`.
+
+Your own datasets (`prepare_user`: `glassgpt prepare text` and `prepare hf`, built in
+`glassgpt.data.user`) go through the same folder-then-rename path, under any name that
+is not a built-in one. A dataset's `meta.json` is checked whenever it is read
+(`read_meta`): a corrupt one is a clear error, and `--force` always prepares again.
 """
 
 from __future__ import annotations
@@ -21,8 +26,11 @@ from glassgpt.data.enwik8 import prepare_enwik8
 from glassgpt.data.fineweb import prepare_fineweb
 from glassgpt.data.synthetic import VERSION as REPEATED_RANDOM_VERSION, prepare_repeated_random
 from glassgpt.data.sources import TINY_SHAKESPEARE, data_dir, find_raw_file, prepare_chunk_bytes
+from glassgpt.data.documents import find_sources
+from glassgpt.data.hub import prepare_hf
+from glassgpt.data.user import USER_VERSION, TextRequest, check_request, check_user_name, prepare_text
 from glassgpt.data.writing import token_dtype, write_split
-from glassgpt.errors import UsageError, did_you_mean
+from glassgpt.errors import GlassGPTError, RunError, UsageError, did_you_mean
 from glassgpt.tokenizer import get_tokenizer, tokenizer_from_dict
 
 
@@ -73,22 +81,99 @@ def dataset_path(name: str) -> Path:
 
 
 def check_dataset_name(name: str) -> DatasetSpec:
-    if name not in DATASETS:
-        raise UsageError(f"unknown dataset {name!r}{did_you_mean(name, DATASETS)}; known: {', '.join(DATASETS)}")
-    return DATASETS[name]
+    """The spec of a built-in dataset, or of one of the user's prepared datasets."""
+    if name in DATASETS:
+        return DATASETS[name]
+    if isinstance(name, str) and _plain_name(name) and is_prepared(dataset_path(name)):
+        return user_spec(name)
+    users = user_dataset_names()
+    known = ", ".join(DATASETS) + (f"; yours: {', '.join(users)}" if users else "")
+    raise UsageError(f"unknown dataset {name!r}{did_you_mean(name, [*DATASETS, *users])}; known: {known} "
+                     "(prepare your own with: glassgpt prepare text PATH... --name NAME)")
+
+
+def _plain_name(name: str) -> bool:  # a name that can only be a folder directly inside the data dir
+    return bool(name) and "/" not in name and "\\" not in name and not name.startswith(".") and name != ".."
+
+
+def user_spec(name: str) -> DatasetSpec:
+    def refuse(out, **_):
+        raise UsageError(f"{name} is your own dataset: prepare it again with the command that made it "
+                         f"and --force (glassgpt prepare text|hf ... --name {name} --force)")
+    return DatasetSpec(name, "your own dataset", refuse, version=USER_VERSION)
+
+
+def user_dataset_names() -> list[str]:
+    root = data_dir()
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and p.name not in DATASETS and _plain_name(p.name)
+                  and p.name != "downloads" and is_prepared(p))
 
 
 def is_prepared(path: Path) -> bool:
     return (path / "meta.json").is_file()
 
 
+DTYPES = ("uint8", "uint16", "uint32")
+MAX_META_BYTES = 64 << 20  # a bpe:65536 tokenizer inside it takes a few MB
+
+
+def read_meta(path: Path) -> dict:
+    """A dataset's meta.json, checked: a JSON object with a loadable tokenizer, the dtype
+    that tokenizer needs, and whole-number token counts. Anything else is a RunError that
+    says how to repair it."""
+    meta_path = path / "meta.json"
+    repair = (f"prepare it again: glassgpt prepare {path.name} --force" if path.name in DATASETS else
+              f"prepare it again with the command that made it and --force "
+              f"(glassgpt prepare text|hf ... --name {path.name} --force)")
+
+    def bad(what: str) -> RunError:
+        return RunError(f"{meta_path} is corrupt ({what}): {repair}")
+
+    try:
+        if meta_path.stat().st_size > MAX_META_BYTES:
+            raise bad(f"{meta_path.stat().st_size:,} bytes, more than a meta.json ever holds")
+        raw = meta_path.read_bytes()
+        if not raw.strip():
+            raise bad("empty")
+        meta = json.loads(raw.decode("utf-8"))
+    except FileNotFoundError:
+        raise UsageError(f"dataset {path.name!r} is not prepared: run `glassgpt prepare {path.name}`") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise bad(f"not JSON: {str(e)[:80]}" if str(e) else "empty") from None
+    if not isinstance(meta, dict):
+        raise bad(f"a JSON {type(meta).__name__}, not an object")
+    try:
+        tokenizer = tokenizer_from_dict(meta.get("tokenizer"))
+    except UsageError as e:
+        raise bad(f"field 'tokenizer': {e}") from None
+    if meta.get("dtype") not in DTYPES or meta["dtype"] != token_dtype(tokenizer.vocab_size).name:
+        raise bad(f"field 'dtype' is {str(meta.get('dtype'))[:40]!r}, not the "
+                  f"{token_dtype(tokenizer.vocab_size).name} of a {tokenizer.vocab_size}-token vocabulary")
+    tokens = meta.get("tokens", {})  # absent in hand-made folders: the split files' sizes are then not checked
+    if not isinstance(tokens, dict) or not all(isinstance(k, str) and type(v) is int and v >= 0
+                                               for k, v in tokens.items()):
+        raise bad("field 'tokens' must map each split to a whole number of tokens")
+    version = meta.get("version", 1)
+    if type(version) is not int or version < 1:
+        raise bad(f"field 'version' is {str(version)[:20]!r}, not a whole number from 1")
+    return meta
+
+
 def is_current(path: Path, spec: DatasetSpec) -> bool:
-    """Prepared, and by the dataset's current `version` (a folder from before versions counts as 1)."""
-    return is_prepared(path) and json.loads((path / "meta.json").read_text()).get("version", 1) == spec.version
+    """Prepared, by the dataset's current `version` (a folder from before versions counts as 1),
+    with a meta.json that reads: a corrupt one is not current, so it is prepared again."""
+    if not is_prepared(path):
+        return False
+    try:
+        return read_meta(path).get("version", 1) == spec.version
+    except GlassGPTError:
+        return False
 
 
 def prepare(name: str, *, max_tokens: int | None = None, force: bool = False, workers: int | None = None) -> Path:
-    """Prepare a dataset into the data dir (once: a prepared dataset is left as it is)."""
+    """Prepare a built-in dataset into the data dir (once: a prepared dataset is left as it is)."""
     spec = check_dataset_name(name)
     if max_tokens is not None and not spec.streamed:
         streamed = ", ".join(n for n, s in DATASETS.items() if s.streamed)
@@ -99,18 +184,62 @@ def prepare(name: str, *, max_tokens: int | None = None, force: bool = False, wo
     if is_current(final, spec) and not force:
         _check_same_cap(final, name, max_tokens)
         return final
+    return _build(final, spec, force, lambda work: spec.prepare(
+        work, max_tokens=max_tokens, workers=workers, chunk_bytes=prepare_chunk_bytes()))
+
+
+def prepare_user(name: str, req: TextRequest, *, force: bool = False) -> Path:
+    """Prepare your own dataset `name` from files (`req.paths`) or a Hugging Face dataset
+    (`req.hf`). Asked again for the same request it does nothing; a different one needs `force`."""
+    check_user_name(name, DATASETS)
+    check_request(req)
+    final = dataset_path(name)
+    spec = user_spec(name)
+    request = {k: v for k, v in req.__dict__.items() if v is not None}
+    if is_prepared(final) and not force:
+        try:
+            meta = read_meta(final)
+        except GlassGPTError:
+            raise UsageError(f"dataset {name!r} exists but its meta.json is corrupt: add --force to prepare it again")
+        if meta.get("request") == request and meta.get("version") == USER_VERSION and _same_sources(meta, req):
+            return final
+        raise UsageError(f"dataset {name!r} already exists, prepared from other input or settings: "
+                         "add --force to replace it, or choose another --name")
+
+    def fill(work: Path) -> dict:
+        chunk = prepare_chunk_bytes()
+        return prepare_hf(work, req, chunk) if req.hf else prepare_text(work, req, chunk)
+    return _build(final, spec, force, fill)
+
+
+def _same_sources(meta: dict, req: TextRequest) -> bool:
+    """The files a dataset was prepared from are still there, at the sizes they had."""
+    if req.hf:
+        return True
+    recorded = [(r.get("path"), r.get("bytes")) for r in meta.get("sources", []) if isinstance(r, dict)]
+    try:
+        return recorded == [(str(s.path.resolve()), s.size) for s in find_sources(req.paths, req.glob)]
+    except UsageError:
+        return False
+
+
+def _build(final: Path, spec: DatasetSpec, force: bool, fill: Callable[[Path], dict]) -> Path:
+    """Fill a hidden folder next to `final` and rename it into place once it is complete."""
+    name = final.name
     final.parent.mkdir(parents=True, exist_ok=True)
     remove_abandoned_work(final)
     work = Path(tempfile.mkdtemp(prefix=f".{name}.partial-{os.getpid()}-", dir=final.parent))
     try:
-        meta = spec.prepare(work, max_tokens=max_tokens, workers=workers, chunk_bytes=prepare_chunk_bytes())
+        meta = fill(work)
         meta["dataset"] = name
         meta["version"] = spec.version
         meta["dtype"] = token_dtype(tokenizer_from_dict(meta["tokenizer"]).vocab_size).name
-        (work / "meta.json").write_text(json.dumps(meta, indent=2))
+        (work / "meta.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False))
         if is_current(final, spec) and not force:
             return final  # another process finished the same dataset first
-        if final.exists():
+        if final.is_symlink() or final.is_file():
+            final.unlink()
+        elif final.exists():
             shutil.rmtree(final)
         os.replace(work, final)
     finally:
@@ -119,7 +248,7 @@ def prepare(name: str, *, max_tokens: int | None = None, force: bool = False, wo
 
 
 def _check_same_cap(path: Path, name: str, max_tokens: int | None) -> None:
-    prepared_cap = json.loads((path / "meta.json").read_text()).get("max_tokens")
+    prepared_cap = read_meta(path).get("max_tokens")
     if max_tokens is not None and max_tokens != prepared_cap:
         raise UsageError(f"{name} is already prepared with --max-tokens {prepared_cap}: "
                          f"add --force to prepare it again with {max_tokens}")
@@ -141,3 +270,50 @@ def _process_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+# ---------------------------------------------------------------- what is there
+
+def dataset_vocab_size(name: str) -> int | None:
+    """The vocabulary of a prepared dataset's tokenizer; None when it is not prepared (or unreadable)."""
+    path = dataset_path(name)
+    if not _plain_name(name) or not is_prepared(path):
+        return None
+    try:
+        return tokenizer_from_dict(read_meta(path)["tokenizer"]).vocab_size
+    except GlassGPTError:
+        return None
+
+
+def describe_dataset(path: Path) -> str:
+    meta = read_meta(path)
+    spec = meta.get("tokenizer_spec") or meta["tokenizer"]["name"]
+    tokens = meta.get("tokens", {})
+    return f"{spec} tokenizer, " + ", ".join(f"{n:,} {split}" for split, n in tokens.items()) + " tokens"
+
+
+def list_datasets() -> list[dict]:
+    """One row per built-in dataset (prepared or not) and per prepared dataset of your own."""
+    rows = []
+    for name in [*DATASETS, *user_dataset_names()]:
+        path = dataset_path(name)
+        row = {"name": name, "tokenizer": "-", "tokens": "-",
+               "about": DATASETS[name].description if name in DATASETS else "your own"}
+        if is_prepared(path):
+            try:
+                meta = read_meta(path)
+            except GlassGPTError:
+                row["about"] = "corrupt meta.json: prepare it again with --force"
+                rows.append(row)
+                continue
+            tok = tokenizer_from_dict(meta["tokenizer"])
+            row["tokenizer"] = meta.get("tokenizer_spec") or (f"char ({tok.vocab_size})" if tok.name == "char" else tok.name)
+            row["tokens"] = f"{sum(meta.get('tokens', {}).values()):,}"
+            if name not in DATASETS:
+                sources = meta.get("sources") or []
+                first = sources[0].get("path") or sources[0].get("dataset") if sources and isinstance(sources[0], dict) else "?"
+                row["about"] = f"your own, from {first}" + (f" and {len(sources) - 1} more" if len(sources) > 1 else "")
+        elif name not in DATASETS:
+            continue
+        rows.append(row)
+    return rows
