@@ -51,5 +51,5 @@ html_show_sourcelink = False
 html_theme_options = {"navigation_with_keys": True}
 
 # Pages another part of the project writes, linked into the site when they exist.
-glassdocs_optional_pages = ["own-data"]
+glassdocs_optional_pages = ["own-data", "sae"]
 os.environ.setdefault("MPLBACKEND", "Agg")

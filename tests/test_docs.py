@@ -195,6 +195,8 @@ def glassgpt_command_lines(text: str) -> list[tuple[int, list[str]]]:
                 tokens = part.split()
             for j, tok in enumerate(tokens):
                 if tok == "glassgpt" and (j == 0 or tokens[j - 1] == "-m"):
+                    if any(t.startswith("[") for t in tokens[j + 1:]):
+                        break  # a synopsis (`glassgpt eval RUN_DIR [--stride S]`), not a command line
                     found.append((line, tokens[j + 1:]))
                     break
     return found + [(line, [name]) for line, name in names]
@@ -259,7 +261,7 @@ def python_blocks() -> list[tuple[Path, int, str]]:
     blocks = []
     for page in doc_pages():
         text = page.read_text()
-        if "kernelspec:" in text[:500]:
+        if "kernelspec:" in text[:500] or page.stem in ("own-data", "sae"):  # executed cells; others' pages
             continue
         for m in FENCE.finditer(text):
             if m.group("lang") != "python":
