@@ -311,16 +311,23 @@ class GPT(HookedModule):
             x = block(x, rope, kv_cache)
         if kv_cache is not None:
             kv_cache.advance(T)
-        x = self.ln_f(x)
         if last_position_only:
-            x = x[:, -1:, :]  # (B, 1, C)
-        logits = self.lm_head(x).float()  # (B, T, V), or (B, 1, V); fp32 whatever the weights' precision
-        if self.config.logit_softcap:  # squash into (-cap, cap) smoothly (the modded-nanogpt speedrun's)
-            logits = self.config.logit_softcap * torch.tanh(logits / self.config.logit_softcap)
+            x = x[:, -1:, :]  # (B, 1, C); ln_f works per position, so normalising the last alone is the same
+        logits = self.unembed(x)  # (B, T, V), or (B, 1, V)
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.reshape(B * T, -1), targets.reshape(B * T), ignore_index=-1)  # logits: fp32
         return logits, loss
+
+    def unembed(self, x: torch.Tensor, softcap: bool = True) -> torch.Tensor:
+        """The one way from the residual stream to logits: (..., C) -> (..., V) in fp32, through
+        the final norm, the head and (with `logit_softcap`) the cap. `forward`, the logit lens and
+        every streamed measure call it; `softcap=False` gives the logits before the cap, the
+        quantity that direct logit attribution splits into a sum."""
+        logits = self.lm_head(self.ln_f(x)).float()  # (..., V): fp32 whatever the weights' precision
+        if softcap and self.config.logit_softcap:  # squash into (-cap, cap) smoothly (the modded-nanogpt speedrun's)
+            logits = self.config.logit_softcap * torch.tanh(logits / self.config.logit_softcap)
+        return logits
 
     def num_params(self, non_embedding: bool = False) -> int:
         """Parameters, each shared tensor counted once. `non_embedding` leaves out

@@ -171,8 +171,8 @@ def find_sinks(scores: dict[str, torch.Tensor], threshold: float = SINK_EPSILON,
 # ---------------------------------------------------------------- reading the residual stream
 
 def logit_lens(model: GPT, idx: torch.Tensor, targets: torch.Tensor) -> dict:
-    """Decode the residual stream after the embedding and after every block through the
-    final LayerNorm and the unembedding, as if the model stopped there: `loss` (L+1,)
+    """Decode the residual stream after the embedding and after every block through
+    `model.unembed` (final norm, head, softcap), as if the model stopped there: `loss` (L+1,)
     mean cross-entropy and `accuracy` (L+1,) top-1 accuracy against targets (B, T)
     (-1 marks positions to skip); `labels` names the L+1 points. The last point is the model itself.
     Beside them, the baselines a loss is read against: `uniform_loss` (ln V, knowing nothing) and
@@ -185,7 +185,7 @@ def logit_lens(model: GPT, idx: torch.Tensor, targets: torch.Tensor) -> dict:
         losses, accuracies = [], []
         keep = targets != -1  # (B, T)
         for name in names:
-            logits = model.lm_head(model.ln_f(cache[name])).float()  # (B, T, C) -> (B, T, V)
+            logits = model.unembed(cache[name])  # (B, T, C) -> (B, T, V), as forward makes them
             losses.append(F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-1))
             correct = (logits.argmax(dim=-1) == targets) & keep  # (B, T)
             accuracies.append(correct.sum() / keep.sum().clamp(min=1))

@@ -129,7 +129,7 @@ def lens_positions(T: int, max_positions: int | None) -> torch.Tensor:
 def lens_hooks(model: GPT, targets: torch.Tensor, positions: torch.Tensor, losses: list[Mean],
                correct: list[Mean]):
     """`extra_hooks` for `stream_patterns`: decode the residual stream after the embedding and after
-    every block at `positions`, through ln_f and the unembedding, and add up loss and top-1 hits."""
+    every block at `positions`, through `model.unembed`, and add up loss and top-1 hits."""
     names = ["embed"] + [f"blocks.{i}.resid_post" for i in range(model.config.n_layer)]
     targets = as_batch(targets).to(_device(model))
 
@@ -139,7 +139,7 @@ def lens_hooks(model: GPT, targets: torch.Tensor, positions: torch.Tensor, losse
 
         def hook_for(point: int):
             def decode(resid: torch.Tensor, _hook) -> None:
-                logits = model.lm_head(model.ln_f(resid[:, positions])).float()  # (b, P, C) -> (b, P, V)
+                logits = model.unembed(resid[:, positions])  # (b, P, C) -> (b, P, V)
                 loss = F.cross_entropy(logits.flatten(0, 1), chunk_targets.flatten(), ignore_index=-1,
                                        reduction="sum")
                 losses[point].add(loss, keep.sum())
