@@ -27,7 +27,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from glassgpt import checkpoint as ckpt
 from glassgpt import finetune
 from glassgpt.analysis import dynamics
-from glassgpt.config import GPTConfig, RunConfig, TrainConfig
+from glassgpt.config import GPTConfig, RunConfig, TrainConfig, changed, fixed_on, show
 from glassgpt.data import BatchLoader, Prefetcher, TokenDataset, eval_windows
 from glassgpt.device import resolve_device  # noqa: F401  (also glassgpt.train.resolve_device, as before)
 from glassgpt.errors import RunError, UsageError
@@ -39,6 +39,8 @@ from glassgpt.train_log import MetricsLog, check_tensorboard_available
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 SHAPE_FIELDS = finetune.SHAPE_FIELDS  # fix the weights' shapes; dropout, attn_impl, norm may change on resume
+# The resume rules, as each config field declares them (glassgpt.config.option): these may not change.
+RESUME_FIXED_MODEL, RESUME_FIXED_TRAIN = fixed_on(GPTConfig, "resume"), fixed_on(TrainConfig, "resume")
 
 
 # ---------------------------------------------------------------- parts
@@ -179,12 +181,23 @@ def apply_gradients(model: torch.nn.Module, optimizer: torch.optim.Optimizer, lo
 
 
 def check_same_shape(saved: GPTConfig, new: GPTConfig, run_dir: Path) -> None:
-    """Refuse to resume a run with a model whose weights would not fit its checkpoint."""
-    differences = [f"{k} {getattr(saved, k)} -> {getattr(new, k)}" for k in SHAPE_FIELDS
-                   if getattr(saved, k) != getattr(new, k)]
+    """Refuse to resume a run with a model whose weights would not fit its checkpoint: every
+    GPTConfig field declared `resume=False` (glassgpt.config.option) must be the saved one."""
+    differences = [f"{k} {getattr(saved, k)} -> {getattr(new, k)}" for k in changed(saved, new, RESUME_FIXED_MODEL)]
     if differences:
         raise UsageError(f"cannot resume {run_dir} with a different model ({', '.join(differences)}): "
                          "resume with the run's own model settings, or train into a new --out")
+
+
+def check_same_recipe(saved: TrainConfig, new: TrainConfig, run_dir: Path) -> None:
+    """Refuse to resume a run with a recipe its saved state cannot serve: every TrainConfig field
+    declared `resume=False` (the optimizer: its saved moments fit no other) must be the saved one."""
+    keys = changed(saved, new, RESUME_FIXED_TRAIN)
+    if keys:
+        was = ", ".join(f"{k}={show(getattr(saved, k))}" for k in keys)
+        now = ", ".join(f"{k}={show(getattr(new, k))}" for k in keys)
+        raise UsageError(f"cannot resume {run_dir}, trained with {was}, with {now}: "
+                         f"resume with {was}, or train into a new --out")
 
 
 # ---------------------------------------------------------------- the job
@@ -213,23 +226,18 @@ def train(run_config: RunConfig, out_dir: str | Path, *, resume: bool = False,
             dist.destroy_process_group()
 
 
-def check_same_optimizer(state: dict, tc: TrainConfig, run_dir: Path) -> None:
-    """Refuse to resume a run with another optimizer: its saved moments would not fit."""
-    saved = state.get("optimizer_name", "adamw")
-    if saved != tc.optimizer:
-        raise UsageError(f"cannot resume {run_dir}, trained with optimizer={saved}, with optimizer={tc.optimizer}: "
-                         f"resume with optimizer={saved}, or train into a new --out")
-
-
-def _read_resume_state(run_dir: Path, mc: GPTConfig, dist_info: Dist) -> dict:
-    """The trainer state of the run's last checkpoint, after checking it fits `mc`."""
+def _read_resume_state(run_dir: Path, rc: RunConfig, dist_info: Dist) -> dict:
+    """The trainer state of the run's last checkpoint, after checking it fits `rc`. The resume
+    rules, all here: the model and recipe fields declared fixed are the saved ones (check_same_shape,
+    check_same_recipe), the state belongs to the saved weights, and the number of processes is the same."""
     if dist_info.is_main:
         ckpt.recover(run_dir)  # finish or undo a checkpoint write cut short by a kill
     if dist_info.world_size > 1:
         dist.barrier()
     ckpt.check_run_dir(run_dir, repair=False)
     saved, raw = ckpt.read_config(run_dir)
-    check_same_shape(saved.model, mc, run_dir)
+    check_same_shape(saved.model, rc.model, run_dir)
+    check_same_recipe(saved.train, rc.train, run_dir)
     state = ckpt.load_trainer_state(run_dir)
     if state.get("weights_sha256") != raw.get("weights_sha256"):
         raise RunError(f"{run_dir / ckpt.STATE} and {run_dir / ckpt.CONFIG} come from different checkpoints: "
@@ -268,7 +276,7 @@ def _train(rc: RunConfig, run_dir: Path, resume: bool, log, dist_info: Dist, on_
         mc, source, origin = finetune.fine_tuning_model(rc, run_dir, resume)
         rc = RunConfig(mc, tc)
     if resume:
-        state = _read_resume_state(run_dir, mc, dist_info)
+        state = _read_resume_state(run_dir, rc, dist_info)
     elif (run_dir / ckpt.CONFIG).exists():
         raise UsageError(f"{run_dir} already holds a run: pass --resume to continue it, or choose another --out")
     else:
@@ -299,7 +307,6 @@ def _train(rc: RunConfig, run_dir: Path, resume: bool, log, dist_info: Dist, on_
     scaler = torch.amp.GradScaler(device.type, enabled=tc.dtype == "float16")
     step, skipped, bad_in_a_row = 0, 0, 0
     if state is not None:
-        check_same_optimizer(state, tc, run_dir)
         step, skipped = _restore(state, optimizer, scaler, loader, device, dist_info)
 
     batches_ahead = Prefetcher(loader, tc.grad_accum_steps, device)
