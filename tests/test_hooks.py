@@ -18,6 +18,21 @@ def test_hook_names_are_a_pinned_contract_in_execution_order():
     assert model.hook_names() == expected
 
 
+def firing_order(model: GPT) -> list[str]:
+    """The hook points in the order one forward pass (all of them watched) reaches them."""
+    fired = []
+    with model.hooks([(lambda name: True, lambda x, hook: fired.append(hook.name))]):
+        model(torch.randint(0, 50, (1, 6)))
+    return fired
+
+
+@pytest.mark.parametrize("attn_sink", ["none", "learned", "gate"])
+def test_hook_names_list_in_the_order_a_forward_pass_fires_them(attn_sink):
+    """With attn_sink=learned, sink_weight (made from the scores) fires before pattern."""
+    model = GPT(tiny_config(pos_encoding="rope", attn_sink=attn_sink))
+    assert firing_order(model) == model.hook_names()
+
+
 def test_run_with_cache_returns_detached_activations_of_the_documented_shapes():
     model = GPT(tiny_config(attn_impl="sdpa"))
     idx = torch.randint(0, 50, (3, 12))
@@ -31,7 +46,11 @@ def test_run_with_cache_returns_detached_activations_of_the_documented_shapes():
     assert torch.all(pattern.triu(diagonal=1) == 0), "no attention to the future"
     assert not pattern.requires_grad
     torch.testing.assert_close(logits, model(idx)[0], atol=1e-5, rtol=1e-5)
-    assert all(not hp.fns for hp in model.hook_points.values()), "hooks removed after the call"
+    assert not any(point.active or point.scoped_count for point in model.hook_points.values()), \
+        "hooks removed after the call"
+    cached = cache["blocks.0.attn.pattern"]
+    model(torch.randint(0, 50, (1, 5)))  # a later pass does not reach the caching hooks
+    assert cache["blocks.0.attn.pattern"] is cached and len(cache) == len(model.hook_names())
 
 
 def test_a_hook_can_replace_an_activation_and_is_removed():

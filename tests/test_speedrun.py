@@ -159,6 +159,18 @@ def test_to_hf_refuses_options_gpt2_cannot_represent(option):
 
 # ---------------------------------------------------------------- Muon
 
+def test_muon_on_a_torch_without_it_is_refused_in_one_line(monkeypatch, small_data, tmp_path):
+    """pyproject allows torch>=2.4; torch.optim.Muon came later: a sentence, not an AttributeError."""
+    monkeypatch.delattr(torch.optim, "Muon")
+    rc = tiny_run_config("optimizer=muon")
+    with pytest.raises(UsageError, match="optimizer=muon needs torch.optim.Muon.*use optimizer=adamw"):
+        configure_optimizer(GPT(rc.model), rc.train, torch.device("cpu"))
+    with pytest.raises(UsageError, match="optimizer=muon needs torch.optim.Muon"):
+        train(rc, tmp_path / "run", log=quiet)
+    assert not (tmp_path / "run").exists()  # refused before anything is written
+    configure_optimizer(GPT(rc.model), tiny_run_config().train, torch.device("cpu"))  # AdamW needs nothing new
+
+
 def test_muon_takes_the_blocks_matrices_and_adamw_the_rest():
     rc = tiny_run_config("optimizer=muon", "tie_weights=false")
     model = GPT(rc.model)

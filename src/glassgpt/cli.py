@@ -170,10 +170,11 @@ def build_parser() -> ArgumentParser:
 # ---------------------------------------------------------------- commands
 
 def cmd_prepare(args) -> None:
-    from glassgpt.data import check_dataset_name, dataset_path, is_prepared, prepare
+    from glassgpt.data import check_dataset_name, dataset_path, prepare
+    from glassgpt.data.prepare import is_current
 
-    check_dataset_name(args.dataset)
-    already = is_prepared(dataset_path(args.dataset)) and not args.force
+    spec = check_dataset_name(args.dataset)
+    already = is_current(dataset_path(args.dataset), spec) and not args.force  # the test prepare() itself asks
     path = prepare(args.dataset, max_tokens=args.max_tokens, force=args.force, workers=args.workers)
     note = " (already prepared: nothing to do; --force prepares it again)" if already else ""
     print(f"{args.dataset} is ready in {path}{note}")

@@ -121,13 +121,13 @@ class CausalSelfAttention(nn.Module):
         if config.pos_encoding == "rope":  # learned positions have no rotation, so no rot_q / rot_k
             self.rot_q, self.rot_k = HookPoint(), HookPoint()  # (B, nh, T, hs) after the rotation
         self.scores = HookPoint()  # (B, nh, T, Tk) pre-softmax, masked with -inf
-        self.pattern = HookPoint()  # (B, nh, T, Tk) attention weights, rows sum to 1 (less with a learned sink)
         # Sink remedies (attn_sink): a head that has nothing to look up need not dump its attention on a key.
         self.sink_logit = None  # "learned": (nh,) one more logit in each softmax, for attending to nothing
         self.c_gate = None  # "gate": (C -> nh) a sigmoid gate on each head's output, from the block's input
         if config.attn_sink == "learned":
             self.sink_logit = nn.Parameter(torch.zeros(config.n_head))  # 0: "softmax off by one" at the start
             self.sink_weight = HookPoint()  # (B, nh, T) the weight each query gives to nothing (read-only)
+        self.pattern = HookPoint()  # (B, nh, T, Tk) attention weights, rows sum to 1 (less with a learned sink)
         if config.attn_sink == "gate":
             self.c_gate = nn.Linear(config.n_embd, config.n_head, bias=True)
             self.gate = HookPoint()  # (B, nh, T) each head's gate, in (0, 1)
