@@ -193,16 +193,6 @@ def test_with_a_softcap_dla_splits_the_logit_before_the_cap_and_says_so():
     assert direct_logit_attribution(randomised(GPT(tiny_config())), idx, token=3)["attributed"] == "logit"
 
 
-@pytest.mark.parametrize("overrides", [{}, {"logit_softcap": 2.0}, {"logit_softcap": 2.0, "norm": "torch"}])
-def test_the_lens_last_point_is_the_model_itself_exactly(overrides):
-    model = randomised(GPT(tiny_config(**overrides)))
-    idx, targets = torch.randint(0, 50, (2, 12)), torch.randint(0, 50, (2, 12))
-    _, loss = model(idx, targets)
-    assert float(logit_lens(model, idx, targets)["loss"][-1]) == float(loss)
-    streamed = window_statistics(model, idx, targets)["logit_lens"]["loss"][-1]
-    assert float(streamed) == pytest.approx(float(loss), abs=1e-5)
-
-
 def test_direct_logit_attribution_of_a_silenced_head_is_zero():
     model = randomised(GPT(tiny_config(n_layer=2)))
     with torch.no_grad():

@@ -18,21 +18,6 @@ def test_hook_names_are_a_pinned_contract_in_execution_order():
     assert model.hook_names() == expected
 
 
-def firing_order(model: GPT) -> list[str]:
-    """The hook points in the order one forward pass (all of them watched) reaches them."""
-    fired = []
-    with model.hooks([(lambda name: True, lambda x, hook: fired.append(hook.name))]):
-        model(torch.randint(0, 50, (1, 6)))
-    return fired
-
-
-@pytest.mark.parametrize("attn_sink", ["none", "learned", "gate"])
-def test_hook_names_list_in_the_order_a_forward_pass_fires_them(attn_sink):
-    """With attn_sink=learned, sink_weight (made from the scores) fires before pattern."""
-    model = GPT(tiny_config(pos_encoding="rope", attn_sink=attn_sink))
-    assert firing_order(model) == model.hook_names()
-
-
 def test_run_with_cache_returns_detached_activations_of_the_documented_shapes():
     model = GPT(tiny_config(attn_impl="sdpa"))
     idx = torch.randint(0, 50, (3, 12))
