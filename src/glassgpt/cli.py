@@ -16,7 +16,7 @@ from pathlib import Path
 from glassgpt.errors import GlassGPTError, UsageError
 
 MAX_ANALYSIS_WINDOWS = 1024
-DTYPE_CHOICES = ("auto", "float32", "bfloat16", "float16")  # glassgpt.generate.DTYPE_CHOICES, without importing torch
+DTYPE_CHOICES = ("auto", "float32", "bfloat16", "float16")  # glassgpt.precision.DTYPE_CHOICES, without importing torch
 DTYPE_HELP = "weights cast for inference (the run is untouched); auto: float16 on CPU, bfloat16 on CUDA"
 
 
