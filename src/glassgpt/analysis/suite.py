@@ -15,10 +15,10 @@ from typing import Callable
 import torch
 
 from glassgpt.analysis.measures import (
-    SINK_EPSILON, attention_patterns, default_induction_seq_len, find_sinks, head_ablation, induction_scores,
-    normalized_entropy, sink_candidates, sink_rate, sink_scores,
+    SINK_EPSILON, attention_patterns, default_induction_seq_len, find_sinks, head_ablation, normalized_entropy,
+    sink_rate, sink_scores,
 )
-from glassgpt.analysis.streaming import window_statistics
+from glassgpt.analysis.streaming import induction_scores, window_sink_scores, window_statistics  # noqa: F401
 from glassgpt.model import GPT
 
 MIN_INDUCTION_CONTEXT = 4  # two repeats of at least 2 tokens
@@ -55,13 +55,6 @@ def ablation_slice(model: GPT, windows: torch.Tensor, targets: torch.Tensor) -> 
         return windows[:keep], targets[:keep]
     keep = min(T, max(MIN_ABLATION_TOKENS, tokens))
     return windows[:1, :keep], targets[:1, :keep]
-
-
-def window_sink_scores(key_shares: torch.Tensor) -> dict[str, torch.Tensor]:
-    """`sink_scores` from key shares (L, H, T) already averaged over windows."""
-    candidates = sink_candidates(key_shares.size(-1), key_shares.device)
-    max_share, max_index = key_shares.masked_fill(~candidates, -1.0).max(dim=-1)  # (L, H)
-    return {"first_position_share": key_shares[..., 0], "max_key_share": max_share, "max_key_index": max_index}
 
 
 def analyze(model: GPT, prompt_ids: torch.Tensor, windows: torch.Tensor, targets: torch.Tensor,
