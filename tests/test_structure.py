@@ -36,3 +36,33 @@ def test_no_function_of_the_training_loop_is_longer_than_80_lines_and_the_loop_f
     lengths = dict(functions(SRC / "train.py"))
     assert {name: n for name, n in lengths.items() if n > 80} == {}
     assert lengths["_loop"] <= 60
+
+
+def imports_of(path: Path) -> set[str]:
+    """The glassgpt modules a file imports, at the top or inside a function (a module's
+    `__getattr__`, which forwards old names at first use, aside)."""
+    found = set()
+
+    def visit(node, in_getattr=False):
+        for child in ast.iter_child_nodes(node):
+            inner = in_getattr or (isinstance(child, ast.FunctionDef) and child.name == "__getattr__")
+            if not inner and isinstance(child, ast.ImportFrom) and child.module and child.module.startswith("glassgpt"):
+                found.add(child.module)
+                found.update(f"{child.module}.{a.name}" for a in child.names)
+            elif not inner and isinstance(child, ast.Import):
+                found.update(a.name for a in child.names if a.name.startswith("glassgpt"))
+            visit(child, inner)
+    visit(ast.parse(path.read_text()))
+    return found
+
+
+def test_no_import_cycle_in_the_analysis_package():
+    modules = {f"glassgpt.analysis.{p.stem}": p for p in (SRC / "analysis").glob("*.py") if p.stem != "__init__"}
+    graph = {name: {m for m in imports_of(path) if m in modules and m != name} for name, path in modules.items()}
+
+    def reaches(start: str, goal: str, seen: set) -> bool:
+        return any(nxt == goal or (nxt not in seen and reaches(nxt, goal, seen | {nxt})) for nxt in graph[start])
+
+    cycles = sorted(name for name in graph if reaches(name, name, {name}))
+    assert cycles == [], cycles
+    assert "glassgpt.analysis.streaming" not in graph["glassgpt.analysis.measures"]

@@ -143,9 +143,10 @@ def sink_scores(patterns: torch.Tensor) -> dict[str, torch.Tensor]:
 
 
 def sink_scores_of_shares(shares: torch.Tensor) -> dict[str, torch.Tensor]:
-    """`sink_scores` from key shares (..., T), e.g. `key_shares` averaged over windows: the one
-    definition of a head's *sink share*, the largest mean weight on one key (among the
-    `sink_candidates`) from the rows that can see it."""
+    """`sink_scores` from one window's key shares (..., T). A head's *sink share* in a window is
+    `max_key_share`: the largest mean weight on one key (among the `sink_candidates`) from the rows
+    that can see it. Over many windows it is the mean of the windows' sink shares (a sink may sit
+    on a different position in each: a newline, a full stop), `glassgpt.analysis.streaming`."""
     candidates = sink_candidates(shares.size(-1), shares.device)
     max_share, max_index = shares.masked_fill(~candidates, -1.0).max(dim=-1)  # (...)
     return {"first_position_share": shares[..., 0], "max_key_share": max_share, "max_key_index": max_index}
@@ -153,14 +154,15 @@ def sink_scores_of_shares(shares: torch.Tensor) -> dict[str, torch.Tensor]:
 
 def sink_rate(scores: dict[str, torch.Tensor], epsilon: float = SINK_EPSILON) -> dict[str, torch.Tensor]:
     """The metric of Gu et al. (2024), "When Attention Sink Emerges": per layer, the fraction of
-    heads whose mean attention to a key exceeds `epsilon`. From `sink_scores` of (L, H) heads:
+    heads whose mean attention to a key reaches `epsilon` (as `find_sinks` names them). From `sink_scores` of
+    (L, H) heads:
     `first_position` (L,): heads sinking into key 0 (the paper's figure);
     `any_key` (L,): heads sinking into any one key."""
     if not 0.0 < epsilon < 1.0:
         raise ValueError(f"epsilon must be in (0, 1), got {epsilon}")
     first = torch.as_tensor(scores["first_position_share"]).float()
     best = torch.as_tensor(scores["max_key_share"]).float()
-    return {"first_position": (first > epsilon).float().mean(dim=-1), "any_key": (best > epsilon).float().mean(dim=-1)}
+    return {"first_position": (first >= epsilon).float().mean(dim=-1), "any_key": (best >= epsilon).float().mean(dim=-1)}
 
 
 def find_sinks(scores: dict[str, torch.Tensor], threshold: float = SINK_EPSILON, tokens: list[str] | None = None) -> list[dict]:

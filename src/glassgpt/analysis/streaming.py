@@ -48,6 +48,18 @@ class _Stripe:
 key_share_reducer = per_window(key_shares)  # (H, T): mean weight on each key from the rows that can see it
 
 
+def sink_share_reducer(pattern: torch.Tensor, idx: torch.Tensor):
+    """Each window's sink share (`sink_scores`' max_key_share), over windows: (H,)."""
+    return sink_scores_of_shares(key_shares(pattern))["max_key_share"].sum(dim=0), pattern.size(0)
+
+
+def sink_key_votes_reducer(pattern: torch.Tensor, idx: torch.Tensor):
+    """How many windows have each key as a head's sink (max_key_index): (H, T); its argmax is the
+    most frequent sink key."""
+    index = sink_scores_of_shares(key_shares(pattern))["max_key_index"]  # (b, H)
+    return F.one_hot(index, pattern.size(-1)).float().sum(dim=0), 1
+
+
 def prefix_matching_reducer(pattern: torch.Tensor, idx: torch.Tensor):
     """`prefix_matching` pooled over windows (its sums, `prefix_matching_sums`): attention on the keys
     that followed an earlier occurrence of the query's token, and how many queries have one."""
@@ -65,7 +77,10 @@ WINDOW_REDUCERS: dict[str, Reducer] = {
     "previous_token": per_window(previous_token_stripe),  # (L, H)
     "prefix_matching": prefix_matching_reducer,  # (L, H)
     "key_shares": key_share_reducer,  # (L, H, T)
+    "sink_share": sink_share_reducer,  # (L, H)
+    "sink_key_votes": sink_key_votes_reducer,  # (L, H, T)
 }
+SINK_REDUCERS = {k: WINDOW_REDUCERS[k] for k in ("key_shares", "sink_share", "sink_key_votes")}
 
 
 class Mean:
@@ -140,9 +155,13 @@ def induction_scores(model: GPT, seq_len: int | None = None, batch: int = 8,
     return stream_patterns(model, tokens, {"induction": induction_reducer(seq_len)}, batch_size=batch)["induction"]
 
 
-def window_sink_scores(key_shares: torch.Tensor) -> dict[str, torch.Tensor]:
-    """`sink_scores` from key shares (L, H, T) already averaged over windows (`sink_scores_of_shares`)."""
-    return sink_scores_of_shares(key_shares)
+def window_sink_scores(stats: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """`sink_scores` over windows, from the stream's `SINK_REDUCERS`: `max_key_share` (L, H) the mean of
+    the windows' sink shares (the one definition of *sink share*, used by the report, the sink rate
+    and the training-time analysis alike), `max_key_index` (L, H) the key most often the sink,
+    `first_position_share` (L, H) the mean weight on key 0."""
+    return {"first_position_share": stats["key_shares"][..., 0], "max_key_share": stats["sink_share"],
+            "max_key_index": stats["sink_key_votes"].argmax(dim=-1)}
 
 
 # ---------------------------------------------------------------- the logit lens, streamed

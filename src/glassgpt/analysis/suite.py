@@ -57,6 +57,12 @@ def ablation_slice(model: GPT, windows: torch.Tensor, targets: torch.Tensor) -> 
     return windows[:1, :keep], targets[:1, :keep]
 
 
+def _windows_are_the_prompt(windows: torch.Tensor, prompt_ids: torch.Tensor) -> bool:
+    """Whether the windows are the prompt alone (no validation split): then its labels name the sink keys."""
+    prompt_ids = torch.as_tensor(prompt_ids).flatten()
+    return windows.size(0) == 1 and windows.size(1) == prompt_ids.numel() and torch.equal(windows[0].cpu(), prompt_ids.cpu())
+
+
 def analyze(model: GPT, prompt_ids: torch.Tensor, windows: torch.Tensor, targets: torch.Tensor,
             tokens: list[str] | None = None, sink_threshold: float = SINK_EPSILON, induction_batch: int = 8,
             generator: torch.Generator | None = None, progress: Progress | None = None,
@@ -82,7 +88,7 @@ def analyze(model: GPT, prompt_ids: torch.Tensor, windows: torch.Tensor, targets
     report("validation windows", 0, B)
     stats = window_statistics(model, windows, targets, max_lens_positions=lens_position_budget(model, B),
                               progress=windows_done)
-    window_sinks = window_sink_scores(stats["key_shares"])
+    window_sinks = window_sink_scores(stats)
     results = {
         "prompt_patterns": patterns,
         "prompt_entropy": normalized_entropy(patterns),  # (L, H)
@@ -94,7 +100,8 @@ def analyze(model: GPT, prompt_ids: torch.Tensor, windows: torch.Tensor, targets
         "prefix_matching": stats["prefix_matching"],  # (L, H)
         "sink_scores": scores,
         "sink_threshold": sink_threshold,
-        "sinks": find_sinks(scores, threshold=sink_threshold, tokens=tokens),
+        "sinks": find_sinks(window_sinks, threshold=sink_threshold,  # over the windows: the sink rate's heads
+                            tokens=tokens if _windows_are_the_prompt(windows, prompt_ids) else None),
         "window_sink_scores": window_sinks,
         "sink_rate": sink_rate(window_sinks, epsilon=sink_threshold),  # (L,) each: fraction of heads sinking
         "logit_lens": stats["logit_lens"],
