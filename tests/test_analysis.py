@@ -468,7 +468,7 @@ def test_analyze_a_run_without_weights(tmp_path, capsys):
 
 def test_analyze_never_replaces_a_folder_that_is_not_an_analysis(trained_run, data_env, capsys):
     r = run_main(capsys, "analyze", str(trained_run), "--out", str(trained_run))
-    assert_clean_error(r, 2, "not an analysis folder")
+    assert_clean_error(r, 2, "not an earlier glassgpt report")
     assert (trained_run / "model.safetensors").is_file()
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from glassgpt.errors import GlassGPTError, UsageError
+from glassgpt.text import MAX_STOP_CHARS
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from a demo
 
@@ -31,11 +32,32 @@ class Limits:
     queue_size: int = 16  # requests waiting; more are turned away
 
 
+def a_number(value, what: str) -> float:
+    """A number from the page (a request may send anything), or one sentence saying it is not one."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        number = float("nan")
+    if number != number:
+        raise UsageError(f"{what} must be a number, got {str(value)[:40]!r}")
+    return number
+
+
+def whole_number(value, what: str) -> int:
+    """A whole number from the page, or one sentence saying it is not one."""
+    number = a_number(value, what)
+    if not number.is_integer():
+        raise UsageError(f"{what} must be a whole number, got {number}")
+    return int(number)
+
+
 class Demo:
     """The model and tokenizer behind the page, and the two things the page asks of them."""
 
-    def __init__(self, model, tokenizer, limits: Limits = Limits(), metrics_rows: list[dict] | None = None):
+    def __init__(self, model, tokenizer, limits: Limits = Limits(), metrics_rows: list[dict] | None = None,
+                 saes: dict | None = None):
         self.model, self.tokenizer, self.limits = model.eval(), tokenizer, limits
+        self.saes = saes or {}  # name -> (SAE, its sae.json): the run's sparse autoencoders (glassgpt sae)
         # The Inside tab reads a prompt plus its generation: up to max_new_tokens tokens,
         # each at most as long as the longest text one token decodes to.
         longest_token = max(len(tokenizer.decode([i])) for i in range(tokenizer.vocab_size))
@@ -63,7 +85,13 @@ class Demo:
         from glassgpt.generate import check_sampling_args, stream
         from glassgpt.text import StoppingDecoder
 
-        max_new_tokens, top_k, seed = int(max_new_tokens), int(top_k), int(seed)
+        max_new_tokens, top_k, seed = (whole_number(v, name) for v, name in
+                                       ((max_new_tokens, "max new tokens"), (top_k, "top-k"), (seed, "the seed")))
+        if not 0 <= seed < 2**63:
+            raise UsageError(f"the seed must be between 0 and 2**63 - 1, got {seed}")
+        if not isinstance(stop, str) or len(stop) > MAX_STOP_CHARS:
+            raise UsageError(f"the stop text is capped at {MAX_STOP_CHARS} characters")
+        temperature, top_p = a_number(temperature, "the temperature"), a_number(top_p, "top-p")
         if not 1 <= max_new_tokens <= self.limits.max_new_tokens:
             raise UsageError(f"max new tokens must be between 1 and {self.limits.max_new_tokens}")
         top_k_or_none = top_k if top_k > 0 else None  # 0 switches top-k off
@@ -99,7 +127,7 @@ class Demo:
 
         ids = self.encode_prompt(text, self.max_inside_chars)[-self.model.config.block_size:]
         cfg = self.model.config
-        layer, head = int(layer), int(head)
+        layer, head = whole_number(layer, "the layer"), whole_number(head, "the head")
         if not (0 <= layer < cfg.n_layer and 0 <= head < cfg.n_head):
             raise UsageError(f"layer must be in 0..{cfg.n_layer - 1} and head in 0..{cfg.n_head - 1}")
         idx = torch.tensor([ids], dtype=torch.long)
@@ -111,6 +139,59 @@ class Demo:
         sinks = analysis.find_sinks(analysis.sink_scores(patterns), tokens=labels)
         rows = [[s["layer"], s["head"], round(float(s["share"]), 3), s["token"]] for s in sinks]
         return attention_fig, depth_fig, rows
+
+
+class SAEDemo:
+    """The Features tab: which SAE features fire on a text, and generation with one pushed on."""
+
+    def __init__(self, demo: "Demo"):
+        self.demo = demo
+
+    def _sae(self, name: str):
+        if name not in self.demo.saes:
+            raise UsageError(f"no SAE named {str(name)[:60]!r}; this run has {', '.join(self.demo.saes) or 'none'}")
+        return self.demo.saes[name]
+
+    def features(self, text: str, name: str) -> list[list]:
+        """One row per token: position, token, its most active features."""
+        from glassgpt import analysis
+        from glassgpt.sae import features_per_token
+
+        sae, identity = self._sae(name)
+        ids = self.demo.encode_prompt(text)[-self.demo.model.config.block_size:]
+        fired = features_per_token(self.demo.model, sae, identity["hook"], ids, identity.get("head"))
+        labels = analysis.token_labels(self.demo.tokenizer, ids)
+        return [[i, token, ", ".join(f"{f} ({v:.2f})" for f, v in row)] for i, (token, row) in
+                enumerate(zip(labels, fired))]
+
+    def steer(self, prompt: str, name: str, feature, strength, max_new_tokens, seed) -> str:
+        """The prompt continued (sampled at temperature 0.8) with `strength` times the feature's direction
+        added to the hook's activation at every position."""
+        from glassgpt.generate import generate, without_stopped
+        from glassgpt.sae import steering_hook
+
+        sae, identity = self._sae(name)
+        feature, seed = whole_number(feature, "the feature"), whole_number(seed, "the seed")
+        max_new_tokens = whole_number(max_new_tokens, "max new tokens")
+        strength = a_number(strength, "the strength")
+        if not 0 <= feature < sae.config.width:
+            raise UsageError(f"the feature must be in 0..{sae.config.width - 1}, got {feature}")
+        if not 1 <= max_new_tokens <= self.demo.limits.max_new_tokens or abs(strength) > 100 or not 0 <= seed < 2**63:
+            raise UsageError(f"max new tokens must be 1..{self.demo.limits.max_new_tokens}, the strength within "
+                             "±100 and the seed 0..2**63 - 1")
+        ids = self.demo.encode_prompt(prompt)
+        with self.demo.model.hooks([(identity["hook"], steering_hook(sae, feature, strength, identity.get("head")))]):
+            out = generate(self.demo.model, torch.tensor([ids]), max_new_tokens, temperature=0.8,
+                           generator=torch.Generator().manual_seed(seed), vocab_size=self.demo.tokenizer.vocab_size)
+        return prompt + self.demo.tokenizer.decode(without_stopped(out[0])[len(ids):])
+
+
+def index_picker(gr, label: str, count: int):
+    """A slider over 0..count-1; a model with one layer (or one head) gets a fixed 0
+    (a slider needs its minimum below its maximum)."""
+    if count == 1:
+        return gr.Number(value=0, precision=0, interactive=False, label=f"{label} (the only one)")
+    return gr.Slider(0, count - 1, value=0, step=1, label=label)
 
 
 def build_app(demo: Demo, title: str = "glassgpt"):
@@ -146,7 +227,8 @@ def build_app(demo: Demo, title: str = "glassgpt"):
                 top_k = gr.Slider(0, 200, value=0, step=1, label="Top-k (0 = off)")
                 top_p = gr.Slider(0.05, 1.0, value=1.0, step=0.05, label="Top-p (1 = off)")
                 seed = gr.Number(value=1337, precision=0, label="Seed")
-                stop = gr.Textbox(value="", label="Stop at (optional text, not shown)", max_lines=1)
+                stop = gr.Textbox(value="", label="Stop at (optional text, not shown)", max_lines=1,
+                                  max_length=MAX_STOP_CHARS)
             generate_btn = gr.Button("Generate", variant="primary", elem_id="generate")
             output = gr.Textbox(label="Text", lines=12, elem_id="output", interactive=False)
             stats = gr.Markdown(elem_id="stats")
@@ -154,8 +236,8 @@ def build_app(demo: Demo, title: str = "glassgpt"):
             gr.Markdown("What the model attends to over the prompt plus its generation (the last "
                         f"{cfg.block_size} tokens).")
             with gr.Row():
-                layer = gr.Slider(0, cfg.n_layer - 1, value=0, step=1, label="Layer")
-                head = gr.Slider(0, cfg.n_head - 1, value=0, step=1, label="Head")
+                layer = index_picker(gr, "Layer", cfg.n_layer)
+                head = index_picker(gr, "Head", cfg.n_head)
                 inside_btn = gr.Button("Show attention", elem_id="show-attention")
             attention_plot = gr.Plot(label="Attention pattern", elem_id="attention-plot")
             depth_plot = gr.Plot(label="Depth scan", elem_id="depth-plot")
@@ -168,12 +250,37 @@ def build_app(demo: Demo, title: str = "glassgpt"):
         def inside(text: str, prompt: str, layer: int, head: int):
             return demo.inside(text or prompt, layer, head)
 
+        if demo.saes:
+            features_tab(gr, SAEDemo(demo), on_error, limits)
+
         generate_btn.click(on_error(demo.generate), [prompt, max_new, temperature, top_k, top_p, seed, stop],
                            [output, stats], api_name="generate")
         inside_btn.click(on_error(inside),
                          [output, prompt, layer, head], [attention_plot, depth_plot, sinks_table], api_name="inside")
     app.queue(default_concurrency_limit=limits.concurrency, max_size=limits.queue_size)
     return app
+
+
+def features_tab(gr, sae_demo: SAEDemo, on_error, limits: Limits) -> None:
+    names = list(sae_demo.demo.saes)
+    with gr.Tab("Features", elem_id="features-tab"):
+        gr.Markdown("Sparse autoencoder features (`glassgpt sae`): which fire on each token of a text, and a "
+                    "generation with one feature's direction added at its hook point.")
+        which = gr.Dropdown(names, value=names[0], label="SAE")
+        text = gr.Textbox(label="Text", value="ROMEO:", lines=2, max_length=limits.max_prompt_chars)
+        show = gr.Button("Show features", elem_id="show-features")
+        table = gr.Dataframe(headers=["position", "token", "most active features"], label="Features per token")
+        with gr.Row():
+            feature = gr.Number(value=0, precision=0, label="Feature")
+            strength = gr.Slider(-20.0, 20.0, value=5.0, step=0.5, label="Strength")
+            steer_seed = gr.Number(value=1337, precision=0, label="Seed")
+            steer_new = gr.Slider(1, limits.max_new_tokens, value=min(100, limits.max_new_tokens), step=1,
+                                  label="Max new tokens")
+        steer = gr.Button("Generate, steered", elem_id="steer")
+        steered = gr.Textbox(label="Steered text", lines=6, interactive=False, elem_id="steered")
+        show.click(on_error(sae_demo.features), [text, which], [table], api_name="features")
+        steer.click(on_error(sae_demo.steer), [text, which, feature, strength, steer_new, steer_seed], [steered],
+                    api_name="steer")
 
 
 def launch(run_dir: str, host: str = "127.0.0.1", port: int = 7860, limits: Limits = Limits(), block: bool = True,
@@ -185,7 +292,9 @@ def launch(run_dir: str, host: str = "127.0.0.1", port: int = 7860, limits: Limi
 
     model, tokenizer, _ = load_run(run_dir, dtype=dtype)  # generation and the Inside tab both use this dtype
     model = prepare_for_inference(model)
-    app = build_app(Demo(model, tokenizer, limits, read_metrics(run_dir)),
+    from glassgpt.sae import discover_saes
+
+    app = build_app(Demo(model, tokenizer, limits, read_metrics(run_dir), discover_saes(run_dir)),
                     title=f"glassgpt · {os.path.basename(os.path.normpath(run_dir))}")
     app.launch(server_name=host, server_port=port, prevent_thread_lock=not block, show_error=True)
     return app

@@ -7,6 +7,12 @@ Several files (a checkpoint's weights, config and trainer state): write each und
 temporary name; write a small commit record naming them; rename them into place;
 remove the record. After a crash, `recover` finishes the renames if the record
 exists and drops the temporary files if it does not.
+
+Confined to what glassgpt wrote: a folder (a downloaded run, a user's own folder) may
+hold anything, so recovery reads the commit record as untrusted. It renames and
+removes only `NAME.tmp` for the plain file names its caller owns (no path, no `..`,
+no other name), and a temporary file is never written through: a link planted under
+its name is removed first, so a write cannot land outside the folder.
 """
 
 from __future__ import annotations
@@ -14,15 +20,31 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Collection
 
 TMP_SUFFIX = ".tmp"
 COMMIT_RECORD = ".checkpoint-commit.json"
 
 
+def is_plain_name(name: object) -> bool:
+    """A file name with no folder in it: not absolute, no separator, not `.` or `..`."""
+    return (isinstance(name, str) and name not in ("", ".", "..") and "/" not in name and "\\" not in name
+            and "\0" not in name and Path(name).name == name)
+
+
+def _fresh(path: Path) -> Path:
+    """`path`, with whatever sits there now (a stale temporary file, a planted link) removed,
+    so the write that follows creates a new file instead of writing through a link."""
+    if path.is_symlink() or path.exists():
+        if path.is_dir() and not path.is_symlink():
+            raise IsADirectoryError(21, "a folder stands where glassgpt writes a temporary file", str(path))
+        path.unlink()
+    return path
+
+
 def fsync_write(path: Path, write: Callable[[Path], None]) -> None:
-    """`write(path)`, then make sure the bytes are on the disk."""
-    write(path)
+    """`write(path)` into a new file, then make sure the bytes are on the disk."""
+    write(_fresh(path))
     with open(path, "rb") as f:
         os.fsync(f.fileno())
 
@@ -35,31 +57,51 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         fsync_write(tmp, write)
         os.replace(tmp, path)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        if tmp.is_file() and not tmp.is_symlink():
+            tmp.unlink(missing_ok=True)
         raise
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda p: p.write_text(text))
+    atomic_write(path, lambda p: p.write_text(text, encoding="utf-8"))
 
 
-def commit_files(run_dir: Path, writers: dict[str, Callable[[Path], None]]) -> None:
+def commit_files(run_dir: Path, writers: dict[str, Callable[[Path], None] | None]) -> None:
     """Replace several files of `run_dir` as one change: each `writers[name](path)` writes its
-    file under a temporary name, then the commit record names them all, then the renames."""
+    file under a temporary name (None: the caller has already written `name.tmp` with
+    `fsync_write`), then the commit record names them all, then the renames."""
+    bad = [name for name in writers if not is_plain_name(name)]
+    if bad:
+        raise ValueError(f"commit_files writes plain file names inside the folder, not {bad[0]!r}")
     for name, write in writers.items():
-        fsync_write(run_dir / (name + TMP_SUFFIX), write)
+        if write is not None:
+            fsync_write(run_dir / (name + TMP_SUFFIX), write)
     atomic_write_text(run_dir / COMMIT_RECORD, json.dumps(sorted(writers)))
-    finish_commit(run_dir)
+    finish_commit(run_dir, writers)
 
 
-def finish_commit(run_dir: Path) -> None:
-    names = json.loads((run_dir / COMMIT_RECORD).read_text())
-    for name in names:
+def read_commit_record(run_dir: Path, owned: Collection[str]) -> list[str] | None:
+    """The names a commit record lists, or None when the record cannot be trusted: not a
+    JSON list of names, or naming a file the caller does not own (a path, `..`, another name)."""
+    try:
+        names = json.loads((run_dir / COMMIT_RECORD).read_bytes())
+    except (OSError, ValueError, RecursionError):
+        return None
+    if not isinstance(names, list) or not all(is_plain_name(n) and n in owned for n in names):
+        return None
+    return names
+
+
+def finish_commit(run_dir: Path, owned: Collection[str]) -> None:
+    """Do the renames the commit record names (only of names in `owned`), then remove it."""
+    record = run_dir / COMMIT_RECORD
+    for name in read_commit_record(run_dir, owned) or []:
         tmp = run_dir / (name + TMP_SUFFIX)
-        if tmp.exists():
+        if tmp.is_file() and not tmp.is_symlink():
             os.replace(tmp, run_dir / name)
     fsync_dir(run_dir)  # the renames reach the disk before the record goes
-    (run_dir / COMMIT_RECORD).unlink()
+    if record.is_file() or record.is_symlink():
+        record.unlink()
 
 
 def fsync_dir(path: Path) -> None:
@@ -75,13 +117,12 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def recover(run_dir: Path) -> None:
-    """Finish (a commit record exists) or undo (none does) a `commit_files` that was interrupted."""
-    commit = run_dir / COMMIT_RECORD
-    if commit.exists():
-        try:
-            finish_commit(run_dir)
-        except (json.JSONDecodeError, OSError, TypeError):
-            commit.unlink(missing_ok=True)
-    for tmp in run_dir.glob("*" + TMP_SUFFIX):
-        tmp.unlink(missing_ok=True)
+def recover(run_dir: Path, owned: Collection[str]) -> None:
+    """Finish (a trustworthy commit record exists) or undo (none does) a `commit_files` that
+    was interrupted. Touches only `NAME.tmp` and `NAME` for NAME in `owned`, and the record."""
+    if (run_dir / COMMIT_RECORD).exists() or (run_dir / COMMIT_RECORD).is_symlink():
+        finish_commit(run_dir, owned)
+    for name in owned:
+        tmp = run_dir / (name + TMP_SUFFIX)
+        if tmp.is_symlink() or tmp.is_file():
+            tmp.unlink()

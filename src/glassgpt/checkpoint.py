@@ -23,17 +23,18 @@ import datetime
 import json
 import pickle
 import platform
+import re
 from pathlib import Path
 from typing import Callable
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_model, save_model
 
 from glassgpt.atomic import (  # noqa: F401  (atomic_write* re-exported: glassgpt.checkpoint.atomic_write)
     COMMIT_RECORD, TMP_SUFFIX, atomic_write, atomic_write_text, commit_files, fsync_write, recover,
 )
-from glassgpt.config import RunConfig
+from glassgpt.config import GPTConfig, RunConfig
 from glassgpt.data import sha256_of
 from glassgpt.errors import RunError, UsageError
 from glassgpt.model import GPT
@@ -44,16 +45,49 @@ CONFIG, WEIGHTS, TOKENIZER, STATE = "config.json", "model.safetensors", "tokeniz
 METRICS, PLOT = "metrics.jsonl", "loss.png"
 COMMIT = COMMIT_RECORD  # ".checkpoint-commit.json": the multi-file commit protocol is glassgpt.atomic's
 LOCK = ".lock"
+MARKER = ".glassgpt-run"  # written first into every run glassgpt starts: "this folder is a glassgpt run"
+DYNAMICS_PLOT = "dynamics.png"  # = glassgpt.analysis.dynamics.DYNAMICS
+# The files glassgpt writes into a run (and so the only ones recovery may rename or remove).
+RUN_FILES = (CONFIG, WEIGHTS, TOKENIZER, STATE, METRICS, PLOT, DYNAMICS_PLOT, COMMIT, MARKER)
+
+
+def is_run(run_dir: Path) -> bool:
+    """A folder glassgpt made a run of: its marker, or (a run from before the marker) a
+    config.json that records glassgpt's provenance."""
+    if (run_dir / MARKER).is_file():
+        return True
+    try:
+        raw = json.loads((run_dir / CONFIG).read_bytes()[:10_000_000])
+    except (OSError, ValueError, RecursionError):
+        return False
+    return isinstance(raw, dict) and isinstance(raw.get("provenance"), dict) and "glassgpt" in raw["provenance"]
+
+
+def mark_as_run(run_dir: Path) -> None:
+    if not (run_dir / MARKER).is_file():
+        atomic_write_text(run_dir / MARKER, json.dumps({"glassgpt": "run directory"}) + "\n")
+
+
+def check_writable_run_dir(run_dir: Path) -> None:
+    """A folder glassgpt may write a run into: a new or empty folder, or one of its runs."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UsageError(f"{run_dir} is a file, not a folder: choose another --out")
+    if run_dir.is_dir() and not is_run(run_dir) and any(run_dir.iterdir()):
+        raise UsageError(f"{run_dir} holds files that are not a glassgpt run, and glassgpt writes runs only into "
+                         "a new or empty folder or one of its own runs: choose another --out")
 
 
 @contextlib.contextmanager
 def writer_lock(run_dir: Path):
     """Held by the one process writing checkpoints into `run_dir`, for as long as it
-    runs (the OS releases it if the process dies). A second writer is refused."""
+    runs (the OS releases it if the process dies). A second writer is refused. Only in
+    a new or empty folder (which becomes a run: its marker is written) or a run."""
     from filelock import FileLock, Timeout  # flock on POSIX, msvcrt locking on Windows
 
+    check_writable_run_dir(run_dir)
     created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
+    before = {p.name for p in run_dir.iterdir()}
     lock = FileLock(run_dir / LOCK, is_singleton=False)
     try:
         lock.acquire(timeout=0)
@@ -61,22 +95,26 @@ def writer_lock(run_dir: Path):
         raise UsageError(f"another process is training into {run_dir}: wait for it to finish, "
                          "or choose another --out") from None
     try:
+        mark_as_run(run_dir)
         yield
     finally:
         lock.release()
-        if created and [p.name for p in run_dir.iterdir()] in ([LOCK], []):  # failed before writing anything
-            (run_dir / LOCK).unlink(missing_ok=True)
-            run_dir.rmdir()
+        if not before and {p.name for p in run_dir.iterdir()} <= {LOCK, MARKER}:  # failed before writing anything
+            for name in (LOCK, MARKER):
+                (run_dir / name).unlink(missing_ok=True)
+            if created:
+                run_dir.rmdir()
 
 
 def recover_if_idle(run_dir: Path) -> None:
     """`recover`, unless a live process is writing into the run (then its files
-    are in progress, not left over)."""
-    if not (run_dir / COMMIT).exists() and not any(run_dir.glob("*" + TMP_SUFFIX)):
+    are in progress, not left over), or the folder is not one of glassgpt's runs."""
+    pending = (run_dir / COMMIT).exists() or any((run_dir / (n + TMP_SUFFIX)).exists() for n in RUN_FILES)
+    if not pending or not is_run(run_dir):
         return
     try:
         with writer_lock(run_dir):
-            recover(run_dir)
+            recover(run_dir, RUN_FILES)
     except UsageError:
         pass
 
@@ -103,8 +141,10 @@ def save_run(run_dir: str | Path, model: GPT, tokenizer: Tokenizer, run_config: 
     """Write (or update) a run directory as one atomic checkpoint. `origin`: the run a
     fine-tuning run started from, recorded as `init_from` in config.json."""
     run_dir = Path(run_dir)
+    check_writable_run_dir(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    recover(run_dir)
+    recover(run_dir, RUN_FILES)
+    mark_as_run(run_dir)
     weights_tmp = run_dir / (WEIGHTS + TMP_SUFFIX)
     fsync_write(weights_tmp, lambda p: save_model(model, str(p)))
     config = run_config.to_dict()
@@ -113,8 +153,8 @@ def save_run(run_dir: str | Path, model: GPT, tokenizer: Tokenizer, run_config: 
     config["provenance"] = provenance()
     if origin is not None:
         config["init_from"] = origin
-    writers: dict[str, Callable[[Path], None]] = {
-        WEIGHTS: lambda p: None,  # already written above, so its hash could go in the config
+    writers: dict[str, Callable[[Path], None] | None] = {
+        WEIGHTS: None,  # already written above, so its hash could go in the config
         CONFIG: lambda p: p.write_text(json.dumps(config, indent=2)),
         TOKENIZER: tokenizer.save,
     }
@@ -128,25 +168,44 @@ def save_run(run_dir: str | Path, model: GPT, tokenizer: Tokenizer, run_config: 
 
 def check_run_dir(run_dir: str | Path, repair: bool = True) -> Path:
     """The run directory, checked to hold a run; `repair` first finishes or undoes
-    a checkpoint write that a dead process left behind."""
+    a checkpoint write that a dead process left behind (in a glassgpt run only)."""
     run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UsageError(f"{run_dir} is a file, not a run directory")
     if not run_dir.is_dir():
         raise UsageError(f"run directory {run_dir} does not exist")
-    if repair:
-        recover_if_idle(run_dir)
     if not (run_dir / CONFIG).is_file():
         raise UsageError(f"{run_dir} is not a run directory: it has no {CONFIG}")
+    if repair:
+        recover_if_idle(run_dir)
     if not (run_dir / WEIGHTS).is_file():
         raise UsageError(f"{run_dir} has no {WEIGHTS}: train into it first")
     return run_dir
 
 
-def read_json(path: Path):
+MAX_CONFIG_BYTES = 10_000_000  # a run's config.json is a few KiB
+
+
+def first_line(e: BaseException) -> str:
+    """The first non-empty line of an exception's message (or its type, when it has none)."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    return lines[0] if lines else type(e).__name__
+
+
+def read_json(path: Path, max_bytes: int = MAX_CONFIG_BYTES):
     """A JSON file someone else may have written: parsed, or one clear RunError."""
     try:
-        return json.loads(path.read_text())
+        data = path.read_bytes()
+    except IsADirectoryError:
+        raise RunError(f"{path} is a folder, not a file") from None
+    if len(data) > max_bytes:
+        raise RunError(f"{path} is {len(data):,} bytes, more than the {max_bytes:,} such a file can be")
+    try:
+        return json.loads(data.decode("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise RunError(f"{path} is not valid JSON: {e}") from None
+        raise RunError(f"{path} is not valid JSON ({first_line(e)}): restore it from a copy of the run") from None
+    except RecursionError:
+        raise RunError(f"{path} is nested too deeply to be a glassgpt file") from None
 
 
 def read_config(run_dir: Path) -> tuple[RunConfig, dict]:
@@ -155,6 +214,60 @@ def read_config(run_dir: Path) -> tuple[RunConfig, dict]:
         raise RunError(f"{run_dir / CONFIG} is not a JSON object")
     sections = {k: raw[k] for k in ("model", "train") if k in raw}
     return RunConfig.from_dict(sections, source=str(run_dir / CONFIG)), raw
+
+
+def read_tokenizer(run_dir: Path, raw_config: dict) -> Tokenizer:
+    """The run's tokenizer (config.json's copy, else tokenizer.json), checked to be one glassgpt knows."""
+    source = run_dir / CONFIG
+    described = raw_config.get("tokenizer")
+    if described is None:
+        source = run_dir / TOKENIZER
+        if not source.is_file():
+            raise RunError(f"{run_dir} has no tokenizer: neither {CONFIG} nor {TOKENIZER} describes one")
+        described = read_json(source)
+    try:
+        tokenizer = tokenizer_from_dict(described)
+    except (UsageError, KeyError, TypeError, ValueError, AttributeError) as e:
+        raise RunError(f"the tokenizer in {source} cannot be used ({first_line(e)}): restore the run's files") from None
+    return tokenizer
+
+
+def weights_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of every tensor in a safetensors file, read from its header alone
+    (nothing is loaded; the library checks the header against the file's size)."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise RunError(f"{path} is not a readable safetensors file ({first_line(e)}): "
+                       "it is corrupt or truncated") from None
+
+
+def check_weights_fit(config: GPTConfig, path: Path) -> None:
+    """Refuse a config.json whose model would not be the one in the weights file, before
+    building it: the layers, the embedding's size, then every tensor's shape."""
+    shapes = weights_shapes(path)
+    layers = {int(m.group(1)) for name in shapes if (m := re.match(r"blocks\.(\d+)\.", name))}
+    where = f"{path.parent / CONFIG} and {path}"
+    if layers != set(range(config.n_layer)):
+        raise RunError(f"{where} disagree: n_layer={config.n_layer} but the weights hold {len(layers)} layer(s); "
+                       "restore the run's own config.json")
+    wte = shapes.get("wte.weight", shapes.get("lm_head.weight"))
+    if wte != (config.vocab_size, config.n_embd):
+        raise RunError(f"{where} disagree: vocab_size={config.vocab_size}, n_embd={config.n_embd} but the token "
+                       f"embedding is {wte}; restore the run's own config.json")
+    with torch.device("meta"):  # shapes only: nothing is allocated
+        expected = {name: tuple(t.shape) for name, t in GPT(config).state_dict().items()}
+    tied = {"wte.weight", "lm_head.weight"} if config.tie_weights else set()
+    for name, shape in shapes.items():
+        if expected.get(name) != shape:
+            want = f"needs {expected[name]}" if name in expected else "has no such tensor"
+            raise RunError(f"{where} disagree: the weights hold {name} {shape}, but the model config.json "
+                           f"describes {want}; restore the run's own config.json")
+    missing = [name for name in expected if name not in shapes and not (name in tied and tied & set(shapes))]
+    if missing:
+        raise RunError(f"{path} lacks {missing[0]} (and {len(missing) - 1} more), which the model in "
+                       f"{CONFIG} has: restore the run's own files")
 
 
 def load_run(run_dir: str | Path, device: str | torch.device = "cpu",
@@ -168,7 +281,11 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu",
     torch_dtype = inference_dtype(dtype, device)
     run_dir = check_run_dir(run_dir)
     run_config, raw = read_config(run_dir)
-    tokenizer = tokenizer_from_dict(raw.get("tokenizer") or json.loads((run_dir / TOKENIZER).read_text()))
+    tokenizer = read_tokenizer(run_dir, raw)
+    if tokenizer.vocab_size > run_config.model.vocab_size:
+        raise RunError(f"{run_dir}'s tokenizer has {tokenizer.vocab_size} tokens but its model only "
+                       f"{run_config.model.vocab_size}: the files come from different runs")
+    check_weights_fit(run_config.model, run_dir / WEIGHTS)  # before a model of config.json's size is built
     model = GPT(run_config.model)
     load_weights(model, run_dir, device, expected_sha256=raw.get("weights_sha256"))
     return cast_weights(model.to(device), torch_dtype).eval(), tokenizer, run_config
@@ -179,26 +296,51 @@ def load_weights(model: GPT, run_dir: Path, device: str | torch.device = "cpu",
     """Load the run's weights into `model`, checking them against the SHA-256 in its config."""
     if expected_sha256 is None:
         expected_sha256 = read_config(run_dir)[1].get("weights_sha256")
+    if expected_sha256 is not None and not isinstance(expected_sha256, str):
+        raise RunError(f"weights_sha256 in {run_dir / CONFIG} is not a string: restore the run's own config.json")
     if expected_sha256 and sha256_of(run_dir / WEIGHTS) != expected_sha256:
         writing = (run_dir / COMMIT).exists()
         busy = " (a checkpoint is being written right now: try again in a moment)" if writing else ""
         raise RunError(f"{run_dir / WEIGHTS} does not match the SHA-256 in {CONFIG}: "
                        f"the file is corrupt or truncated{busy}")
+    check_weights_fit(model.config, run_dir / WEIGHTS)
     try:
         load_model(model, str(run_dir / WEIGHTS), device=str(device))
     except (SafetensorError, RuntimeError, OSError) as e:
-        raise RunError(f"cannot load {run_dir / WEIGHTS}: {str(e).splitlines()[0]}") from None
+        detail = " ".join(line.strip() for line in str(e).splitlines() if line.strip())[:300]
+        raise RunError(f"cannot load {run_dir / WEIGHTS}: {detail or type(e).__name__}") from None
+
+
+# What a trainer state must hold, and of what type, before a resume reads any of it.
+STATE_FIELDS = {"step": int, "optimizer": dict, "rng": list, "loader": dict, "weights_sha256": str}
 
 
 def load_trainer_state(run_dir: Path) -> dict:
-    """The trainer state, read without running any code from the file."""
+    """The trainer state, read without running any code from the file, and checked to hold
+    what a resume needs."""
     path = run_dir / STATE
+    if path.is_dir():
+        raise RunError(f"{path} is a folder, not a trainer state: restore the file, or train into a new --out")
     if not path.is_file():
         raise UsageError(f"{run_dir} has no {STATE} to resume from")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         raise RunError(f"refusing to load {path}: it holds objects other than tensors and plain data "
-                       f"({str(e).splitlines()[0]})") from None
-    except (RuntimeError, EOFError, OSError) as e:
-        raise RunError(f"cannot read {path}: {str(e).splitlines()[0]}") from None
+                       f"({first_line(e)})") from None
+    except (RuntimeError, EOFError, OSError, ValueError, TypeError, KeyError, IndexError,
+            AttributeError, RecursionError) as e:
+        raise RunError(f"cannot read {path} ({first_line(e)}): it is corrupt or truncated; "
+                       "restore it, or train into a new --out") from None
+    if not isinstance(state, dict):
+        raise RunError(f"{path} is not a trainer state (it holds a {type(state).__name__}): "
+                       "restore it, or train into a new --out")
+    for name, kind in STATE_FIELDS.items():
+        value = state.get(name)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            got = "nothing" if value is None else f"a {type(value).__name__}"
+            raise RunError(f"{path} is incomplete: its {name!r} should be a {kind.__name__}, it holds {got}; "
+                           "restore it, or train into a new --out")
+    if state["step"] < 0 or not state["rng"]:
+        raise RunError(f"{path} holds an impossible step or no RNG state: restore it, or train into a new --out")
+    return state

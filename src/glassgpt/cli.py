@@ -16,6 +16,8 @@ from pathlib import Path
 from glassgpt.errors import GlassGPTError, UsageError
 
 MAX_ANALYSIS_WINDOWS = 1024
+MAX_SAMPLES = 1024  # sample --num-samples: rows of one batch
+MAX_EVAL_BATCH = 4096  # eval --batch-size
 DTYPE_CHOICES = ("auto", "float32", "bfloat16", "float16")  # glassgpt.precision.DTYPE_CHOICES, without importing torch
 DTYPE_HELP = "weights cast for inference (the run is untouched); auto: float16 on CPU, bfloat16 on CUDA"
 
@@ -32,6 +34,16 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+def capped_int(cap: int):
+    """An argparse type: a whole number from 1 to `cap`."""
+    def parse(text: str) -> int:
+        value = positive_int(text)
+        if value > cap:
+            raise argparse.ArgumentTypeError(f"is capped at {cap:,}, got {value:,}")
+        return value
+    return parse
 
 
 def non_negative_int(text: str) -> int:
@@ -98,7 +110,7 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--top-k", type=positive_int, default=None)
     p.add_argument("--top-p", type=float_arg, default=None, help="nucleus sampling, in (0, 1]")
     p.add_argument("--seed", type=seed_int, default=None)
-    p.add_argument("--num-samples", type=positive_int, default=1, help="samples drawn together as one batch, printed when done")
+    p.add_argument("--num-samples", type=capped_int(MAX_SAMPLES), default=1, help="samples drawn together as one batch, printed when done")
     p.add_argument("--no-cache", action="store_true", help="recompute the whole context at every step")
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", choices=DTYPE_CHOICES, default="auto", help=DTYPE_HELP)
@@ -129,7 +141,7 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--max-tokens", type=positive_int, default=None, help="score only the first N tokens of the split")
     p.add_argument("--task", choices=("loss", "hellaswag"), default="loss")
     p.add_argument("--limit", type=positive_int, default=None, help="HellaSwag: the first N items only")
-    p.add_argument("--batch-size", type=positive_int, default=8, help="windows per forward pass")
+    p.add_argument("--batch-size", type=capped_int(MAX_EVAL_BATCH), default=8, help="windows per forward pass")
     p.add_argument("--dtype", choices=DTYPE_CHOICES, default="float32",
                    help="weights cast for the evaluation (the run is untouched); auto: float16 on CPU, bfloat16 on CUDA")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
@@ -150,6 +162,24 @@ def build_parser() -> ArgumentParser:
                                    "glassgpt convert-hf gpt2-hf --out runs/gpt2.")
     p.add_argument("hf_dir", type=Path, metavar="HF_DIR", help="a folder written by GPT2LMHeadModel.save_pretrained")
     p.add_argument("--out", type=Path, required=True, metavar="RUN_DIR", help="the run directory to create")
+
+    p = sub.add_parser("sae", help="train a sparse autoencoder on a hook point of a run, evaluate it, page its features",
+                       description="Streams the hook's activations on the run's training split (nothing stored but "
+                                   "one shuffled chunk), trains a TopK SAE, evaluates it on the validation split "
+                                   "(L0, FVU, CE loss recovered) and writes RUN_DIR/sae/HOOK/features.html.")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--hook", required=True, help="a hook point of shape (B, T, C) or per head, e.g. blocks.1.resid_post")
+    p.add_argument("--head", type=non_negative_int, default=None, help="one head of a per-head hook (attn.q, k, v, z)")
+    p.add_argument("--width", type=capped_int(1 << 20), default=None, help="features (default 8 x the hook's width)")
+    p.add_argument("--k", type=positive_int, default=32, help="active features per token (TopK)")
+    p.add_argument("--batch-topk", action="store_true", help="BatchTopK: k per token on average over a batch")
+    p.add_argument("--tokens", type=capped_int(10**10), default=2_000_000, help="training tokens")
+    p.add_argument("--batch-size", type=capped_int(1 << 16), default=1024, help="tokens per step")
+    p.add_argument("--lr", type=float_arg, default=1e-3)
+    p.add_argument("--seed", type=seed_int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", type=Path, default=None, help="folder (default RUN_DIR/sae/HOOK)")
+    p.add_argument("--resume", action="store_true", help="continue the SAE in --out (or the default folder)")
 
     p = sub.add_parser("bench", help="benchmark the design's trade-offs side by side")
     p.add_argument("what", nargs="?", default="all", metavar="WHAT",
@@ -211,6 +241,7 @@ def cmd_sample(args) -> None:
     from glassgpt.checkpoint import load_run
     from glassgpt.device import resolve_device
     from glassgpt.generate import check_sampling_args, prepare_for_inference, stream
+    from glassgpt.limits import check_fits, inference_bytes
     from glassgpt.text import StoppingDecoder, encode_prompt
 
     check_sampling_args(args.temperature, args.top_k, args.top_p, args.max_new_tokens)
@@ -218,6 +249,8 @@ def cmd_sample(args) -> None:
     model, tokenizer, _ = load_run(args.run_dir, device, dtype=args.dtype)
     model = prepare_for_inference(model)
     prompt_ids = encode_prompt(tokenizer, args.prompt)
+    check_fits(inference_bytes(model.config, args.num_samples, len(prompt_ids) + args.max_new_tokens), device,
+               f"sampling {args.num_samples} rows at once", "ask for fewer --num-samples or --max-new-tokens")
     generator = torch.Generator(device=device)
     generator.manual_seed(args.seed if args.seed is not None else int(time.time_ns() % 2**31))
     idx = torch.tensor([prompt_ids] * args.num_samples, dtype=torch.long, device=device)  # (N, T)
@@ -266,7 +299,7 @@ def cmd_analyze(args) -> None:
     with progress_bars() as progress:  # on stderr, on a terminal only
         out = write_report(args.run_dir, prompt=args.prompt, out=args.out, num_windows=args.windows,
                            device=str(resolve_device(args.device)), seed=args.seed, dtype=args.dtype,
-                           progress=progress)
+                           progress=progress, warn=_note)
     print(f"analysis written to {out}; open {out / REPORT}")
 
 
@@ -276,6 +309,7 @@ def cmd_eval(args) -> None:
     from glassgpt import evaluate
     from glassgpt.checkpoint import check_run_dir, load_run
     from glassgpt.device import resolve_device
+    from glassgpt.limits import check_fits, inference_bytes
 
     check_run_dir(args.run_dir)
     if args.task == "loss" and args.limit is not None:
@@ -292,6 +326,8 @@ def cmd_eval(args) -> None:
         result = evaluate.evaluate_hellaswag_file(model, tokenizer, args.limit, device, progress)
     else:
         context = args.context or model.config.block_size
+        check_fits(inference_bytes(model.config, args.batch_size, context), device,
+                   f"scoring {args.batch_size} windows of {context} tokens at once", "lower --batch-size or --context")
         result = evaluate.evaluate_split(model, tokenizer, args.dataset or run_config.train.dataset, args.split,
                                          context=context, stride=args.stride or context,
                                          max_tokens=args.max_tokens, batch_size=args.batch_size, device=device,
@@ -321,6 +357,39 @@ def cmd_convert_hf(args) -> None:
     print(f"converted {args.hf_dir} into {args.out}; sample it with: glassgpt sample {args.out}")
 
 
+def cmd_sae(args) -> None:
+    from glassgpt.device import resolve_device
+    from glassgpt.sae import run_sae
+
+    with progress_bar("SAE steps") as progress:
+        result = run_sae(args.run_dir, args.hook, head=args.head, width=args.width, k=args.k,
+                         batch_topk=args.batch_topk, tokens=args.tokens, batch_tokens=args.batch_size, lr=args.lr,
+                         seed=args.seed, device=str(resolve_device(args.device)), out=args.out, resume=args.resume,
+                         progress=progress)
+    print(f"SAE at {args.hook}: L0 {result['l0']:.1f}, FVU {result['fvu']:.3f}, CE loss recovered "
+          f"{result['ce_loss_recovered']:.3f}, {result['dead_features']} dead and {result['dense_features']} dense "
+          f"of {result['width']} features, {result['tokens_per_s']:,.0f} training tokens/s")
+
+
+def progress_bar(label: str):
+    """A tqdm bar on stderr (a terminal only), as `progress(done, total)`."""
+    import contextlib
+
+    from tqdm import tqdm
+
+    @contextlib.contextmanager
+    def bar():
+        shown = tqdm(desc=label, disable=not sys.stderr.isatty(), file=sys.stderr, leave=False)
+        try:
+            def progress(done: int, total: int) -> None:
+                shown.total = total
+                shown.update(done - shown.n)
+            yield progress
+        finally:
+            shown.close()
+    return bar()
+
+
 def cmd_bench(args) -> None:
     from glassgpt.bench import format_table, run
 
@@ -332,7 +401,7 @@ def cmd_bench(args) -> None:
 
 
 COMMANDS = {"prepare": cmd_prepare, "train": cmd_train, "sample": cmd_sample, "analyze": cmd_analyze,
-            "eval": cmd_eval, "demo": cmd_demo, "convert-hf": cmd_convert_hf, "bench": cmd_bench}
+            "eval": cmd_eval, "demo": cmd_demo, "convert-hf": cmd_convert_hf, "sae": cmd_sae, "bench": cmd_bench}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -352,8 +421,32 @@ def main(argv: list[str] | None = None) -> None:
     except BrokenPipeError:
         sys.stderr.close()
         sys.exit(1)
+    except MemoryError:
+        _fail("out of memory: ask for a smaller model, batch or window", 1)
     except OSError as e:
-        _fail(str(e), 1)
+        _fail(*os_error_message(e))
+
+
+# A path that exists as the wrong kind of thing is the user's to change: a usage error.
+WRONG_KIND = {FileExistsError: "already exists", NotADirectoryError: "is a file where a folder is needed",
+              IsADirectoryError: "is a folder where a file is needed"}
+
+
+def os_error_message(e: OSError) -> tuple[str, int]:
+    """An OSError as one sentence naming the path, and its exit status."""
+    path = f"{e.filename}" if e.filename is not None else "a file"
+    for kind, what in WRONG_KIND.items():
+        if isinstance(e, kind):
+            return f"{path} {what}: choose another path", 2
+    if isinstance(e, PermissionError):
+        return f"permission denied on {path}: check who owns it, or choose another path", 1
+    if isinstance(e, FileNotFoundError):
+        return f"{path} does not exist", 2
+    return f"{path}: {e.strerror or e}", 1
+
+
+def _note(message: str) -> None:
+    print(f"glassgpt: note: {message}", file=sys.stderr)
 
 
 def _fail(message: str, code: int) -> None:

@@ -21,6 +21,16 @@ from glassgpt.errors import UsageError, did_you_mean
 
 PRESET_DIR = "presets"
 
+# Upper bounds on sizes and counts (stated in docs/reliability.md): past these no run on one
+# machine makes sense, and a typo would otherwise end in an allocator error or a hang.
+# Within them, whether a model fits the memory is checked from its size (glassgpt.limits).
+UPPER_BOUNDS = {
+    "vocab_size": 2**24, "block_size": 2**17, "n_layer": 1024, "n_head": 1024, "n_embd": 2**16,
+    "batch_size": 2**16, "grad_accum_steps": 2**16, "max_iters": 10**9, "eval_interval": 10**9,
+    "eval_iters": 10**6, "log_interval": 10**9, "warmup_iters": 10**9, "lr_decay_iters": 10**9,
+    "max_bad_steps": 10**6, "analysis_interval": 10**9, "seed": 2**63 - 1,
+}
+
 
 ANY = "any"  # `gpt2=ANY`: Hugging Face export takes any value of this field
 
@@ -97,6 +107,7 @@ class GPTConfig:
 
     def validate(self) -> None:
         _check_types(self)
+        _check_upper_bounds(self)
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
             if getattr(self, name) < 1:
                 raise UsageError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -170,6 +181,9 @@ class TrainConfig:
 
     def validate(self) -> None:
         _check_types(self)
+        _check_upper_bounds(self)
+        if self.seed < 0:
+            raise UsageError(f"seed must not be negative, got {self.seed}")
         for name in ("batch_size", "grad_accum_steps", "max_iters", "eval_interval",
                      "eval_iters", "log_interval", "max_bad_steps"):
             if getattr(self, name) < 1:
@@ -246,9 +260,11 @@ def load_run_config(preset_or_toml: str, overrides: typing.Sequence[str] = ()) -
         if not path.is_file():
             raise UsageError(f"config file {path} does not exist")
         try:
-            data = tomllib.loads(path.read_text())
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
             raise UsageError(f"{path} is not valid TOML: {e}") from None
+        except RecursionError:
+            raise UsageError(f"{path} nests its values too deeply to be a glassgpt config") from None
         base = RunConfig.from_dict(data, source=str(path))
     else:
         base = preset_run_config(preset_or_toml)
@@ -281,6 +297,8 @@ def parse_value(raw: str):
         return tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
         return raw
+    except RecursionError:
+        raise UsageError(f"the value {raw[:40]}... nests too deeply to be a glassgpt setting") from None
 
 
 # ---------------------------------------------------------------- checking helpers
@@ -297,6 +315,13 @@ def _reject_unknown(values: dict, known: set, what: str) -> None:
     for key in values:
         if key not in known:
             raise UsageError(f"{what} {key!r} is unknown{did_you_mean(key, sorted(known))}")
+
+
+def _check_upper_bounds(obj) -> None:
+    for f in dataclasses.fields(obj):
+        limit = UPPER_BOUNDS.get(f.name)
+        if limit is not None and getattr(obj, f.name) > limit:
+            raise UsageError(f"{f.name} is capped at {limit:,}, got {getattr(obj, f.name):,}")
 
 
 def _check_types(obj) -> None:

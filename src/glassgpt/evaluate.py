@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from glassgpt.errors import UsageError
 from glassgpt.model import GPT
+from glassgpt.tokenizer import describe
 
 
 
@@ -129,8 +130,8 @@ def split_tokens(dataset: str, split: str, run_tokenizer) -> np.ndarray:
                          + (f", or prepare it again with `glassgpt prepare {dataset} --force`"
                             if dataset == "enwik8" else ""))
     if ds.tokenizer.to_dict() != run_tokenizer.to_dict():
-        raise UsageError(f"dataset {dataset} uses the {ds.tokenizer.name} tokenizer, not this run's "
-                         f"{run_tokenizer.name} tokenizer: pick a dataset with the run's tokenizer")
+        raise UsageError(f"dataset {dataset} uses {describe(ds.tokenizer)}, but the run was trained with "
+                         f"{describe(run_tokenizer)}: pick a dataset prepared with the run's tokenizer")
     return ds.split(split)
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from glassgpt import checkpoint as ckpt
 from glassgpt.config import GPTConfig, RunConfig, fixed_on
 from glassgpt.errors import UsageError
-from glassgpt.tokenizer import Tokenizer, tokenizer_from_dict
+from glassgpt.tokenizer import Tokenizer, describe
 
 # The fields that fix the weights' shapes and meaning, as each GPTConfig field declares
 # (`option(..., finetune=True)` for those that may change: dropout, attn_impl, norm, zero_init_proj).
@@ -49,7 +49,8 @@ def read_source(init_from: str) -> Source:
     except UsageError as e:
         raise UsageError(f"init_from {init_from} is not a run: {e}") from None
     config, raw = ckpt.read_config(path)
-    tokenizer = tokenizer_from_dict(raw.get("tokenizer") or ckpt.read_json(path / ckpt.TOKENIZER))
+    tokenizer = ckpt.read_tokenizer(path, raw)
+    ckpt.check_weights_fit(config.model, path / ckpt.WEIGHTS)  # before a model of that size is built
     return Source(path, config.model, tokenizer, raw.get("weights_sha256"))
 
 
@@ -70,13 +71,7 @@ def model_from_source(source_model: GPTConfig, rc: RunConfig, what: str) -> GPTC
 def check_same_tokenizer(source: Source, dataset: str, tokenizer: Tokenizer) -> None:
     if tokenizer.to_dict() != source.tokenizer.to_dict():
         raise UsageError(f"dataset {dataset} uses the {tokenizer.name} tokenizer, but init_from {source.run_dir} "
-                         f"was trained with {_describe(source.tokenizer)}: pick a dataset with the same tokenizer")
-
-
-def _describe(tokenizer: Tokenizer) -> str:
-    if tokenizer.name == "char":
-        return f"its own char tokenizer ({tokenizer.vocab_size} characters)"
-    return f"the {tokenizer.name} tokenizer"
+                         f"was trained with {describe(source.tokenizer)}: pick a dataset with the same tokenizer")
 
 
 def fine_tuning_model(rc: RunConfig, run_dir: Path, resume: bool) -> tuple[GPTConfig, Source | None, dict | None]:

@@ -35,7 +35,7 @@ from typing import Iterable, Iterator
 
 import torch
 
-from glassgpt.errors import UsageError
+from glassgpt.errors import RunError, UsageError
 from glassgpt.kv_cache import KVCache
 # Precision and layout for inference live in glassgpt.precision (below both this module and the
 # run directory, which loads weights in a dtype); importable from here as before.
@@ -51,8 +51,8 @@ MAX_NEW_TOKENS = 100_000  # a cap on one request, so a typo cannot ask for hours
 def check_sampling_args(temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
                         max_new_tokens: int = 0) -> None:
     """UsageError, in one sentence, for settings sampling cannot use."""
-    if not temperature >= 0:
-        raise UsageError(f"temperature must be 0 (greedy) or positive, got {temperature}")
+    if not 0 <= temperature < float("inf"):
+        raise UsageError(f"temperature must be 0 (greedy) or a positive number, got {temperature}")
     if top_k is not None and top_k < 1:
         raise UsageError(f"top_k must be at least 1, got {top_k}")
     if top_p is not None and not 0 < top_p <= 1:
@@ -78,6 +78,7 @@ def apply_top_p(logits: torch.Tensor, p: float) -> torch.Tensor:
     probs = torch.softmax(sorted_logits, dim=-1)
     mass_before = torch.cumsum(probs, dim=-1) - probs  # probability of the tokens ranked above
     drop_sorted = mass_before >= p  # the set had already reached p without this token
+    drop_sorted[..., 0] = False  # the most likely token always stays (p may round to 0 in fp32)
     drop = drop_sorted.scatter(-1, order, drop_sorted)  # back to vocabulary order
     return logits.masked_fill(drop, float("-inf"))
 
@@ -85,8 +86,12 @@ def apply_top_p(logits: torch.Tensor, p: float) -> torch.Tensor:
 def sampling_probs(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
                    top_p: float | None = None) -> torch.Tensor:
     """logits (B, V) -> the distribution (B, V) a token is drawn from: logits divided by
-    the temperature, then top-k, then top-p, then softmax. Needs temperature > 0."""
-    logits = logits.float() / temperature
+    the temperature, then top-k, then top-p, then softmax. Needs temperature > 0.
+    The largest logit is subtracted first, so however small the temperature the largest
+    becomes 0 and the others -inf at worst: the distribution tends to greedy, never to NaN."""
+    # fp32, or fp64 for a temperature that fp32 would round to 0 (0 / 0 is NaN)
+    logits = logits.float() if temperature >= torch.finfo(torch.float32).tiny else logits.double()
+    logits = (logits - logits.amax(dim=-1, keepdim=True)) / temperature
     if top_k is not None:
         logits = apply_top_k(logits, top_k)
     if top_p is not None and top_p < 1:
@@ -97,6 +102,9 @@ def sampling_probs(logits: torch.Tensor, temperature: float = 1.0, top_k: int | 
 def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
                 top_p: float | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
     """logits (B, V) of the last position -> next token ids (B, 1); temperature 0 is greedy."""
+    if not bool(torch.isfinite(logits.amax(dim=-1)).all()):
+        raise RunError("the model gave a NaN or infinite logit: its weights are broken (a diverged run?); "
+                       "sample an earlier checkpoint or retrain")
     if temperature == 0:
         return logits.argmax(dim=-1, keepdim=True)
     probs = sampling_probs(logits, temperature, top_k, top_p)

@@ -25,12 +25,14 @@ OpenAI's weights, with internet once:
 from __future__ import annotations
 
 import pickle
+import re
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 
-from glassgpt.checkpoint import read_json, save_run
-from glassgpt.config import GPTConfig, RunConfig, TrainConfig, gpt2_refusals
+from glassgpt.checkpoint import check_writable_run_dir, first_line, read_json, save_run, weights_shapes
+from glassgpt.config import UPPER_BOUNDS, GPTConfig, RunConfig, TrainConfig, gpt2_refusals
 from glassgpt.errors import RunError, UsageError
 from glassgpt.model import GPT
 from glassgpt.tokenizer import get_tokenizer
@@ -163,6 +165,7 @@ def convert_hf_dir(hf_dir: str | Path, run_dir: str | Path, attn_impl: str = "sd
     read_hf_config(hf_dir)  # refuse a wrong folder before loading anything big
     if (run_dir / "config.json").exists():
         raise UsageError(f"{run_dir} already holds a run: choose another --out")
+    check_writable_run_dir(run_dir)
     transformers = import_transformers()
     transformers.utils.logging.set_verbosity_error()  # one line per problem, ours
     try:
@@ -170,8 +173,8 @@ def convert_hf_dir(hf_dir: str | Path, run_dir: str | Path, attn_impl: str = "sd
     except pickle.UnpicklingError:  # transformers reads .bin files with torch.load(weights_only=True)
         raise RunError(f"refusing to load the weights in {hf_dir}: the pickle holds Python objects, not just "
                        "tensors (it could run code); convert a safetensors copy instead") from None
-    except (OSError, ValueError, RuntimeError) as e:
-        raise RunError(f"cannot load the GPT-2 in {hf_dir}: {str(e).strip().splitlines()[0]}") from None
+    except (OSError, ValueError, RuntimeError, SafetensorError) as e:
+        raise RunError(f"cannot load the GPT-2 in {hf_dir}: {first_line(e)}") from None
     if hf_model.config.vocab_size != GPT2_VOCAB_SIZE:
         raise UsageError(f"{hf_dir} has a vocabulary of {hf_model.config.vocab_size} tokens; "
                          f"convert-hf pairs it with GPT-2's tokenizer, which needs {GPT2_VOCAB_SIZE}")
@@ -193,4 +196,28 @@ def read_hf_config(hf_dir: Path) -> dict:
     if not isinstance(config, dict) or config.get("model_type") != "gpt2":
         found = config.get("model_type") if isinstance(config, dict) else None
         raise UsageError(f"{hf_dir} holds a {found!r} model; convert-hf reads GPT-2 (model_type 'gpt2') only")
+    check_hf_sizes(hf_dir, config)
     return config
+
+
+HF_SIZES = {"n_layer": "n_layer", "n_head": "n_head", "n_embd": "n_embd", "n_positions": "block_size",
+            "vocab_size": "vocab_size"}
+
+
+def check_hf_sizes(hf_dir: Path, config: dict) -> None:
+    """The sizes in a transformers config.json, bounded like glassgpt's own and, where the
+    weights are a safetensors file, checked against its header before anything is built."""
+    for key, ours in HF_SIZES.items():
+        value = config.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= UPPER_BOUNDS[ours]:
+            raise UsageError(f"{hf_dir / 'config.json'}: {key} must be a whole number from 1 to "
+                             f"{UPPER_BOUNDS[ours]:,}, got {value!r}")
+    weights = hf_dir / "model.safetensors"
+    if weights.is_file():
+        names = weights_shapes(weights)  # a truncated or corrupt file is refused here, in one line
+        layers = {m.group(1) for name in names if (m := re.search(r"(?:^|\.)h\.(\d+)\.", name))}
+        if "n_layer" in config and len(layers) != config["n_layer"]:
+            raise RunError(f"{hf_dir}: config.json says n_layer={config['n_layer']} but model.safetensors "
+                           f"holds {len(layers)} layer(s): the folder is inconsistent")

@@ -15,12 +15,26 @@ from glassgpt.errors import UsageError
 from glassgpt.generate import STOPPED
 
 
+MAX_STOP_CHARS = 1000  # per stop string: matching is linear in the text, but a stop string is a phrase
+MAX_STOPS = 32
+
+
+def check_text(text: str, what: str) -> str:
+    """`text`, refused in one sentence when it is not valid Unicode (a command-line argument
+    holding bytes that are not UTF-8 arrives with lone surrogates in it)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise UsageError(f"{what} is not valid UTF-8 text (character {e.start}): pass it as UTF-8") from None
+    return text
+
+
 def encode_prompt(tokenizer, text: str | None) -> list[int]:
     """Prompt text -> token ids. No text (or empty text) starts from the tokenizer's
     start token (`<|endoftext|>` for GPT-2); a tokenizer without one starts from a
     newline when text is None, and an empty string is an error."""
     if text:
-        return tokenizer.encode(text)
+        return tokenizer.encode(check_text(text, "the prompt"))
     if tokenizer.eot_token is not None:
         return [tokenizer.eot_token]
     if text == "":
@@ -55,24 +69,49 @@ class StreamDecoder:
 class StopText:
     """Stop strings on streamed text. `push(text) -> (text to show, stopped)`: the text up
     to the first stop string (which is not shown), holding back any tail that could be
-    the start of one, so a stop string split across tokens is still found."""
+    the start of one, so a stop string split across tokens is still found.
+
+    Each stop string is matched by the Knuth-Morris-Pratt automaton: its state is the
+    length of the longest start of the stop string that the text so far ends with, and
+    each new character moves it in amortised constant time. So a push costs time linear
+    in the text it adds (times the number of stop strings), however long they are."""
 
     def __init__(self, stops: Iterable[str]):
-        self.stops = [s for s in stops]
+        self.stops = [check_text(s, "a stop string") for s in stops]
         if any(not s for s in self.stops):
             raise UsageError("a stop string must not be empty")
+        if len(self.stops) > MAX_STOPS:
+            raise UsageError(f"at most {MAX_STOPS} stop strings, got {len(self.stops)}")
+        if any(len(s) > MAX_STOP_CHARS for s in self.stops):
+            raise UsageError(f"a stop string is capped at {MAX_STOP_CHARS} characters, got "
+                             f"{max(len(s) for s in self.stops)}")
+        self.failure = [_failure_table(s) for s in self.stops]
+        self.matched = [0] * len(self.stops)  # per stop string: how much of its start the text ends with
         self.held = ""
         self.stopped = False
+
+    def _advance(self, i: int, char: str) -> bool:
+        """Feed one character to stop string i's automaton; True when the whole string has matched."""
+        stop, failure, m = self.stops[i], self.failure[i], self.matched[i]
+        while m and stop[m] != char:
+            m = failure[m - 1]
+        m += stop[m] == char
+        self.matched[i] = m
+        return m == len(stop)
 
     def push(self, text: str) -> tuple[str, bool]:
         if self.stopped:
             return "", True
+        start = len(self.held)
         self.held += text
-        found = [i for i in (self.held.find(s) for s in self.stops) if i >= 0]
-        if found:
-            shown, self.held, self.stopped = self.held[:min(found)], "", True
-            return shown, True
-        keep = max((n for s in self.stops for n in range(1, len(s)) if self.held.endswith(s[:n])), default=0)
+        for pos in range(start, len(self.held)):
+            char = self.held[pos]
+            hits = [i for i in range(len(self.stops)) if self._advance(i, char)]  # every automaton sees every char
+            if hits:
+                end = pos + 1 - max(len(self.stops[i]) for i in hits)  # the stop string that began first
+                shown, self.held, self.stopped = self.held[:end], "", True
+                return shown, True
+        keep = max(self.matched, default=0)  # the tail that may still grow into a stop string
         shown, self.held = self.held[:len(self.held) - keep], self.held[len(self.held) - keep:]
         return shown, False
 
@@ -80,6 +119,17 @@ class StopText:
         """The held-back tail, when the text ended without a stop string."""
         rest, self.held = ("" if self.stopped else self.held), ""
         return rest
+
+
+def _failure_table(pattern: str) -> list[int]:
+    """KMP: for each prefix of `pattern`, the length of its longest proper prefix that is also its suffix."""
+    table, k = [0] * len(pattern), 0
+    for i in range(1, len(pattern)):
+        while k and pattern[i] != pattern[k]:
+            k = table[k - 1]
+        k += pattern[i] == pattern[k]
+        table[i] = k
+    return table
 
 
 class StoppingDecoder:

@@ -164,3 +164,10 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
         return tokenizer_from_dict(json.loads(Path(path).read_text()))
     except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
         raise UsageError(f"cannot read tokenizer {path}: {e}") from None
+
+
+def describe(tokenizer: Tokenizer) -> str:
+    """A tokenizer in words, telling two char tokenizers (fitted to different texts) apart."""
+    if tokenizer.name == "char":
+        return f"a char tokenizer of {tokenizer.vocab_size} characters ({''.join(tokenizer.chars)[:30]!r}...)"
+    return f"the {tokenizer.name} tokenizer"

@@ -30,6 +30,7 @@ from glassgpt.config import GPTConfig, RunConfig, TrainConfig, changed, fixed_on
 from glassgpt.data import BatchLoader, Prefetcher, TokenDataset, eval_windows
 from glassgpt.device import resolve_device  # noqa: F401  (also glassgpt.train.resolve_device, as before)
 from glassgpt.errors import RunError, UsageError
+from glassgpt.limits import check_fits, training_bytes
 from glassgpt.model import GPT
 from glassgpt.optim import (Optimizers, adamw_for, check_optimizer_available, configure_optimizer,  # noqa: F401
                             lr_at, muon_params)  # their home is glassgpt.optim; importable from here as before
@@ -166,13 +167,14 @@ def _read_resume_state(run_dir: Path, rc: RunConfig, dist_info: Dist) -> dict:
     rules, all here: the model and recipe fields declared fixed are the saved ones (check_same_shape,
     check_same_recipe), the state belongs to the saved weights, and the number of processes is the same."""
     if dist_info.is_main:
-        ckpt.recover(run_dir)  # finish or undo a checkpoint write cut short by a kill
+        ckpt.recover(run_dir, ckpt.RUN_FILES)  # finish or undo a checkpoint write cut short by a kill
     if dist_info.world_size > 1:
         dist.barrier()
     ckpt.check_run_dir(run_dir, repair=False)
     saved, raw = ckpt.read_config(run_dir)
     check_same_shape(saved.model, rc.model, run_dir)
     check_same_recipe(saved.train, rc.train, run_dir)
+    ckpt.check_weights_fit(saved.model, run_dir / ckpt.WEIGHTS)  # before a model of that size is built
     state = ckpt.load_trainer_state(run_dir)
     if state.get("weights_sha256") != raw.get("weights_sha256"):
         raise RunError(f"{run_dir / ckpt.STATE} and {run_dir / ckpt.CONFIG} come from different checkpoints: "
@@ -322,6 +324,8 @@ def _start(rc: RunConfig, run_dir: Path, resume: bool, log, dist_info: Dist,
     dataset = _load_dataset(rc, source)
     val_data = dataset.split("val")
 
+    check_fits(training_bytes(rc.model, tc.batch_size), device, f"training this model at batch_size={tc.batch_size}",
+               "lower batch_size (raise grad_accum_steps to keep the batch), block_size, n_embd or n_layer")
     torch.manual_seed(tc.seed + dist_info.rank)  # dropout masks differ by rank; DDP copies rank 0's weights
     raw_model = GPT(rc.model).to(device)
     if saved is not None:
@@ -349,10 +353,11 @@ def _start(rc: RunConfig, run_dir: Path, resume: bool, log, dist_info: Dist,
     if resume:
         finished = metrics.final_row(state.step) if state.step >= tc.max_iters else None
         if finished is not None:
+            val = finished.get("val_loss")
             log(f"{run_dir} is complete: {state.step} of max_iters={tc.max_iters} steps, val loss "
-                f"{finished['val_loss']:.4f}; nothing to do (raise max_iters to train further)")
+                f"{'n/a' if val is None else format(val, '.4f')}; nothing to do (raise max_iters to train further)")
             return None, None, finished
-        metrics.load(up_to_step=state.step)  # every rank reads it, so all agree on which evals are done
+        metrics.load(up_to_step=state.step, warn=log)  # every rank reads it, so all agree on which evals are done
     metrics.open_tensorboard(state.step if resume else None)
     probe = None  # the fixed inputs of the analysis rows (analysis_interval), measured by the main process
     if tc.analysis_interval and dist_info.is_main:

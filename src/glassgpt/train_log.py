@@ -9,25 +9,98 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
+from typing import Callable
 
 from glassgpt import checkpoint as ckpt
-from glassgpt.errors import UsageError
+from glassgpt.errors import RunError, UsageError
 from glassgpt.flops import mfu, peak_flops  # noqa: F401  (re-exported: glassgpt.train_log.peak_flops)
 
 
-def read_metrics(run_dir: str | Path) -> list[dict]:
-    """The rows of a run's metrics.jsonl ([] when there is none); a line cut short by a kill is skipped."""
+MAX_METRICS_BYTES = 1 << 30  # a run's metrics.jsonl is KiB to MiB; a larger one is not one glassgpt wrote
+
+
+def _number(v) -> bool:
+    return v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
+
+
+def _numbers(v) -> bool:
+    return isinstance(v, list) and all(_number(x) for x in v)
+
+
+# What the pictures read from a row of a kind, beyond `kind` and `step`: the rows of
+# kind "analysis" (analysis_interval) feed dynamics.png per layer.
+ROW_FIELDS = {"analysis": {"icl_score": _number, "entropy": _numbers, "sink_share": _numbers,
+                           "first_position_share": _numbers}}
+OPTIONAL_ROW_FIELDS = {"analysis": {"induction": _numbers, "previous_token": _numbers}}
+
+
+def is_metrics_row(row) -> bool:
+    """A row glassgpt could have written: an object with a `kind` and a whole `step`, plain
+    values (numbers, strings, lists of them), numbers for its losses, and the fields its
+    kind's pictures read."""
+    if not (isinstance(row, dict) and isinstance(row.get("kind"), str)):
+        return False
+    step = row.get("step")
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+        return False
+    plain = (str, bool, int, float, type(None))
+    if not all(isinstance(v, plain) or (isinstance(v, list) and all(isinstance(x, plain) for x in v))
+               for v in row.values()):
+        return False
+    if not all(_number(v) for k, v in row.items() if k.endswith("loss")):
+        return False
+    kind = row["kind"]
+    return (all(k in row and ok(row[k]) for k, ok in ROW_FIELDS.get(kind, {}).items())
+            and all(ok(row[k]) for k, ok in OPTIONAL_ROW_FIELDS.get(kind, {}).items() if k in row))
+
+
+def read_metrics_counted(run_dir: str | Path) -> tuple[list[dict], int]:
+    """The rows of a run's metrics.jsonl ([] when there is none) and how many lines were
+    skipped as unreadable: cut short by a kill, not UTF-8, not JSON, not a row."""
     path = Path(run_dir) / ckpt.METRICS
-    rows = []
-    for line in path.read_text().splitlines() if path.is_file() else []:
+    if not path.is_file():
+        return [], 0
+    if path.stat().st_size > MAX_METRICS_BYTES:
+        raise RunError(f"{path} is {path.stat().st_size:,} bytes, more than a run's metrics can be: "
+                       "move it aside and the run loads without its curves")
+    rows, skipped = [], 0
+    for line in path.read_bytes().splitlines():
+        if not line.strip():
+            continue
         try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a line half-written when the process died
-        if isinstance(row, dict):
+            row = json.loads(line.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            row = None  # e.g. a line half-written when the process died
+        if is_metrics_row(row):
             rows.append(row)
+        else:
+            skipped += 1
+    return rows, skipped
+
+
+def read_metrics(run_dir: str | Path, warn: Callable[[str], None] | None = None) -> list[dict]:
+    """The readable rows of a run's metrics.jsonl; `warn` hears how many lines were skipped."""
+    rows, skipped = read_metrics_counted(run_dir)
+    if skipped and warn is not None:
+        warn(f"skipped {skipped} unreadable line(s) of {Path(run_dir) / ckpt.METRICS}")
     return rows
+
+
+def append_line(path: Path, line: str) -> None:
+    """Append one line to a text file, starting on a line of its own whatever the file ends
+    with (a line torn by a kill stays torn, and the new row is not glued onto it). A link
+    is not written through."""
+    if path.is_symlink():
+        raise RunError(f"{path} is a symbolic link, and glassgpt appends only to its own files: "
+                       "replace it with a copy of the file")
+    with open(path, "ab+") as f:
+        torn = False
+        if f.seek(0, os.SEEK_END) > 0:
+            f.seek(-1, os.SEEK_END)
+            torn = f.read(1) != b"\n"
+        f.write((b"\n" if torn else b"") + line.encode("utf-8") + b"\n")
 
 
 def check_tensorboard_available() -> None:
@@ -56,11 +129,11 @@ class MetricsLog:
         """The "final" row written when a run finished at `step`, or None if it did not finish there."""
         return next((r for r in reversed(self.read_rows()) if r.get("kind") == "final" and r.get("step") == step), None)
 
-    def load(self, up_to_step: int) -> None:
+    def load(self, up_to_step: int, warn: Callable[[str], None] | None = None) -> None:
         """On resume: keep the rows up to the checkpoint, drop the ones after it (and
-        a last line cut short by a kill)."""
+        lines that cannot be read, such as a last line cut short by a kill: `warn` hears how many)."""
         if self.path.is_file():
-            self.rows = [r for r in self.read_rows() if r.get("step", math.inf) <= up_to_step
+            self.rows = [r for r in read_metrics(self.path.parent, warn) if r.get("step", math.inf) <= up_to_step
                          and r.get("kind") != "final"]
         if self.enabled:
             ckpt.atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in self.rows))
@@ -82,8 +155,7 @@ class MetricsLog:
         self.rows.append(row)
         if not self.enabled:
             return
-        with open(self.path, "a") as f:
-            f.write(json.dumps(row) + "\n")
+        append_line(self.path, json.dumps(row))
         if self.writer is not None and row.get("kind") in ("train", "eval", "eval_task"):
             for key, value in row.items():
                 if key not in ("kind", "step") and isinstance(value, (int, float)) and not isinstance(value, bool):

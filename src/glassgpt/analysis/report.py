@@ -14,6 +14,7 @@ import html
 import io
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -27,6 +28,8 @@ from glassgpt.analysis.plots import plot_attention_grid, plot_head_heatmap, plot
 from glassgpt.analysis.suite import analyze
 from glassgpt.analysis.summary import definitions, layer_lines, summarize
 from glassgpt.errors import UsageError
+from glassgpt.limits import check_fits, inference_bytes
+from glassgpt.text import check_text
 
 DEFAULT_PROMPT = "First Citizen:\nBefore we proceed any further, hear me speak."
 DEFAULT_PROMPT_TOKENS = 48  # prompt taken from the validation split when none is given
@@ -66,7 +69,7 @@ def prompt_ids(prompt: str | None, tokenizer, block_size: int, fallback: list[in
     elif prompt == "":
         raise UsageError("--prompt is empty: give some text to analyse, or leave --prompt out for the default")
     else:
-        ids = tokenizer.encode(prompt)  # raises UsageError naming a character outside the vocabulary
+        ids = tokenizer.encode(check_text(prompt, "--prompt"))  # UsageError naming a character outside the vocabulary
         if len(ids) > block_size:
             raise UsageError(f"--prompt is {len(ids)} tokens, longer than the model's block_size {block_size}: shorten it")
     if len(ids) < 2:
@@ -209,6 +212,7 @@ def render_html(run_dir: Path, results: dict, pngs: dict[str, bytes], prompt_tex
         f"(on {results['ablation_tokens'][0]} window(s) of {results['ablation_tokens'][1]} tokens).</p>",
         _img("ablation.png", pngs["ablation.png"]),
         _evaluations_html(eval_task_rows(run_dir)),
+        _saes_html(run_dir),
         _dynamics_section(pngs),
         "<p class='note'>All numbers: analysis.json next to this file.</p></body></html>",
     ]
@@ -218,6 +222,25 @@ def render_html(run_dir: Path, results: dict, pngs: dict[str, bytes], prompt_tex
 def eval_task_rows(run_dir: Path) -> list[dict]:
     """The `glassgpt eval --append-metrics` results in the run's metrics.jsonl, oldest first."""
     return [row for row in read_metrics(run_dir) if row.get("kind") == "eval_task"]
+
+
+def _saes_html(run_dir: Path) -> str:
+    """The run's sparse autoencoders (glassgpt sae), their figures and their feature pages."""
+    items = []
+    for path in sorted((run_dir / "sae").glob("*/evaluation.json")):
+        try:
+            e = json.loads(path.read_text(encoding="utf-8"))
+            figures = (f"L0 {float(e['l0']):.1f}, FVU {float(e['fvu']):.3f}, CE loss recovered "
+                       f"{float(e['ce_loss_recovered']):.3f}, {int(e['dead_features'])} dead of {int(e['width'])}")
+        except (OSError, ValueError, KeyError, TypeError, RecursionError):
+            continue  # an SAE folder that cannot be read is left out of the report
+        page = path.parent / "features.html"
+        items.append(f"<li><code>{html.escape(path.parent.name)}</code>: {figures} — features: "
+                     f"<code>{html.escape(str(page))}</code></li>")
+    if not items:
+        return ""
+    return ("<h2 id='saes'>Sparse autoencoders</h2><p>From <code>glassgpt sae</code>; each feature page lists "
+            f"the features' top contexts and logit effects.</p><ul>{''.join(items)}</ul>")
 
 
 def _evaluations_html(rows: list[dict]) -> str:
@@ -272,10 +295,27 @@ def progress_bars(disable: bool | None = None):
 
 # ---------------------------------------------------------------- writing
 
+# The files a report folder holds; `--out` may replace a folder that holds these and nothing else.
+REPORT_FILES = re.compile(r"report\.html|analysis\.json|attention_layer\d+\.png|depth_scan\.png|sink_first_position\.png"
+                          r"|sink_max_key\.png|attention_distance\.png|previous_token\.png|prefix_matching\.png"
+                          r"|logit_lens\.png|induction\.png|ablation\.png|dynamics\.png")
+
+
 def check_out_dir(out: Path) -> None:
-    """Refuse to replace a folder that is not an earlier analysis (it could be the run itself)."""
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / NUMBERS).is_file())):
-        raise UsageError(f"{out} exists and is not an analysis folder: choose another --out")
+    """Refuse to replace anything but a new folder, an empty one, or an earlier report
+    that holds nothing else (the folder could be the run itself, or the user's)."""
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise UsageError(f"{out} exists and is not a folder: choose another --out")
+    if not out.exists():
+        return
+    entries = list(out.iterdir())
+    if not entries:
+        return
+    foreign = [p.name for p in entries if not (REPORT_FILES.fullmatch(p.name) and p.is_file() and not p.is_symlink())]
+    if foreign or not (out / NUMBERS).is_file():
+        what = f"it holds {foreign[0]!r}, which" if foreign else "it has no analysis.json, so it"
+        raise UsageError(f"{out} is not an earlier glassgpt report ({what} glassgpt did not write) and would be "
+                         "replaced: choose a new or empty --out")
 
 
 def replace_dir(tmp: Path, out: Path) -> None:
@@ -291,10 +331,10 @@ def replace_dir(tmp: Path, out: Path) -> None:
 
 def write_report(run_dir: str | Path, prompt: str | None = None, out: str | Path | None = None,
                  num_windows: int = 8, device: str = "cpu", seed: int = 0, dtype: str = "float32",
-                 progress=None) -> Path:
+                 progress=None, warn=None) -> Path:
     """Analyse a run and write report.html, analysis.json and the PNGs into `out`
     (default RUN_DIR/analysis). `dtype` is load_run's; `progress(stage, done, total)` hears
-    how far it is. Returns `out`."""
+    how far it is, `warn(text)` of lines of metrics.jsonl that could not be read. Returns `out`."""
     from glassgpt.checkpoint import load_run
 
     run_dir = Path(run_dir)
@@ -313,13 +353,15 @@ def write_report(run_dir: str | Path, prompt: str | None = None, out: str | Path
         targets = torch.tensor([ids[1:] + [-1]])
         source = (f"the prompt itself ({len(ids)} tokens), because the run's dataset "
                   f"{run_config.train.dataset!r} is not prepared here with this run's tokenizer")
+    check_fits(inference_bytes(model.config, 1, windows.size(1)), device,
+               f"analysing windows of {windows.size(1)} tokens", "give a shorter --prompt, or analyse on a GPU")
 
     tokens = token_labels(tokenizer, ids)
     generator = torch.Generator().manual_seed(seed)
     results = analyze(model, torch.tensor(ids), windows, targets, tokens=tokens, generator=generator,
                       progress=progress, vocab_size=tokenizer.vocab_size)
     pngs = {name: png_bytes(fig) for name, fig in figures(results, tokens).items()}
-    metrics_rows = read_metrics(run_dir)
+    metrics_rows = read_metrics(run_dir, warn)
     if analysis_rows(metrics_rows):  # trained with analysis_interval: the curves of the run
         pngs[DYNAMICS] = png_bytes(plot_dynamics(metrics_rows))
     prompt_text = tokenizer.decode(ids)

@@ -1,0 +1,497 @@
+"""Hostile input: folders and run directories a careless user or a stranger could hand
+glassgpt. Every command must end in exit 0, 1 or 2 with no traceback, never change a
+file outside the run, and never lose a file of the run (or of a folder that is not one).
+
+The commands run in process (`glassgpt.cli.main`), as the console script calls it, so
+hundreds of corrupted runs cost seconds. The cases the hostile-input review found come
+first, one test each; then the fuzzing (hypothesis) over every file of a run.
+"""
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from glassgpt import checkpoint as ckpt
+from glassgpt.cli import main
+from glassgpt.config import load_run_config
+from glassgpt.text import MAX_STOP_CHARS, StopText
+from glassgpt.train import train
+
+from conftest import make_tiny_run
+from test_inference import push_all
+
+TINY = ["n_layer=1", "n_head=2", "n_embd=16", "block_size=16", "batch_size=2", "max_iters=2", "eval_interval=1",
+        "eval_iters=1", "log_interval=1", "warmup_iters=1", "device=cpu"]
+
+
+def cli(*argv) -> tuple[int, str, str]:
+    """`glassgpt ARGV` in process: (exit status, stdout, stderr). Any exception other than
+    SystemExit propagates, and fails the test: it would have been a traceback."""
+    import contextlib
+    import io
+
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main([str(a) for a in argv])
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    return code, out.getvalue(), err.getvalue()
+
+
+def assert_refused(result, code: int, *fragments: str) -> None:
+    status, _, err = result
+    assert status == code, (status, err)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("glassgpt") and ": error: " in lines[0], err
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """Every entry below `folder` (links not followed) -> a digest of what it is."""
+    found = {}
+    for root, dirs, files in os.walk(folder):
+        for name in dirs + files:
+            path = Path(root) / name
+            rel = str(path.relative_to(folder))
+            if path.is_symlink():
+                found[rel] = "link:" + os.readlink(path)
+            elif path.is_file():
+                found[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
+            else:
+                found[rel] = "dir"
+    return found
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, prepared_data_dir) -> Path:
+    """A run trained for two steps on shakespeare-char: every file a run has."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GLASSGPT_DATA_DIR", str(prepared_data_dir))
+        run_dir = tmp_path_factory.mktemp("hostile") / "run"
+        train(load_run_config("cpu-baby", TINY), run_dir, log=lambda line: None)
+    return run_dir
+
+
+@pytest.fixture
+def run_copy(trained_run, tmp_path, data_env) -> Path:
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained_run, run_dir, symlinks=True)
+    return run_dir
+
+
+@pytest.fixture
+def outside(tmp_path) -> Path:
+    """Files of the user's, beside the run: no command may change them."""
+    folder = tmp_path / "outside"
+    folder.mkdir()
+    (folder / "victim").write_text("the user's own file\n")
+    (folder / "victim.tmp").write_text("the user's draft\n")
+    (folder / "analysis.json").write_text("{}")
+    return folder
+
+
+# ---------------------------------------------------------------- write only what you own
+
+@pytest.mark.parametrize("command", [["sample"], ["eval"], ["analyze"], ["demo"], ["train", "--resume", "--out"]])
+def test_a_folder_that_is_not_a_run_is_left_exactly_as_it_was(tmp_path, command, data_env):
+    folder = tmp_path / "d"
+    folder.mkdir()
+    (folder / "draft.tmp").write_text("work")
+    (folder / "config.json.tmp").write_text("also the user's")
+    (folder / ".checkpoint-commit.json").write_text(json.dumps(["draft"]))
+    before = snapshot(folder)
+    status, _, err = cli(*command, folder)
+    assert status == 2, err
+    assert snapshot(folder) == before  # nothing deleted, no .lock left
+
+
+def test_train_into_a_folder_of_the_users_is_refused_and_touches_nothing(tmp_path, monkeypatch, data_env):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes.txt").write_text("mine")
+    (tmp_path / "config.json").write_text('{"mine": true}')
+    (tmp_path / "loss.png.tmp").write_text("mine too")
+    before = snapshot(tmp_path)
+    assert_refused(cli("train", "cpu-baby", *TINY, "--out", "."), 2, "not a glassgpt run", "--out")
+    assert snapshot(tmp_path) == before
+
+
+def test_train_into_an_empty_folder_works_and_into_a_file_is_a_usage_error(tmp_path, data_env):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    status, _, err = cli("train", "cpu-baby", *TINY, "--out", empty)
+    assert status == 0, err
+    assert (empty / ckpt.MARKER).is_file() and (empty / ckpt.WEIGHTS).is_file()
+    (tmp_path / "a-file").write_text("x")
+    assert_refused(cli("train", "cpu-baby", *TINY, "--out", tmp_path / "a-file"), 2, "is a file")
+
+
+def test_analyze_out_never_replaces_a_folder_with_files_glassgpt_did_not_write(run_copy, tmp_path):
+    out = tmp_path / "report"
+    out.mkdir()
+    (out / "analysis.json").write_text("{}")  # looks like a report...
+    (out / "thesis").mkdir()  # ...but holds the user's work
+    (out / "thesis" / "chapter1.md").write_text("years of work")
+    before = snapshot(out)
+    assert_refused(cli("analyze", run_copy, "--windows", 1, "--out", out), 2, "thesis", "--out")
+    assert snapshot(out) == before
+
+
+def test_analyze_out_replaces_its_own_earlier_report(run_copy, tmp_path):
+    out = tmp_path / "report"
+    assert cli("analyze", run_copy, "--windows", 1, "--out", out)[0] == 0
+    first = set(snapshot(out))
+    status, _, err = cli("analyze", run_copy, "--windows", 1, "--out", out)
+    assert status == 0, err
+    assert set(snapshot(out)) == first
+
+
+@pytest.mark.parametrize("name", ["/ABS/victim", "../outside/victim", "sub/../../outside/victim", "victim", ".."])
+def test_a_commit_record_cannot_reach_outside_the_run(run_copy, outside, name):
+    name = name.replace("/ABS", str(outside))
+    (run_copy / ckpt.COMMIT).write_text(json.dumps([name]))
+    (outside / "victim.tmp").write_text("the user's draft\n")
+    (run_copy / (Path(name).name + ".tmp")).write_text("planted")
+    before = snapshot(outside)
+    status, _, err = cli("sample", run_copy, "--prompt", "RO", "--max-new-tokens", 3, "--seed", 1)
+    assert status == 0, err
+    assert snapshot(outside) == before
+    assert not (run_copy / ckpt.COMMIT).exists()  # the untrusted record is dropped, the run stands
+
+
+def test_a_temporary_file_planted_as_a_link_is_never_written_through(run_copy, outside, data_env):
+    for name in (ckpt.CONFIG, ckpt.WEIGHTS, ckpt.STATE, ckpt.METRICS, ckpt.PLOT):
+        os.symlink(outside / "victim", run_copy / (name + ".tmp"))
+    before = snapshot(outside)
+    status, _, err = cli("train", "--out", run_copy, "--resume", "max_iters=3")
+    assert status == 0, err
+    assert snapshot(outside) == before
+    assert (run_copy / ckpt.STATE).is_file() and not (run_copy / ckpt.STATE).is_symlink()
+
+
+def test_metrics_that_is_a_link_is_not_appended_through(run_copy, outside):
+    (run_copy / ckpt.METRICS).unlink()
+    os.symlink(outside / "victim", run_copy / ckpt.METRICS)
+    before = snapshot(outside)
+    assert_refused(cli("eval", run_copy, "--max-tokens", 64, "--append-metrics"), 1, "symbolic link")
+    assert snapshot(outside) == before
+
+
+# ---------------------------------------------------------------- untrusted files, checked before use
+
+def _edit_config(run_dir: Path, **model) -> None:
+    config = json.loads((run_dir / ckpt.CONFIG).read_text())
+    config["model"].update(model)
+    (run_dir / ckpt.CONFIG).write_text(json.dumps(config))
+
+
+@pytest.mark.parametrize("edit, code, fragment", [
+    ({"n_layer": 3_000_000}, 2, "n_layer is capped"),
+    ({"n_layer": 900}, 1, "n_layer=900 but the weights hold 1 layer"),
+    ({"vocab_size": 10**15}, 2, "vocab_size is capped"),
+    ({"vocab_size": 2**23}, 1, "disagree"),
+    ({"n_embd": 32, "n_head": 2}, 1, "disagree"),
+    ({"mlp_act": "relu2", "attn_sink": "learned"}, 1, "sink_logit"),
+])
+def test_config_json_is_checked_against_the_weights_before_a_model_is_built(run_copy, edit, code, fragment):
+    _edit_config(run_copy, **edit)
+    assert_refused(cli("sample", run_copy, "--max-new-tokens", 2), code, fragment)
+
+
+def test_a_context_too_long_for_memory_is_refused_before_scoring(run_copy):
+    _edit_config(run_copy, block_size=2**17)  # RoPE: the weights do not fix the context
+    assert_refused(cli("eval", run_copy, "--batch-size", 64), 2, "would take about", "--batch-size")
+    _edit_config(run_copy, pos_encoding="learned")
+    assert_refused(cli("sample", run_copy, "--max-new-tokens", 2), 1, "wpe.weight")
+
+
+@pytest.mark.parametrize("content", [b"", b"\x80\x02}q\x00.", b"garbage", "truncated"])
+def test_an_empty_truncated_or_foreign_trainer_state_is_refused_in_one_line(run_copy, content):
+    path = run_copy / ckpt.STATE
+    if content == "truncated":
+        content = path.read_bytes()[:200]
+    path.write_bytes(content)
+    assert_refused(cli("train", "--out", run_copy, "--resume", "max_iters=3"), 1, str(path))
+
+
+@pytest.mark.parametrize("state", [{}, {"step": 2}, [1, 2], {"step": -1, "optimizer": {}, "rng": [], "loader": {},
+                                                                "weights_sha256": "x"}])
+def test_an_incomplete_trainer_state_names_what_it_lacks(run_copy, state):
+    torch.save(state, run_copy / ckpt.STATE)
+    assert_refused(cli("train", "--out", run_copy, "--resume", "max_iters=3"), 1, ckpt.STATE)
+
+
+@pytest.mark.parametrize("tokenizer", [None, 7, {"name": "char"}, {"name": "char", "chars": ""},
+                                       {"name": "nope"}, {"name": "char", "chars": "ab"}])
+def test_a_bad_tokenizer_description_is_refused_naming_the_file(run_copy, tokenizer):
+    config = json.loads((run_copy / ckpt.CONFIG).read_text())
+    config["tokenizer"] = tokenizer
+    (run_copy / ckpt.CONFIG).write_text(json.dumps(config))
+    (run_copy / ckpt.TOKENIZER).write_text("not json")
+    status, _, err = cli("sample", run_copy, "--prompt", "a", "--max-new-tokens", 2)
+    if tokenizer == {"name": "char", "chars": "ab"}:  # a valid tokenizer smaller than the model's vocabulary
+        assert status == 0, err
+    else:
+        assert_refused((status, "", err), 1)
+
+
+def test_a_torn_or_non_utf8_metrics_file_is_read_around_and_appends_start_a_new_line(run_copy):
+    path = run_copy / ckpt.METRICS
+    path.write_bytes(path.read_bytes() + b'\xff\xfe not utf-8\n{"kind": "train", "step": 1, "train_lo')
+    status, _, err = cli("eval", run_copy, "--max-tokens", 64, "--append-metrics")
+    assert status == 0, err
+    from glassgpt.train_log import read_metrics_counted
+
+    rows, skipped = read_metrics_counted(run_copy)
+    assert rows[-1]["kind"] == "eval_task"  # not glued onto the torn line
+    assert skipped == 2
+    assert cli("eval", run_copy, "--max-tokens", 64, "--append-metrics")[0] == 0
+    assert not path.read_bytes().endswith(b"\n\n")  # after a whole line, no empty one
+    assert read_metrics_counted(run_copy)[1] == 2
+    status, _, err = cli("analyze", run_copy, "--windows", 1)
+    assert status == 0 and "skipped 2 unreadable line(s)" in err, err
+
+
+@pytest.mark.parametrize("row", [
+    {"kind": "analysis", "step": 1, "icl_score": 0.1, "entropy": "x", "sink_share": [0.2],
+     "first_position_share": [0.1]},
+    {"kind": "analysis", "step": 1, "icl_score": [], "entropy": [0.1], "sink_share": [0.2],
+     "first_position_share": [0.1], "induction": [{"a": 1}]},
+    {"kind": "eval_task", "step": 1, "task": "hellaswag", "acc": "x", "acc_norm": None},
+    {"kind": "eval", "step": 2, "val_loss": "low"},
+])
+def test_metrics_rows_of_the_wrong_shape_do_not_break_the_report_or_resume(run_copy, row):
+    with open(run_copy / ckpt.METRICS, "a") as f:
+        f.write(json.dumps(row) + "\n")
+    assert cli("analyze", run_copy, "--windows", 1)[0] == 0
+    status, _, err = cli("train", "--out", run_copy, "--resume", "max_iters=3", "analysis_interval=1")
+    assert status == 0, err
+
+
+def test_a_truncated_safetensors_given_to_convert_hf_is_one_line(tmp_path):
+    hf = tmp_path / "hf"
+    hf.mkdir()
+    (hf / "config.json").write_text(json.dumps({"model_type": "gpt2", "n_layer": 2, "n_embd": 16, "n_head": 2,
+                                                "vocab_size": 50257, "n_positions": 32}))
+    from safetensors.torch import save_file
+
+    save_file({"h.0.attn.c_attn.weight": torch.zeros(16, 48)}, str(hf / "model.safetensors"))
+    data = (hf / "model.safetensors").read_bytes()
+    (hf / "model.safetensors").write_bytes(data[: len(data) // 2])
+    assert_refused(cli("convert-hf", hf, "--out", tmp_path / "run"), 1, "truncated")
+    assert not (tmp_path / "run").exists()
+    (hf / "config.json").write_text(json.dumps({"model_type": "gpt2", "n_layer": 3_000_000}))
+    assert_refused(cli("convert-hf", hf, "--out", tmp_path / "run"), 2, "n_layer")
+
+
+# ---------------------------------------------------------------- bounds on sizes and values
+
+@pytest.mark.parametrize("override, fragment", [
+    ("n_embd=65536", "would take about"), ("vocab_size=100000000", "vocab_size is capped"),
+    ("batch_size=60000 block_size=4096", "would take about"), ("block_size=1000000", "block_size is capped"),
+    ("eval_iters=10000000", "eval_iters is capped"), ("seed=9223372036854775808", "seed is capped"),
+    ("seed=-1", "seed must not be negative"), ("n_layer=" + "[" * 3000 + "]" * 3000, "nests too deeply"),
+])
+def test_sizes_past_their_bounds_are_refused_before_allocating_and_leave_no_run(tmp_path, override, fragment, data_env):
+    out = tmp_path / "run"
+    assert_refused(cli("train", "cpu-baby", *TINY, *override.split(" "), "--out", out), 2, fragment)
+    assert not out.exists()
+
+
+def test_a_deeply_nested_toml_file_is_one_line(tmp_path):
+    path = tmp_path / "deep.toml"
+    path.write_text("[model]\nn_layer = " + "[" * 3000 + "]" * 3000 + "\n")
+    assert_refused(cli("train", path, "--out", tmp_path / "run"), 2, "too deeply")
+
+
+@pytest.mark.parametrize("args", [["--temperature", "1e-300"], ["--top-p", "1e-300"], ["--temperature", "5e-324"],
+                                  ["--temperature", "1e-30", "--top-p", "1e-30", "--top-k", "1"]])
+def test_tiny_temperatures_and_top_p_sample_as_greedy_instead_of_underflowing(run_copy, args):
+    greedy = cli("sample", run_copy, "--prompt", "RO", "--max-new-tokens", 8, "--temperature", 0)
+    status, out, err = cli("sample", run_copy, "--prompt", "RO", "--max-new-tokens", 8, "--seed", 3, *args)
+    assert status == 0, err
+    if "--top-p" not in args:
+        assert out == greedy[1]
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--temperature", "inf"], "temperature"), (["--num-samples", "1000000"], "capped"),
+    (["--prompt", "RO\udcff"], "not valid UTF-8"), (["--stop", "x" * (MAX_STOP_CHARS + 1)], "capped"),
+    (["--stop", "\udcff"], "not valid UTF-8"),
+])
+def test_sampling_arguments_out_of_bounds_are_one_line(run_copy, args, fragment):
+    assert_refused(cli("sample", run_copy, "--max-new-tokens", 2, *args), 2, fragment)
+
+
+def test_an_analysis_prompt_that_is_not_utf8_is_one_line(run_copy):
+    assert_refused(cli("analyze", run_copy, "--prompt", "RO\udcffMEO"), 2, "not valid UTF-8")
+
+
+def test_invalid_utf8_on_the_real_command_line_is_one_line(run_copy):
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "glassgpt", "sample", str(run_copy), "--prompt", b"RO\xff"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "not valid UTF-8" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_path_of_the_wrong_kind_is_a_usage_error(run_copy, tmp_path):
+    (tmp_path / "file").write_text("x")
+    assert_refused(cli("sample", tmp_path / "file"), 2, "is a file")
+    assert_refused(cli("analyze", run_copy, "--out", tmp_path / "file"), 2, "not a folder")
+    assert_refused(cli("analyze", run_copy, "--out", tmp_path / "file" / "sub"), 2, "choose another path")
+
+
+def test_the_demo_builds_for_a_run_of_one_layer_and_one_head(tmp_path):
+    pytest.importorskip("gradio")
+    from glassgpt.app import Demo, build_app
+
+    model, tokenizer, _ = ckpt.load_run(make_tiny_run(tmp_path / "run", n_layer=1, n_head=1))
+    build_app(Demo(model, tokenizer))
+
+
+def test_the_demo_refuses_inputs_a_page_should_not_send(tmp_path):
+    from glassgpt.app import Demo
+    from glassgpt.errors import UsageError
+
+    model, tokenizer, _ = ckpt.load_run(make_tiny_run(tmp_path / "run"))
+    demo = Demo(model, tokenizer)
+    for kwargs in ({"seed": 2**64}, {"seed": "x"}, {"stop": "R" * (MAX_STOP_CHARS + 1)}, {"temperature": None},
+                   {"max_new_tokens": 1.5}, {"top_k": float("nan")}):
+        args = dict(prompt="RO", max_new_tokens=4, temperature=0.8, top_k=0, top_p=1.0, seed=1, stop="")
+        args.update(kwargs)
+        with pytest.raises(UsageError):
+            list(demo.generate(**args))
+
+
+# ---------------------------------------------------------------- stop strings: right, and linear
+
+def _naive_stop(stops: list[str], chunks: list[str]) -> tuple[str, bool]:
+    """The reference: the whole text, cut where the first stop string ends earliest."""
+    text = "".join(chunks)
+    ends = [(text.find(s) + len(s), -len(s)) for s in stops if s in text]
+    if not ends:
+        return text, False
+    end, neg_len = min(ends)
+    return text[:end + neg_len], True
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.text("ab\n", min_size=1, max_size=6), min_size=1, max_size=3),
+       st.lists(st.text("ab\n", max_size=5), max_size=12))
+def test_stop_strings_are_found_across_any_split_of_the_text(stops, chunks):
+    assert push_all(StopText(stops), chunks) == _naive_stop(stops, chunks)
+
+
+def test_stop_matching_does_work_linear_in_the_text_added():
+    stop = "a" * (MAX_STOP_CHARS - 1) + "b"  # the worst case of the old quadratic check
+    matcher = StopText([stop])
+    steps = 0
+    original = StopText._advance
+
+    def counting(self, i, char):
+        nonlocal steps
+        steps += 1
+        return original(self, i, char)
+
+    StopText._advance = counting
+    try:
+        shown = "".join(matcher.push("a")[0] for _ in range(5000))
+    finally:
+        StopText._advance = original
+    assert steps == 5000  # one automaton step per character added, whatever the stop string's length
+    assert matcher.push("b") == ("", True)
+    assert shown == "a" * (5000 - (MAX_STOP_CHARS - 1))  # all but the start of the stop string
+
+
+# ---------------------------------------------------------------- fuzzing every file of a run
+
+def _mutations(draw, run_dir: Path, outside: Path) -> str:
+    files = sorted(p.name for p in run_dir.iterdir() if p.is_file())
+    main = [ckpt.CONFIG, ckpt.WEIGHTS, ckpt.STATE, ckpt.METRICS, ckpt.COMMIT]  # the files every command reads
+    name = draw(st.sampled_from(main) | st.sampled_from(files))
+    path = run_dir / name
+    kind = draw(st.sampled_from(["truncate", "empty", "garbage", "non-utf8", "json-type", "swap", "symlink-out",
+                                 "folder", "commit-escape", "flip", "config-field", "config-field"]))
+    data = path.read_bytes() if path.is_file() else b""
+    if kind == "truncate":
+        path.write_bytes(data[: draw(st.integers(0, max(len(data) - 1, 0)))])
+    elif kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "garbage":
+        path.write_bytes(draw(st.binary(max_size=64)))
+    elif kind == "non-utf8":
+        path.write_bytes(data[: len(data) // 2] + b"\xff\xfe\xc0" + data[len(data) // 2:])
+    elif kind == "json-type":
+        path.write_text(json.dumps(draw(st.sampled_from([[], 1, "x", None, {"model": []}, {"model": {"n_layer": []}},
+                                                          {"kind": "train", "step": "3"}]))))
+    elif kind == "swap":
+        other = run_dir / draw(st.sampled_from(files))
+        path.write_bytes(other.read_bytes())
+    elif kind == "symlink-out":
+        path.unlink(missing_ok=True)
+        os.symlink(outside / "victim", path)
+    elif kind == "folder":
+        path.unlink(missing_ok=True)
+        path.mkdir()
+        (path / "inside").write_text("x")
+    elif kind == "commit-escape":
+        (run_dir / ckpt.COMMIT).write_text(json.dumps([str(outside / "victim"), "../outside/victim", name]))
+        (run_dir / (name + ".tmp")).write_text("planted")
+    elif kind == "config-field":  # one setting of config.json set to a hostile value
+        config = json.loads((run_dir / ckpt.CONFIG).read_text())
+        section = draw(st.sampled_from(["model", "train", "tokenizer"]))
+        key = draw(st.sampled_from(sorted(config[section])))
+        config[section][key] = draw(st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70),
+                                              st.floats(allow_nan=True), st.text(max_size=8),
+                                              st.lists(st.integers(), max_size=3), st.just({"a": 1})))
+        (run_dir / ckpt.CONFIG).write_text(json.dumps(config))
+        return f"config {section}.{key}={config[section][key]!r}"
+    elif kind == "flip" and data:
+        at = draw(st.integers(0, len(data) - 1))
+        path.write_bytes(data[:at] + bytes([data[at] ^ 0x55]) + data[at + 1:])
+    return f"{kind} {name}"
+
+
+COMMANDS = {
+    "sample": lambda run: ["sample", run, "--prompt", "RO", "--max-new-tokens", 4, "--seed", 1],
+    "eval": lambda run: ["eval", run, "--max-tokens", 64, "--append-metrics"],
+    "analyze": lambda run: ["analyze", run, "--windows", 1],
+    "resume": lambda run: ["train", "--out", run, "--resume", "max_iters=3"],
+}
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_fuzzed_runs_give_one_clear_line_and_touch_nothing_outside(command, trained_run, tmp_path_factory, data_env):
+    @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+    @given(st.data())
+    def check(data):
+        root = tmp_path_factory.mktemp("fuzz")
+        run_dir, outside = root / "run", root / "outside"
+        shutil.copytree(trained_run, run_dir, symlinks=True)
+        outside.mkdir()
+        (outside / "victim").write_text("the user's own file\n")
+        what = _mutations(data.draw, run_dir, outside)
+        outside_before = snapshot(outside)
+        names_before = {p.name for p in run_dir.iterdir()} - {n + ".tmp" for n in ckpt.RUN_FILES} - {ckpt.COMMIT}
+        status, _, err = cli(*COMMANDS[command](run_dir))
+        assert status in (0, 1, 2), (what, status, err)
+        assert "Traceback" not in err, (what, err)
+        if status:
+            lines = [line for line in err.splitlines() if line.strip()]
+            assert len(lines) == 1 and lines[0].startswith("glassgpt: error: "), (what, err)
+        assert snapshot(outside) == outside_before, what
+        assert names_before <= {p.name for p in run_dir.iterdir()}, what  # no file of the run lost
+        shutil.rmtree(root)
+
+    check()
+
