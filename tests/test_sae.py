@@ -203,3 +203,26 @@ def test_the_report_lists_the_runs_saes(run_dir):
     assert cli("analyze", run_dir, "--windows", 1)[0] == 0
     report = (run_dir / "analysis" / "report.html").read_text()
     assert "Sparse autoencoders" in report and "blocks.0.resid_post" in report and "CE loss recovered" in report
+
+
+def test_the_sae_benchmark_runs_at_a_tiny_size(run_dir, tmp_path):
+    import importlib.util
+
+    from conftest import REPO
+
+    spec = importlib.util.spec_from_file_location("bench_sae", REPO / "benchmarks" / "bench_sae.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    path = bench.main(["--run", str(run_dir), "--hook", "blocks.0.resid_post", "--tokens", "2048",
+                       "--batch-size", "256", "--width", "64", "--k", "4", "--eval-windows", "4",
+                       "--out", str(tmp_path)])
+    record = json.loads(path.read_text())
+    assert record["machine"]["cpu_count"] and record["results"]["glassgpt"]["tokens_per_s"] > 0
+
+
+@pytest.mark.parametrize("name", ["sae_state.pt", "sae.safetensors"])
+def test_a_corrupt_sae_folder_is_one_line_on_resume(run_dir, name):
+    assert cli("sae", run_dir, "--hook", "blocks.0.resid_post", *SMALL)[0] == 0
+    path = run_dir / "sae" / "blocks.0.resid_post" / name
+    path.write_bytes(path.read_bytes()[:100])
+    assert_refused(cli("sae", run_dir, "--hook", "blocks.0.resid_post", *SMALL, "--resume"), 1, "corrupt")

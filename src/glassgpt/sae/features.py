@@ -18,9 +18,11 @@ import json
 import torch
 
 from glassgpt.sae.activations import to_rows
+from glassgpt.sae.evaluate import DENSE
 from glassgpt.sae.model import SAE
 
 HISTOGRAM_BINS = 20
+
 
 
 @torch.no_grad()
@@ -151,7 +153,9 @@ def render_features_html(title: str, evaluation: dict, features: list[dict], lim
                          token_view: tuple[list[str], list] | None = None) -> str:
     """A page of the most frequent live features (at most `limit`), with the SAE's figures on top
     and, with `token_view=(tokens, features_per_token)`, the text with the features on each token."""
-    alive = sorted((f for f in features if f["density"] > 0), key=lambda f: -f["density"])
+    # the most frequent first, but the dense ones (active on more than a tenth of the tokens) last:
+    # they are rarely readable alone
+    alive = sorted((f for f in features if f["density"] > 0), key=lambda f: (f["density"] > DENSE, -f["density"]))
     rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{v:.4g}</td></tr>" if isinstance(v, float)
                    else f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>"
                    for k, v in evaluation.items())
@@ -159,7 +163,8 @@ def render_features_html(title: str, evaluation: dict, features: list[dict], lim
              f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>",
              f"<table>{rows}</table>",
              f"<p>{len(alive)} of {len(features)} features are active on the validation windows; the "
-             f"{min(limit, len(alive))} most frequent are shown, each with its top contexts (the token where it "
+             f"{min(limit, len(alive))} most frequent are shown (the dense ones, active on more than {DENSE:.0%} of "
+             "the tokens, last), each with its top contexts (the token where it "
              "peaks is outlined; hover a token for the activation), a histogram of its activations and, for the "
              "residual stream, the tokens its direction promotes and suppresses through the unembedding.</p>"]
     if token_view is not None:
@@ -170,8 +175,9 @@ def render_features_html(title: str, evaluation: dict, features: list[dict], lim
             logits = (f"<div class='meta'>promotes {html.escape(' '.join(f['promotes']))} · suppresses "
                       f"{html.escape(' '.join(f['suppresses']))}</div>")
         contexts = "".join(_context_html(c, f["max"]) for c in f["contexts"])
+        dense = " · dense" if f["density"] > DENSE else ""
         parts.append(f"<div class='feature' id='f{f['feature']}'><b>feature {f['feature']}</b> "
-                     f"<span class='meta'>density {f['density']:.2%} · max {f['max']:.3f}</span> "
+                     f"<span class='meta'>density {f['density']:.2%}{dense} · max {f['max']:.3f}</span> "
                      f"{_histogram_svg(f['histogram'])}{logits}{contexts}</div>")
     parts.append("</body></html>")
     return "\n".join(parts)

@@ -16,11 +16,13 @@ the same activation stream at the same step, so 2 x N steps equal N, then --resu
 from __future__ import annotations
 
 import json
+import pickle
 import time
 from pathlib import Path
 from typing import Callable
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
 
 from glassgpt import checkpoint as ckpt
@@ -99,8 +101,13 @@ def run_sae(run_dir: str | Path, hook: str, *, head: int | None = None, width: i
             changed = [k for k in identity if not isinstance(saved, dict) or saved.get(k) != identity[k]]
             raise UsageError(f"cannot resume {out} with other settings ({', '.join(changed)} differ): resume with "
                              "the settings it was started with, or choose another --out")
-        load_model(sae, str(out / WEIGHTS), device=str(device))
-        trainer.load_state_dict(torch.load(out / STATE, map_location="cpu", weights_only=True))
+        try:
+            load_model(sae, str(out / WEIGHTS), device=str(device))
+            trainer.load_state_dict(torch.load(out / STATE, map_location="cpu", weights_only=True))
+        except (OSError, RuntimeError, EOFError, KeyError, TypeError, ValueError, AttributeError,
+                pickle.UnpicklingError, SafetensorError) as e:
+            raise RunError(f"cannot resume the SAE in {out} ({ckpt.first_line(e)}): its files are corrupt; "
+                           "train into another --out") from None
         rows = [r for r in read_metrics(out) if r["step"] <= trainer.step]  # the same file name as a run's
     out.mkdir(parents=True, exist_ok=True)
 
@@ -152,7 +159,7 @@ def load_sae(folder: str | Path, device: str = "cpu") -> tuple[SAE, dict]:
     try:
         sae = SAE(SAEConfig(**identity["sae"]))
         load_model(sae, str(folder / WEIGHTS), device=str(device))
-    except (KeyError, TypeError, RuntimeError, OSError) as e:
+    except (KeyError, TypeError, RuntimeError, OSError, ValueError, SafetensorError) as e:
         raise RunError(f"{folder} does not hold a readable SAE ({ckpt.first_line(e)})") from None
     return sae.eval(), identity
 
