@@ -18,7 +18,7 @@ from glassgpt.errors import GlassGPTError, UsageError
 MAX_ANALYSIS_WINDOWS = 1024
 MAX_SAMPLES = 1024  # sample --num-samples: rows of one batch
 MAX_EVAL_BATCH = 4096  # eval --batch-size
-DTYPE_CHOICES = ("auto", "float32", "bfloat16", "float16")  # glassgpt.generate.DTYPE_CHOICES, without importing torch
+DTYPE_CHOICES = ("auto", "float32", "bfloat16", "float16")  # glassgpt.precision.DTYPE_CHOICES, without importing torch
 DTYPE_HELP = "weights cast for inference (the run is untouched); auto: float16 on CPU, bfloat16 on CUDA"
 
 

@@ -26,7 +26,7 @@ from glassgpt.analysis.dynamics import DYNAMICS, analysis_rows, plot_dynamics
 from glassgpt.train_log import read_metrics
 from glassgpt.analysis.plots import plot_attention_grid, plot_head_heatmap, plot_logit_lens, token_labels
 from glassgpt.analysis.suite import analyze
-from glassgpt.analysis.summary import layer_lines, summarize
+from glassgpt.analysis.summary import definitions, layer_lines, summarize
 from glassgpt.errors import UsageError
 from glassgpt.limits import check_fits, inference_bytes
 from glassgpt.text import check_text
@@ -163,6 +163,8 @@ def render_html(run_dir: Path, results: dict, pngs: dict[str, bytes], prompt_tex
         f"<p class='note'>Validation windows: {e(source)}.</p>",
         "<h2 id='summary'>Summary</h2>",
         "".join(f"<p>{e(p)}</p>" for p in summarize(results).split("\n\n")),
+        "<p class='note'>The words above, as the numbers decide them:</p><ul class='note'>"
+        + "".join(f"<li>{e(d)}</li>" for d in definitions(results)) + "</ul>",
         "<h2 id='attention-maps'>Attention maps</h2><p>Every head of every layer on the prompt: queries down, "
         "keys across. A bright diagonal is local attention; a bright column is a sink.</p>",
         "".join(_img(f"attention_layer{i}.png", pngs[f"attention_layer{i}.png"]) for i in range(L)),
@@ -170,16 +172,17 @@ def render_html(run_dir: Path, results: dict, pngs: dict[str, bytes], prompt_tex
         "(1: attention spread evenly over the past; 0: all of it on one key).</p>",
         _img("depth_scan.png", pngs["depth_scan.png"]),
         "<ul>" + "".join(f"<li>{e(line)}</li>" for line in layer_lines(results)) + "</ul>",
-        "<h2 id='sinks'>Attention sinks</h2><p>Measured on the prompt: the share of each head's attention that "
-        f"lands on position 0 and on its single most-attended key. Heads at or above {results['sink_threshold']:.0%} "
-        "on one key are listed as sinks.</p>",
+        "<h2 id='sinks'>Attention sinks</h2><p>The maps: on the prompt, the share of each head's attention that "
+        "lands on position 0 and on its single most-attended key. The list: the heads whose sink share over the "
+        f"validation windows (see the summary's definitions) is at least {results['sink_threshold']:.0%}.</p>",
         _img("sink_first_position.png", pngs["sink_first_position.png"]),
         _img("sink_max_key.png", pngs["sink_max_key.png"]),
         _table(["layer", "head", "position", "token", "share", "share on position 0"],
                [[s["layer"], s["head"], s["key_index"], s["token"], f"{s['share']:.1%}", f"{s['first_position_share']:.1%}"]
                 for s in sinks]) if sinks else "<p>No sink heads.</p>",
-        f"<p>Sink rate of Gu et al. (2024) over the validation windows: per layer, the fraction of heads whose mean "
-        f"attention to a key (from the rows that can see it) exceeds {results['sink_threshold']:g}.</p>",
+        f"<p>Sink rate of Gu et al. (2024) over the validation windows: per layer, the fraction of heads whose "
+        f"sink share (into any one key), or mean share on position 0, is at least {results['sink_threshold']:g}: "
+        "the heads of the list above.</p>",
         _table(["layer", "heads sinking into position 0", "heads sinking into one key"],
                [[layer, f"{float(first):.0%}", f"{float(any_key):.0%}"] for layer, (first, any_key)
                 in enumerate(zip(results["sink_rate"]["first_position"], results["sink_rate"]["any_key"]))]),
