@@ -375,7 +375,7 @@
     root.setAttribute("data-state", "loading");
     var data;
     try { data = JSON.parse(script.textContent); } catch (e) { fail(root, "The view's data could not be read: " + e.message + "."); return; }
-    inflate(data.patterns).then(function (bytes) {
+    Promise.resolve().then(function () { return inflate(data.patterns); }).then(function (bytes) {
       if (bytes.length !== data.L * data.H * data.T * (data.T + 1) / 2) throw new Error("the attention data holds " + bytes.length + " weights, not the " + data.L * data.H * data.T * (data.T + 1) / 2 + " its header promises");
       root.ggView = new View(root, data, bytes);
       root.setAttribute("data-state", "ready");
