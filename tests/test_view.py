@@ -307,3 +307,52 @@ def test_report_in_the_browser(report, run, open_page, model_and_tokenizer):
     o.page.hover(".gg-panel-lens th[data-pos='4']")
     assert "true next token" in o.page.text_content(".gg-lensdetail")
     assert o.page.locator(".gg-panel-lens table.gg-lens td[data-rank]").count() == (model.config.n_layer + 1) * (len(ids) - 1)
+
+
+# ---------------------------------------------------------------- the demo's Inside tab
+
+@pytest.fixture(scope="module")
+def demo_server(run):
+    pytest.importorskip("gradio", reason="the demo tests need the demo extra (make test installs it)")
+    from test_demo import LIMITS, free_port
+
+    from glassgpt.app import Demo, build_app
+
+    model, tokenizer, _ = load_run(run)
+    demo = Demo(model, tokenizer, LIMITS)
+    app = build_app(demo, title="glassgpt view test")
+    port = free_port()
+    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    yield f"http://127.0.0.1:{port}/", demo
+    app.close()
+
+
+def test_the_demo_inside_tab_shows_the_view_offline(demo_server, open_page, model_and_tokenizer):
+    url, demo = demo_server
+    model, tokenizer = model_and_tokenizer
+    o = open_page(url)
+    o.page.locator("#prompt textarea").fill(TEXT)
+    o.page.get_by_role("tab", name="Inside").click()
+    o.page.locator("#show-attention").click()
+    o.page.wait_for_selector("#inside-view iframe", timeout=30_000)
+    frame = o.page.frame_locator("#inside-view iframe").locator(".gg-view[data-state=ready]")
+    frame.wait_for(timeout=30_000)
+    inner = next(f for f in o.page.frames if f != o.page.main_frame)
+    ids = tokenizer.encode(TEXT)
+    _, cache = model.run_with_cache(torch.tensor([ids]))
+    check_selected_weights(inner, lambda layer: cache[f"blocks.{layer}.attn.pattern"][0], len(ids), [3, len(ids) - 1])
+
+
+def test_the_demo_inside_tab_refuses_bad_input_in_one_sentence(demo_server):
+    from gradio_client import Client
+
+    url, demo = demo_server
+    client = Client(url, verbose=False)
+    with pytest.raises(Exception, match="the prompt is empty"):
+        client.predict(text="", prompt="", layer=0, head=0, api_name="/inside")
+    with pytest.raises(UsageError, match="layer must be in 0..2 and head in 0..1"):
+        demo.inside_view(TEXT, 0, 2)
+    with pytest.raises(UsageError, match="1 token long"):
+        demo.inside_view("R")
+    html_text, rows = client.predict(text="", prompt=TEXT, layer=1, head=1, api_name="/inside")
+    assert 'data-initial-layer=&quot;1&quot;' in html_text and "srcdoc" in html_text
