@@ -24,6 +24,7 @@ from glassgpt.text import MAX_STOP_CHARS, StopText
 from glassgpt.train import train
 
 from conftest import make_tiny_run
+from test_inference import push_all
 
 TINY = ["n_layer=1", "n_head=2", "n_embd=16", "block_size=16", "batch_size=2", "max_iters=2", "eval_interval=1",
         "eval_iters=1", "log_interval=1", "warmup_iters=1", "device=cpu"]
@@ -259,6 +260,22 @@ def test_a_torn_or_non_utf8_metrics_file_is_read_around_and_appends_start_a_new_
     assert status == 0 and "skipped 2 unreadable line(s)" in err, err
 
 
+@pytest.mark.parametrize("row", [
+    {"kind": "analysis", "step": 1, "icl_score": 0.1, "entropy": "x", "sink_share": [0.2],
+     "first_position_share": [0.1]},
+    {"kind": "analysis", "step": 1, "icl_score": [], "entropy": [0.1], "sink_share": [0.2],
+     "first_position_share": [0.1], "induction": [{"a": 1}]},
+    {"kind": "eval_task", "step": 1, "task": "hellaswag", "acc": "x", "acc_norm": None},
+    {"kind": "eval", "step": 2, "val_loss": "low"},
+])
+def test_metrics_rows_of_the_wrong_shape_do_not_break_the_report_or_resume(run_copy, row):
+    with open(run_copy / ckpt.METRICS, "a") as f:
+        f.write(json.dumps(row) + "\n")
+    assert cli("analyze", run_copy, "--windows", 1)[0] == 0
+    status, _, err = cli("train", "--out", run_copy, "--resume", "max_iters=3", "analysis_interval=1")
+    assert status == 0, err
+
+
 def test_a_truncated_safetensors_given_to_convert_hf_is_one_line(tmp_path):
     hf = tmp_path / "hf"
     hf.mkdir()
@@ -372,16 +389,7 @@ def _naive_stop(stops: list[str], chunks: list[str]) -> tuple[str, bool]:
 @given(st.lists(st.text("ab\n", min_size=1, max_size=6), min_size=1, max_size=3),
        st.lists(st.text("ab\n", max_size=5), max_size=12))
 def test_stop_strings_are_found_across_any_split_of_the_text(stops, chunks):
-    matcher = StopText(stops)
-    shown, stopped = "", False
-    for chunk in chunks:
-        piece, stopped = matcher.push(chunk)
-        shown += piece
-        if stopped:
-            break
-    if not stopped:
-        shown += matcher.flush()
-    assert (shown, stopped) == _naive_stop(stops, chunks)
+    assert push_all(StopText(stops), chunks) == _naive_stop(stops, chunks)
 
 
 def test_stop_matching_does_work_linear_in_the_text_added():

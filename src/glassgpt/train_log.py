@@ -21,16 +21,39 @@ from glassgpt.flops import mfu, peak_flops  # noqa: F401  (re-exported: glassgpt
 MAX_METRICS_BYTES = 1 << 30  # a run's metrics.jsonl is KiB to MiB; a larger one is not one glassgpt wrote
 
 
+def _number(v) -> bool:
+    return v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
+
+
+def _numbers(v) -> bool:
+    return isinstance(v, list) and all(_number(x) for x in v)
+
+
+# What the pictures read from a row of a kind, beyond `kind` and `step`: the rows of
+# kind "analysis" (analysis_interval) feed dynamics.png per layer.
+ROW_FIELDS = {"analysis": {"icl_score": _number, "entropy": _numbers, "sink_share": _numbers,
+                           "first_position_share": _numbers}}
+OPTIONAL_ROW_FIELDS = {"analysis": {"induction": _numbers, "previous_token": _numbers}}
+
+
 def is_metrics_row(row) -> bool:
-    """A row glassgpt could have written: an object with a `kind` and a whole `step`, whose
-    losses are numbers (or null)."""
+    """A row glassgpt could have written: an object with a `kind` and a whole `step`, plain
+    values (numbers, strings, lists of them), numbers for its losses, and the fields its
+    kind's pictures read."""
     if not (isinstance(row, dict) and isinstance(row.get("kind"), str)):
         return False
     step = row.get("step")
     if not isinstance(step, int) or isinstance(step, bool) or step < 0:
         return False
-    return all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
-               for k, v in row.items() if k.endswith("loss"))
+    plain = (str, bool, int, float, type(None))
+    if not all(isinstance(v, plain) or (isinstance(v, list) and all(isinstance(x, plain) for x in v))
+               for v in row.values()):
+        return False
+    if not all(_number(v) for k, v in row.items() if k.endswith("loss")):
+        return False
+    kind = row["kind"]
+    return (all(k in row and ok(row[k]) for k, ok in ROW_FIELDS.get(kind, {}).items())
+            and all(ok(row[k]) for k, ok in OPTIONAL_ROW_FIELDS.get(kind, {}).items() if k in row))
 
 
 def read_metrics_counted(run_dir: str | Path) -> tuple[list[dict], int]:
