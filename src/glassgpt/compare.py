@@ -158,7 +158,7 @@ def svg_chart(series: list[dict], xlabel: str, title: str, width: int = 760, hei
         dash = ' stroke-dasharray="6 3"' if s["dashed"] else ""
         out.append(f'<polyline fill="none" stroke="{s["colour"]}" stroke-width="{2 if s["dashed"] else 1.3}"{dash} '
                    f'points="{path}"><title>{html.escape(s["name"])}</title></polyline>')
-        if s["dashed"]:
+        if s["dashed"] or len(s["points"]) == 1:  # val points, and a lone train point a line would not show
             out.extend(f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="2.5" fill="{s["colour"]}"><title>'
                        f'{html.escape(s["name"])}: {y:.4f} at {x:g}</title></circle>' for x, y in s["points"])
     out.append("</svg>")
