@@ -54,8 +54,10 @@ def whole_number(value, what: str) -> int:
 class Demo:
     """The model and tokenizer behind the page, and the two things the page asks of them."""
 
-    def __init__(self, model, tokenizer, limits: Limits = Limits(), metrics_rows: list[dict] | None = None):
+    def __init__(self, model, tokenizer, limits: Limits = Limits(), metrics_rows: list[dict] | None = None,
+                 saes: dict | None = None):
         self.model, self.tokenizer, self.limits = model.eval(), tokenizer, limits
+        self.saes = saes or {}  # name -> (SAE, its sae.json): the run's sparse autoencoders (glassgpt sae)
         # The Inside tab reads a prompt plus its generation: up to max_new_tokens tokens,
         # each at most as long as the longest text one token decodes to.
         longest_token = max(len(tokenizer.decode([i])) for i in range(tokenizer.vocab_size))
@@ -161,6 +163,51 @@ class Demo:
         return srcdoc_iframe(page(View(data, layer, head).fragment), height=1150), rows
 
 
+class SAEDemo:
+    """The Features tab: which SAE features fire on a text, and generation with one pushed on."""
+
+    def __init__(self, demo: "Demo"):
+        self.demo = demo
+
+    def _sae(self, name: str):
+        if name not in self.demo.saes:
+            raise UsageError(f"no SAE named {str(name)[:60]!r}; this run has {', '.join(self.demo.saes) or 'none'}")
+        return self.demo.saes[name]
+
+    def features(self, text: str, name: str) -> list[list]:
+        """One row per token: position, token, its most active features."""
+        from glassgpt import analysis
+        from glassgpt.sae import features_per_token
+
+        sae, identity = self._sae(name)
+        ids = self.demo.encode_prompt(text)[-self.demo.model.config.block_size:]
+        fired = features_per_token(self.demo.model, sae, identity["hook"], ids, identity.get("head"))
+        labels = analysis.token_labels(self.demo.tokenizer, ids)
+        return [[i, token, ", ".join(f"{f} ({v:.2f})" for f, v in row)] for i, (token, row) in
+                enumerate(zip(labels, fired))]
+
+    def steer(self, prompt: str, name: str, feature, strength, max_new_tokens, seed) -> str:
+        """The prompt continued (sampled at temperature 0.8) with `strength` times the feature's direction
+        added to the hook's activation at every position."""
+        from glassgpt.generate import generate, without_stopped
+        from glassgpt.sae import steering_hook
+
+        sae, identity = self._sae(name)
+        feature, seed = whole_number(feature, "the feature"), whole_number(seed, "the seed")
+        max_new_tokens = whole_number(max_new_tokens, "max new tokens")
+        strength = a_number(strength, "the strength")
+        if not 0 <= feature < sae.config.width:
+            raise UsageError(f"the feature must be in 0..{sae.config.width - 1}, got {feature}")
+        if not 1 <= max_new_tokens <= self.demo.limits.max_new_tokens or abs(strength) > 100 or not 0 <= seed < 2**63:
+            raise UsageError(f"max new tokens must be 1..{self.demo.limits.max_new_tokens}, the strength within "
+                             "±100 and the seed 0..2**63 - 1")
+        ids = self.demo.encode_prompt(prompt)
+        with self.demo.model.hooks([(identity["hook"], steering_hook(sae, feature, strength, identity.get("head")))]):
+            out = generate(self.demo.model, torch.tensor([ids]), max_new_tokens, temperature=0.8,
+                           generator=torch.Generator().manual_seed(seed), vocab_size=self.demo.tokenizer.vocab_size)
+        return prompt + self.demo.tokenizer.decode(without_stopped(out[0])[len(ids):])
+
+
 def index_picker(gr, label: str, count: int):
     """A slider over 0..count-1; a model with one layer (or one head) gets a fixed 0
     (a slider needs its minimum below its maximum)."""
@@ -224,12 +271,37 @@ def build_app(demo: Demo, title: str = "glassgpt"):
         def inside(text: str, prompt: str, layer: int, head: int):
             return demo.inside_view(text or prompt, layer, head)
 
+        if demo.saes:
+            features_tab(gr, SAEDemo(demo), on_error, limits)
+
         generate_btn.click(on_error(demo.generate), [prompt, max_new, temperature, top_k, top_p, seed, stop],
                            [output, stats], api_name="generate")
         inside_btn.click(on_error(inside), [output, prompt, layer, head], [inside_view, sinks_table],
                          api_name="inside")
     app.queue(default_concurrency_limit=limits.concurrency, max_size=limits.queue_size)
     return app
+
+
+def features_tab(gr, sae_demo: SAEDemo, on_error, limits: Limits) -> None:
+    names = list(sae_demo.demo.saes)
+    with gr.Tab("Features", elem_id="features-tab"):
+        gr.Markdown("Sparse autoencoder features (`glassgpt sae`): which fire on each token of a text, and a "
+                    "generation with one feature's direction added at its hook point.")
+        which = gr.Dropdown(names, value=names[0], label="SAE")
+        text = gr.Textbox(label="Text", value="ROMEO:", lines=2, max_length=limits.max_prompt_chars)
+        show = gr.Button("Show features", elem_id="show-features")
+        table = gr.Dataframe(headers=["position", "token", "most active features"], label="Features per token")
+        with gr.Row():
+            feature = gr.Number(value=0, precision=0, label="Feature")
+            strength = gr.Slider(-20.0, 20.0, value=5.0, step=0.5, label="Strength")
+            steer_seed = gr.Number(value=1337, precision=0, label="Seed")
+            steer_new = gr.Slider(1, limits.max_new_tokens, value=min(100, limits.max_new_tokens), step=1,
+                                  label="Max new tokens")
+        steer = gr.Button("Generate, steered", elem_id="steer")
+        steered = gr.Textbox(label="Steered text", lines=6, interactive=False, elem_id="steered")
+        show.click(on_error(sae_demo.features), [text, which], [table], api_name="features")
+        steer.click(on_error(sae_demo.steer), [text, which, feature, strength, steer_new, steer_seed], [steered],
+                    api_name="steer")
 
 
 def launch(run_dir: str, host: str = "127.0.0.1", port: int = 7860, limits: Limits = Limits(), block: bool = True,
@@ -241,7 +313,9 @@ def launch(run_dir: str, host: str = "127.0.0.1", port: int = 7860, limits: Limi
 
     model, tokenizer, _ = load_run(run_dir, dtype=dtype)  # generation and the Inside tab both use this dtype
     model = prepare_for_inference(model)
-    app = build_app(Demo(model, tokenizer, limits, read_metrics(run_dir)),
+    from glassgpt.sae import discover_saes
+
+    app = build_app(Demo(model, tokenizer, limits, read_metrics(run_dir), discover_saes(run_dir)),
                     title=f"glassgpt · {os.path.basename(os.path.normpath(run_dir))}")
     app.launch(server_name=host, server_port=port, prevent_thread_lock=not block, show_error=True)
     return app

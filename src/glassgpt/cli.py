@@ -169,6 +169,24 @@ def build_parser() -> ArgumentParser:
     p.add_argument("hf_dir", type=Path, metavar="HF_DIR", help="a folder written by GPT2LMHeadModel.save_pretrained")
     p.add_argument("--out", type=Path, required=True, metavar="RUN_DIR", help="the run directory to create")
 
+    p = sub.add_parser("sae", help="train a sparse autoencoder on a hook point of a run, evaluate it, page its features",
+                       description="Streams the hook's activations on the run's training split (nothing stored but "
+                                   "one shuffled chunk), trains a TopK SAE, evaluates it on the validation split "
+                                   "(L0, FVU, CE loss recovered) and writes RUN_DIR/sae/HOOK/features.html.")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--hook", required=True, help="a hook point of shape (B, T, C) or per head, e.g. blocks.1.resid_post")
+    p.add_argument("--head", type=non_negative_int, default=None, help="one head of a per-head hook (attn.q, k, v, z)")
+    p.add_argument("--width", type=capped_int(1 << 20), default=None, help="features (default 8 x the hook's width)")
+    p.add_argument("--k", type=positive_int, default=32, help="active features per token (TopK)")
+    p.add_argument("--batch-topk", action="store_true", help="BatchTopK: k per token on average over a batch")
+    p.add_argument("--tokens", type=capped_int(10**10), default=2_000_000, help="training tokens")
+    p.add_argument("--batch-size", type=capped_int(1 << 16), default=1024, help="tokens per step")
+    p.add_argument("--lr", type=float_arg, default=1e-3)
+    p.add_argument("--seed", type=seed_int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", type=Path, default=None, help="folder (default RUN_DIR/sae/HOOK)")
+    p.add_argument("--resume", action="store_true", help="continue the SAE in --out (or the default folder)")
+
     p = sub.add_parser("bench", help="benchmark the design's trade-offs side by side")
     p.add_argument("what", nargs="?", default="all", metavar="WHAT",
                    help="all, attention, layernorm, positions, hooks, precision, compile, kvcache, transformers, "
@@ -365,6 +383,39 @@ def cmd_convert_hf(args) -> None:
     print(f"converted {args.hf_dir} into {args.out}; sample it with: glassgpt sample {args.out}")
 
 
+def cmd_sae(args) -> None:
+    from glassgpt.device import resolve_device
+    from glassgpt.sae import run_sae
+
+    with progress_bar("SAE steps") as progress:
+        result = run_sae(args.run_dir, args.hook, head=args.head, width=args.width, k=args.k,
+                         batch_topk=args.batch_topk, tokens=args.tokens, batch_tokens=args.batch_size, lr=args.lr,
+                         seed=args.seed, device=str(resolve_device(args.device)), out=args.out, resume=args.resume,
+                         progress=progress)
+    print(f"SAE at {args.hook}: L0 {result['l0']:.1f}, FVU {result['fvu']:.3f}, CE loss recovered "
+          f"{result['ce_loss_recovered']:.3f}, {result['dead_features']} dead and {result['dense_features']} dense "
+          f"of {result['width']} features, {result['tokens_per_s']:,.0f} training tokens/s")
+
+
+def progress_bar(label: str):
+    """A tqdm bar on stderr (a terminal only), as `progress(done, total)`."""
+    import contextlib
+
+    from tqdm import tqdm
+
+    @contextlib.contextmanager
+    def bar():
+        shown = tqdm(desc=label, disable=not sys.stderr.isatty(), file=sys.stderr, leave=False)
+        try:
+            def progress(done: int, total: int) -> None:
+                shown.total = total
+                shown.update(done - shown.n)
+            yield progress
+        finally:
+            shown.close()
+    return bar()
+
+
 def cmd_bench(args) -> None:
     from glassgpt.bench import format_table, run
 
@@ -376,7 +427,8 @@ def cmd_bench(args) -> None:
 
 
 COMMANDS = {"prepare": cmd_prepare, "train": cmd_train, "sample": cmd_sample, "analyze": cmd_analyze,
-            "eval": cmd_eval, "compare": cmd_compare, "demo": cmd_demo, "convert-hf": cmd_convert_hf, "bench": cmd_bench}
+            "eval": cmd_eval, "compare": cmd_compare, "demo": cmd_demo, "convert-hf": cmd_convert_hf, "sae": cmd_sae,
+            "bench": cmd_bench}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -212,6 +212,7 @@ def render_html(run_dir: Path, results: dict, pngs: dict[str, bytes], prompt_tex
         f"(on {results['ablation_tokens'][0]} window(s) of {results['ablation_tokens'][1]} tokens).</p>",
         _img("ablation.png", pngs["ablation.png"]),
         _evaluations_html(eval_task_rows(run_dir)),
+        _saes_html(run_dir),
         _dynamics_section(pngs),
         "<p class='note'>All numbers: analysis.json next to this file.</p></body></html>",
     ]
@@ -221,6 +222,25 @@ def render_html(run_dir: Path, results: dict, pngs: dict[str, bytes], prompt_tex
 def eval_task_rows(run_dir: Path) -> list[dict]:
     """The `glassgpt eval --append-metrics` results in the run's metrics.jsonl, oldest first."""
     return [row for row in read_metrics(run_dir) if row.get("kind") == "eval_task"]
+
+
+def _saes_html(run_dir: Path) -> str:
+    """The run's sparse autoencoders (glassgpt sae), their figures and their feature pages."""
+    items = []
+    for path in sorted((run_dir / "sae").glob("*/evaluation.json")):
+        try:
+            e = json.loads(path.read_text(encoding="utf-8"))
+            figures = (f"L0 {float(e['l0']):.1f}, FVU {float(e['fvu']):.3f}, CE loss recovered "
+                       f"{float(e['ce_loss_recovered']):.3f}, {int(e['dead_features'])} dead of {int(e['width'])}")
+        except (OSError, ValueError, KeyError, TypeError, RecursionError):
+            continue  # an SAE folder that cannot be read is left out of the report
+        page = path.parent / "features.html"
+        items.append(f"<li><code>{html.escape(path.parent.name)}</code>: {figures} — features: "
+                     f"<code>{html.escape(str(page))}</code></li>")
+    if not items:
+        return ""
+    return ("<h2 id='saes'>Sparse autoencoders</h2><p>From <code>glassgpt sae</code>; each feature page lists "
+            f"the features' top contexts and logit effects.</p><ul>{''.join(items)}</ul>")
 
 
 def _evaluations_html(rows: list[dict]) -> str:

@@ -1,0 +1,177 @@
+"""`glassgpt sae RUN_DIR --hook NAME`: train an SAE on a run's activations, evaluate it, and
+write its folder (default RUN_DIR/sae/<hook>):
+
+    sae.safetensors   the SAE's weights
+    sae.json          what it is: the hook, its config and training config, the run's weights SHA-256
+    sae_state.pt      the optimizer, each feature's tokens since it fired, the step (for --resume)
+    metrics.jsonl     one row per logged step
+    evaluation.json   L0, FVU, CE loss recovered, dead and dense features, tokens/s
+    features.json     every feature's contexts, histogram, density and logit effect
+    features.html     the page of the live features
+
+Checkpoints are all-or-nothing (`glassgpt.atomic.commit_files`), and a resume continues
+the same activation stream at the same step, so 2 x N steps equal N, then --resume, then N.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_model, save_model
+
+from glassgpt import checkpoint as ckpt
+from glassgpt.atomic import atomic_write_text, commit_files, recover
+from glassgpt.errors import RunError, UsageError
+from glassgpt.sae.activations import ActivationStream, check_hook
+from glassgpt.sae.evaluate import evaluate_sae
+from glassgpt.sae.features import feature_stats, features_per_token, render_features_html
+from glassgpt.sae.model import SAE, SAEConfig
+from glassgpt.sae.training import SAETrainConfig, SAETrainer, train_sae
+from glassgpt.train_log import read_metrics
+
+WEIGHTS, CONFIG, STATE, METRICS = "sae.safetensors", "sae.json", "sae_state.pt", "metrics.jsonl"
+EVALUATION, FEATURES, PAGE = "evaluation.json", "features.json", "features.html"
+SAE_FILES = (WEIGHTS, CONFIG, STATE, METRICS, EVALUATION, FEATURES, PAGE, ckpt.COMMIT)
+
+
+def default_out(run_dir: Path, hook: str, head: int | None) -> Path:
+    return run_dir / "sae" / (hook if head is None else f"{hook}.head{head}")
+
+
+def check_out(out: Path, resume: bool) -> None:
+    """A new or empty folder, or (with --resume) an SAE folder glassgpt wrote."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"{out} is a file, not a folder: choose another --out")
+    ours = (out / CONFIG).is_file()
+    if resume and not ours:
+        raise UsageError(f"{out} holds no SAE to resume ({CONFIG} is missing): leave out --resume")
+    if not resume and out.is_dir() and any(out.iterdir()):
+        hint = "pass --resume to continue it, or choose another --out" if ours else "choose a new or empty --out"
+        raise UsageError(f"{out} is not empty: {hint}")
+
+
+def identity_of(hook: str, head, sae_config: SAEConfig, train_config: SAETrainConfig, run_raw: dict, seed: int,
+                batch_tokens: int) -> dict:
+    """What sae.json records, and what a resume must find unchanged."""
+    return {"hook": hook, "head": head, "sae": sae_config.to_dict(), "train": train_config.to_dict(),
+            "seed": seed, "batch_tokens": batch_tokens, "run_weights_sha256": run_raw.get("weights_sha256")}
+
+
+def run_sae(run_dir: str | Path, hook: str, *, head: int | None = None, width: int | None = None, k: int = 32,
+            batch_topk: bool = False, tokens: int = 2_000_000, batch_tokens: int = 1024, lr: float = 1e-3,
+            seed: int = 0, device: str = "cpu", out: str | Path | None = None, resume: bool = False,
+            eval_windows: int = 32, checkpoint_every: int = 250, log: Callable[[str], None] = print,
+            progress: Callable[[int, int], None] | None = None) -> dict:
+    """Train, evaluate and describe an SAE at `hook` of the run in `run_dir`; returns the evaluation."""
+    from glassgpt.data import TokenDataset, eval_windows as spread_windows
+
+    run_dir = Path(run_dir)
+    model, tokenizer, run_config = ckpt.load_run(run_dir, device)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    d_in = check_hook(model, hook, head)
+    sae_config = SAEConfig(d_in=d_in, width=width or 8 * d_in, k=k, batch_topk=batch_topk)
+    if tokens < batch_tokens:
+        raise UsageError(f"--tokens {tokens:,} is less than one batch of --batch-size {batch_tokens:,} tokens")
+    train_config = SAETrainConfig(steps=tokens // batch_tokens, lr=lr)
+    try:
+        dataset = TokenDataset.load(run_config.train.dataset)
+    except UsageError as e:
+        raise UsageError(f"the run's data is not ready here ({e})") from None
+    if dataset.tokenizer.to_dict() != tokenizer.to_dict():
+        raise UsageError(f"dataset {run_config.train.dataset} here is prepared with another tokenizer than the run's")
+    out = Path(out) if out is not None else default_out(run_dir, hook, head)
+    check_out(out, resume)
+    _, run_raw = ckpt.read_config(run_dir)
+    identity = identity_of(hook, head, sae_config, train_config, run_raw, seed, batch_tokens)
+
+    sae = SAE(sae_config, generator=torch.Generator().manual_seed(seed)).to(device)
+    trainer = SAETrainer(sae, train_config)
+    rows: list[dict] = []
+    if resume:
+        recover(out, SAE_FILES)
+        saved = ckpt.read_json(out / CONFIG)
+        if saved != identity:
+            changed = [k for k in identity if not isinstance(saved, dict) or saved.get(k) != identity[k]]
+            raise UsageError(f"cannot resume {out} with other settings ({', '.join(changed)} differ): resume with "
+                             "the settings it was started with, or choose another --out")
+        try:
+            load_model(sae, str(out / WEIGHTS), device=str(device))
+            trainer.load_state_dict(torch.load(out / STATE, map_location="cpu", weights_only=True))
+        except (OSError, RuntimeError, EOFError, KeyError, TypeError, ValueError, AttributeError,
+                pickle.UnpicklingError, SafetensorError) as e:
+            raise RunError(f"cannot resume the SAE in {out} ({ckpt.first_line(e)}): its files are corrupt; "
+                           "train into another --out") from None
+        rows = [r for r in read_metrics(out) if r["step"] <= trainer.step]  # the same file name as a run's
+    out.mkdir(parents=True, exist_ok=True)
+
+    def save() -> None:
+        commit_files(out, {
+            WEIGHTS: lambda p: save_model(sae, str(p)),
+            CONFIG: lambda p: p.write_text(json.dumps(identity, indent=2)),
+            STATE: lambda p: torch.save(trainer.state_dict(), p),
+            METRICS: lambda p: p.write_text("".join(json.dumps(r) + "\n" for r in rows)),
+        })
+
+    stream = ActivationStream(model, dataset.split("train"), hook, batch_tokens=batch_tokens, seed=seed, head=head)
+    started, first_step = time.perf_counter(), trainer.step
+
+    def on_step(metrics: dict) -> None:
+        if metrics["step"] % 10 == 0 or metrics["step"] == train_config.steps:
+            rows.append({"kind": "train", **metrics})
+        if metrics["step"] % checkpoint_every == 0:
+            save()
+        if progress is not None:
+            progress(metrics["step"], train_config.steps)
+
+    train_sae(stream.batches(trainer.step), sae, train_config, on_step=on_step, trainer=trainer)
+    seconds = time.perf_counter() - started
+    tokens_per_s = (trainer.step - first_step) * batch_tokens / max(seconds, 1e-9)
+    save()
+
+    val = dataset.split("val")
+    windows, targets = next(spread_windows(val, model.config.block_size, eval_windows, max_batches=1))
+    windows, targets = windows.to(device), targets.to(device)
+    evaluation = {**evaluate_sae(model, sae, hook, windows, targets, head), "tokens_per_s": tokens_per_s,
+                  "train_tokens": trainer.step * batch_tokens, "hook": hook, "head": head}
+    from glassgpt.analysis.plots import token_labels
+
+    features = feature_stats(model, sae, hook, windows, lambda ids: token_labels(tokenizer, ids), head)
+    text_ids = windows[0].tolist()
+    token_view = (token_labels(tokenizer, text_ids), features_per_token(model, sae, hook, text_ids, head))
+    atomic_write_text(out / EVALUATION, json.dumps(evaluation, indent=2))
+    atomic_write_text(out / FEATURES, json.dumps(features))
+    atomic_write_text(out / PAGE, render_features_html(f"SAE features of {run_dir.name} at {hook}", evaluation,
+                                                       features, token_view=token_view))
+    return evaluation
+
+
+def load_sae(folder: str | Path, device: str = "cpu") -> tuple[SAE, dict]:
+    """An SAE folder written by `run_sae`: (the SAE in eval mode, its sae.json)."""
+    folder = Path(folder)
+    identity = ckpt.read_json(folder / CONFIG)
+    try:
+        sae = SAE(SAEConfig(**identity["sae"]))
+        load_model(sae, str(folder / WEIGHTS), device=str(device))
+    except (KeyError, TypeError, RuntimeError, OSError, ValueError, SafetensorError) as e:
+        raise RunError(f"{folder} does not hold a readable SAE ({ckpt.first_line(e)})") from None
+    return sae.eval(), identity
+
+
+def discover_saes(run_dir: str | Path, device: str = "cpu") -> dict[str, tuple[SAE, dict]]:
+    """The readable SAE folders under RUN_DIR/sae, by folder name (an unreadable one is left out)."""
+    found = {}
+    root = Path(run_dir) / "sae"
+    for folder in sorted(root.iterdir()) if root.is_dir() else []:
+        if (folder / CONFIG).is_file() and (folder / WEIGHTS).is_file():
+            try:
+                found[folder.name] = load_sae(folder, device)
+            except (RunError, UsageError):
+                continue
+    return found
