@@ -18,6 +18,7 @@ import argparse
 import datetime
 import json
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -106,7 +107,7 @@ def main(argv: list[str] | None = None) -> Path:
     record = {
         "suite": "sae", "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "machine": machine_info(torch.device("cpu")), "note": args.note,
-        "command": "python benchmarks/bench_sae.py " + " ".join(argv or []),
+        "command": "python benchmarks/bench_sae.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "settings": {"run": str(args.run), "hook": args.hook, "tokens": rows.size(0), "batch_tokens": args.batch_size,
                      "width": config.width, "k": config.k, "lr": args.lr, "collect_seconds": collect_seconds,
                      "threads": torch.get_num_threads()},

@@ -167,6 +167,15 @@ def test_a_commit_record_cannot_reach_outside_the_run(run_copy, outside, name):
     assert not (run_copy / ckpt.COMMIT).exists()  # the untrusted record is dropped, the run stands
 
 
+def test_a_first_checkpoint_cut_short_after_its_commit_record_is_finished_by_a_reader(run_copy):
+    for name in (ckpt.CONFIG, ckpt.WEIGHTS, ckpt.TOKENIZER):  # the renames had not happened
+        os.replace(run_copy / name, run_copy / (name + ".tmp"))
+    (run_copy / ckpt.COMMIT).write_text(json.dumps([ckpt.CONFIG, ckpt.TOKENIZER, ckpt.WEIGHTS]))
+    status, _, err = cli("sample", run_copy, "--prompt", "RO", "--max-new-tokens", 3)
+    assert status == 0, err  # the run is recognised by its marker and rolled forward
+    assert (run_copy / ckpt.CONFIG).is_file() and not (run_copy / ckpt.COMMIT).exists()
+
+
 def test_a_temporary_file_planted_as_a_link_is_never_written_through(run_copy, outside, data_env):
     for name in (ckpt.CONFIG, ckpt.WEIGHTS, ckpt.STATE, ckpt.METRICS, ckpt.PLOT):
         os.symlink(outside / "victim", run_copy / (name + ".tmp"))

@@ -174,10 +174,10 @@ def check_run_dir(run_dir: str | Path, repair: bool = True) -> Path:
         raise UsageError(f"{run_dir} is a file, not a run directory")
     if not run_dir.is_dir():
         raise UsageError(f"run directory {run_dir} does not exist")
+    if repair:
+        recover_if_idle(run_dir)  # only in a folder that is recognisably a run
     if not (run_dir / CONFIG).is_file():
         raise UsageError(f"{run_dir} is not a run directory: it has no {CONFIG}")
-    if repair:
-        recover_if_idle(run_dir)
     if not (run_dir / WEIGHTS).is_file():
         raise UsageError(f"{run_dir} has no {WEIGHTS}: train into it first")
     return run_dir
