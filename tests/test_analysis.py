@@ -412,7 +412,8 @@ def test_analyze_writes_a_self_contained_report_with_every_section(report_dir):
         assert f"id='{section}'" in page, section
     images = re.findall(r'src="([^"]*)"', page)
     assert len(images) == 2 + 9 and all(src.startswith("data:image/png;base64,") for src in images)
-    assert "http://" not in page and "https://" not in page and "<link" not in page and "<script" not in page
+    assert "http://" not in page and "https://" not in page and "<link" not in page
+    assert not re.search(r"<script[^>]*\bsrc=", page), "the interactive view's script is inline"
     assert "validation split of the run&#x27;s dataset &#x27;shakespeare-char&#x27;" in page
     numbers = json.loads((out / "analysis.json").read_text(encoding="utf-8"))
     assert len(numbers["prompt_ids"]) == 32  # the default prompt: the start of the validation windows

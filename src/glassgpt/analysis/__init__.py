@@ -27,6 +27,7 @@ from glassgpt.analysis.streaming import (
 )
 from glassgpt.analysis.suite import analyze
 from glassgpt.analysis.summary import layer_lines, summarize
+from glassgpt.analysis.view import View, view
 
 __all__ = [
     "activation_patching", "direct_logit_attribution", "logit_difference", "mean_head", "mean_z", "patched_logits",
@@ -35,5 +36,5 @@ __all__ = [
     "analyze", "attention_distance", "attention_patterns", "batch_patterns", "depth_scan", "find_sinks",
     "head_ablation", "induction_scores", "layer_lines", "logit_lens", "normalized_entropy", "plot_attention",
     "plot_attention_grid", "plot_head_heatmap", "plot_logit_lens", "repeated_random_tokens", "sink_scores",
-    "summarize", "token_labels", "window_average", "write_report", "zero_head",
+    "summarize", "token_labels", "View", "view", "window_average", "write_report", "zero_head",
 ]

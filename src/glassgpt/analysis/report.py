@@ -150,7 +150,8 @@ def _table(header: list[str], rows: list[list]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def render_html(run_dir: Path, results: dict, pngs: dict[str, bytes], prompt_text: str, source: str) -> str:
+def render_html(run_dir: Path, results: dict, pngs: dict[str, bytes], prompt_text: str, source: str,
+                view_html: str = "") -> str:
     e = html.escape
     lens = results["logit_lens"]
     sinks = results["sinks"]
@@ -165,6 +166,8 @@ def render_html(run_dir: Path, results: dict, pngs: dict[str, bytes], prompt_tex
         "".join(f"<p>{e(p)}</p>" for p in summarize(results).split("\n\n")),
         "<p class='note'>The words above, as the numbers decide them:</p><ul class='note'>"
         + "".join(f"<li>{e(d)}</li>" for d in definitions(results)) + "</ul>",
+        ("<h2 id='interactive'>Interactive view</h2><p class='note'>Every head and every token of the prompt; works "
+         "offline. The pictures below are the same numbers as images, for papers.</p>" + view_html) if view_html else "",
         "<h2 id='attention-maps'>Attention maps</h2><p>Every head of every layer on the prompt: queries down, "
         "keys across. A bright diagonal is local attention; a bright column is a sink.</p>",
         "".join(_img(f"attention_layer{i}.png", pngs[f"attention_layer{i}.png"]) for i in range(L)),
@@ -267,6 +270,20 @@ def _dynamics_section(pngs: dict[str, bytes]) -> str:
             + _img(DYNAMICS, pngs[DYNAMICS]))
 
 
+def report_view(model, tokenizer, ids: list[int], tokens: list[str], results: dict, source: str) -> str:
+    """The interactive view of the prompt, with the suite's per-head scores (validation windows)."""
+    from glassgpt.analysis.view import render, view_data
+
+    scores = {key: results[key] for key in ("induction", "previous_token", "prefix_matching", "depth_scan",
+                                            "attention_distance", "ablation") if key in results}
+    scores.update({key: results["window_sink_scores"][key] for key in ("first_position_share", "max_key_share")})
+    note = (f"Measured on {source}; induction on repeated random tokens; attribution (direct, to the true next "
+            "token) on the prompt.")
+    data = view_data(model, ids, tokens, lambda i: token_labels(tokenizer, [i])[0], scores=scores,
+                     patterns=results["prompt_patterns"], notes={"scores": note})
+    return render(data)
+
+
 # ---------------------------------------------------------------- progress
 
 @contextlib.contextmanager
@@ -365,6 +382,7 @@ def write_report(run_dir: str | Path, prompt: str | None = None, out: str | Path
     if analysis_rows(metrics_rows):  # trained with analysis_interval: the curves of the run
         pngs[DYNAMICS] = png_bytes(plot_dynamics(metrics_rows))
     prompt_text = tokenizer.decode(ids)
+    view_html = report_view(model, tokenizer, ids, tokens, results, source)
     numbers = {
         "run_dir": str(run_dir), "prompt": prompt_text, "prompt_ids": ids, "prompt_tokens": tokens,
         "validation_source": source, "model": run_config.to_dict()["model"],
@@ -378,7 +396,8 @@ def write_report(run_dir: str | Path, prompt: str | None = None, out: str | Path
         for name, png in pngs.items():
             (tmp / name).write_bytes(png)
         (tmp / NUMBERS).write_text(json.dumps(numbers, indent=1, ensure_ascii=False), encoding="utf-8")
-        (tmp / REPORT).write_text(render_html(run_dir, results, pngs, prompt_text, source), encoding="utf-8")
+        (tmp / REPORT).write_text(render_html(run_dir, results, pngs, prompt_text, source, view_html),
+                                  encoding="utf-8")
         replace_dir(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
