@@ -18,7 +18,6 @@ import re
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -26,7 +25,12 @@ import torch
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def build_run(run_dir: Path) -> None:
+TINY = dict(n_layer=1, n_head=2, n_embd=32, block_size=64)  # --tiny: the same pipeline in seconds (a smoke test)
+
+
+def build_run(run_dir: Path, tiny: bool = False) -> None:
+    import dataclasses
+
     from glassgpt.checkpoint import save_run
     from glassgpt.config import GPTConfig, RunConfig, TrainConfig
     from glassgpt.model import GPT
@@ -34,6 +38,8 @@ def build_run(run_dir: Path) -> None:
 
     torch.manual_seed(0)
     config = GPTConfig.preset("gpt2")
+    if tiny:
+        config = dataclasses.replace(config, **TINY)
     save_run(run_dir, GPT(config), get_tokenizer("gpt2"), RunConfig(config, TrainConfig(dataset="shakespeare")))
 
 
@@ -54,13 +60,16 @@ def peak_and_wall(time_output: str) -> tuple[float, float]:
     return rss_kb / 2**20, seconds
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--windows", type=int, default=8)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--note", default="", help="what else ran on the machine (the load average after the run is recorded)")
-    args = parser.parse_args()
+    parser.add_argument("--tiny", action="store_true", help=f"a GPT-2 vocabulary on a tiny shape ({TINY}): a smoke test")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
     from glassgpt.bench.machine import machine_info
+    from glassgpt.bench.timing import stopwatch
     from glassgpt.data import prepare
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -68,12 +77,12 @@ def main() -> None:
         env = {**os.environ, "GLASSGPT_DATA_DIR": str(tmp / "data"), "OMP_NUM_THREADS": str(args.threads)}
         os.environ["GLASSGPT_DATA_DIR"] = env["GLASSGPT_DATA_DIR"]
         prepare("shakespeare")
-        build_run(tmp / "run")
+        build_run(tmp / "run", tiny=args.tiny)
         command = ["/usr/bin/time", "-v", sys.executable, "-m", "glassgpt", "analyze", str(tmp / "run"),
                    "--windows", str(args.windows), "--out", str(tmp / "report")]
-        start = time.perf_counter()
+        clock = stopwatch()
         result = subprocess.run(command, capture_output=True, text=True, env=env)
-        elapsed = time.perf_counter() - start
+        elapsed = clock()
         if result.returncode != 0:
             sys.exit(f"analyze failed:\n{result.stderr[-3000:]}")
         peak_gib, wall = peak_and_wall(result.stderr)
@@ -81,7 +90,8 @@ def main() -> None:
     record = {
         "benchmark": "analyze-gpt2-shape",
         "command": f"glassgpt analyze RUN --windows {args.windows}",
-        "model": "GPT-2 124M shape, random weights (12 layers, 12 heads, 768 wide, context 1024, vocab 50257)",
+        "model": (f"tiny shape {TINY}, GPT-2 vocabulary, random weights" if args.tiny else
+                  "GPT-2 124M shape, random weights (12 layers, 12 heads, 768 wide, context 1024, vocab 50257)"),
         "windows": args.windows, "window_length": numbers["window_length"], "threads": args.threads,
         "peak_rss_gib": round(peak_gib, 3), "wall_s": round(wall, 1), "wall_s_outer": round(elapsed, 1),
         "cpu_s": round(cpu_seconds(result.stderr), 1), "load_average_after": list(os.getloadavg()),
@@ -91,11 +101,12 @@ def main() -> None:
         "note": args.note,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"analyze-gpt2-shape-{datetime.datetime.now():%Y%m%d-%H%M%S}.json"
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"analyze-gpt2-shape-{datetime.datetime.now():%Y%m%d-%H%M%S}.json"
     path.write_text(json.dumps(record, indent=1) + "\n")
     print(json.dumps(record, indent=1))
     print(f"written to {path}")
+    return record
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ the load average before and after (the machine may be shared). Each run's dynami
 next to the JSON. Then the attention cost of each remedy: forward + backward of one attention
 layer, sdpa and manual, timed in turns in this process (ratios to attn_sink=none).
 
-Run: PYTHONPATH=src GLASSGPT_DATA_DIR=... python benchmarks/bench_dynamics.py [--runs induction,sinks-none,...]
+Run: GLASSGPT_DATA_DIR=... python benchmarks/bench_dynamics.py [--runs induction,sinks-none,...]
      [--threads 1] [--out benchmarks/results] [--note "machine was shared"]
 or, for runs already trained with `glassgpt train PRESET --out DIR/<run name>`, `--from-runs DIR`.
 Needs `glassgpt prepare repeated-random`. Writes benchmarks/results/dynamics-<date>.json.
@@ -24,15 +24,14 @@ import os
 import shutil
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "src"))
+from glassgpt.bench.machine import machine_info
+from glassgpt.bench.timing import measure, stopwatch
 
-from glassgpt.bench.machine import machine_info  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 RUNS = {
     "induction": ("induction", []),
@@ -86,9 +85,9 @@ def train_one(name: str, out_dir: Path, extra: list[str]) -> dict:
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(tmp) / name
-        started = time.perf_counter()
+        elapsed = stopwatch()
         train(run_config, run_dir, log=lambda line: print(f"[{name}] {line}", file=sys.stderr, flush=True))
-        wall = time.perf_counter() - started
+        wall = elapsed()
         return summarize_run(name, run_dir, out_dir, overrides + extra, wall, list(load_before), list(os.getloadavg()))
 
 
@@ -106,20 +105,18 @@ def attention_cost(repeats: int = 20) -> dict:
             cfg = GPTConfig(vocab_size=256, block_size=64, n_layer=1, n_head=4, n_embd=64, attn_impl=impl,
                             attn_sink=sink, pos_encoding="rope")
             layers[(sink, impl)] = CausalSelfAttention(cfg, 0)
-    times = {key: [] for key in layers}
-    for _ in range(repeats):
-        for key, layer in layers.items():
-            xi = x.clone().requires_grad_()
-            start = time.perf_counter()
-            layer(xi, rope).sum().backward()
-            times[key].append(time.perf_counter() - start)
+    def step(layer):
+        layer(x.clone().requires_grad_(), rope).sum().backward()
+
+    times = measure({key: (lambda layer=layer: step(layer)) for key, layer in layers.items()}, torch.device("cpu"),
+                    repeats=repeats, warmup=0)
     median = {key: sorted(t)[len(t) // 2] for key, t in times.items()}
     return {f"{sink}/{impl}": {"ms": round(1e3 * median[(sink, impl)], 3),
                                "ratio_to_none": round(median[(sink, impl)] / median[("none", impl)], 3)}
             for sink, impl in layers}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", default=",".join(RUNS), help=f"comma-separated, of {', '.join(RUNS)}")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (1 on a shared machine)")
@@ -128,13 +125,14 @@ def main() -> None:
     parser.add_argument("--set", nargs="*", default=[], metavar="key=value", help="overrides for every run")
     parser.add_argument("--from-runs", type=Path, default=None, metavar="DIR",
                         help="do not train: collect the figures of runs already trained into DIR/<run name>")
-    args = parser.parse_args()
+    parser.add_argument("--repeats", type=int, default=20, help="rounds of the attention-cost timing")
+    args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
     result = {"benchmark": "dynamics", "note": args.note, "machine": machine_info(torch.device("cpu")),
-              "attention_cost": attention_cost(), "runs": {}}
+              "attention_cost": attention_cost(args.repeats), "runs": {}}
     for name in args.runs.split(","):
         if args.from_runs is not None:
             result["runs"][name] = collect_one(name, args.from_runs / name, args.out)
@@ -144,6 +142,7 @@ def main() -> None:
     path = args.out / f"dynamics-{stamp}.json"
     path.write_text(json.dumps(result, indent=1))
     print(f"results written to {path}")
+    return result
 
 
 if __name__ == "__main__":

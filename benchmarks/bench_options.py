@@ -18,11 +18,11 @@ import json
 import os
 import platform
 import statistics
-import time
 from pathlib import Path
 
 import torch
 
+from glassgpt.bench.timing import measure
 from glassgpt.config import load_run_config
 from glassgpt.model import GPT
 from glassgpt.train import accumulate_gradients, apply_gradients, configure_optimizer
@@ -56,26 +56,21 @@ def make_step(overrides: list[str] | None):
     return step, {"model": dataclasses.asdict(rc.model), "optimizer": rc.train.optimizer, "B": B, "T": T}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--rounds", type=int, default=15)
     p.add_argument("--steps", type=int, default=5, help="steps per variant per round")
     p.add_argument("--note", default="")
     p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
-    args = p.parse_args()
+    p.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, of {', '.join(VARIANTS)}")
+    args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    steps = {name: make_step(ov) for name, ov in VARIANTS.items()}
-    for step, _ in steps.values():  # warm up
-        step()
+    chosen = ["cpu-baby", *(n for n in args.variants.split(",") if n != "cpu-baby")]  # the baseline first
+    steps = {name: make_step(VARIANTS[name]) for name in chosen}
     load_before = os.getloadavg()
-    times = {name: [] for name in steps}
-    for _ in range(args.rounds):
-        for name, (step, _) in steps.items():
-            t0 = time.perf_counter()
-            for _ in range(args.steps):
-                step()
-            times[name].append((time.perf_counter() - t0) / args.steps)
+    times = measure({name: step for name, (step, _) in steps.items()}, torch.device("cpu"), repeats=args.rounds,
+                    warmup=1, inner=args.steps)  # in turns, seconds per step
     base = times["cpu-baby"]
     results = {name: {"median_step_s": statistics.median(t),
                       "ratio_to_cpu_baby": statistics.median(a / b for a, b in zip(t, base)),
@@ -92,6 +87,7 @@ def main() -> None:
     path = args.out / f"options-{datetime.datetime.now():%Y%m%d-%H%M%S}.json"
     path.write_text(json.dumps(record, indent=2) + "\n")
     print(f"results written to {path}")
+    return record
 
 
 if __name__ == "__main__":

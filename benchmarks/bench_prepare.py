@@ -11,7 +11,7 @@ Measured (tokens per second, best and median of --repeats runs):
   file (reading through `datasets`, tokenizing, writing the .bin files).
 
 Writes benchmarks/results/prepare-<date>.json with the machine's description.
-Run: PYTHONPATH=src python benchmarks/bench_prepare.py [--megabytes 4] [--workers 2] [--repeats 3]
+Run: python benchmarks/bench_prepare.py [--megabytes 4] [--workers 2] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -24,8 +24,9 @@ import platform
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from glassgpt.bench.timing import stopwatch
 
 REPO = Path(__file__).resolve().parents[1]
 SHAKESPEARE = REPO.parent / "shared" / "data" / "tinyshakespeare.txt"
@@ -42,11 +43,12 @@ def shakespeare_documents(megabytes: float) -> tuple[list[str], int]:
 
 
 def timed(fn, repeats: int) -> tuple[list[float], int]:
+    """Seconds of each of `repeats` calls of fn, and the tokens the last one made."""
     seconds, tokens = [], 0
     for _ in range(repeats):
-        start = time.perf_counter()
+        elapsed = stopwatch()
         tokens = fn()
-        seconds.append(time.perf_counter() - start)
+        seconds.append(elapsed())
     return seconds, tokens
 
 
@@ -85,7 +87,7 @@ def machine_info() -> dict:
     }
 
 
-def main(argv=None) -> None:
+def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--megabytes", type=float, default=4.0)
     parser.add_argument("--workers", type=int, default=2)
@@ -137,6 +139,7 @@ def main(argv=None) -> None:
     out = args.out / f"prepare-{datetime.date.today():%Y%m%d}.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"\nwrote {out}", file=sys.stderr)
+    return result
 
 
 if __name__ == "__main__":

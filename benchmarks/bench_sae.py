@@ -20,13 +20,12 @@ import json
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
 from glassgpt.bench.machine import machine_info
-from glassgpt.bench.timing import time_call
+from glassgpt.bench.timing import stopwatch, time_call
 from glassgpt.checkpoint import load_run
 from glassgpt.data import TokenDataset, eval_windows
 from glassgpt.sae import SAE, SAEConfig, SAETrainConfig, ActivationStream, evaluate_sae, train_sae
@@ -88,9 +87,9 @@ def main(argv: list[str] | None = None) -> Path:
     for p in model.parameters():
         p.requires_grad_(False)
     dataset = TokenDataset.load(run_config.train.dataset)
-    started = time.perf_counter()
+    elapsed = stopwatch()
     rows = collect(model, dataset.split("train"), args.hook, args.tokens, args.batch_size, args.seed)
-    collect_seconds = time.perf_counter() - started
+    collect_seconds = elapsed()
     config = SAEConfig(d_in=rows.size(1), width=args.width or 8 * rows.size(1), k=args.k)
     windows, targets = next(eval_windows(dataset.split("val"), model.config.block_size, args.eval_windows,
                                          max_batches=1))

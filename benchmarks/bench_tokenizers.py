@@ -15,7 +15,7 @@ Measured, the variants taking turns (`glassgpt.bench.timing.measure`):
 
 Writes benchmarks/results/tokenizers-<date>.json with the machine described; say with
 --note when the machine was shared.
-Run: PYTHONPATH=src python benchmarks/bench_tokenizers.py [--megabytes 4] [--sizes 512,4096,16384] [--repeats 3]
+Run: python benchmarks/bench_tokenizers.py [--megabytes 4] [--sizes 512,4096,16384] [--repeats 3]
 """
 
 from __future__ import annotations

@@ -44,8 +44,9 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
+
+from glassgpt.bench.timing import stopwatch
 
 REPO = Path(__file__).resolve().parents[1]
 NANOGPT_TARGET = 1.8857  # nanoGPT's final val loss on this recipe, measured on this machine (issue 17)
@@ -71,7 +72,7 @@ def find_tinyshakespeare() -> Path:
 
 def timed_run(cmd: list[str], cwd: Path, env: dict, eval_line: re.Pattern, log_path: Path) -> dict:
     """Run cmd, stamping each eval line with the seconds since the start."""
-    started = time.perf_counter()
+    elapsed = stopwatch()
     evals = []
     with open(log_path, "w") as log:
         proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -80,9 +81,9 @@ def timed_run(cmd: list[str], cwd: Path, env: dict, eval_line: re.Pattern, log_p
             m = eval_line.match(line.strip())
             if m:
                 evals.append({"step": int(m.group(1)), "val_loss": float(m.groups()[-1]),
-                              "wall_s": time.perf_counter() - started})
+                              "wall_s": elapsed()})
         proc.wait()
-    return {"command": cmd, "returncode": proc.returncode, "wall_s": time.perf_counter() - started,
+    return {"command": cmd, "returncode": proc.returncode, "wall_s": elapsed(),
             "evals": evals, "log": str(log_path)}
 
 
@@ -126,7 +127,7 @@ def glassgpt_run(preset: str, work: Path, env: dict, extra: list[str]) -> dict:
     return result
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--nanogpt", type=Path, default=os.environ.get("NANOGPT_DIR"), help="nanoGPT checkout (or NANOGPT_DIR)")
     p.add_argument("--recipe", choices=sorted(RECIPES), default="cpu-baby",
@@ -137,13 +138,12 @@ def main() -> None:
     p.add_argument("--note", default="")
     p.add_argument("--max-iters", type=int, default=None, help="cut every run short: a smoke test, not a result")
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     nanogpt_args, presets, glass_overrides, default_target = RECIPES[args.recipe]
     presets = args.presets or presets
 
     text = find_tinyshakespeare()
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""),
-           "GLASSGPT_MIRROR": str(text.parent), "PYTHONUNBUFFERED": "1"}  # each line stamped when printed
+    env = {**os.environ, "GLASSGPT_MIRROR": str(text.parent), "PYTHONUNBUFFERED": "1"}  # each line stamped when printed
     if args.threads:
         env["OMP_NUM_THREADS"] = str(args.threads)
     work = Path(tempfile.mkdtemp(prefix="vs-nanogpt-"))
@@ -205,6 +205,7 @@ def main() -> None:
     path.write_text(json.dumps(record, indent=2) + "\n")
     print(json.dumps(summary, indent=2))
     print(f"results written to {path}" + (f" (nanoGPT skipped: {skipped})" if skipped else ""))
+    return record
 
 
 if __name__ == "__main__":

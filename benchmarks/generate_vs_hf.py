@@ -13,21 +13,22 @@ import datetime
 import json
 import os
 import platform
-import time
 from pathlib import Path
 
 import torch
 
+from glassgpt.bench.timing import stopwatch
+
 
 def timed(fn):
     """(result, wall seconds) of one call."""
-    start = time.perf_counter()
+    elapsed = stopwatch()
     result = fn()
-    return result, time.perf_counter() - start
+    return result, elapsed()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n-layer", type=int, default=12)
     parser.add_argument("--n-head", type=int, default=12)
     parser.add_argument("--n-embd", type=int, default=768)
@@ -38,7 +39,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -103,6 +104,7 @@ def main() -> None:
     path.write_text(json.dumps(record, indent=2))
     print(json.dumps(record["tokens_per_second"], indent=2))
     print(f"written to {path}")
+    return record
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """A parallel search for the data and shape that grow a real induction head fast on a CPU.
 
-    PYTHONPATH=src python benchmarks/induction_sweep.py --grid main --workers 16 --steps 4000 --out sweep.jsonl
+    python benchmarks/induction_sweep.py --grid main --workers 16 --steps 4000 --out sweep.jsonl
 
 Each configuration trains a small glassgpt model (1 CPU thread per worker process) on
 fresh batches of a synthetic stream, and every `--check` steps measures the standard
@@ -20,17 +20,16 @@ Data streams (all of random tokens from `vocab` symbols; windows start anywhere)
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import multiprocessing as mp
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+from glassgpt.bench.timing import stopwatch
 
 
 def stream_window(rng: np.random.Generator, kind: str, vocab: int, lo: int, hi: int, T: int) -> np.ndarray:
@@ -59,7 +58,7 @@ class NoMLP(torch.nn.Module):
 
 def run(cfg: dict) -> dict:
     torch.set_num_threads(1)
-    from glassgpt.analysis.measures import induction_scores, previous_token_stripe, batch_patterns
+    from glassgpt.analysis import batch_patterns, induction_scores, previous_token_stripe
     from glassgpt.config import GPTConfig
     from glassgpt.model import GPT
 
@@ -77,7 +76,7 @@ def run(cfg: dict) -> dict:
                             lr=cfg["lr"], betas=(0.9, 0.99))
     # the three longest probes that fit; the grids main, v64 and v64b ran with (8, 16, 24) at T = 64
     lengths = [n for n in (6, 8, 12, 16, 24) if n <= min(V, T // 2)][-3:]
-    curve, above, started, losses = [], 0, time.perf_counter(), []
+    curve, above, elapsed, losses = [], 0, stopwatch(), []
     for step in range(cfg["steps"] + 1):
         if step % cfg["check"] == 0:
             with torch.no_grad():
@@ -90,7 +89,7 @@ def run(cfg: dict) -> dict:
                 model.train()
             point = {"step": step, "loss": float(np.mean(losses[-cfg["check"]:])) if losses else None,
                      "induction_min": min(per_len), "induction": per_len, "prev_token_l0": prev,
-                     "seconds": time.perf_counter() - started}
+                     "seconds": elapsed()}
             curve.append(point)
             if cfg.get("progress"):  # one line per check, so a run cut short still tells its curve
                 with open(cfg["progress"], "a") as f:
@@ -110,7 +109,7 @@ def run(cfg: dict) -> dict:
         opt.zero_grad(set_to_none=True)
         losses.append(loss.item())
     formed = next((p["step"] for p in curve if p["induction_min"] >= 0.5), None)
-    seconds = time.perf_counter() - started
+    seconds = elapsed()
     return {**cfg, "formed_at": formed, "best": max(p["induction_min"] for p in curve),
             "steps_run": curve[-1]["step"], "seconds": seconds, "curve": curve}
 
@@ -162,24 +161,28 @@ def grid(name: str) -> list[dict]:
     raise SystemExit(f"unknown grid {name}")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> list[dict]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--grid", default="main")
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--workers", type=int, default=2, help="worker processes (0: run here, one after the other)")
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--progress", type=Path, default=None, help="also append every check of every run here")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     configs = [dict(c, id=i, steps=args.steps or c["steps"], progress=str(args.progress) if args.progress else None)
                for i, c in enumerate(grid(args.grid))]
     print(f"{len(configs)} configurations on {args.workers} workers", flush=True)
-    with mp.get_context("spawn").Pool(args.workers) as pool, open(args.out, "a") as out:
-        for result in pool.imap_unordered(run, configs):
+    results = []
+    with contextlib.ExitStack() as stack, open(args.out, "a") as out:
+        pool = stack.enter_context(mp.get_context("spawn").Pool(args.workers)) if args.workers else None
+        for result in (pool.imap_unordered(run, configs) if pool else map(run, configs)):
+            results.append(result)
             out.write(json.dumps(result) + "\n")
             out.flush()
             keys = ("data", "vocab", "width", "heads", "lr", "pos", "mlp")
             print(" ".join(f"{k}={result[k]}" for k in keys), f"formed_at={result['formed_at']} best={result['best']:.2f}",
                   f"steps={result['steps_run']} {result['seconds']:.0f}s", flush=True)
+    return results
 
 
 if __name__ == "__main__":

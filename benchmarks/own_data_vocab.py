@@ -9,7 +9,7 @@ whole-split validation loss converted to bits per byte of text (loss / ln 2 x to
 the one figure that compares tokenizers fairly.
 
 Writes benchmarks/results/own-data-vocab-<date>.json with the machine described.
-Run: PYTHONPATH=src python benchmarks/own_data_vocab.py [--steps 600] [--tokenizers char,bpe:512,bpe:4096]
+Run: python benchmarks/own_data_vocab.py [--steps 600] [--tokenizers char,bpe:512,bpe:4096]
 """
 
 from __future__ import annotations
@@ -20,10 +20,11 @@ import json
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
+
+from glassgpt.bench.timing import stopwatch
 
 REPO = Path(__file__).resolve().parents[1]
 LICENSES = Path("/usr/share/common-licenses")
@@ -55,9 +56,9 @@ def main(argv=None) -> dict:
             run = Path(tmp) / "runs" / name
             train = ["train", "cpu-baby", f"dataset={name}", f"max_iters={args.steps}", "device=cpu",
                      *args.extra.split(), "--out", str(run)]
-            start = time.perf_counter()
+            elapsed = stopwatch()
             glassgpt(train)
-            seconds = time.perf_counter() - start
+            seconds = elapsed()
             final = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()
                      if json.loads(line)["kind"] == "final"][-1]
             meta = json.loads((Path(os.environ["GLASSGPT_DATA_DIR"]) / name / "meta.json").read_text())

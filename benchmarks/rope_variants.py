@@ -4,58 +4,82 @@ q and k apart, a roll + addcmul form with signed sin, and a custom autograd.Func
 backward rotates the gradient by minus the angle. Prints microseconds per layer and the
 largest difference from glassgpt's form.
 
-    python benchmarks/rope_variants.py
+    python benchmarks/rope_variants.py [--repeats 30] [--inner 20]
 """
-import sys, time
-from pathlib import Path
+
+from __future__ import annotations
+
+import argparse
+import statistics
+
 import torch
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from glassgpt.bench.timing import measure
 from glassgpt.model import RotaryEmbedding, apply_rotary
-torch.manual_seed(0)
-B, nh, T, hs = 12, 4, 64, 32
-cos, sin = RotaryEmbedding(hs)(0, T)
-cosf, sinf = torch.cat([cos, cos], -1), torch.cat([-sin, sin], -1)
-def current(q, k):
-    return apply_rotary(torch.cat([q, k], dim=1), cos, sin).chunk(2, dim=1)
-def separate(q, k):
-    return apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-def rollf(x):
-    x1, x2 = x.chunk(2, dim=-1)
-    return torch.addcmul(x * cosf, torch.cat([x2, x1], -1), sinf)
-def roll(q, k):
-    return rollf(q), rollf(k)
+
+
 class Rot(torch.autograd.Function):
+    """The rotation with a hand-written backward: the gradient rotated by minus the angle."""
+
     @staticmethod
     def forward(ctx, x, cos, sin):
         ctx.save_for_backward(cos, sin)
         return apply_rotary(x, cos, sin)
+
     @staticmethod
     def backward(ctx, g):
         cos, sin = ctx.saved_tensors
         return apply_rotary(g, cos, -sin), None, None
-def func(q, k):
-    return Rot.apply(q, cos, sin), Rot.apply(k, cos, sin)
-def none(q, k):
-    return q, k
-variants = dict(none=none, current=current, separate=separate, roll=roll, func=func)
-qkv = torch.randn(B, T, 3 * nh * hs, requires_grad=True)
-def step(f):
-    q, k, v = qkv.split(nh * hs, dim=2)
-    q = q.view(B, T, nh, hs).transpose(1, 2); k = k.view(B, T, nh, hs).transpose(1, 2)
-    q, k = f(q, k)
-    (q.sum() + k.sum() * 2).backward()
-times = {n: [] for n in variants}
-for _ in range(3):
-    for n, f in variants.items(): step(f)
-for r in range(30):
-    for n, f in variants.items():
-        t = time.perf_counter()
-        for _ in range(20): step(f)
-        times[n].append((time.perf_counter() - t) / 20)
-med = {n: sorted(t)[len(t)//2] * 1e6 for n, t in times.items()}
-for n in med: print(f"{n:10s} {med[n]:8.1f} us  (+{med[n]-med['none']:.1f} over none)")
-# correctness
-q = torch.randn(B, nh, T, hs, requires_grad=True); k = torch.randn(B, nh, T, hs, requires_grad=True)
-for n in ("roll", "func", "separate"):
-    a = current(q, k); b = variants[n](q, k)
-    print(n, max((x - y).abs().max().item() for x, y in zip(a, b)))
+
+
+def variants(cos: torch.Tensor, sin: torch.Tensor) -> dict:
+    cosf, sinf = torch.cat([cos, cos], -1), torch.cat([-sin, sin], -1)
+
+    def rollf(x):
+        x1, x2 = x.chunk(2, dim=-1)
+        return torch.addcmul(x * cosf, torch.cat([x2, x1], -1), sinf)
+
+    return {
+        "none": lambda q, k: (q, k),
+        "current": lambda q, k: apply_rotary(torch.cat([q, k], dim=1), cos, sin).chunk(2, dim=1),
+        "separate": lambda q, k: (apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)),
+        "roll": lambda q, k: (rollf(q), rollf(k)),
+        "func": lambda q, k: (Rot.apply(q, cos, sin), Rot.apply(k, cos, sin)),
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--repeats", type=int, default=30, help="timed rounds, the variants in turns")
+    p.add_argument("--inner", type=int, default=20, help="calls per timed sample")
+    p.add_argument("--batch", type=int, default=12)
+    args = p.parse_args(argv)
+    torch.manual_seed(0)
+    B, nh, T, hs = args.batch, 4, 64, 32
+    cos, sin = RotaryEmbedding(hs, max_positions=T)(0, T)
+    forms = variants(cos, sin)
+    qkv = torch.randn(B, T, 3 * nh * hs, requires_grad=True)
+
+    def step(f):
+        q, k, _ = qkv.split(nh * hs, dim=2)
+        q, k = q.view(B, T, nh, hs).transpose(1, 2), k.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
+        q, k = f(q, k)
+        (q.sum() + k.sum() * 2).backward()
+
+    times = measure({n: (lambda f=f: step(f)) for n, f in forms.items()}, torch.device("cpu"),
+                    repeats=args.repeats, warmup=3, inner=args.inner)
+    med = {n: statistics.median(t) * 1e6 for n, t in times.items()}
+    for n in med:
+        print(f"{n:10s} {med[n]:8.1f} us  (+{med[n] - med['none']:.1f} over none)")
+    q = torch.randn(B, nh, T, hs, requires_grad=True)
+    k = torch.randn(B, nh, T, hs, requires_grad=True)
+    differences = {}
+    for n in ("roll", "func", "separate"):  # correctness against glassgpt's form
+        a, b = forms["current"](q, k), forms[n](q, k)
+        differences[n] = max((x - y).abs().max().item() for x, y in zip(a, b))
+        print(n, differences[n])
+    return {"median_us": med, "max_difference": differences}
+
+
+if __name__ == "__main__":
+    main()

@@ -113,8 +113,34 @@ def test_a_head_forced_to_attend_to_position_zero_is_reported_as_a_sink():
     assert find_sinks(scores, threshold=0.9) == [s | {"token": None} for s in sinks]
     assert scores["max_key_share"][0].max() < 0.3, "untouched random heads are no sinks"
     text = summarize({"sinks": sinks, "sink_scores": scores})
-    assert text.startswith(f"2 heads are attention sinks: layer 1 head 0 (100% onto position 0, {tokens[0]!r}), "
+    assert text.startswith(f"2 heads are attention sinks (sink share at least 30%): layer 1 head 0 (100% onto position 0, {tokens[0]!r}), "
                            f"layer 2 head 1 (100% onto position 3, {tokens[3]!r})")
+
+
+def test_the_summary_the_sink_rate_and_the_training_time_analysis_name_the_same_sinks_by_one_sink_share():
+    """One definition of sink share: the heads the summary lists are those the sink rate counts and
+    the head kinds call sinks, and dynamics.png's sink share is the same number on the same windows."""
+    from glassgpt.analysis import analyze
+    from glassgpt.analysis.dynamics import AnalysisProbe, analysis_row
+    from glassgpt.analysis.summary import head_kinds
+
+    model = GPT(tiny_config(n_layer=3)).eval()
+    model.add_hook("blocks.1.attn.pattern", force_onto_key(head=0, key=0))
+    model.add_hook("blocks.2.attn.pattern", force_onto_key(head=1, key=5))
+    windows, targets = torch.randint(0, 50, (4, 16)), torch.randint(0, 50, (4, 16))
+    results = analyze(model, windows[0, :8], windows, targets)
+    named = {(s["layer"], s["head"]) for s in results["sinks"]}
+    assert named == {(1, 0), (2, 1)}
+    assert float(results["sink_rate"]["any_key"].mean()) * 6 == pytest.approx(len(named))
+    kinds = head_kinds(results)
+    assert {(layer, head) for layer in range(3) for head in range(2) if kinds[layer][head] == "sink"} <= named
+    text = summarize(results)
+    assert "2 heads are attention sinks" in text and "33% of heads sink into some single key" in text
+    row = analysis_row(model, AnalysisProbe(windows, targets, None, 0), step=0)
+    share = results["window_sink_scores"]["max_key_share"]  # (L, H)
+    assert row["sink_share"] == pytest.approx([float(v) for v in share.max(dim=1).values], abs=1e-6)
+    assert row["sink_key"][1:] == [0, 5]
+    model.remove_hooks()
 
 
 def test_a_perfect_sink_scores_one_wherever_its_key_is():
@@ -304,7 +330,7 @@ def test_summarize_reads_its_findings_out_of_the_numbers():
         "logit_lens": {"loss": torch.tensor([9.82, 3.0, 2.0, 1.95]), "accuracy": torch.tensor([0.1, 0.3, 0.5, 0.52]),
                        "labels": ["embed", "block 0", "block 1", "block 2"], "uniform_loss": 4.17,
                        "unigram_entropy": 3.3},
-        "sink_rate": {"first_position": torch.tensor([0.0, 0.5]), "any_key": torch.tensor([0.5, 0.5])},
+        "sink_rate": {"first_position": torch.tensor([0.0, 0.5]), "any_key": torch.tensor([0.0, 0.5])},  # the one sink
         "previous_token": torch.tensor([[0.9, 0.1], [0.1, 0.1]]),
         "prefix_matching": torch.tensor([[0.0, 0.1], [0.7, 0.1]]),
         "ablation_tokens": [2, 64],
@@ -312,14 +338,17 @@ def test_summarize_reads_its_findings_out_of_the_numbers():
     }
     text = summarize(results)
     assert "layer 0 is local" in text and "layer 1 is diffuse" in text
-    assert "1 head is an attention sink: layer 1 head 1 (90% onto position 0, '\u23ce')" in text
+    assert "1 head is an attention sink (sink share at least 30%): layer 1 head 1 (90% onto position 0, '\u23ce')" in text
     assert "1 head looks like an induction head on repeated random tokens: layer 1 head 0 (0.81)" in text
     assert ("Logit lens (baselines: uniform ln V = 4.17, the targets' unigram entropy 3.30; final loss 1.95, top-1 52%): "
             "share of the gap from uniform to the final loss closed after block 0 53%, block 1 98%, block 2 100%. "
             "block 1 already comes within 10% of the gap of the final loss (loss 2.00 there).") in text
     assert "Decoding the embedding alone gives 9.82 (top-1 10%), worse than uniform." in text
-    assert "25% of heads sink into position 0 (by layer: 0%, 50%); 50% sink into some single key" in text
-    assert "1 head put at least 40% of their attention on the previous token (best: layer 0 head 0 (0.90))" in text
+    assert "25% of heads sink into some single key, 25% into position 0 (by layer: 0%, 50%)" in text
+    assert "1 head put at least 30% of their attention on the previous token (best: layer 0 head 0 (0.90))" in text
+    assert "The 4 heads by kind (each named by the first that holds, in this order): 1 induction, 1 previous-token, " \
+           "1 sink, 1 local." in text
+    assert "local: mean attention distance at most 6.4 tokens" in text
     assert "prefix matching (best: layer 1 head 0 (0.70))" in text
     assert "Most important heads by ablation (on 2 windows of 64 tokens)" in text
     untrained = dict(results, logit_lens=dict(results["logit_lens"], loss=torch.tensor([9.8, 5.0, 4.5, 4.4])))
@@ -383,7 +412,8 @@ def test_analyze_writes_a_self_contained_report_with_every_section(report_dir):
         assert f"id='{section}'" in page, section
     images = re.findall(r'src="([^"]*)"', page)
     assert len(images) == 2 + 9 and all(src.startswith("data:image/png;base64,") for src in images)
-    assert "http://" not in page and "https://" not in page and "<link" not in page and "<script" not in page
+    assert "http://" not in page and "https://" not in page and "<link" not in page
+    assert not re.search(r"<script[^>]*\bsrc=", page), "the interactive view's script is inline"
     assert "validation split of the run&#x27;s dataset &#x27;shakespeare-char&#x27;" in page
     numbers = json.loads((out / "analysis.json").read_text(encoding="utf-8"))
     assert len(numbers["prompt_ids"]) == 32  # the default prompt: the start of the validation windows

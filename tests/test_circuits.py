@@ -178,6 +178,21 @@ def test_direct_logit_attribution_terms_add_up_to_the_final_logit(pos_encoding):
         direct_logit_attribution(model, idx, token=50)
 
 
+def test_with_a_softcap_dla_splits_the_logit_before_the_cap_and_says_so():
+    """The cap is not additive: the terms add up to the logit before it (a bug once summed them
+    to 3.77 against a capped logit of 1.91, and called that logit the model's)."""
+    model = randomised(GPT(tiny_config(n_layer=3, logit_softcap=2.0)))
+    idx = torch.randint(0, 50, (10,))
+    dla = direct_logit_attribution(model, idx, token=17, position=6)
+    total = float(dla["heads"].sum() + dla["mlp"].sum()) + dla["rest"]
+    assert total == pytest.approx(dla["logit"], abs=1e-4)
+    assert dla["attributed"] == "logit before the softcap"
+    model_logit = float(model(idx[None])[0][0, 6, 17])
+    assert dla["model_logit"] == pytest.approx(model_logit, abs=1e-6)
+    assert model_logit == pytest.approx(2.0 * math.tanh(dla["logit"] / 2.0), abs=1e-5)
+    assert direct_logit_attribution(randomised(GPT(tiny_config())), idx, token=3)["attributed"] == "logit"
+
+
 def test_direct_logit_attribution_of_a_silenced_head_is_zero():
     model = randomised(GPT(tiny_config(n_layer=2)))
     with torch.no_grad():

@@ -78,3 +78,23 @@ def test_sampling_arguments_out_of_range(trained_run, args, fragment):
 
 def test_unknown_dataset():
     assert_clean_error(run_cli("prepare", "shakespear-char"), 2, "unknown dataset", "shakespeare-char")
+
+
+def test_prepare_says_nothing_to_do_only_when_the_dataset_was_current(tmp_path, monkeypatch, capsys):
+    """An outdated preparation is made again, and the message says so (it once asked whether a
+    meta.json existed while prepare() asked whether it was current)."""
+    import json
+
+    from glassgpt.cli import main
+
+    monkeypatch.setenv("GLASSGPT_DATA_DIR", str(tmp_path))
+    main(["prepare", "repeated-random"])
+    assert "already" not in capsys.readouterr().out
+    meta_path = tmp_path / "repeated-random" / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta_path.write_text(json.dumps({**meta, "version": meta["version"] - 1}))  # prepared by an older version
+    main(["prepare", "repeated-random"])
+    assert "already" not in capsys.readouterr().out
+    assert json.loads(meta_path.read_text())["version"] == meta["version"]  # made again
+    main(["prepare", "repeated-random"])
+    assert "already prepared: nothing to do" in capsys.readouterr().out

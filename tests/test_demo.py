@@ -79,7 +79,7 @@ CHROMIUM = "/usr/bin/chromium"
 
 def test_in_a_real_browser_generate_then_look_inside(server, tmp_path):
     """Headless Chromium types a prompt, clicks Generate, waits for text, opens the
-    Inside tab and checks the attention plot renders; it leaves a screenshot."""
+    Inside tab and checks the interactive view renders; it leaves a screenshot."""
     from playwright.sync_api import expect, sync_playwright
 
     assert Path(CHROMIUM).is_file(), "Debian's chromium is needed: make test installs it (apt-get install chromium)"
@@ -99,9 +99,9 @@ def test_in_a_real_browser_generate_then_look_inside(server, tmp_path):
             expect(output).to_have_value(re.compile(r"^JULIET:.{10,}", re.S), timeout=30_000)
             page.get_by_role("tab", name="Inside").click()
             page.locator("#show-attention").click()
-            plot_image = page.locator("#attention-plot img")
-            expect(plot_image).to_be_visible(timeout=30_000)
-            assert plot_image.evaluate("img => img.naturalWidth") > 100
+            view = page.frame_locator("#inside-view iframe").locator(".gg-view[data-state=ready] .gg-attention")
+            expect(view).to_be_visible(timeout=30_000)
+            assert view.locator("[data-pos]").count() > 10
             page.screenshot(path=str(shots / "demo-inside.png"), full_page=True)
         finally:
             browser.close()

@@ -156,10 +156,17 @@ def test_a_batch_of_samples_is_generated_together():
     assert len({tuple(r) for r in sampled.tolist()}) > 1, "rows of one batch draw independently"
 
 
-def test_generation_leaves_the_model_in_the_mode_it_found():
-    model = GPT(tiny_config(dropout=0.1)).train()
-    generate(model, torch.zeros(1, 1, dtype=torch.long), 3, temperature=0)
-    assert model.training
+def test_generation_runs_in_eval_mode_and_leaves_the_model_in_the_mode_it_found():
+    """A model handed over in training mode generates without dropout (as the same weights in
+    eval mode do), and is in training mode again afterwards."""
+    model = GPT(tiny_config(dropout=0.5)).train()
+    twin = GPT(tiny_config(dropout=0.5)).eval()
+    twin.load_state_dict(model.state_dict())
+    prompt = torch.randint(0, 50, (4, 3))
+    for use_cache in (True, False):
+        expected = generate(twin, prompt, 12, temperature=0, use_cache=use_cache)
+        assert torch.equal(generate(model, prompt, 12, temperature=0, use_cache=use_cache), expected)
+        assert model.training
 
 
 @pytest.mark.parametrize("kwargs,fragment", [

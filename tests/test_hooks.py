@@ -31,7 +31,11 @@ def test_run_with_cache_returns_detached_activations_of_the_documented_shapes():
     assert torch.all(pattern.triu(diagonal=1) == 0), "no attention to the future"
     assert not pattern.requires_grad
     torch.testing.assert_close(logits, model(idx)[0], atol=1e-5, rtol=1e-5)
-    assert all(not hp.fns for hp in model.hook_points.values()), "hooks removed after the call"
+    assert not any(point.active or point.scoped_count for point in model.hook_points.values()), \
+        "hooks removed after the call"
+    cached = cache["blocks.0.attn.pattern"]
+    model(torch.randint(0, 50, (1, 5)))  # a later pass does not reach the caching hooks
+    assert cache["blocks.0.attn.pattern"] is cached and len(cache) == len(model.hook_names())
 
 
 def test_a_hook_can_replace_an_activation_and_is_removed():
@@ -175,3 +179,13 @@ def test_idle_hook_points_do_not_break_a_compiled_graph_and_a_calls_hooks_still_
     assert not torch.allclose(clean, ablated)
     torch.testing.assert_close(compiled(idx)[0], clean)
     assert all(point.scoped_count == 0 for point in model.hook_points.values())
+
+
+def test_hook_points_that_need_the_attention_weights_say_so_and_watching_one_takes_the_manual_path():
+    model = GPT(tiny_config(attn_impl="sdpa", attn_sink="learned")).eval()
+    needing = [name for name, point in model.hook_points.items() if point.needs_weights]
+    assert needing == [f"blocks.{i}.attn.{h}" for i in range(2) for h in ("scores", "sink_weight", "pattern")]
+    idx = torch.randint(0, 50, (1, 8))
+    for name in needing:  # each alone is made, so the fused path was left for that call
+        assert list(model.run_with_cache(idx, names=[name])[1]) == [name]
+    assert model.run_with_cache(idx, names=["blocks.0.attn.z"])[1]["blocks.0.attn.z"].shape == (1, 2, 8, 8)

@@ -9,21 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import assert_same_outputs_and_gradients, run_cli, tiny_config, twin_models
+from conftest import run_cli, tiny_config
 
-from glassgpt.analysis.circuits import direct_logit_attribution
 from glassgpt.analysis.measures import default_induction_seq_len, induction_probe_length
 from glassgpt.errors import UsageError
-from glassgpt.generate import generate
 from glassgpt.model import GPT
 
 
 # ---------------------------------------------------------------- attn_only
-
-@pytest.mark.parametrize("pos_encoding", ["learned", "rope"])
-def test_attention_only_models_are_the_same_function_on_both_attention_paths(pos_encoding):
-    assert_same_outputs_and_gradients(*twin_models(attn_only=True, pos_encoding=pos_encoding))
-
 
 def test_an_attention_only_model_has_no_mlp_weights_and_its_residual_skips_them():
     full, bare = GPT(tiny_config()), GPT(tiny_config(attn_only=True))
@@ -35,35 +28,6 @@ def test_an_attention_only_model_has_no_mlp_weights_and_its_residual_skips_them(
     idx = torch.randint(0, 50, (2, 16))
     _, cache = bare.run_with_cache(idx, names=["blocks.0.resid_mid", "blocks.0.resid_post"])
     torch.testing.assert_close(cache["blocks.0.resid_post"], cache["blocks.0.resid_mid"])  # nothing added after attention
-
-
-def test_an_attention_only_model_generates_the_same_with_and_without_the_kv_cache():
-    torch.manual_seed(0)
-    model = GPT(tiny_config(attn_only=True, pos_encoding="rope")).eval()
-    prompt = torch.randint(0, 50, (1, 5))
-    assert torch.equal(generate(model, prompt, 10, temperature=0), generate(model, prompt, 10, temperature=0, use_cache=False))
-
-
-def test_direct_logit_attribution_of_an_attention_only_model_sums_to_the_logit():
-    torch.manual_seed(0)
-    model = GPT(tiny_config(attn_only=True)).eval()
-    result = direct_logit_attribution(model, torch.randint(0, 50, (1, 12)), token=7)
-    assert result["mlp"].abs().sum() == 0
-    total = result["heads"].sum() + result["rest"]
-    assert total.item() == pytest.approx(result["logit"], abs=1e-4)
-
-
-def test_attn_only_is_refused_by_hf_export_and_by_resume_with_a_change(tmp_path):
-    pytest.importorskip("transformers")
-    from glassgpt.config import load_run_config
-    from glassgpt.hf import to_hf
-    from glassgpt.train import check_same_shape
-
-    with pytest.raises(UsageError, match="attention-only .*cannot be exported"):
-        to_hf(GPT(tiny_config(attn_only=True)))
-    saved, new = load_run_config("cpu-baby").model, load_run_config("cpu-baby", ["attn_only=true"]).model
-    with pytest.raises(UsageError, match="attn_only"):
-        check_same_shape(saved, new, tmp_path)
 
 
 def test_the_standard_probe_is_a_quarter_of_the_context_within_bounds():

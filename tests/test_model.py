@@ -1,5 +1,3 @@
-import itertools
-
 import pytest
 import torch
 from torch import nn
@@ -7,14 +5,7 @@ from torch import nn
 from glassgpt.config import GPTConfig
 from glassgpt.model import GPT, LayerNorm, causal_mask
 
-from conftest import assert_same_outputs_and_gradients, tiny_config, twin_models
-
-COMBINATIONS = list(itertools.product(["manual", "sdpa"], ["scratch", "torch"], ["learned", "rope"]))
-
-
-@pytest.mark.parametrize("pos_encoding", ["learned", "rope"])
-def test_manual_and_sdpa_attention_agree_in_output_and_gradients(pos_encoding):
-    assert_same_outputs_and_gradients(*twin_models(pos_encoding=pos_encoding))
+from conftest import tiny_config
 
 
 def test_scratch_layernorm_matches_torch_forward_and_backward():
@@ -42,19 +33,6 @@ def test_scratch_and_torch_norm_models_compute_the_same_function():
     fused.load_state_dict(scratch.state_dict())
     idx = torch.randint(0, 50, (2, 16))
     torch.testing.assert_close(scratch(idx)[0], fused(idx)[0], atol=1e-5, rtol=1e-5)
-
-
-@pytest.mark.parametrize("attn_impl,norm,pos_encoding", COMBINATIONS)
-def test_changing_token_t_changes_no_logit_before_t(attn_impl, norm, pos_encoding):
-    model = GPT(tiny_config(attn_impl=attn_impl, norm=norm, pos_encoding=pos_encoding)).eval()
-    idx = torch.randint(0, 50, (1, 16))
-    base, _ = model(idx)
-    for t in (0, 5, 15):
-        changed = idx.clone()
-        changed[0, t] = (changed[0, t] + 1) % 50
-        logits, _ = model(changed)
-        torch.testing.assert_close(logits[:, :t], base[:, :t], atol=1e-6, rtol=0)
-        assert not torch.allclose(logits[:, t], base[:, t]), "the changed position itself must change"
 
 
 def test_causal_mask_with_cached_past():

@@ -140,6 +140,28 @@ class Demo:
         rows = [[s["layer"], s["head"], round(float(s["share"]), 3), s["token"]] for s in sinks]
         return attention_fig, depth_fig, rows
 
+    def inside_view(self, text: str, layer: int = 0, head: int = 0) -> tuple[str, list[list]]:
+        """The interactive view (glassgpt.analysis.view) of `text`, its last block_size tokens, opened
+        at `layer`, `head`, as an iframe for the page; and the sink heads' rows."""
+        from glassgpt import analysis
+        from glassgpt.analysis.view import View, page, srcdoc_iframe, view_data
+
+        ids = self.encode_prompt(text, self.max_inside_chars)[-self.model.config.block_size:]
+        cfg = self.model.config
+        layer, head = whole_number(layer, "the layer"), whole_number(head, "the head")
+        if not (0 <= layer < cfg.n_layer and 0 <= head < cfg.n_head):
+            raise UsageError(f"layer must be in 0..{cfg.n_layer - 1} and head in 0..{cfg.n_head - 1}")
+        if len(ids) < 2:
+            raise UsageError("the text is 1 token long: attention needs at least 2 tokens (a past to look at)")
+        labels = analysis.token_labels(self.tokenizer, ids)
+        patterns = analysis.attention_patterns(self.model, torch.tensor([ids]))  # (L, H, T, T)
+        data = view_data(self.model, ids, labels, lambda i: analysis.token_labels(self.tokenizer, [i])[0],
+                         patterns=patterns, title=f"The last {len(ids)} tokens of the text (context {cfg.block_size}).",
+                         notes={"scores": "Measured on this text."})
+        sinks = analysis.find_sinks(analysis.sink_scores(patterns), tokens=labels)
+        rows = [[s["layer"], s["head"], round(float(s["share"]), 3), s["token"]] for s in sinks]
+        return srcdoc_iframe(page(View(data, layer, head).fragment), height=1150), rows
+
 
 class SAEDemo:
     """The Features tab: which SAE features fire on a text, and generation with one pushed on."""
@@ -233,14 +255,13 @@ def build_app(demo: Demo, title: str = "glassgpt"):
             output = gr.Textbox(label="Text", lines=12, elem_id="output", interactive=False)
             stats = gr.Markdown(elem_id="stats")
         with gr.Tab("Inside", elem_id="inside-tab"):
-            gr.Markdown("What the model attends to over the prompt plus its generation (the last "
-                        f"{cfg.block_size} tokens).")
+            gr.Markdown("Every head and every token of the prompt plus its generation (the last "
+                        f"{cfg.block_size} tokens): hover a token to see where it looks. Works offline.")
             with gr.Row():
                 layer = index_picker(gr, "Layer", cfg.n_layer)
                 head = index_picker(gr, "Head", cfg.n_head)
-                inside_btn = gr.Button("Show attention", elem_id="show-attention")
-            attention_plot = gr.Plot(label="Attention pattern", elem_id="attention-plot")
-            depth_plot = gr.Plot(label="Depth scan", elem_id="depth-plot")
+                inside_btn = gr.Button("Look inside", elem_id="show-attention")
+            inside_view = gr.HTML(elem_id="inside-view")
             sinks_table = gr.Dataframe(headers=["layer", "head", "share", "sinks onto"], label="Sink heads")
             dynamics_fig = demo.dynamics()
             if dynamics_fig is not None:  # trained with analysis_interval: how these heads formed
@@ -248,15 +269,15 @@ def build_app(demo: Demo, title: str = "glassgpt"):
                         elem_id="dynamics-plot")
 
         def inside(text: str, prompt: str, layer: int, head: int):
-            return demo.inside(text or prompt, layer, head)
+            return demo.inside_view(text or prompt, layer, head)
 
         if demo.saes:
             features_tab(gr, SAEDemo(demo), on_error, limits)
 
         generate_btn.click(on_error(demo.generate), [prompt, max_new, temperature, top_k, top_p, seed, stop],
                            [output, stats], api_name="generate")
-        inside_btn.click(on_error(inside),
-                         [output, prompt, layer, head], [attention_plot, depth_plot, sinks_table], api_name="inside")
+        inside_btn.click(on_error(inside), [output, prompt, layer, head], [inside_view, sinks_table],
+                         api_name="inside")
     app.queue(default_concurrency_limit=limits.concurrency, max_size=limits.queue_size)
     return app
 

@@ -275,8 +275,8 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu",
     """Load a run for inference: `(model in eval mode, tokenizer, run config)`. `dtype`
     (auto, float32, bfloat16, float16) is the precision the weights are cast to for
     inference, in memory only. To generate fast, pass the model to
-    `glassgpt.generate.prepare_for_inference` (`glassgpt sample` does)."""
-    from glassgpt.generate import cast_weights, inference_dtype
+    `glassgpt.precision.prepare_for_inference` (`glassgpt sample` does)."""
+    from glassgpt.precision import cast_weights, inference_dtype
 
     torch_dtype = inference_dtype(dtype, device)
     run_dir = check_run_dir(run_dir)

@@ -18,7 +18,7 @@ from glassgpt.errors import GlassGPTError, UsageError
 MAX_ANALYSIS_WINDOWS = 1024
 MAX_SAMPLES = 1024  # sample --num-samples: rows of one batch
 MAX_EVAL_BATCH = 4096  # eval --batch-size
-DTYPE_CHOICES = ("auto", "float32", "bfloat16", "float16")  # glassgpt.generate.DTYPE_CHOICES, without importing torch
+DTYPE_CHOICES = ("auto", "float32", "bfloat16", "float16")  # glassgpt.precision.DTYPE_CHOICES, without importing torch
 DTYPE_HELP = "weights cast for inference (the run is untouched); auto: float16 on CPU, bfloat16 on CUDA"
 
 
@@ -167,6 +167,12 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON line instead")
     p.add_argument("--append-metrics", action="store_true",
                    help="also append the result to RUN_DIR/metrics.jsonl as a row of kind eval_task")
+
+    p = sub.add_parser("compare", help="runs side by side: curves, config differences, final figures",
+                       description="Write one page (curves of train and val loss against step, tokens and wall "
+                                   "time; the config keys that differ; final figures) and print the table.")
+    p.add_argument("runs", nargs="+", type=Path, metavar="RUN", help="run directories")
+    p.add_argument("--out", type=Path, default=Path("compare.html"), help="the page to write (default compare.html)")
 
     p = sub.add_parser("demo", help="serve the web demo (needs glassgpt[demo])")
     p.add_argument("run_dir", type=Path)
@@ -406,7 +412,20 @@ def cmd_analyze(args) -> None:
         out = write_report(args.run_dir, prompt=args.prompt, out=args.out, num_windows=args.windows,
                            device=str(resolve_device(args.device)), seed=args.seed, dtype=args.dtype,
                            progress=progress, warn=_note)
+    print_summary(out)
     print(f"analysis written to {out}; open {out / REPORT}")
+
+
+def print_summary(out: Path) -> None:
+    """The report's summary sentences, on stdout, after the progress bars."""
+    import json
+    import textwrap
+
+    from glassgpt.analysis.report import NUMBERS
+
+    summary = json.loads((Path(out) / NUMBERS).read_text(encoding="utf-8")).get("summary", "")
+    for paragraph in summary.split("\n\n"):
+        print(textwrap.fill(paragraph, width=100) + "\n")
 
 
 def cmd_eval(args) -> None:
@@ -442,6 +461,14 @@ def cmd_eval(args) -> None:
     if args.append_metrics:
         evaluate.append_to_metrics(args.run_dir, result, run_config.train.tensorboard)
     print(json.dumps(result) if args.json else evaluate.describe(result))
+
+
+def cmd_compare(args) -> None:
+    from glassgpt.compare import compare
+
+    out, table = compare(args.runs, args.out)
+    print(table)
+    print(f"comparison written to {out}")
 
 
 def cmd_demo(args) -> None:
@@ -507,8 +534,8 @@ def cmd_bench(args) -> None:
 
 
 COMMANDS = {"prepare": cmd_prepare, "datasets": cmd_datasets, "train": cmd_train, "sample": cmd_sample,
-            "analyze": cmd_analyze, "eval": cmd_eval, "demo": cmd_demo, "convert-hf": cmd_convert_hf,
-            "sae": cmd_sae, "bench": cmd_bench}
+            "analyze": cmd_analyze, "eval": cmd_eval, "compare": cmd_compare, "demo": cmd_demo,
+            "convert-hf": cmd_convert_hf, "sae": cmd_sae, "bench": cmd_bench}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -32,26 +32,75 @@ UPPER_BOUNDS = {
 }
 
 
+ANY = "any"  # `gpt2=ANY`: Hugging Face export takes any value of this field
+
+
+def option(default, *, resume: bool = False, finetune: bool = False, gpt2=None, lacks: str = ""):
+    """A config field and its rules, declared beside its default:
+    `resume` / `finetune`: whether the field may differ when a run is resumed, or fine-tuned from
+    another run (False, the default for a new field: the weights or the saved state depend on it);
+    `gpt2`: the value GPT-2 needs for Hugging Face export (`ANY`: no constraint; None, the default
+    for a new field: the field's own default), with `lacks` saying why, e.g. "GPT-2 has no qk_norm".
+    `finetune.SHAPE_FIELDS`, the resume refusals and `hf.config_to_hf`'s refusals read these."""
+    meta = {"resume": resume, "finetune": finetune, "gpt2": default if gpt2 is None else gpt2, "lacks": lacks}
+    return field(default=default, metadata=meta)
+
+
+def fixed_on(cls, when: str) -> tuple[str, ...]:
+    """The fields of `cls` (GPTConfig or TrainConfig) that may not change on `when`, "resume" or
+    "finetune", in declaration order. A field that declares nothing may not change."""
+    if when not in ("resume", "finetune"):
+        raise ValueError(f"when must be 'resume' or 'finetune', got {when!r}")
+    return tuple(f.name for f in dataclasses.fields(cls) if not f.metadata.get(when, False))
+
+
+def changed(saved, new, names: typing.Iterable[str]) -> list[str]:
+    """The names among `names` whose values differ between two configs of one class."""
+    return [k for k in names if getattr(saved, k) != getattr(new, k)]
+
+
+def show(value) -> str:
+    """A value as it is written in a TOML file or a key=value override."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def gpt2_refusals(config: "GPTConfig") -> list[str]:
+    """Why GPT-2 cannot hold this model: one clause per field that differs from what GPT-2
+    needs (empty when it can be exported)."""
+    reasons = []
+    for f in dataclasses.fields(config):
+        wanted, value = f.metadata.get("gpt2", f.default), getattr(config, f.name)
+        if wanted != ANY and value != wanted:
+            lacks = f.metadata.get("lacks") or f"GPT-2 needs {f.name}={show(wanted)}"
+            reasons.append(f"{lacks} (this model has {f.name}={show(value)})")
+    return reasons
+
+
 @dataclass
 class GPTConfig:
-    vocab_size: int = 50257
-    block_size: int = 1024
-    n_layer: int = 12
-    n_head: int = 12
-    n_embd: int = 768
-    dropout: float = 0.0
-    bias: bool = True
-    pos_encoding: str = "learned"  # "learned" | "rope"
-    rope_theta: float = 10000.0
-    norm: str = "scratch"  # "scratch" | "torch"
-    attn_impl: str = "manual"  # "manual" | "sdpa"
-    tie_weights: bool = True
-    qk_norm: bool = False  # RMS-normalise q and k per head before the dot product
-    mlp_act: str = "gelu"  # "gelu" | "relu2" (squared ReLU)
-    logit_softcap: float = 0.0  # > 0: logits = cap * tanh(logits / cap); 0 is off
-    zero_init_proj: bool = False  # start every attention and MLP output projection at zero
-    attn_sink: str = "none"  # "none" | "learned" (a per-head logit in the softmax) | "gate" (a sigmoid gate per head)
-    attn_only: bool = False  # no MLP blocks: attention heads alone (the toy models of Olsson et al. 2022)
+    """The model's shape. Each field says whether it may change on resume and fine-tuning
+    (only those that leave the weights' shapes and meaning alone) and what GPT-2 needs."""
+
+    vocab_size: int = option(50257, gpt2=ANY)
+    block_size: int = option(1024, gpt2=ANY)
+    n_layer: int = option(12, gpt2=ANY)
+    n_head: int = option(12, gpt2=ANY)
+    n_embd: int = option(768, gpt2=ANY)
+    dropout: float = option(0.0, resume=True, finetune=True, gpt2=ANY)
+    bias: bool = option(True, gpt2=ANY)  # exported without biases as zero biases: the same function
+    pos_encoding: str = option("learned", lacks="GPT-2 has learned positions only")  # "learned" | "rope"
+    rope_theta: float = option(10000.0, gpt2=ANY)  # read by RoPE alone
+    norm: str = option("scratch", resume=True, finetune=True, gpt2=ANY)  # "scratch" | "torch": one function
+    attn_impl: str = option("manual", resume=True, finetune=True, gpt2=ANY)  # "manual" | "sdpa": one function
+    tie_weights: bool = option(True, gpt2=ANY)  # exported as tie_word_embeddings
+    qk_norm: bool = option(False, lacks="GPT-2 has no qk_norm")  # RMS-normalise q and k per head before the dot product
+    mlp_act: str = option("gelu", lacks="GPT-2 has no MLP activation but the tanh GELU")  # "gelu" | "relu2" (squared ReLU)
+    logit_softcap: float = option(0.0, lacks="GPT-2 has no logit softcap")  # > 0: logits = cap * tanh(logits / cap); 0 is off
+    zero_init_proj: bool = option(False, resume=True, finetune=True, gpt2=ANY)  # start every output projection at zero (init only)
+    # "none" | "learned" (a per-head logit in the softmax) | "gate" (a sigmoid gate per head)
+    attn_sink: str = option("none", lacks="GPT-2 has no attention-sink remedy")
+    # no MLP blocks: attention heads alone (the toy models of Olsson et al. 2022)
+    attn_only: bool = option(False, lacks="GPT-2 has an MLP in every block and so cannot hold an attention-only model")
 
     def __post_init__(self):
         self.validate()
@@ -96,30 +145,36 @@ class GPTConfig:
 
 @dataclass
 class TrainConfig:
-    dataset: str = "shakespeare-char"
-    batch_size: int = 12
-    grad_accum_steps: int = 1
-    max_iters: int = 2000
-    eval_interval: int = 250
-    eval_iters: int = 20  # batches per periodic eval; the final eval reads the whole split
-    log_interval: int = 10
-    learning_rate: float = 1e-3
-    min_lr: float = 1e-4
-    warmup_iters: int = 100
-    lr_decay_iters: int = 0  # 0 means max_iters
-    weight_decay: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.99
-    grad_clip: float = 1.0  # 0 disables clipping
-    dtype: str = "float32"  # "float32" | "bfloat16" | "float16"
-    compile: bool = False
-    device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N" | "mps"
-    seed: int = 1337
-    max_bad_steps: int = 10  # stop after this many non-finite steps in a row
-    tensorboard: bool = False  # also log to RUN_DIR/tensorboard (needs the tensorboard package)
-    init_from: str = ""  # a run directory to start from (fine-tuning): its weights, shape and tokenizer
-    optimizer: str = "adamw"  # "adamw" | "muon": torch.optim.Muon for the blocks' 2-D weights, AdamW for the rest
-    analysis_interval: int = 0  # every this many steps, an "analysis" row in metrics.jsonl and dynamics.png; 0 = off
+    """The training recipe. On resume every field but the optimizer may change (the saved moments
+    are the optimizer's); a fine-tuning run starts a fresh recipe, so any may."""
+
+    dataset: str = option("shakespeare-char", resume=True, finetune=True)
+    batch_size: int = option(12, resume=True, finetune=True)
+    grad_accum_steps: int = option(1, resume=True, finetune=True)
+    max_iters: int = option(2000, resume=True, finetune=True)
+    eval_interval: int = option(250, resume=True, finetune=True)
+    eval_iters: int = option(20, resume=True, finetune=True)  # batches per periodic eval; the final eval reads the whole split
+    log_interval: int = option(10, resume=True, finetune=True)
+    learning_rate: float = option(1e-3, resume=True, finetune=True)
+    min_lr: float = option(1e-4, resume=True, finetune=True)
+    warmup_iters: int = option(100, resume=True, finetune=True)
+    lr_decay_iters: int = option(0, resume=True, finetune=True)  # 0 means max_iters
+    weight_decay: float = option(0.1, resume=True, finetune=True)
+    beta1: float = option(0.9, resume=True, finetune=True)
+    beta2: float = option(0.99, resume=True, finetune=True)
+    grad_clip: float = option(1.0, resume=True, finetune=True)  # 0 disables clipping
+    dtype: str = option("float32", resume=True, finetune=True)  # "float32" | "bfloat16" | "float16"
+    compile: bool = option(False, resume=True, finetune=True)
+    device: str = option("auto", resume=True, finetune=True)  # "auto" | "cpu" | "cuda" | "cuda:N" | "mps"
+    seed: int = option(1337, resume=True, finetune=True)
+    max_bad_steps: int = option(10, resume=True, finetune=True)  # stop after this many non-finite steps in a row
+    tensorboard: bool = option(False, resume=True, finetune=True)  # also log to RUN_DIR/tensorboard (needs the tensorboard package)
+    # a run directory to start from (fine-tuning): its weights, shape and tokenizer; a resumed run keeps its own
+    init_from: str = option("", resume=True, finetune=True)
+    # "adamw" | "muon": torch.optim.Muon for the blocks' 2-D weights, AdamW for the rest
+    optimizer: str = option("adamw", finetune=True)
+    # every this many steps, an "analysis" row in metrics.jsonl and dynamics.png; 0 = off
+    analysis_interval: int = option(0, resume=True, finetune=True)
 
     def __post_init__(self):
         self.validate()

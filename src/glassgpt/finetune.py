@@ -3,7 +3,8 @@
 The source is any run directory: one trained here, or a GPT-2 converted with
 `glassgpt convert-hf`. The new run takes the source's model shape; the
 [model] keys given alongside must agree with it on every key that fixes the
-weights (`SHAPE_FIELDS`), while dropout, `attn_impl` and `norm` may differ.
+weights (`SHAPE_FIELDS`, as glassgpt.config declares them), while dropout, `attn_impl`
+and `norm` may differ.
 The dataset's tokenizer must be the source's. The optimizer starts fresh.
 The new run's `config.json` records where it came from (`origin`).
 """
@@ -14,14 +15,13 @@ import dataclasses
 from pathlib import Path
 
 from glassgpt import checkpoint as ckpt
-from glassgpt.config import GPTConfig, RunConfig
+from glassgpt.config import GPTConfig, RunConfig, fixed_on
 from glassgpt.errors import UsageError
 from glassgpt.tokenizer import Tokenizer, describe
 
-# The fields that fix the weights' shapes and meaning; the others (dropout, attn_impl,
-# norm) may change when a run is resumed or fine-tuned.
-SHAPE_FIELDS = ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "bias", "pos_encoding",
-                "rope_theta", "tie_weights", "qk_norm", "mlp_act", "logit_softcap", "attn_sink", "attn_only")
+# The fields that fix the weights' shapes and meaning, as each GPTConfig field declares
+# (`option(..., finetune=True)` for those that may change: dropout, attn_impl, norm, zero_init_proj).
+SHAPE_FIELDS = fixed_on(GPTConfig, "finetune")
 
 
 @dataclasses.dataclass(frozen=True)

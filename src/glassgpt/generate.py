@@ -22,8 +22,8 @@ A padded vocabulary (a model with more ids than its tokenizer, e.g. 50304 for
 GPT-2's 50257) never yields an id the tokenizer cannot decode: with
 `vocab_size` the logits of the ids past it are -inf before sampling.
 
-`prepare_for_inference` casts the weights to a dtype and lays out the
-unembedding for fast matrix-vector products (see its docstring for the numbers).
+`prepare_for_inference` (in `glassgpt.precision`, importable from here) casts the weights to a
+dtype and lays out the unembedding for fast matrix-vector products.
 
 Text in and out (prompts, streamed decoding, stop strings) is `glassgpt.text`;
 the cache's own bookkeeping is `glassgpt.kv_cache`.
@@ -37,60 +37,10 @@ import torch
 
 from glassgpt.errors import RunError, UsageError
 from glassgpt.kv_cache import KVCache
-
-
-# ---------------------------------------------------------------- precision for inference
-
-INFERENCE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-DTYPE_CHOICES = ("auto", *INFERENCE_DTYPES)
-
-
-def inference_dtype(name: str, device: torch.device | str = "cpu") -> torch.dtype:
-    """A `--dtype` name -> the torch dtype the weights are cast to. `auto`: on CPU
-    float16, the fastest to decode in the benchmark (`glassgpt bench inference`: its
-    matrix-vector products run near memory speed, bfloat16's slower); on CUDA bfloat16
-    (float16 where the GPU has no bf16), not measured here: no GPU was available."""
-    if name == "auto":
-        device = torch.device(device)
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.float16 if device.type == "cpu" else torch.float32
-    if name not in INFERENCE_DTYPES:
-        raise UsageError(f"dtype must be one of {', '.join(DTYPE_CHOICES)}, got {name!r}")
-    return INFERENCE_DTYPES[name]
-
-
-def cast_weights(model, dtype: torch.dtype):
-    """Cast the parameters to `dtype`, in place, and return the model. Not `model.to(dtype)`:
-    buffers such as RoPE's frequencies stay fp32 (rounded to 16 bits they would shift the
-    angles of far positions)."""
-    for param in model.parameters():  # a tied weight is one parameter, cast once
-        param.data = param.data.to(dtype)
-    return model
-
-
-def prepare_for_inference(model, dtype: torch.dtype | None = None):
-    """Get a model ready to generate, in place, and return it (in eval mode).
-
-    - `dtype`: `cast_weights`. The model computes its LayerNorm statistics, softmax,
-      rotary angles and logits in fp32 whatever the weights' dtype.
-    - On CPU in fp32, the unembedding (lm_head, tied to wte) is stored transposed
-      (column-major: the same (V, C) tensor, strides (1, V)). At batch 1 every layer is a
-      matrix-vector product; for the (V, C) = (50257, 512) unembedding `x @ W.t()` with W
-      row-major runs at ~9 GB/s on the benchmark machine, with W column-major at ~23 GB/s,
-      and it is 57% of the weights. The other layers are fast either way, and float16 is
-      fast only row-major, so nothing else moves.
-
-    Values, parameter names and tying are unchanged: only where the numbers sit in memory.
-    Inference only: safetensors saves contiguous tensors only, so a prepared model cannot
-    be saved (`load_run` does not prepare; `glassgpt sample`, the demo and the benchmark do).
-    """
-    if dtype is not None:
-        cast_weights(model, dtype)
-    weight = model.lm_head.weight
-    if weight.device.type == "cpu" and weight.dtype == torch.float32 and weight.is_contiguous():
-        weight.data = weight.data.t().contiguous().t()  # (V, C) column-major; wte shares it
-    return model.eval()
+# Precision and layout for inference live in glassgpt.precision (below both this module and the
+# run directory, which loads weights in a dtype); importable from here as before.
+from glassgpt.precision import (DTYPE_CHOICES, INFERENCE_DTYPES, cast_weights, inference_dtype,  # noqa: F401
+                                prepare_for_inference)
 
 
 # ---------------------------------------------------------------- sampling

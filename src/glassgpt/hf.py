@@ -32,7 +32,7 @@ import torch
 from safetensors import SafetensorError
 
 from glassgpt.checkpoint import check_writable_run_dir, first_line, read_json, save_run, weights_shapes
-from glassgpt.config import UPPER_BOUNDS, GPTConfig, RunConfig, TrainConfig
+from glassgpt.config import UPPER_BOUNDS, GPTConfig, RunConfig, TrainConfig, gpt2_refusals
 from glassgpt.errors import RunError, UsageError
 from glassgpt.model import GPT
 from glassgpt.tokenizer import get_tokenizer
@@ -76,18 +76,9 @@ def config_from_hf(hf_config, attn_impl: str = "sdpa", norm: str = "torch") -> G
 
 def config_to_hf(config: GPTConfig):
     """transformers GPT2Config of a GPTConfig, or UsageError if GPT-2 cannot hold the model."""
-    if config.pos_encoding != "learned":
-        raise UsageError(f"GPT-2 has learned positions, this model uses {config.pos_encoding}: it cannot be exported")
-    if config.attn_sink != "none":
-        raise UsageError(f"GPT-2 has no attention-sink remedy, this model uses attn_sink={config.attn_sink}: "
-                         "it cannot be exported to transformers")
-    if config.attn_only:
-        raise UsageError("GPT-2 has an MLP in every block, this model is attention-only (attn_only=true): "
-                         "it cannot be exported to transformers")
-    if config.qk_norm or config.mlp_act != "gelu" or config.logit_softcap:
-        used = [name for name, on in (("qk_norm", config.qk_norm), (f"mlp_act={config.mlp_act}", config.mlp_act != "gelu"),
-                                       ("logit_softcap", config.logit_softcap)) if on]
-        raise UsageError(f"GPT-2 has no {' or '.join(used)}: this model cannot be exported to transformers")
+    refusals = gpt2_refusals(config)  # each field declares what GPT-2 needs (glassgpt.config.option)
+    if refusals:
+        raise UsageError(f"{'; '.join(refusals)}: this model cannot be exported to transformers")
     transformers = import_transformers()
     in_vocab = GPT2_VOCAB_SIZE - 1 if config.vocab_size >= GPT2_VOCAB_SIZE else None  # <|endoftext|>
     return transformers.GPT2Config(

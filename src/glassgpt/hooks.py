@@ -56,8 +56,12 @@ class NoHookPoint(KeyError, ValueError):
 
 
 class HookPoint(nn.Module):
-    def __init__(self):
+    """`needs_weights=True`: the activation exists only on attention's manual path (the scores and
+    weights the fused kernel never materialises), so watching it sends the call down that path."""
+
+    def __init__(self, needs_weights: bool = False):
         super().__init__()
+        self.needs_weights = needs_weights
         self.name = ""
         self.fns: list[HookFn] = []  # attached to the model: seen by every call, in every thread
         self.scoped_count = 0  # calls, in any thread, with hooks attached here now (0: skip the lookup)

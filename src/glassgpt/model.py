@@ -68,27 +68,29 @@ class RotaryEmbedding(nn.Module):
     """RoPE: rotate each (first half, second half) pair of a head's features by an
     angle proportional to the position, so q.k depends on the distance between them.
 
-    The angles depend on the positions only, so the model asks for them once per
-    forward pass and every layer shares them; the last ones are kept, so the next
-    call with the same positions (every training step) reuses them."""
+    The angles depend on the positions only: their cos and sin are computed once, at
+    construction, for positions 0 .. max_positions - 1 (the model's block_size), kept as
+    buffers (fp32, not saved with the weights) and sliced by position; every layer of a
+    forward pass shares the slice. Positions past the table are computed when asked."""
 
-    def __init__(self, head_size: int, theta: float = 10000.0):
+    def __init__(self, head_size: int, theta: float = 10000.0, max_positions: int = 1024):
         super().__init__()
         inv_freq = 1.0 / theta ** (torch.arange(0, head_size, 2).float() / head_size)  # (hs/2,)
         self.register_buffer("inv_freq", inv_freq, persistent=False)
-        self.cached = None  # (key, cos, sin) of the last call
+        cos, sin = self.angles(torch.arange(max_positions))
+        self.register_buffer("cos", cos, persistent=False)  # (max_positions, hs/2)
+        self.register_buffer("sin", sin, persistent=False)  # (max_positions, hs/2)
+
+    def angles(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos and sin of the angles of `positions` (T,): (T, hs/2) each, in fp32."""
+        angles = positions.to(self.inv_freq.device)[:, None].float() * self.inv_freq.float()[None, :]  # (T, hs/2)
+        return angles.cos(), angles.sin()
 
     def forward(self, start: int, T: int) -> tuple[torch.Tensor, torch.Tensor]:
         """cos and sin of the angles for positions start .. start + T - 1: (T, hs/2) each."""
-        key = (start, T, self.inv_freq.device, torch.is_inference_mode_enabled())
-        if self.cached is not None and self.cached[0] == key:
-            return self.cached[1], self.cached[2]
-        positions = torch.arange(start, start + T, device=self.inv_freq.device)  # (T,)
-        angles = positions[:, None].float() * self.inv_freq.float()[None, :]  # (T, hs/2)
-        cos, sin = angles.cos(), angles.sin()
-        if not torch.compiler.is_compiling():  # a compiled graph computes them itself
-            self.cached = (key, cos, sin)
-        return cos, sin
+        if start + T <= self.cos.size(0):
+            return self.cos[start: start + T].float(), self.sin[start: start + T].float()  # a no-op in fp32
+        return self.angles(torch.arange(start, start + T))
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -120,19 +122,21 @@ class CausalSelfAttention(nn.Module):
         self.q, self.k, self.v = HookPoint(), HookPoint(), HookPoint()  # (B, nh, T, hs)
         if config.pos_encoding == "rope":  # learned positions have no rotation, so no rot_q / rot_k
             self.rot_q, self.rot_k = HookPoint(), HookPoint()  # (B, nh, T, hs) after the rotation
-        self.scores = HookPoint()  # (B, nh, T, Tk) pre-softmax, masked with -inf
-        self.pattern = HookPoint()  # (B, nh, T, Tk) attention weights, rows sum to 1 (less with a learned sink)
+        self.scores = HookPoint(needs_weights=True)  # (B, nh, T, Tk) pre-softmax, masked with -inf
         # Sink remedies (attn_sink): a head that has nothing to look up need not dump its attention on a key.
         self.sink_logit = None  # "learned": (nh,) one more logit in each softmax, for attending to nothing
         self.c_gate = None  # "gate": (C -> nh) a sigmoid gate on each head's output, from the block's input
         if config.attn_sink == "learned":
             self.sink_logit = nn.Parameter(torch.zeros(config.n_head))  # 0: "softmax off by one" at the start
-            self.sink_weight = HookPoint()  # (B, nh, T) the weight each query gives to nothing (read-only)
+            self.sink_weight = HookPoint(needs_weights=True)  # (B, nh, T) the weight each query gives to nothing (read-only)
+        self.pattern = HookPoint(needs_weights=True)  # (B, nh, T, Tk) attention weights, rows sum to 1 (less with a learned sink)
         if config.attn_sink == "gate":
             self.c_gate = nn.Linear(config.n_embd, config.n_head, bias=True)
             self.gate = HookPoint()  # (B, nh, T) each head's gate, in (0, 1)
         self.z = HookPoint()  # (B, nh, T, hs) each head's weighted values
         self.out = HookPoint()  # (B, T, C) after the output projection
+        # the hook points that exist on the manual path only (they say so themselves): a tuple, not submodules
+        self.weight_hooks = tuple(m for m in self.children() if isinstance(m, HookPoint) and m.needs_weights)
 
     def split_heads(self, x: torch.Tensor) -> torch.Tensor:
         B, T, C = x.shape
@@ -155,8 +159,7 @@ class CausalSelfAttention(nn.Module):
             q, k = self.rot_q(q), self.rot_k(k)
         if kv_cache is not None:
             k, v = kv_cache.update(self.layer_idx, k, v)  # (B, nh, Tk, hs): the past and the new
-        watched = self.scores.active or self.pattern.active or (self.sink_logit is not None and self.sink_weight.active)
-        if self.attn_impl == "manual" or watched:
+        if self.attn_impl == "manual" or any(hook.active for hook in self.weight_hooks):
             y = self.manual_attention(q, k, v)
         elif self.sink_logit is not None:
             y = self.sdpa_attention_with_sink(q, k, v)
@@ -196,30 +199,34 @@ class CausalSelfAttention(nn.Module):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
 
     def sdpa_attention_with_sink(self, q, k, v) -> torch.Tensor:
-        """The learned sink on the fused path: one extra key, first, that every query sees, with value 0
-        and score = the head's sink logit. Each query gets an extra feature 1, each key an extra feature 0,
-        and the sink key 0s plus sink_logit * sqrt(hs), so q.k / sqrt(hs) is unchanged for the real keys
-        and equals the sink logit for the sink key: the same softmax as the manual path's extra column."""
+        """The learned sink on the fused path: one more key, first, with k = 0 and v = 0, so q.k is 0
+        for it and an additive float mask sets its score to the head's sink logit (the real keys get
+        0, or -inf in the future): the same softmax as the manual path's extra column, at head size."""
         B, nh, T, hs = q.shape
         Tk = k.size(2)
-        q = torch.cat([q, q.new_ones(B, nh, T, 1)], dim=-1)  # (B, nh, T, hs + 1)
-        k = torch.cat([k, k.new_zeros(B, nh, Tk, 1)], dim=-1)  # (B, nh, Tk, hs + 1)
-        sink_key = torch.cat([k.new_zeros(nh, hs), (self.sink_logit * math.sqrt(hs)).to(k.dtype)[:, None]], dim=-1)
-        k = torch.cat([sink_key.view(1, nh, 1, hs + 1).expand(B, nh, 1, hs + 1), k], dim=2)  # (B, nh, 1 + Tk, hs + 1)
+        k = torch.cat([k.new_zeros(B, nh, 1, hs), k], dim=2)  # (B, nh, 1 + Tk, hs)
         v = torch.cat([v.new_zeros(B, nh, 1, hs), v], dim=2)  # (B, nh, 1 + Tk, hs)
-        always = torch.ones(T, 1, dtype=torch.bool, device=q.device)
-        mask = torch.cat([always, causal_mask(T, Tk, q.device)], dim=-1)  # (T, 1 + Tk)
+        future = torch.zeros(T, Tk, dtype=q.dtype, device=q.device).masked_fill(
+            ~causal_mask(T, Tk, q.device), float("-inf"))  # (T, Tk): 0 where a query may look, -inf ahead
+        sink = self.sink_logit.to(q.dtype).view(1, nh, 1, 1).expand(1, nh, T, 1)  # (1, nh, T, 1)
+        mask = torch.cat([sink, future.expand(1, nh, T, Tk)], dim=-1)  # (1, nh, T, 1 + Tk)
         dropout_p = self.dropout if self.training else 0.0
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p,
-                                              scale=1.0 / math.sqrt(hs))
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+
+
+class ReLUSquared(nn.Module):
+    """relu(x)^2, the modded-nanogpt speedrun's MLP activation."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(x).square()
 
 
 class MLP(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
         self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
-        self.gelu = nn.GELU(approximate="tanh")  # GPT-2's GELU
-        self.act = config.mlp_act  # "gelu", or "relu2": relu(x)^2 (the modded-nanogpt speedrun's)
+        # mlp_act, chosen once: "gelu" is GPT-2's tanh GELU, "relu2" relu(x)^2
+        self.act = nn.GELU(approximate="tanh") if config.mlp_act == "gelu" else ReLUSquared()
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
         self.hidden = HookPoint()  # (B, T, 4C) after the activation
@@ -227,7 +234,7 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.c_fc(x)  # (B, T, 4C)
-        h = self.hidden(self.gelu(h) if self.act == "gelu" else F.relu(h).square())  # (B, T, 4C)
+        h = self.hidden(self.act(h))  # (B, T, 4C)
         return self.out(self.dropout(self.c_proj(h)))  # (B, T, C)
 
 
@@ -259,7 +266,8 @@ class GPT(HookedModule):
         self.config = config
         self.wte = nn.Embedding(config.vocab_size, config.n_embd)  # token embeddings
         self.wpe = nn.Embedding(config.block_size, config.n_embd) if config.pos_encoding == "learned" else None
-        self.rotary = RotaryEmbedding(config.head_size, config.rope_theta) if config.pos_encoding == "rope" else None
+        self.rotary = (RotaryEmbedding(config.head_size, config.rope_theta, config.block_size)
+                       if config.pos_encoding == "rope" else None)
         self.drop = nn.Dropout(config.dropout)
         self.embed = HookPoint()  # (B, T, C) token (+ position) embeddings
         self.blocks = nn.ModuleList(Block(config, i) for i in range(config.n_layer))
@@ -311,16 +319,23 @@ class GPT(HookedModule):
             x = block(x, rope, kv_cache)
         if kv_cache is not None:
             kv_cache.advance(T)
-        x = self.ln_f(x)
         if last_position_only:
-            x = x[:, -1:, :]  # (B, 1, C)
-        logits = self.lm_head(x).float()  # (B, T, V), or (B, 1, V); fp32 whatever the weights' precision
-        if self.config.logit_softcap:  # squash into (-cap, cap) smoothly (the modded-nanogpt speedrun's)
-            logits = self.config.logit_softcap * torch.tanh(logits / self.config.logit_softcap)
+            x = x[:, -1:, :]  # (B, 1, C); ln_f works per position, so normalising the last alone is the same
+        logits = self.unembed(x)  # (B, T, V), or (B, 1, V)
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.reshape(B * T, -1), targets.reshape(B * T), ignore_index=-1)  # logits: fp32
         return logits, loss
+
+    def unembed(self, x: torch.Tensor, softcap: bool = True) -> torch.Tensor:
+        """The one way from the residual stream to logits: (..., C) -> (..., V) in fp32, through
+        the final norm, the head and (with `logit_softcap`) the cap. `forward`, the logit lens and
+        every streamed measure call it; `softcap=False` gives the logits before the cap, the
+        quantity that direct logit attribution splits into a sum."""
+        logits = self.lm_head(self.ln_f(x)).float()  # (..., V): fp32 whatever the weights' precision
+        if softcap and self.config.logit_softcap:  # squash into (-cap, cap) smoothly (the modded-nanogpt speedrun's)
+            logits = self.config.logit_softcap * torch.tanh(logits / self.config.logit_softcap)
+        return logits
 
     def num_params(self, non_embedding: bool = False) -> int:
         """Parameters, each shared tensor counted once. `non_embedding` leaves out

@@ -14,9 +14,9 @@ sync `GradScaler` pays for fp16; logging reads the loss only at log steps.
 from __future__ import annotations
 
 import contextlib
-import math
 import signal
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -26,13 +26,14 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from glassgpt import checkpoint as ckpt
 from glassgpt import finetune
-from glassgpt.analysis import dynamics
-from glassgpt.config import GPTConfig, RunConfig, TrainConfig
+from glassgpt.config import GPTConfig, RunConfig, TrainConfig, changed, fixed_on, show
 from glassgpt.data import BatchLoader, Prefetcher, TokenDataset, eval_windows
 from glassgpt.device import resolve_device  # noqa: F401  (also glassgpt.train.resolve_device, as before)
 from glassgpt.errors import RunError, UsageError
 from glassgpt.limits import check_fits, training_bytes
 from glassgpt.model import GPT
+from glassgpt.optim import (Optimizers, adamw_for, check_optimizer_available, configure_optimizer,  # noqa: F401
+                            lr_at, muon_params)  # their home is glassgpt.optim; importable from here as before
 from glassgpt.runtime import (Dist, Interrupted, StopFlag, gather_rng_states, inference, set_rng_state,
                               stop_requested)
 from glassgpt.flops import mfu, peak_flops
@@ -40,6 +41,8 @@ from glassgpt.train_log import MetricsLog, check_tensorboard_available
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 SHAPE_FIELDS = finetune.SHAPE_FIELDS  # fix the weights' shapes; dropout, attn_impl, norm may change on resume
+# The resume rules, as each config field declares them (glassgpt.config.option): these may not change.
+RESUME_FIXED_MODEL, RESUME_FIXED_TRAIN = fixed_on(GPTConfig, "resume"), fixed_on(TrainConfig, "resume")
 
 
 # ---------------------------------------------------------------- parts
@@ -51,72 +54,6 @@ def autocast_context(device: torch.device, dtype: str):
     if dtype == "float16" and device.type != "cuda":
         raise UsageError("dtype=float16 needs a CUDA GPU; on this device use dtype=bfloat16 or float32")
     return torch.autocast(device_type=device.type, dtype=DTYPES[dtype])
-
-
-class Optimizers:
-    """Several optimizers stepped as one, each over its own parameters: what the loop
-    (param_groups, step, zero_grad) and the checkpoint (state_dict) ask of one."""
-
-    def __init__(self, **optimizers: torch.optim.Optimizer):
-        self.optimizers = optimizers
-
-    @property
-    def param_groups(self) -> list[dict]:
-        return [group for opt in self.optimizers.values() for group in opt.param_groups]
-
-    def step(self) -> None:
-        for opt in self.optimizers.values():
-            opt.step()
-
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        for opt in self.optimizers.values():
-            opt.zero_grad(set_to_none=set_to_none)
-
-    def state_dict(self) -> dict:
-        return {name: opt.state_dict() for name, opt in self.optimizers.items()}
-
-    def load_state_dict(self, state: dict) -> None:
-        for name, opt in self.optimizers.items():
-            opt.load_state_dict(state[name])
-
-
-def muon_params(model: torch.nn.Module) -> list[torch.nn.Parameter]:
-    """The blocks' 2-D weights (attention and MLP matmuls): what Muon orthogonalises.
-    Embeddings, the head, norms and biases are left to AdamW."""
-    return [p for name, p in model.named_parameters()
-            if p.requires_grad and p.dim() == 2 and name.startswith("blocks.")]
-
-
-def configure_optimizer(model: torch.nn.Module, tc: TrainConfig, device: torch.device):
-    """AdamW with weight decay on 2-D weights (matmuls, embeddings) only; fused on CUDA.
-    `optimizer=muon`: torch.optim.Muon for the blocks' 2-D weights (its learning rate
-    scaled to match AdamW's update size, so one schedule drives both), AdamW for the rest."""
-    if tc.optimizer == "muon":
-        hidden = muon_params(model)
-        hidden_ids = {id(p) for p in hidden}
-        rest = [p for p in model.parameters() if p.requires_grad and id(p) not in hidden_ids]
-        muon = torch.optim.Muon(hidden, lr=tc.learning_rate, weight_decay=tc.weight_decay,
-                                adjust_lr_fn="match_rms_adamw")
-        return Optimizers(adamw=adamw_for(rest, tc, device), muon=muon)
-    return adamw_for([p for p in model.parameters() if p.requires_grad], tc, device)
-
-
-def adamw_for(params: list[torch.nn.Parameter], tc: TrainConfig, device: torch.device) -> torch.optim.AdamW:
-    decay = [p for p in params if p.dim() >= 2]
-    no_decay = [p for p in params if p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": tc.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=tc.learning_rate, betas=(tc.beta1, tc.beta2),
-                             fused=device.type == "cuda")
-
-
-def lr_at(step: int, tc: TrainConfig) -> float:
-    """Linear warmup to learning_rate, then cosine decay to min_lr at decay_iters."""
-    if step < tc.warmup_iters:
-        return tc.learning_rate * (step + 1) / (tc.warmup_iters + 1)
-    if step >= tc.decay_iters:
-        return tc.min_lr
-    progress = (step - tc.warmup_iters) / max(1, tc.decay_iters - tc.warmup_iters)
-    return tc.min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (tc.learning_rate - tc.min_lr)
 
 
 def evaluate(model: GPT, data, block_size: int, batch_size: int, device: torch.device,
@@ -180,12 +117,23 @@ def apply_gradients(model: torch.nn.Module, optimizer: torch.optim.Optimizer, lo
 
 
 def check_same_shape(saved: GPTConfig, new: GPTConfig, run_dir: Path) -> None:
-    """Refuse to resume a run with a model whose weights would not fit its checkpoint."""
-    differences = [f"{k} {getattr(saved, k)} -> {getattr(new, k)}" for k in SHAPE_FIELDS
-                   if getattr(saved, k) != getattr(new, k)]
+    """Refuse to resume a run with a model whose weights would not fit its checkpoint: every
+    GPTConfig field declared `resume=False` (glassgpt.config.option) must be the saved one."""
+    differences = [f"{k} {getattr(saved, k)} -> {getattr(new, k)}" for k in changed(saved, new, RESUME_FIXED_MODEL)]
     if differences:
         raise UsageError(f"cannot resume {run_dir} with a different model ({', '.join(differences)}): "
                          "resume with the run's own model settings, or train into a new --out")
+
+
+def check_same_recipe(saved: TrainConfig, new: TrainConfig, run_dir: Path) -> None:
+    """Refuse to resume a run with a recipe its saved state cannot serve: every TrainConfig field
+    declared `resume=False` (the optimizer: its saved moments fit no other) must be the saved one."""
+    keys = changed(saved, new, RESUME_FIXED_TRAIN)
+    if keys:
+        was = ", ".join(f"{k}={show(getattr(saved, k))}" for k in keys)
+        now = ", ".join(f"{k}={show(getattr(new, k))}" for k in keys)
+        raise UsageError(f"cannot resume {run_dir}, trained with {was}, with {now}: "
+                         f"resume with {was}, or train into a new --out")
 
 
 # ---------------------------------------------------------------- the job
@@ -214,23 +162,18 @@ def train(run_config: RunConfig, out_dir: str | Path, *, resume: bool = False,
             dist.destroy_process_group()
 
 
-def check_same_optimizer(state: dict, tc: TrainConfig, run_dir: Path) -> None:
-    """Refuse to resume a run with another optimizer: its saved moments would not fit."""
-    saved = state.get("optimizer_name", "adamw")
-    if saved != tc.optimizer:
-        raise UsageError(f"cannot resume {run_dir}, trained with optimizer={saved}, with optimizer={tc.optimizer}: "
-                         f"resume with optimizer={saved}, or train into a new --out")
-
-
-def _read_resume_state(run_dir: Path, mc: GPTConfig, dist_info: Dist) -> dict:
-    """The trainer state of the run's last checkpoint, after checking it fits `mc`."""
+def _read_resume_state(run_dir: Path, rc: RunConfig, dist_info: Dist) -> dict:
+    """The trainer state of the run's last checkpoint, after checking it fits `rc`. The resume
+    rules, all here: the model and recipe fields declared fixed are the saved ones (check_same_shape,
+    check_same_recipe), the state belongs to the saved weights, and the number of processes is the same."""
     if dist_info.is_main:
         ckpt.recover(run_dir, ckpt.RUN_FILES)  # finish or undo a checkpoint write cut short by a kill
     if dist_info.world_size > 1:
         dist.barrier()
     ckpt.check_run_dir(run_dir, repair=False)
     saved, raw = ckpt.read_config(run_dir)
-    check_same_shape(saved.model, mc, run_dir)
+    check_same_shape(saved.model, rc.model, run_dir)
+    check_same_recipe(saved.train, rc.train, run_dir)
     ckpt.check_weights_fit(saved.model, run_dir / ckpt.WEIGHTS)  # before a model of that size is built
     state = ckpt.load_trainer_state(run_dir)
     if state.get("weights_sha256") != raw.get("weights_sha256"):
@@ -256,12 +199,115 @@ def _restore(state: dict, optimizer, scaler, loader: BatchLoader, device: torch.
     return int(state["step"]), int(state.get("skipped_steps", 0))
 
 
+# ---------------------------------------------------------------- the loop, over an explicit state
+
+@dataclass
+class Job:
+    """What a training run is made of, fixed once it starts (the weights change in place)."""
+
+    rc: RunConfig
+    run_dir: Path
+    device: torch.device
+    dist_info: Dist
+    log: Callable[[str], None]
+    dataset: TokenDataset
+    val_data: object  # the validation split (a memmap), opened once
+    raw_model: GPT  # the bare model: checkpoints, evaluation and analysis use it
+    model: torch.nn.Module  # what the steps run: raw_model, compiled and / or wrapped in DDP
+    optimizer: torch.optim.Optimizer | Optimizers
+    scaler: torch.amp.GradScaler
+    batches: Prefetcher
+    metrics: MetricsLog
+    probe: object | None  # dynamics.AnalysisProbe of analysis_interval (main process only)
+    origin: dict | None  # where a fine-tuning run came from
+    peak: float | None  # the device's peak FLOP/s for MFU
+    tokens_per_step: int
+    flops_per_token: float
+
+    @property
+    def tc(self) -> TrainConfig:
+        return self.rc.train
+
+
+@dataclass
+class TrainState:
+    """What changes from step to step; the step, the skipped steps and the data position (in the
+    prefetcher) go into each checkpoint, the rest is this process's bookkeeping."""
+
+    step: int = 0
+    skipped: int = 0  # steps skipped over a non-finite loss or gradient, over the whole run
+    bad_in_a_row: int = 0
+    start_step: int = 0  # where this process began (0, or the resumed step)
+    started: float = field(default_factory=time.time)
+    paused: dict = field(default_factory=lambda: {"eval": 0.0, "checkpoint": 0.0, "analysis": 0.0})
+    window_start: float = field(default_factory=time.time)  # the current log window: its start,
+    window_tokens: int = 0  # its tokens,
+    window_paused: float = 0.0  # and its seconds outside training steps
+
+
 def _train(rc: RunConfig, run_dir: Path, resume: bool, log, dist_info: Dist, on_model) -> dict:
-    tc, mc = rc.train, rc.model
+    job, state, finished = _start(rc, run_dir, resume, log, dist_info, on_model)
+    if finished is not None:
+        return finished
+    try:
+        with StopFlag() as stop:
+            _loop(job, state, stop)
+        return _finish(job, state)
+    finally:
+        job.metrics.close()
+
+
+def _loop(job: Job, state: TrainState, stop: StopFlag) -> None:
+    """The steps, from `state.step` to max_iters: evaluate, analyse, step, log, checkpoint."""
+    tc = job.tc
+    job.model.train()
+    while state.step < tc.max_iters:
+        if state.step % tc.eval_interval == 0 and not job.metrics.has_eval(state.step):
+            whole = state.step == 0 and tc.init_from  # fine-tuning starts from the exact figure
+            val_loss = _pause(state, "eval", lambda: _evaluate(job, None if whole else tc.eval_iters))
+            job.metrics.append({**_eval_row(job, state, val_loss), "elapsed_s": time.time() - state.started})
+            job.log(f"step {state.step:>6} | val loss {val_loss:.4f}")
+        if job.probe is not None and state.step % tc.analysis_interval == 0 and not _has_analysis(job, state):
+            _pause(state, "analysis", lambda: _analyse(job, state))
+
+        lr = lr_at(state.step, tc)
+        for group in job.optimizer.param_groups:
+            group["lr"] = lr
+        loss = accumulate_gradients(job.model, job.batches.take(), job.device, tc.dtype, job.scaler)
+        job.batches.fetch()  # the next step's, drawn while this one runs on a GPU
+        if job.dist_info.world_size > 1:  # every rank sees the global loss, so all skip alike
+            dist.all_reduce(loss)
+            loss /= job.dist_info.world_size
+        grad_norm, stepped = apply_gradients(job.raw_model, job.optimizer, loss, tc.grad_clip, job.scaler)
+        state.bad_in_a_row = 0 if stepped else state.bad_in_a_row + 1
+        state.skipped += 0 if stepped else 1
+        state.step += 1
+        state.window_tokens += job.tokens_per_step
+        if not stepped:
+            _refuse_too_many_bad_steps(job, state)
+
+        if state.step % tc.log_interval == 0 or state.step == tc.max_iters:
+            _log_train(job, state, loss, grad_norm, lr)
+        if state.step % tc.eval_interval == 0 or state.step == tc.max_iters:
+            _pause(state, "checkpoint", lambda: _save_checkpoint(job, state))
+        if stop_requested(stop, job.dist_info, job.device):
+            _save_checkpoint(job, state)
+            job.metrics.plot()
+            name = signal.Signals(stop.signal).name if stop.signal else "a signal on another rank"
+            raise Interrupted(f"stopped by {name} at step {state.step} with a checkpoint saved; continue with: "
+                              f"glassgpt train --out {job.run_dir} --resume")
+
+
+def _start(rc: RunConfig, run_dir: Path, resume: bool, log, dist_info: Dist,
+           on_model) -> tuple[Job | None, TrainState | None, dict | None]:
+    """Check everything, build the job and its state (restored on resume): `(job, state, None)`,
+    or `(None, None, final row)` when a resumed run is already complete."""
+    tc = rc.train
     device = resolve_device(tc.device, dist_info.local_rank)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     autocast_context(device, tc.dtype)  # fail early on a dtype this device cannot run
+    check_optimizer_available(tc.optimizer)  # ... and on an optimizer this torch lacks
     peak = peak_flops(device, tc.dtype)  # ... and on a bad GLASSGPT_PEAK_FLOPS
     if tc.tensorboard:
         check_tensorboard_available()
@@ -270,12 +316,68 @@ def _train(rc: RunConfig, run_dir: Path, resume: bool, log, dist_info: Dist, on_
         mc, source, origin = finetune.fine_tuning_model(rc, run_dir, resume)
         rc = RunConfig(mc, tc)
     if resume:
-        state = _read_resume_state(run_dir, mc, dist_info)
+        saved = _read_resume_state(run_dir, rc, dist_info)
     elif (run_dir / ckpt.CONFIG).exists():
         raise UsageError(f"{run_dir} already holds a run: pass --resume to continue it, or choose another --out")
     else:
-        state = None
+        saved = None
+    dataset = _load_dataset(rc, source)
+    val_data = dataset.split("val")
 
+    check_fits(training_bytes(rc.model, tc.batch_size), device, f"training this model at batch_size={tc.batch_size}",
+               "lower batch_size (raise grad_accum_steps to keep the batch), block_size, n_embd or n_layer")
+    torch.manual_seed(tc.seed + dist_info.rank)  # dropout masks differ by rank; DDP copies rank 0's weights
+    raw_model = GPT(rc.model).to(device)
+    if saved is not None:
+        ckpt.load_weights(raw_model, run_dir, device)
+    elif source is not None:
+        ckpt.load_weights(raw_model, source.run_dir, device, expected_sha256=source.weights_sha256)
+    if on_model is not None:
+        on_model(raw_model)
+    optimizer = configure_optimizer(raw_model, tc, device)
+    loader = BatchLoader(dataset.split("train"), rc.model.block_size, tc.batch_size, tc.seed, dist_info.rank,
+                         dist_info.world_size)
+    scaler = torch.amp.GradScaler(device.type, enabled=tc.dtype == "float16")
+    state = TrainState()
+    if saved is not None:
+        state.step, state.skipped = _restore(saved, optimizer, scaler, loader, device, dist_info)
+    state.start_step = state.step
+
+    batches = Prefetcher(loader, tc.grad_accum_steps, device)
+    model = torch.compile(raw_model) if tc.compile else raw_model
+    if dist_info.world_size > 1:
+        model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+    metrics = MetricsLog(run_dir, enabled=dist_info.is_main, tensorboard=tc.tensorboard)
+    if dist_info.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    if resume:
+        finished = metrics.final_row(state.step) if state.step >= tc.max_iters else None
+        if finished is not None:
+            val = finished.get("val_loss")
+            log(f"{run_dir} is complete: {state.step} of max_iters={tc.max_iters} steps, val loss "
+                f"{'n/a' if val is None else format(val, '.4f')}; nothing to do (raise max_iters to train further)")
+            return None, None, finished
+        metrics.load(up_to_step=state.step, warn=log)  # every rank reads it, so all agree on which evals are done
+    metrics.open_tensorboard(state.step if resume else None)
+    probe = None  # the fixed inputs of the analysis rows (analysis_interval), measured by the main process
+    if tc.analysis_interval and dist_info.is_main:
+        from glassgpt.analysis import dynamics  # only then: training alone imports no analysis, no matplotlib
+
+        probe = dynamics.AnalysisProbe.build(val_data, rc.model.block_size, dataset.tokenizer.vocab_size,
+                                             tc.seed).to(device)
+    tokens_per_step = tc.batch_size * rc.model.block_size * tc.grad_accum_steps * dist_info.world_size
+    job = Job(rc, run_dir, device, dist_info, log, dataset, val_data, raw_model, model, optimizer, scaler, batches, metrics,
+              probe, origin, peak, tokens_per_step, raw_model.estimate_flops_per_token())
+    _announce(job, source)
+    if state.step == 0:
+        _save_checkpoint(job, state)  # the run directory is a loadable run from the start
+    state.started = state.window_start = time.time()
+    return job, state, None
+
+
+def _load_dataset(rc: RunConfig, source) -> TokenDataset:
+    """The run's dataset, checked against the model and (fine-tuning) the source's tokenizer."""
+    tc, mc = rc.train, rc.model
     dataset = TokenDataset.load(tc.dataset)
     tokenizer = dataset.tokenizer
     if source is not None:
@@ -283,181 +385,129 @@ def _train(rc: RunConfig, run_dir: Path, resume: bool, log, dist_info: Dist, on_
     if mc.vocab_size < tokenizer.vocab_size:
         raise UsageError(f"vocab_size {mc.vocab_size} is smaller than the {tc.dataset} tokenizer's "
                          f"{tokenizer.vocab_size}: set vocab_size={tokenizer.vocab_size}")
-    train_data, val_data = dataset.split("train"), dataset.split("val")
-    if len(val_data) < 2:
-        raise UsageError(f"the {tc.dataset} val split has {len(val_data)} token(s), too few to evaluate on "
+    val_tokens = len(dataset.split("val"))
+    if val_tokens < 2:
+        raise UsageError(f"the {tc.dataset} val split has {val_tokens} token(s), too few to evaluate on "
                          "(one input and its next token at least): prepare more data")
+    return dataset
 
-    check_fits(training_bytes(mc, tc.batch_size), device, f"training this model at batch_size={tc.batch_size}",
-               "lower batch_size (raise grad_accum_steps to keep the batch), block_size, n_embd or n_layer")
-    torch.manual_seed(tc.seed + dist_info.rank)  # dropout masks differ by rank; DDP copies rank 0's weights
-    raw_model = GPT(mc).to(device)
-    if state is not None:
-        ckpt.load_weights(raw_model, run_dir, device)
-    elif source is not None:
-        ckpt.load_weights(raw_model, source.run_dir, device, expected_sha256=source.weights_sha256)
-    if on_model is not None:
-        on_model(raw_model)
-    optimizer = configure_optimizer(raw_model, tc, device)
-    loader = BatchLoader(train_data, mc.block_size, tc.batch_size, tc.seed, dist_info.rank, dist_info.world_size)
-    scaler = torch.amp.GradScaler(device.type, enabled=tc.dtype == "float16")
-    step, skipped, bad_in_a_row = 0, 0, 0
-    if state is not None:
-        check_same_optimizer(state, tc, run_dir)
-        step, skipped = _restore(state, optimizer, scaler, loader, device, dist_info)
 
-    batches_ahead = Prefetcher(loader, tc.grad_accum_steps, device)
-    model = torch.compile(raw_model) if tc.compile else raw_model
-    if dist_info.world_size > 1:
-        model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
-
-    metrics = MetricsLog(run_dir, enabled=dist_info.is_main, tensorboard=tc.tensorboard)
-    if dist_info.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    if resume:
-        finished = metrics.final_row(step) if step >= tc.max_iters else None
-        if finished is not None:
-            val = finished.get("val_loss")
-            log(f"{run_dir} is complete: {step} of max_iters={tc.max_iters} steps, val loss "
-                f"{'n/a' if val is None else format(val, '.4f')}; nothing to do (raise max_iters to train further)")
-            return finished
-        metrics.load(up_to_step=step, warn=log)  # every rank reads it, so all agree on which evals are done
-    metrics.open_tensorboard(step if resume else None)
-    probe = None  # the fixed inputs of the analysis rows (analysis_interval), measured by the main process
-    if tc.analysis_interval and dist_info.is_main:
-        probe = dynamics.AnalysisProbe.build(val_data, mc.block_size, tokenizer.vocab_size, tc.seed).to(device)
-
-    def save_checkpoint() -> None:  # called on every rank: each gives its RNG state
-        rng = gather_rng_states(device, dist_info)
-        if dist_info.is_main:
-            ckpt.save_run(run_dir, raw_model, tokenizer, rc, {
-                "step": step, "skipped_steps": skipped, "optimizer": optimizer.state_dict(),
-                "optimizer_name": tc.optimizer,
-                "scaler": scaler.state_dict() if scaler.is_enabled() else None,
-                "loader": batches_ahead.state_dict(), "rng": rng}, origin=origin)
-
-    def run_eval(max_batches: int | None) -> float:
-        return evaluate(raw_model, val_data, mc.block_size, tc.batch_size, device, tc.dtype, max_batches, dist_info)
-
-    def run_analysis() -> None:  # an "analysis" row in metrics.jsonl
-        started_at = time.perf_counter()
-        row = dynamics.analysis_row(raw_model, probe, step)
-        metrics.append(row)
-        seconds = time.perf_counter() - started_at
-        best = max(range(len(row["induction"])), key=lambda i: row["induction"][i]) if "induction" in row else None
-        induction = (f"induction {row['induction'][best]:.2f} (layer {best} head {row['induction_head'][best]}) | "
-                     if best is not None else "")
-        log(f"step {step:>6} | analysis: {induction}sink share {max(row['sink_share']):.2f} | "
-            f"icl score {row['icl_score']:+.2f} | {seconds:.1f}s, not counted in tok/s")
-
-    def draw_dynamics() -> None:  # dynamics.png, drawn with loss.png
-        if probe is not None and dynamics.analysis_rows(metrics.rows):
-            ckpt.atomic_write(run_dir / dynamics.DYNAMICS, lambda p: dynamics.write_dynamics(metrics.rows, p))
-
-    def eval_row(val_loss: float) -> dict:  # loss in nats, and bits per byte or character where they apply
-        return {"kind": "eval", "step": step, "val_loss": val_loss, **dataset.bits_per_unit(val_loss)}
-
-    tokens_per_step = tc.batch_size * mc.block_size * tc.grad_accum_steps * dist_info.world_size
-    flops_per_token = raw_model.estimate_flops_per_token()
-    log(f"training {raw_model.num_params():,} parameters on {device} ({tc.dtype}), "
-        f"{tokens_per_step:,} tokens per step, {dist_info.world_size} process(es), into {run_dir}"
-        + (f", peak {peak / 1e12:.0f} TFLOP/s for MFU" if peak else ""))
+def _announce(job: Job, source) -> None:
+    tc, log = job.tc, job.log
+    log(f"training {job.raw_model.num_params():,} parameters on {job.device} ({tc.dtype}), "
+        f"{job.tokens_per_step:,} tokens per step, {job.dist_info.world_size} process(es), into {job.run_dir}"
+        + (f", peak {job.peak / 1e12:.0f} TFLOP/s for MFU" if job.peak else ""))
     if source is not None:
         log(f"fine-tuning from {source.run_dir}: its weights, shape and tokenizer, a fresh optimizer")
-    if probe is not None:
-        log(f"analysis every {tc.analysis_interval} steps into {run_dir / dynamics.DYNAMICS} "
+    if job.probe is not None:
+        from glassgpt.analysis.dynamics import DYNAMICS
+
+        log(f"analysis every {tc.analysis_interval} steps into {job.run_dir / DYNAMICS} "
             "(its time is left out of tokens/s)")
-    if step == 0:
-        save_checkpoint()  # the run directory is a loadable run from the start
 
-    model.train()
-    start_step = step
-    started, window_start, window_tokens = time.time(), time.time(), 0
-    paused = {"eval": 0.0, "checkpoint": 0.0, "analysis": 0.0}  # seconds spent outside training steps, by kind
-    window_paused = 0.0  # of them, the seconds inside the current log window
 
-    def pause(kind: str, fn: Callable):  # run fn, and count its time apart from the training steps'
-        nonlocal window_paused
-        t0 = time.time()
-        result = fn()
-        seconds = time.time() - t0
-        paused[kind] += seconds
-        window_paused += seconds
-        return result
+# ---------------------------------------------------------------- the loop's parts
 
-    try:
-        with StopFlag() as stop:
-            while step < tc.max_iters:
-                if step % tc.eval_interval == 0 and not metrics.has_eval(step):
-                    whole = step == 0 and tc.init_from  # fine-tuning starts from the exact figure
-                    val_loss = pause("eval", lambda: run_eval(None if whole else tc.eval_iters))
-                    metrics.append({**eval_row(val_loss), "elapsed_s": time.time() - started})
-                    log(f"step {step:>6} | val loss {val_loss:.4f}")
+def _pause(state: TrainState, kind: str, fn: Callable):
+    """Run fn, and count its time apart from the training steps'."""
+    t0 = time.time()
+    result = fn()
+    seconds = time.time() - t0
+    state.paused[kind] += seconds
+    state.window_paused += seconds
+    return result
 
-                if probe is not None and step % tc.analysis_interval == 0 and not dynamics.has_analysis(metrics.rows, step):
-                    pause("analysis", run_analysis)
 
-                lr = lr_at(step, tc)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                loss = accumulate_gradients(model, batches_ahead.take(), device, tc.dtype, scaler)
-                batches_ahead.fetch()  # the next step's, drawn while this one runs on a GPU
-                if dist_info.world_size > 1:  # every rank sees the global loss, so all skip alike
-                    dist.all_reduce(loss)
-                    loss /= dist_info.world_size
-                grad_norm, stepped = apply_gradients(raw_model, optimizer, loss, tc.grad_clip, scaler)
-                bad_in_a_row = 0 if stepped else bad_in_a_row + 1
-                skipped += 0 if stepped else 1
-                step += 1
-                window_tokens += tokens_per_step
-                if not stepped:
-                    log(f"step {step:>6} | non-finite loss or gradient: step skipped ({bad_in_a_row} in a row)")
-                    if bad_in_a_row >= tc.max_bad_steps:
-                        raise RunError(f"{bad_in_a_row} non-finite steps in a row up to step {step}: lower "
-                                       "learning_rate, use dtype=bfloat16 instead of float16, or raise max_bad_steps")
+def _evaluate(job: Job, max_batches: int | None) -> float:
+    return evaluate(job.raw_model, job.val_data, job.rc.model.block_size, job.tc.batch_size, job.device,
+                    job.tc.dtype, max_batches, job.dist_info)
 
-                if step % tc.log_interval == 0 or step == tc.max_iters:
-                    train_loss = loss.item()
-                    peak_mem = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
-                    elapsed = time.time() - window_start - window_paused  # training steps only
-                    tok_s = window_tokens / max(elapsed, 1e-9)
-                    row = {"kind": "train", "step": step, "train_loss": train_loss, "lr": lr,
-                           "grad_norm": grad_norm.item(), "tokens_per_s": tok_s,
-                           "mfu": mfu(flops_per_token, tok_s, peak),
-                           "peak_mem_mb": peak_mem,
-                           "skipped_steps": skipped, "elapsed_s": time.time() - started}
-                    metrics.append(row)
-                    mfu_text = f" | mfu {row['mfu']:.1%}" if peak else ""
-                    log(f"step {step:>6} | loss {train_loss:.4f} | lr {lr:.2e} | {tok_s:,.0f} tok/s{mfu_text}")
-                    window_start, window_tokens, window_paused = time.time(), 0, 0.0
 
-                if step % tc.eval_interval == 0 or step == tc.max_iters:
-                    pause("checkpoint", save_checkpoint)
-                if stop_requested(stop, dist_info, device):
-                    save_checkpoint()
-                    metrics.plot()
-                    name = signal.Signals(stop.signal).name if stop.signal else "a signal on another rank"
-                    raise Interrupted(f"stopped by {name} at step {step} with a checkpoint saved; continue with: "
-                                      f"glassgpt train --out {run_dir} --resume")
+def _eval_row(job: Job, state: TrainState, val_loss: float) -> dict:
+    """Loss in nats, and bits per byte or character where they apply."""
+    return {"kind": "eval", "step": state.step, "val_loss": val_loss, **job.dataset.bits_per_unit(val_loss)}
 
-        if probe is not None and not dynamics.has_analysis(metrics.rows, step):
-            pause("analysis", run_analysis)  # the curves end where training ends
-        val_loss = pause("eval", lambda: run_eval(None))  # the whole validation split: a stable final figure
-        wall_seconds = time.time() - started
-        train_seconds = wall_seconds - sum(paused.values())  # the training steps alone
-        final = {**eval_row(val_loss), "kind": "final", "train_seconds": train_seconds,
-                 "tokens_per_s": (step - start_step) * tokens_per_step / max(train_seconds, 1e-9),
-                 "eval_seconds": paused["eval"], "checkpoint_seconds": paused["checkpoint"],
-                 "wall_seconds": wall_seconds, "skipped_steps": skipped,
-                 **({"analysis_seconds": paused["analysis"]} if probe is not None else {})}
-        if not metrics.has_eval(step):  # a run killed after this row and before the next resumes without a twin
-            metrics.append({**eval_row(val_loss), "elapsed_s": wall_seconds})
-        metrics.append(final)
-        metrics.plot()  # once, at the end (and when stopped), not at every eval: matplotlib is slow
-        draw_dynamics()
-    finally:
-        metrics.close()
+
+def _save_checkpoint(job: Job, state: TrainState) -> None:
+    """Called on every rank: each gives its RNG state; the main process writes."""
+    rng = gather_rng_states(job.device, job.dist_info)
+    if job.dist_info.is_main:
+        ckpt.save_run(job.run_dir, job.raw_model, job.dataset.tokenizer, job.rc, {
+            "step": state.step, "skipped_steps": state.skipped, "optimizer": job.optimizer.state_dict(),
+            "optimizer_name": job.tc.optimizer,
+            "scaler": job.scaler.state_dict() if job.scaler.is_enabled() else None,
+            "loader": job.batches.state_dict(), "rng": rng}, origin=job.origin)
+
+
+def _has_analysis(job: Job, state: TrainState) -> bool:
+    from glassgpt.analysis import dynamics
+
+    return dynamics.has_analysis(job.metrics.rows, state.step)
+
+
+def _analyse(job: Job, state: TrainState) -> None:
+    """An "analysis" row in metrics.jsonl, and a line in the log."""
+    from glassgpt.analysis import dynamics
+
+    started_at = time.perf_counter()
+    row = dynamics.analysis_row(job.raw_model, job.probe, state.step)
+    job.metrics.append(row)
+    seconds = time.perf_counter() - started_at
+    best = max(range(len(row["induction"])), key=lambda i: row["induction"][i]) if "induction" in row else None
+    induction = (f"induction {row['induction'][best]:.2f} (layer {best} head {row['induction_head'][best]}) | "
+                 if best is not None else "")
+    job.log(f"step {state.step:>6} | analysis: {induction}sink share {max(row['sink_share']):.2f} | "
+            f"icl score {row['icl_score']:+.2f} | {seconds:.1f}s, not counted in tok/s")
+
+
+def _refuse_too_many_bad_steps(job: Job, state: TrainState) -> None:
+    job.log(f"step {state.step:>6} | non-finite loss or gradient: step skipped ({state.bad_in_a_row} in a row)")
+    if state.bad_in_a_row >= job.tc.max_bad_steps:
+        raise RunError(f"{state.bad_in_a_row} non-finite steps in a row up to step {state.step}: lower "
+                       "learning_rate, use dtype=bfloat16 instead of float16, or raise max_bad_steps")
+
+
+def _log_train(job: Job, state: TrainState, loss: torch.Tensor, grad_norm: torch.Tensor, lr: float) -> None:
+    """A "train" row and a log line; the window of tokens/s starts again."""
+    train_loss = loss.item()
+    device = job.device
+    peak_mem = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+    elapsed = time.time() - state.window_start - state.window_paused  # training steps only
+    tok_s = state.window_tokens / max(elapsed, 1e-9)
+    row = {"kind": "train", "step": state.step, "train_loss": train_loss, "lr": lr,
+           "grad_norm": grad_norm.item(), "tokens_per_s": tok_s,
+           "mfu": mfu(job.flops_per_token, tok_s, job.peak),
+           "peak_mem_mb": peak_mem,
+           "skipped_steps": state.skipped, "elapsed_s": time.time() - state.started}
+    job.metrics.append(row)
+    mfu_text = f" | mfu {row['mfu']:.1%}" if job.peak else ""
+    job.log(f"step {state.step:>6} | loss {train_loss:.4f} | lr {lr:.2e} | {tok_s:,.0f} tok/s{mfu_text}")
+    state.window_start, state.window_tokens, state.window_paused = time.time(), 0, 0.0
+
+
+def _finish(job: Job, state: TrainState) -> dict:
+    """The last analysis, the final evaluation on the whole validation split, the final row, the plots."""
+    if job.probe is not None and not _has_analysis(job, state):
+        _pause(state, "analysis", lambda: _analyse(job, state))  # the curves end where training ends
+    val_loss = _pause(state, "eval", lambda: _evaluate(job, None))  # the whole validation split: a stable figure
+    wall_seconds = time.time() - state.started
+    paused = state.paused
+    train_seconds = wall_seconds - sum(paused.values())  # the training steps alone
+    final = {**_eval_row(job, state, val_loss), "kind": "final", "train_seconds": train_seconds,
+             "tokens_per_s": (state.step - state.start_step) * job.tokens_per_step / max(train_seconds, 1e-9),
+             "eval_seconds": paused["eval"], "checkpoint_seconds": paused["checkpoint"],
+             "wall_seconds": wall_seconds, "skipped_steps": state.skipped,
+             **({"analysis_seconds": paused["analysis"]} if job.probe is not None else {})}
+    if not job.metrics.has_eval(state.step):  # a run killed after this row and before the next resumes without a twin
+        job.metrics.append({**_eval_row(job, state, val_loss), "elapsed_s": wall_seconds})
+    job.metrics.append(final)
+    job.metrics.plot()  # once, at the end (and when stopped), not at every eval: matplotlib is slow
+    if job.probe is not None:  # dynamics.png, drawn with loss.png
+        from glassgpt.analysis import dynamics
+
+        if dynamics.analysis_rows(job.metrics.rows):
+            ckpt.atomic_write(job.run_dir / dynamics.DYNAMICS, lambda p: dynamics.write_dynamics(job.metrics.rows, p))
     bits = next((f" | {v:.3f} {k.replace('_', ' ')}" for k, v in final.items() if k.startswith("bits_per")), "")
-    log(f"done: val loss {val_loss:.4f} (whole val split){bits} | {train_seconds:.1f}s training, "
-        f"{paused['eval']:.1f}s evaluating, {paused['checkpoint']:.1f}s checkpointing")
+    job.log(f"done: val loss {val_loss:.4f} (whole val split){bits} | {train_seconds:.1f}s training, "
+            f"{paused['eval']:.1f}s evaluating, {paused['checkpoint']:.1f}s checkpointing")
     return final

@@ -14,17 +14,20 @@ from glassgpt.analysis.circuits import (
     activation_patching, direct_logit_attribution, logit_difference, patched_logits,
 )
 from glassgpt.analysis.measures import (
-    SINK_EPSILON, mean_head, mean_z, attention_distance, attention_patterns, batch_patterns, depth_scan, find_sinks, head_ablation,
-    induction_scores, induction_stripe, key_shares, logit_lens, normalized_entropy, prefix_matching,
+    SINK_EPSILON, mean_head, mean_z, attention_distance, attention_patterns, batch_patterns, find_sinks, head_ablation,
+    induction_stripe, key_shares, normalized_entropy, prefix_matching,
     previous_token_stripe, repeated_random_tokens, sink_rate, sink_scores, window_average, zero_head,
 )
 from glassgpt.analysis.plots import (
     plot_attention, plot_attention_grid, plot_head_heatmap, plot_logit_lens, token_labels,
 )
 from glassgpt.analysis.report import write_report
-from glassgpt.analysis.streaming import stream_patterns, unigram_entropy, window_statistics
+from glassgpt.analysis.streaming import (
+    depth_scan, induction_scores, logit_lens, stream_patterns, unigram_entropy, window_statistics,
+)
 from glassgpt.analysis.suite import analyze
 from glassgpt.analysis.summary import layer_lines, summarize
+from glassgpt.analysis.view import View, view
 
 __all__ = [
     "activation_patching", "direct_logit_attribution", "logit_difference", "mean_head", "mean_z", "patched_logits",
@@ -33,5 +36,5 @@ __all__ = [
     "analyze", "attention_distance", "attention_patterns", "batch_patterns", "depth_scan", "find_sinks",
     "head_ablation", "induction_scores", "layer_lines", "logit_lens", "normalized_entropy", "plot_attention",
     "plot_attention_grid", "plot_head_heatmap", "plot_logit_lens", "repeated_random_tokens", "sink_scores",
-    "summarize", "token_labels", "window_average", "write_report", "zero_head",
+    "summarize", "token_labels", "View", "view", "window_average", "write_report", "zero_head",
 ]

@@ -105,7 +105,10 @@ def direct_logit_attribution(model: GPT, idx: torch.Tensor, token: int, position
     value the whole residual stream gives it:
     `heads` (L, H) and `mlp` (L,): each component's direct contribution;
     `rest`: the embedding, the attention output biases and ln_f's bias;
-    `logit`: the model's logit, equal to heads.sum() + mlp.sum() + rest.
+    `logit`: the logit the terms split, equal to heads.sum() + mlp.sum() + rest;
+    `attributed`: which logit that is, "logit" or, for a model with `logit_softcap`, "logit before
+    the softcap" (the cap is not additive, so it is the logit `model.unembed(x, softcap=False)` gives);
+    `model_logit`: the model's own output logit (after the cap, when there is one).
     What a head writes reaches the logit through later layers too; this counts the direct path only."""
     idx = as_batch(idx).to(_device(model))
     if idx.size(0) != 1:
@@ -149,5 +152,8 @@ def _attribute(model: GPT, cache: dict, logits: torch.Tensor, token: int, positi
             mlp[i] = read(at(f"blocks.{i}.mlp.out"))
     if ln_f.bias is not None:
         rest = rest + ln_f.bias.double() @ unembed
-    return {"heads": heads.float(), "mlp": mlp.float(), "rest": float(rest),
-            "logit": float(logits[0, position, token])}
+    capped = bool(model.config.logit_softcap)
+    logit = model.unembed(cache[f"blocks.{L - 1}.resid_post"][0, position], softcap=False)[token]  # (C,) -> ()
+    return {"heads": heads.float(), "mlp": mlp.float(), "rest": float(rest), "logit": float(logit),
+            "attributed": "logit before the softcap" if capped else "logit",
+            "model_logit": float(logits[0, position, token])}

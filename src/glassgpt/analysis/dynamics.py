@@ -8,14 +8,18 @@ the sample) and logs one row of kind "analysis" to metrics.jsonl (`analysis_row`
 
 Per layer, each row holds the largest value over the layer's heads (and which head):
 - `entropy`: mean normalised attention entropy (the depth scan; mean over heads);
-- `sink_share`: the share of a head's attention on its most-attended key, from the rows
-  that can see that key (`sink_scores`; Gu et al.'s sink threshold is 0.3), with the
-  head and the key (the most frequent over the windows); `first_position_share` on key 0;
+- `sink_share`: the report's *sink share* (`window_sink_scores`): in each window a head's largest
+  mean weight on one key, from the rows that can see it, averaged over the windows (Gu et al.'s
+  sink threshold is 0.3), with the head and its most frequent key; `first_position_share` on key 0;
 - `induction`: induction score on repeated random tokens (`induction_stripe`);
 - `previous_token`: attention to the previous token on the same batch (`previous_token_stripe`).
 And one number for the model, the in-context-learning score of Olsson et al. (2022):
 the mean loss at late positions of a window minus that at early positions (negative:
 the model predicts better with more context).
+
+The measures are the report's own (`glassgpt.analysis.streaming`): each layer's attention is
+reduced inside its hook and dropped, a few windows at a time, so the probe of a GPT-2-shaped
+model holds one layer of `PROBE_BATCH` windows at once, not every layer of all 16.
 """
 
 from __future__ import annotations
@@ -31,15 +35,15 @@ from matplotlib.figure import Figure
 
 from glassgpt.train_log import read_metrics  # noqa: F401  (also glassgpt.analysis.dynamics.read_metrics)
 from glassgpt.analysis.measures import (
-    SINK_EPSILON, batch_patterns, inference, induction_probe_length, induction_stripe, normalized_entropy,
-    previous_token_stripe,
-    repeated_random_tokens, sink_scores,
+    SINK_EPSILON, inference, induction_probe_length, normalized_entropy, previous_token_stripe, repeated_random_tokens,
 )
+from glassgpt.analysis.streaming import SINK_REDUCERS, induction_reducer, per_window, stream_patterns, window_sink_scores
 
 DYNAMICS = "dynamics.png"
 PROBE_WINDOWS = 16  # validation windows measured at every analysis step
 PROBE_REPEATS = 8  # sequences of repeated random tokens
 MIN_INDUCTION_CONTEXT = 4  # two repeats of at least 2 tokens
+PROBE_BATCH = 2  # windows per forward pass of the probe: one layer of their attention is held at a time
 
 
 @dataclass
@@ -80,9 +84,9 @@ def icl_bands(T: int) -> tuple[slice, slice]:
 
 def in_context_learning(model, windows: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
     """`loss_early`, `loss_late` (nats) and `icl_score` = late - early over the windows (B, T)."""
-    with inference(model):
-        logits, _ = model(windows)  # (B, T, V)
-        losses = F.cross_entropy(logits.float().transpose(1, 2), targets, ignore_index=-1, reduction="none")  # (B, T)
+    with inference(model):  # one window at a time: (1, T, V) logits, not (B, T, V)
+        losses = torch.cat([F.cross_entropy(model(windows[i: i + 1])[0].float().transpose(1, 2), targets[i: i + 1],
+                                            ignore_index=-1, reduction="none") for i in range(windows.size(0))])  # (B, T)
     keep = (targets != -1).float()
     early, late = icl_bands(windows.size(1))
     loss_early = float((losses[:, early] * keep[:, early]).sum() / keep[:, early].sum().clamp(min=1))
@@ -99,13 +103,13 @@ def _best_per_layer(values: torch.Tensor) -> tuple[list[float], list[int]]:
 def analysis_row(model, probe: AnalysisProbe, step: int) -> dict:
     """One row of kind "analysis" for metrics.jsonl (see the module's docstring)."""
     started = time.perf_counter()
-    patterns = batch_patterns(model, probe.windows)  # (L, B, H, T, T)
-    entropy = normalized_entropy(patterns).mean(dim=1)  # (L, H)
-    scores = sink_scores(patterns)  # each (L, B, H): per window
-    share = scores["max_key_share"].mean(dim=1)  # (L, H)
-    sink_share, sink_head = _best_per_layer(share)
-    keys = scores["max_key_index"].mode(dim=1).values  # (L, H): the key most often the head's favourite
-    first_share, first_head = _best_per_layer(scores["first_position_share"].mean(dim=1))
+    stats = stream_patterns(model, probe.windows, {"entropy": per_window(normalized_entropy), **SINK_REDUCERS},
+                            batch_size=PROBE_BATCH)
+    entropy = stats["entropy"]  # (L, H)
+    scores = window_sink_scores(stats)  # each (L, H), over the windows: the report's sink share
+    sink_share, sink_head = _best_per_layer(scores["max_key_share"])
+    keys = scores["max_key_index"]  # (L, H): the key most often each head's sink
+    first_share, first_head = _best_per_layer(scores["first_position_share"])
     row = {
         "kind": "analysis", "step": step,
         "entropy": [round(float(e), 6) for e in entropy.mean(dim=1)],
@@ -114,11 +118,12 @@ def analysis_row(model, probe: AnalysisProbe, step: int) -> dict:
         "first_position_share": first_share, "first_position_head": first_head,
         "sink_threshold": SINK_EPSILON,
     }
-    del patterns
     if probe.repeated is not None:
-        repeated = batch_patterns(model, probe.repeated)  # (L, R, H, 2S, 2S)
-        row["induction"], row["induction_head"] = _best_per_layer(induction_stripe(repeated, probe.seq_len).mean(dim=1))
-        row["previous_token"], row["previous_token_head"] = _best_per_layer(previous_token_stripe(repeated).mean(dim=1))
+        repeated = stream_patterns(model, probe.repeated, {"induction": induction_reducer(probe.seq_len),
+                                                           "previous_token": per_window(previous_token_stripe)},
+                                   batch_size=PROBE_BATCH)  # (L, H) each
+        row["induction"], row["induction_head"] = _best_per_layer(repeated["induction"])
+        row["previous_token"], row["previous_token_head"] = _best_per_layer(repeated["previous_token"])
         row["induction_seq_len"] = probe.seq_len
     row.update({k: round(v, 6) for k, v in in_context_learning(model, probe.windows, probe.targets).items()})
     row["analysis_seconds"] = round(time.perf_counter() - started, 4)

@@ -1,4 +1,7 @@
-"""What attention does, measured: functions from (model, tokens) or from patterns to tensors.
+"""What attention does, measured: functions from patterns (and token ids) to tensors, and the
+model-level tools that hold what they measure (patterns of a short prompt, head ablation).
+The measures of a model over many windows stream, one layer at a time: `glassgpt.analysis.streaming`
+(which builds on the functions here; this module imports nothing from it).
 
 Shapes: L layers, H heads, B sequences, T positions. A pattern `(..., T, T)` holds
 attention weights, query rows by key columns, each row summing to 1 over the
@@ -11,10 +14,21 @@ shares, distance) average over query rows 1..T-1, where a head has a choice.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from glassgpt.model import GPT
 from glassgpt.runtime import inference  # eval mode and no grad (its one home; also glassgpt.analysis.measures.inference)
+
+# Measures of a model that stream (glassgpt.analysis.streaming, one implementation each), still
+# importable from here: `from glassgpt.analysis.measures import induction_scores` works as before.
+STREAMED = ("depth_scan", "induction_scores", "logit_lens")
+
+
+def __getattr__(name: str):
+    if name in STREAMED:
+        from glassgpt.analysis import streaming  # at first use only: streaming imports this module
+
+        return getattr(streaming, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def pattern_names(model: GPT) -> list[str]:
@@ -82,15 +96,6 @@ def window_average(model: GPT, windows: torch.Tensor, measure, batch_size: int =
     return total / windows.size(0)
 
 
-def depth_scan(model: GPT, windows: torch.Tensor, batch_size: int = 1) -> torch.Tensor:
-    """Mean normalised entropy of every head over validation windows (B, T): -> (L, H).
-    Low in a layer means focused (local or sink) heads; near 1 means diffuse ones.
-    Reduced inside the hook, one layer at a time (see `glassgpt.analysis.streaming`)."""
-    from glassgpt.analysis.streaming import per_window, stream_patterns
-
-    return stream_patterns(model, windows, {"entropy": per_window(normalized_entropy)}, batch_size)["entropy"]
-
-
 def attention_distance(patterns: torch.Tensor) -> torch.Tensor:
     """Mean distance (query position - key position) weighted by attention, over query
     rows 1..T-1: (..., T, T) -> (...). A previous-token head scores 1, uniform attention T / 4."""
@@ -134,7 +139,14 @@ def sink_scores(patterns: torch.Tensor) -> dict[str, torch.Tensor]:
     `max_key_share` (...): the largest mean weight on one key among the `sink_candidates`;
     `max_key_index` (...): that key's position.
     A perfect sink on key 0 and one on key 30 of a 48-token window both score 1."""
-    shares = key_shares(patterns)  # (..., T)
+    return sink_scores_of_shares(key_shares(patterns))
+
+
+def sink_scores_of_shares(shares: torch.Tensor) -> dict[str, torch.Tensor]:
+    """`sink_scores` from one window's key shares (..., T). A head's *sink share* in a window is
+    `max_key_share`: the largest mean weight on one key (among the `sink_candidates`) from the rows
+    that can see it. Over many windows it is the mean of the windows' sink shares (a sink may sit
+    on a different position in each: a newline, a full stop), `glassgpt.analysis.streaming`."""
     candidates = sink_candidates(shares.size(-1), shares.device)
     max_share, max_index = shares.masked_fill(~candidates, -1.0).max(dim=-1)  # (...)
     return {"first_position_share": shares[..., 0], "max_key_share": max_share, "max_key_index": max_index}
@@ -142,14 +154,15 @@ def sink_scores(patterns: torch.Tensor) -> dict[str, torch.Tensor]:
 
 def sink_rate(scores: dict[str, torch.Tensor], epsilon: float = SINK_EPSILON) -> dict[str, torch.Tensor]:
     """The metric of Gu et al. (2024), "When Attention Sink Emerges": per layer, the fraction of
-    heads whose mean attention to a key exceeds `epsilon`. From `sink_scores` of (L, H) heads:
+    heads whose mean attention to a key reaches `epsilon` (as `find_sinks` names them). From `sink_scores` of
+    (L, H) heads:
     `first_position` (L,): heads sinking into key 0 (the paper's figure);
     `any_key` (L,): heads sinking into any one key."""
     if not 0.0 < epsilon < 1.0:
         raise ValueError(f"epsilon must be in (0, 1), got {epsilon}")
     first = torch.as_tensor(scores["first_position_share"]).float()
     best = torch.as_tensor(scores["max_key_share"]).float()
-    return {"first_position": (first > epsilon).float().mean(dim=-1), "any_key": (best > epsilon).float().mean(dim=-1)}
+    return {"first_position": (first >= epsilon).float().mean(dim=-1), "any_key": (best >= epsilon).float().mean(dim=-1)}
 
 
 def find_sinks(scores: dict[str, torch.Tensor], threshold: float = SINK_EPSILON, tokens: list[str] | None = None) -> list[dict]:
@@ -169,32 +182,6 @@ def find_sinks(scores: dict[str, torch.Tensor], threshold: float = SINK_EPSILON,
 
 
 # ---------------------------------------------------------------- reading the residual stream
-
-def logit_lens(model: GPT, idx: torch.Tensor, targets: torch.Tensor) -> dict:
-    """Decode the residual stream after the embedding and after every block through the
-    final LayerNorm and the unembedding, as if the model stopped there: `loss` (L+1,)
-    mean cross-entropy and `accuracy` (L+1,) top-1 accuracy against targets (B, T)
-    (-1 marks positions to skip); `labels` names the L+1 points. The last point is the model itself.
-    Beside them, the baselines a loss is read against: `uniform_loss` (ln V, knowing nothing) and
-    `unigram_entropy` (the targets' own token frequencies, knowing nothing of the context). With tied
-    weights the embedding alone can do worse than uniform, so it is no baseline."""
-    idx, targets = as_batch(idx).to(_device(model)), as_batch(targets).to(_device(model))
-    names = ["embed"] + [f"blocks.{i}.resid_post" for i in range(model.config.n_layer)]
-    with inference(model):
-        _, cache = model.run_with_cache(idx, names=names)
-        losses, accuracies = [], []
-        keep = targets != -1  # (B, T)
-        for name in names:
-            logits = model.lm_head(model.ln_f(cache[name])).float()  # (B, T, C) -> (B, T, V)
-            losses.append(F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-1))
-            correct = (logits.argmax(dim=-1) == targets) & keep  # (B, T)
-            accuracies.append(correct.sum() / keep.sum().clamp(min=1))
-    from glassgpt.analysis.streaming import lens_baselines
-
-    labels = ["embed"] + [f"block {i}" for i in range(model.config.n_layer)]
-    return {"loss": torch.stack(losses).cpu(), "accuracy": torch.stack(accuracies).float().cpu(), "labels": labels,
-            **lens_baselines(model, targets.cpu())}
-
 
 # ---------------------------------------------------------------- circuits
 
@@ -246,6 +233,14 @@ def prefix_matching(patterns: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     token (key j with idx[j - 1] == idx[i], j <= i), averaged over those queries.
     patterns (..., B, H, T, T) with idx (B, T) -> (..., H). On repeated distinct random tokens it
     equals `induction_stripe`; on natural text it asks whether the head does induction there."""
+    total, count = prefix_matching_sums(patterns, idx)
+    return total / count.clamp(min=1)
+
+
+def prefix_matching_sums(patterns: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """What `prefix_matching` averages, before dividing: the attention on the keys that followed an
+    earlier occurrence of the query's token, summed over the queries that have one (..., H), and
+    how many queries those are (); the streamed reducer adds these up over windows."""
     idx = as_batch(idx).to(patterns.device)
     T = idx.size(1)
     same = idx[:, :, None] == idx[:, None, :]  # (B, T, T): token i equals token j
@@ -254,31 +249,12 @@ def prefix_matching(patterns: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     follows &= causal_keys(T, patterns.device)  # j - 1 < j <= i: an earlier occurrence
     weight = (patterns.float() * follows[:, None]).sum(dim=-1)  # (..., B, H, T)
     has_match = follows.any(dim=-1)[:, None].float()  # (B, 1, T)
-    total = (weight * has_match).sum(dim=(-1, -3))  # (..., H)
-    return total / has_match.sum().clamp(min=1)
+    return (weight * has_match).sum(dim=(-1, -3)), has_match.sum()  # (..., H), ()
 
 
 def causal_keys(T: int, device=None) -> torch.Tensor:
     """(T, T) bool, True where key j <= query i."""
     return torch.ones(T, T, dtype=torch.bool, device=device).tril()
-
-
-def induction_scores(model: GPT, seq_len: int | None = None, batch: int = 8,
-                     generator: torch.Generator | None = None, vocab_size: int | None = None) -> torch.Tensor:
-    """The standard induction score of every head: on distinct random tokens repeated twice, the
-    mean attention from each token of the second repeat to the token that followed its
-    earlier occurrence (query seq_len + s -> key s + 1): -> (L, H). An induction head
-    scores near 1; a head attending evenly scores about 1 / (1.5 seq_len).
-    `seq_len` defaults to a quarter of the context, at most 64 and at most the vocabulary size.
-    `vocab_size` (default the model's) bounds the random tokens: pass the tokenizer's for a
-    model with a padded vocabulary, whose padding ids were never trained."""
-    seq_len = seq_len or default_induction_seq_len(model.config, vocab_size)
-    if seq_len < 2 or 2 * seq_len > model.config.block_size:
-        raise ValueError(f"seq_len must be between 2 and block_size / 2 = {model.config.block_size // 2}, got {seq_len}")
-    from glassgpt.analysis.streaming import induction_reducer, stream_patterns
-
-    tokens = repeated_random_tokens(vocab_size or model.config.vocab_size, seq_len, batch, generator)  # (B, 2 seq_len)
-    return stream_patterns(model, tokens, {"induction": induction_reducer(seq_len)}, batch_size=batch)["induction"]
 
 
 def zero_head(head: int):

@@ -26,7 +26,7 @@ from glassgpt.analysis.dynamics import DYNAMICS, analysis_rows, plot_dynamics
 from glassgpt.train_log import read_metrics
 from glassgpt.analysis.plots import plot_attention_grid, plot_head_heatmap, plot_logit_lens, token_labels
 from glassgpt.analysis.suite import analyze
-from glassgpt.analysis.summary import layer_lines, summarize
+from glassgpt.analysis.summary import definitions, layer_lines, summarize
 from glassgpt.errors import UsageError
 from glassgpt.limits import check_fits, inference_bytes
 from glassgpt.text import check_text
@@ -150,7 +150,8 @@ def _table(header: list[str], rows: list[list]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def render_html(run_dir: Path, results: dict, pngs: dict[str, bytes], prompt_text: str, source: str) -> str:
+def render_html(run_dir: Path, results: dict, pngs: dict[str, bytes], prompt_text: str, source: str,
+                view_html: str = "") -> str:
     e = html.escape
     lens = results["logit_lens"]
     sinks = results["sinks"]
@@ -163,6 +164,10 @@ def render_html(run_dir: Path, results: dict, pngs: dict[str, bytes], prompt_tex
         f"<p class='note'>Validation windows: {e(source)}.</p>",
         "<h2 id='summary'>Summary</h2>",
         "".join(f"<p>{e(p)}</p>" for p in summarize(results).split("\n\n")),
+        "<p class='note'>The words above, as the numbers decide them:</p><ul class='note'>"
+        + "".join(f"<li>{e(d)}</li>" for d in definitions(results)) + "</ul>",
+        ("<h2 id='interactive'>Interactive view</h2><p class='note'>Every head and every token of the prompt; works "
+         "offline. The pictures below are the same numbers as images, for papers.</p>" + view_html) if view_html else "",
         "<h2 id='attention-maps'>Attention maps</h2><p>Every head of every layer on the prompt: queries down, "
         "keys across. A bright diagonal is local attention; a bright column is a sink.</p>",
         "".join(_img(f"attention_layer{i}.png", pngs[f"attention_layer{i}.png"]) for i in range(L)),
@@ -170,16 +175,17 @@ def render_html(run_dir: Path, results: dict, pngs: dict[str, bytes], prompt_tex
         "(1: attention spread evenly over the past; 0: all of it on one key).</p>",
         _img("depth_scan.png", pngs["depth_scan.png"]),
         "<ul>" + "".join(f"<li>{e(line)}</li>" for line in layer_lines(results)) + "</ul>",
-        "<h2 id='sinks'>Attention sinks</h2><p>Measured on the prompt: the share of each head's attention that "
-        f"lands on position 0 and on its single most-attended key. Heads at or above {results['sink_threshold']:.0%} "
-        "on one key are listed as sinks.</p>",
+        "<h2 id='sinks'>Attention sinks</h2><p>The maps: on the prompt, the share of each head's attention that "
+        "lands on position 0 and on its single most-attended key. The list: the heads whose sink share over the "
+        f"validation windows (see the summary's definitions) is at least {results['sink_threshold']:.0%}.</p>",
         _img("sink_first_position.png", pngs["sink_first_position.png"]),
         _img("sink_max_key.png", pngs["sink_max_key.png"]),
         _table(["layer", "head", "position", "token", "share", "share on position 0"],
                [[s["layer"], s["head"], s["key_index"], s["token"], f"{s['share']:.1%}", f"{s['first_position_share']:.1%}"]
                 for s in sinks]) if sinks else "<p>No sink heads.</p>",
-        f"<p>Sink rate of Gu et al. (2024) over the validation windows: per layer, the fraction of heads whose mean "
-        f"attention to a key (from the rows that can see it) exceeds {results['sink_threshold']:g}.</p>",
+        f"<p>Sink rate of Gu et al. (2024) over the validation windows: per layer, the fraction of heads whose "
+        f"sink share (into any one key), or mean share on position 0, is at least {results['sink_threshold']:g}: "
+        "the heads of the list above.</p>",
         _table(["layer", "heads sinking into position 0", "heads sinking into one key"],
                [[layer, f"{float(first):.0%}", f"{float(any_key):.0%}"] for layer, (first, any_key)
                 in enumerate(zip(results["sink_rate"]["first_position"], results["sink_rate"]["any_key"]))]),
@@ -262,6 +268,20 @@ def _dynamics_section(pngs: dict[str, bytes]) -> str:
             "<code>analysis_interval</code>) against step: loss, in-context-learning score (loss late in the window "
             "minus early), the best induction and previous-token scores, sink shares and entropy of each layer.</p>"
             + _img(DYNAMICS, pngs[DYNAMICS]))
+
+
+def report_view(model, tokenizer, ids: list[int], tokens: list[str], results: dict, source: str) -> str:
+    """The interactive view of the prompt, with the suite's per-head scores (validation windows)."""
+    from glassgpt.analysis.view import render, view_data
+
+    scores = {key: results[key] for key in ("induction", "previous_token", "prefix_matching", "depth_scan",
+                                            "attention_distance", "ablation") if key in results}
+    scores.update({key: results["window_sink_scores"][key] for key in ("first_position_share", "max_key_share")})
+    note = (f"Measured on {source}; induction on repeated random tokens; attribution (direct, to the true next "
+            "token) on the prompt.")
+    data = view_data(model, ids, tokens, lambda i: token_labels(tokenizer, [i])[0], scores=scores,
+                     patterns=results["prompt_patterns"], notes={"scores": note})
+    return render(data)
 
 
 # ---------------------------------------------------------------- progress
@@ -362,6 +382,7 @@ def write_report(run_dir: str | Path, prompt: str | None = None, out: str | Path
     if analysis_rows(metrics_rows):  # trained with analysis_interval: the curves of the run
         pngs[DYNAMICS] = png_bytes(plot_dynamics(metrics_rows))
     prompt_text = tokenizer.decode(ids)
+    view_html = report_view(model, tokenizer, ids, tokens, results, source)
     numbers = {
         "run_dir": str(run_dir), "prompt": prompt_text, "prompt_ids": ids, "prompt_tokens": tokens,
         "validation_source": source, "model": run_config.to_dict()["model"],
@@ -375,7 +396,8 @@ def write_report(run_dir: str | Path, prompt: str | None = None, out: str | Path
         for name, png in pngs.items():
             (tmp / name).write_bytes(png)
         (tmp / NUMBERS).write_text(json.dumps(numbers, indent=1, ensure_ascii=False), encoding="utf-8")
-        (tmp / REPORT).write_text(render_html(run_dir, results, pngs, prompt_text, source), encoding="utf-8")
+        (tmp / REPORT).write_text(render_html(run_dir, results, pngs, prompt_text, source, view_html),
+                                  encoding="utf-8")
         replace_dir(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 
 from glassgpt.analysis.measures import (
-    _device, as_batch, attention_distance, inference, key_shares, normalized_entropy, previous_token_stripe,
+    _device, as_batch, attention_distance, default_induction_seq_len, induction_stripe, inference, key_shares,
+    normalized_entropy, prefix_matching_sums, previous_token_stripe, repeated_random_tokens, sink_scores_of_shares,
 )
 from glassgpt.model import GPT
 
@@ -34,30 +35,40 @@ def per_window(measure) -> Reducer:
     return reduce
 
 
-def key_share_reducer(pattern: torch.Tensor, idx: torch.Tensor):
-    """Mean weight on each key from the rows that can see it (`key_shares`), over windows: (H, T)."""
-    return key_shares(pattern).sum(dim=0), pattern.size(0)
+class _Stripe:
+    """`induction_stripe` at one repeat length, as a measure of patterns alone (picklable)."""
+
+    def __init__(self, seq_len: int):
+        self.seq_len = seq_len
+
+    def __call__(self, pattern: torch.Tensor) -> torch.Tensor:
+        return induction_stripe(pattern, self.seq_len)
+
+
+key_share_reducer = per_window(key_shares)  # (H, T): mean weight on each key from the rows that can see it
+
+
+def sink_share_reducer(pattern: torch.Tensor, idx: torch.Tensor):
+    """Each window's sink share (`sink_scores`' max_key_share), over windows: (H,)."""
+    return sink_scores_of_shares(key_shares(pattern))["max_key_share"].sum(dim=0), pattern.size(0)
+
+
+def sink_key_votes_reducer(pattern: torch.Tensor, idx: torch.Tensor):
+    """How many windows have each key as a head's sink (max_key_index): (H, T); its argmax is the
+    most frequent sink key."""
+    index = sink_scores_of_shares(key_shares(pattern))["max_key_index"]  # (b, H)
+    return F.one_hot(index, pattern.size(-1)).float().sum(dim=0), 1
 
 
 def prefix_matching_reducer(pattern: torch.Tensor, idx: torch.Tensor):
-    """`prefix_matching` pooled over windows: attention on the keys that followed an earlier
-    occurrence of the query's token, summed over the queries that have one, and their count."""
-    T = idx.size(1)
-    same = idx[:, :, None] == idx[:, None, :]  # (b, T, T)
-    follows = torch.zeros_like(same)
-    follows[:, :, 1:] = same[:, :, :-1]  # key j follows an occurrence (at j - 1) of query i's token
-    follows &= torch.ones(T, T, dtype=torch.bool, device=idx.device).tril()  # j <= i
-    has_match = follows.any(dim=-1)  # (b, T)
-    weight = (pattern * follows[:, None]).sum(dim=-1)  # (b, H, T)
-    return (weight * has_match[:, None]).sum(dim=(0, 2)), has_match.sum()  # (H,), queries with a match
+    """`prefix_matching` pooled over windows (its sums, `prefix_matching_sums`): attention on the keys
+    that followed an earlier occurrence of the query's token, and how many queries have one."""
+    return prefix_matching_sums(pattern, idx)  # (H,), ()
 
 
 def induction_reducer(seq_len: int) -> Reducer:
-    """The induction stripe (query seq_len + s -> key s + 1) of repeated tokens, over sequences: (H,)."""
-    def reduce(pattern: torch.Tensor, idx: torch.Tensor):
-        stripe = pattern[..., seq_len:, :].diagonal(offset=1, dim1=-2, dim2=-1)  # (b, H, seq_len)
-        return stripe.mean(dim=-1).sum(dim=0), pattern.size(0)
-    return reduce
+    """`induction_stripe` (query seq_len + s -> key s + 1) of repeated tokens, over sequences: (H,)."""
+    return per_window(_Stripe(seq_len))
 
 
 WINDOW_REDUCERS: dict[str, Reducer] = {
@@ -66,7 +77,10 @@ WINDOW_REDUCERS: dict[str, Reducer] = {
     "previous_token": per_window(previous_token_stripe),  # (L, H)
     "prefix_matching": prefix_matching_reducer,  # (L, H)
     "key_shares": key_share_reducer,  # (L, H, T)
+    "sink_share": sink_share_reducer,  # (L, H)
+    "sink_key_votes": sink_key_votes_reducer,  # (L, H, T)
 }
+SINK_REDUCERS = {k: WINDOW_REDUCERS[k] for k in ("key_shares", "sink_share", "sink_key_votes")}
 
 
 class Mean:
@@ -87,6 +101,9 @@ class Mean:
 def pattern_hooks(model: GPT, reducers: dict[str, Reducer], sums: dict[str, list[Mean]], idx: torch.Tensor):
     """One hook per layer on `blocks.{i}.attn.pattern` that feeds the pattern (in float32) to every
     reducer and keeps only what they return."""
+    if not reducers:
+        return []  # nothing to reduce: attention may take the fused path
+
     def hook_for(layer: int):
         def reduce(pattern: torch.Tensor, _hook) -> None:
             pattern = pattern.float()  # (b, H, T, T); bfloat16 weights give bfloat16 patterns
@@ -116,6 +133,37 @@ def stream_patterns(model: GPT, windows: torch.Tensor, reducers: dict[str, Reduc
     return {name: torch.stack([mean.value for mean in layers]) for name, layers in sums.items()}
 
 
+def depth_scan(model: GPT, windows: torch.Tensor, batch_size: int = 1) -> torch.Tensor:
+    """Mean normalised entropy of every head over validation windows (B, T): -> (L, H).
+    Low in a layer means focused (local or sink) heads; near 1 means diffuse ones."""
+    return stream_patterns(model, windows, {"entropy": per_window(normalized_entropy)}, batch_size)["entropy"]
+
+
+def induction_scores(model: GPT, seq_len: int | None = None, batch: int = 8,
+                     generator: torch.Generator | None = None, vocab_size: int | None = None) -> torch.Tensor:
+    """The standard induction score of every head: on distinct random tokens repeated twice, the
+    mean attention from each token of the second repeat to the token that followed its
+    earlier occurrence (query seq_len + s -> key s + 1): -> (L, H). An induction head
+    scores near 1; a head attending evenly scores about 1 / (1.5 seq_len).
+    `seq_len` defaults to a quarter of the context, at most 64 and at most the vocabulary size.
+    `vocab_size` (default the model's) bounds the random tokens: pass the tokenizer's for a
+    model with a padded vocabulary, whose padding ids were never trained."""
+    seq_len = seq_len or default_induction_seq_len(model.config, vocab_size)
+    if seq_len < 2 or 2 * seq_len > model.config.block_size:
+        raise ValueError(f"seq_len must be between 2 and block_size / 2 = {model.config.block_size // 2}, got {seq_len}")
+    tokens = repeated_random_tokens(vocab_size or model.config.vocab_size, seq_len, batch, generator)  # (B, 2 seq_len)
+    return stream_patterns(model, tokens, {"induction": induction_reducer(seq_len)}, batch_size=batch)["induction"]
+
+
+def window_sink_scores(stats: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """`sink_scores` over windows, from the stream's `SINK_REDUCERS`: `max_key_share` (L, H) the mean of
+    the windows' sink shares (the one definition of *sink share*, used by the report, the sink rate
+    and the training-time analysis alike), `max_key_index` (L, H) the key most often the sink,
+    `first_position_share` (L, H) the mean weight on key 0."""
+    return {"first_position_share": stats["key_shares"][..., 0], "max_key_share": stats["sink_share"],
+            "max_key_index": stats["sink_key_votes"].argmax(dim=-1)}
+
+
 # ---------------------------------------------------------------- the logit lens, streamed
 
 def lens_positions(T: int, max_positions: int | None) -> torch.Tensor:
@@ -129,7 +177,7 @@ def lens_positions(T: int, max_positions: int | None) -> torch.Tensor:
 def lens_hooks(model: GPT, targets: torch.Tensor, positions: torch.Tensor, losses: list[Mean],
                correct: list[Mean]):
     """`extra_hooks` for `stream_patterns`: decode the residual stream after the embedding and after
-    every block at `positions`, through ln_f and the unembedding, and add up loss and top-1 hits."""
+    every block at `positions`, through `model.unembed`, and add up loss and top-1 hits."""
     names = ["embed"] + [f"blocks.{i}.resid_post" for i in range(model.config.n_layer)]
     targets = as_batch(targets).to(_device(model))
 
@@ -139,7 +187,7 @@ def lens_hooks(model: GPT, targets: torch.Tensor, positions: torch.Tensor, losse
 
         def hook_for(point: int):
             def decode(resid: torch.Tensor, _hook) -> None:
-                logits = model.lm_head(model.ln_f(resid[:, positions])).float()  # (b, P, C) -> (b, P, V)
+                logits = model.unembed(resid[:, positions])  # (b, P, C) -> (b, P, V)
                 loss = F.cross_entropy(logits.flatten(0, 1), chunk_targets.flatten(), ignore_index=-1,
                                        reduction="sum")
                 losses[point].add(loss, keep.sum())
@@ -147,6 +195,24 @@ def lens_hooks(model: GPT, targets: torch.Tensor, positions: torch.Tensor, losse
             return decode
         return [(name, hook_for(point)) for point, name in enumerate(names)]
     return make
+
+
+def logit_lens(model: GPT, idx: torch.Tensor, targets: torch.Tensor) -> dict:
+    """Decode the residual stream after the embedding and after every block through
+    `model.unembed` (final norm, head, softcap), as if the model stopped there: `loss` (L+1,)
+    mean cross-entropy and `accuracy` (L+1,) top-1 accuracy against targets (B, T)
+    (-1 marks positions to skip); `labels` names the L+1 points. The last point is the model itself:
+    it equals forward's loss. Beside them, the baselines a loss is read against: `uniform_loss`
+    (ln V, knowing nothing) and `unigram_entropy` (the targets' own token frequencies, knowing nothing
+    of the context). With tied weights the embedding alone can do worse than uniform, so it is no
+    baseline. The same decoding as `window_statistics`'s lens (`lens_hooks`), every position, one pass."""
+    idx, targets = as_batch(idx), as_batch(targets)
+    L = model.config.n_layer
+    positions = lens_positions(idx.size(1), None)
+    losses, correct = [Mean() for _ in range(L + 1)], [Mean() for _ in range(L + 1)]
+    stream_patterns(model, idx, {}, batch_size=idx.size(0), extra_hooks=lens_hooks(model, targets, positions, losses, correct))
+    return {"loss": torch.stack([m.value for m in losses]), "accuracy": torch.stack([m.value for m in correct]),
+            "labels": ["embed"] + [f"block {i}" for i in range(L)], **lens_baselines(model, targets)}
 
 
 def unigram_entropy(targets: torch.Tensor) -> float:

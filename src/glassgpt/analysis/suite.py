@@ -15,10 +15,10 @@ from typing import Callable
 import torch
 
 from glassgpt.analysis.measures import (
-    SINK_EPSILON, attention_patterns, default_induction_seq_len, find_sinks, head_ablation, induction_scores,
-    normalized_entropy, sink_candidates, sink_rate, sink_scores,
+    SINK_EPSILON, attention_patterns, default_induction_seq_len, find_sinks, head_ablation, normalized_entropy,
+    sink_rate, sink_scores,
 )
-from glassgpt.analysis.streaming import window_statistics
+from glassgpt.analysis.streaming import induction_scores, window_sink_scores, window_statistics  # noqa: F401
 from glassgpt.model import GPT
 
 MIN_INDUCTION_CONTEXT = 4  # two repeats of at least 2 tokens
@@ -57,11 +57,10 @@ def ablation_slice(model: GPT, windows: torch.Tensor, targets: torch.Tensor) -> 
     return windows[:1, :keep], targets[:1, :keep]
 
 
-def window_sink_scores(key_shares: torch.Tensor) -> dict[str, torch.Tensor]:
-    """`sink_scores` from key shares (L, H, T) already averaged over windows."""
-    candidates = sink_candidates(key_shares.size(-1), key_shares.device)
-    max_share, max_index = key_shares.masked_fill(~candidates, -1.0).max(dim=-1)  # (L, H)
-    return {"first_position_share": key_shares[..., 0], "max_key_share": max_share, "max_key_index": max_index}
+def _windows_are_the_prompt(windows: torch.Tensor, prompt_ids: torch.Tensor) -> bool:
+    """Whether the windows are the prompt alone (no validation split): then its labels name the sink keys."""
+    prompt_ids = torch.as_tensor(prompt_ids).flatten()
+    return windows.size(0) == 1 and windows.size(1) == prompt_ids.numel() and torch.equal(windows[0].cpu(), prompt_ids.cpu())
 
 
 def analyze(model: GPT, prompt_ids: torch.Tensor, windows: torch.Tensor, targets: torch.Tensor,
@@ -89,7 +88,7 @@ def analyze(model: GPT, prompt_ids: torch.Tensor, windows: torch.Tensor, targets
     report("validation windows", 0, B)
     stats = window_statistics(model, windows, targets, max_lens_positions=lens_position_budget(model, B),
                               progress=windows_done)
-    window_sinks = window_sink_scores(stats["key_shares"])
+    window_sinks = window_sink_scores(stats)
     results = {
         "prompt_patterns": patterns,
         "prompt_entropy": normalized_entropy(patterns),  # (L, H)
@@ -101,7 +100,8 @@ def analyze(model: GPT, prompt_ids: torch.Tensor, windows: torch.Tensor, targets
         "prefix_matching": stats["prefix_matching"],  # (L, H)
         "sink_scores": scores,
         "sink_threshold": sink_threshold,
-        "sinks": find_sinks(scores, threshold=sink_threshold, tokens=tokens),
+        "sinks": find_sinks(window_sinks, threshold=sink_threshold,  # over the windows: the sink rate's heads
+                            tokens=tokens if _windows_are_the_prompt(windows, prompt_ids) else None),
         "window_sink_scores": window_sinks,
         "sink_rate": sink_rate(window_sinks, epsilon=sink_threshold),  # (L,) each: fraction of heads sinking
         "logit_lens": stats["logit_lens"],

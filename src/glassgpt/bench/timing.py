@@ -32,6 +32,19 @@ def time_call(fn: Callable[[], object], device: torch.device, inner: int = 1) ->
     return (time.perf_counter() - start) / inner
 
 
+def stopwatch(device: torch.device | str = "cpu") -> Callable[[], float]:
+    """Start a clock; the function returned gives the seconds since (after waiting for queued GPU
+    work): the wall time of a whole run, where `measure` would time a call in turns."""
+    device = torch.device(device)
+    synchronize(device)
+    start = time.perf_counter()
+
+    def elapsed() -> float:
+        synchronize(device)
+        return time.perf_counter() - start
+    return elapsed
+
+
 def calls_per_sample(variants: dict[str, Callable[[], object]], device: torch.device, min_sample_s: float) -> int:
     """How many back-to-back calls make one timed sample last at least `min_sample_s`
     for the fastest variant (the same count for every variant). Tiny workloads timed
