@@ -94,7 +94,8 @@ def open_documents() -> tuple[Iterator[str], str]:
     return _texts(stream, where), where
 
 
-def _texts(stream: Iterable[dict], where: str) -> Iterator[str]:
+def stream_rows(stream: Iterable[dict], where: str) -> Iterator[dict]:
+    """The rows of a `datasets` stream; a broken file or connection inside it is one RunError."""
     rows = iter(stream)
     while True:
         try:
@@ -103,6 +104,11 @@ def _texts(stream: Iterable[dict], where: str) -> Iterator[str]:
             return
         except Exception as e:  # a broken file or connection, raised from inside `datasets`
             raise RunError(f"could not read {where} ({_first_line(e)}): check the files or the network") from None
+        yield row
+
+
+def _texts(stream: Iterable[dict], where: str) -> Iterator[str]:
+    for row in stream_rows(stream, where):
         if not isinstance(row.get("text"), str):
             raise UsageError(f"a row of {where} has no 'text' string: FineWeb-Edu rows need a 'text' column")
         yield row["text"]

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Iterator
 
 from glassgpt.data.documents import Source
+from glassgpt.data.fineweb import stream_rows
 from glassgpt.data.user import TextRequest, prepare_text
 from glassgpt.errors import RunError, UsageError
 from glassgpt.tokenizer import get_tokenizer, parse_tokenizer_spec
@@ -76,14 +77,7 @@ def hf_texts(dataset: str, config: str | None, split: str, column: str) -> Itera
     except Exception as e:  # `datasets` and the Hub client raise many kinds; each means the same here
         raise RunError(f"could not load {where} ({_first_line(e)}): check the name, or without network "
                        "make sure it is in the Hugging Face cache (HF_HOME) or give a local folder") from None
-    rows = iter(stream)
-    while True:
-        try:
-            row = next(rows)
-        except StopIteration:
-            return
-        except Exception as e:  # a broken file or connection, raised from inside `datasets`
-            raise RunError(f"could not read {where} ({_first_line(e)})") from None
+    for row in stream_rows(stream, where):
         if column not in row:
             raise UsageError(f"{where} has no {column!r} column; it has {', '.join(map(repr, list(row)[:8]))}: "
                              "pick one with --text-column")
