@@ -103,6 +103,25 @@ def test_load_run_casts_in_memory_and_leaves_the_run_untouched(tmp_path):
         load_run(run_dir, dtype="half")
 
 
+def test_a_model_loaded_for_inference_has_the_fast_layout_and_the_same_logits(tmp_path):
+    """`load_run` gives what `prepare_for_inference` does, without a second call; saving the
+    loaded model writes the same bytes back, and training keeps its row-major layout."""
+    torch.manual_seed(0)
+    built = GPT(tiny_config()).eval()
+    save_run(tmp_path / "run", built, get_tokenizer("char", text="abc"), RunConfig(built.config, TrainConfig()))
+    loaded, _, _ = load_run(tmp_path / "run")
+    weight = loaded.lm_head.weight
+    assert weight.t().is_contiguous() and not weight.is_contiguous(), "the unembedding is stored column-major"
+    assert loaded.wte.weight is weight and not loaded.training
+    idx = torch.randint(0, 50, (2, 10))
+    torch.testing.assert_close(loaded(idx)[0], built(idx)[0], atol=1e-5, rtol=1e-5)
+    assert torch.equal(generate(loaded, idx, 8, temperature=0), generate(built, idx, 8, temperature=0))
+    assert prepare_for_inference(loaded).lm_head.weight is weight, "a second call changes nothing"
+    save_run(tmp_path / "again", loaded, get_tokenizer("char", text="abc"), RunConfig(built.config, TrainConfig()))
+    assert sha256_of(tmp_path / "again" / "model.safetensors") == sha256_of(tmp_path / "run" / "model.safetensors")
+    assert load_run(tmp_path / "run", dtype="float16")[0].lm_head.weight.is_contiguous(), "fp16 stays row-major"
+
+
 # ---------------------------------------------------------------- stop token ids
 
 def test_rows_stop_independently_and_show_nothing_after_their_stop():

@@ -307,12 +307,10 @@ def features_tab(gr, sae_demo: SAEDemo, on_error, limits: Limits) -> None:
 def launch(run_dir: str, host: str = "127.0.0.1", port: int = 7860, limits: Limits = Limits(), block: bool = True,
            dtype: str = "auto"):
     from glassgpt.checkpoint import load_run
-    from glassgpt.generate import prepare_for_inference
 
     from glassgpt.train_log import read_metrics
 
     model, tokenizer, _ = load_run(run_dir, dtype=dtype)  # generation and the Inside tab both use this dtype
-    model = prepare_for_inference(model)
     from glassgpt.sae import discover_saes
 
     app = build_app(Demo(model, tokenizer, limits, read_metrics(run_dir), discover_saes(run_dir)),

@@ -38,6 +38,7 @@ from glassgpt.config import GPTConfig, RunConfig
 from glassgpt.data import sha256_of
 from glassgpt.errors import RunError, UsageError
 from glassgpt.model import GPT
+from glassgpt.precision import inference_dtype, prepare_for_inference, row_major
 from glassgpt.revision import git_revision
 from glassgpt.tokenizer import Tokenizer, tokenizer_from_dict
 
@@ -146,7 +147,8 @@ def save_run(run_dir: str | Path, model: GPT, tokenizer: Tokenizer, run_config: 
     recover(run_dir, RUN_FILES)
     mark_as_run(run_dir)
     weights_tmp = run_dir / (WEIGHTS + TMP_SUFFIX)
-    fsync_write(weights_tmp, lambda p: save_model(model, str(p)))
+    with row_major(model):  # a model loaded for inference too
+        fsync_write(weights_tmp, lambda p: save_model(model, str(p)))
     config = run_config.to_dict()
     config["tokenizer"] = tokenizer.to_dict()
     config["weights_sha256"] = sha256_of(weights_tmp)
@@ -272,12 +274,12 @@ def check_weights_fit(config: GPTConfig, path: Path) -> None:
 
 def load_run(run_dir: str | Path, device: str | torch.device = "cpu",
              dtype: str = "float32") -> tuple[GPT, Tokenizer, RunConfig]:
-    """Load a run for inference: `(model in eval mode, tokenizer, run config)`. `dtype`
-    (auto, float32, bfloat16, float16) is the precision the weights are cast to for
-    inference, in memory only. To generate fast, pass the model to
-    `glassgpt.precision.prepare_for_inference` (`glassgpt sample` does)."""
-    from glassgpt.precision import cast_weights, inference_dtype
-
+    """Load a run for inference: `(model in eval mode, tokenizer, run config)`, ready to
+    generate fast. `dtype` (auto, float32, bfloat16, float16) is the precision the weights
+    are cast to, in memory only; the weights get `prepare_for_inference`'s layout (the
+    same values, stored where batch-1 decoding reads them fastest), so `load_run` and
+    `generate` need no other call. Training loads weights with `load_weights` instead,
+    in the layout it was built with."""
     torch_dtype = inference_dtype(dtype, device)
     run_dir = check_run_dir(run_dir)
     run_config, raw = read_config(run_dir)
@@ -288,7 +290,7 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu",
     check_weights_fit(run_config.model, run_dir / WEIGHTS)  # before a model of config.json's size is built
     model = GPT(run_config.model)
     load_weights(model, run_dir, device, expected_sha256=raw.get("weights_sha256"))
-    return cast_weights(model.to(device), torch_dtype).eval(), tokenizer, run_config
+    return prepare_for_inference(model.to(device), torch_dtype), tokenizer, run_config
 
 
 def load_weights(model: GPT, run_dir: Path, device: str | torch.device = "cpu",

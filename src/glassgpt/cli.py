@@ -352,14 +352,13 @@ def cmd_sample(args) -> None:
 
     from glassgpt.checkpoint import load_run
     from glassgpt.device import resolve_device
-    from glassgpt.generate import check_sampling_args, prepare_for_inference, stream
+    from glassgpt.generate import check_sampling_args, stream
     from glassgpt.limits import check_fits, inference_bytes
     from glassgpt.text import StoppingDecoder, encode_prompt
 
     check_sampling_args(args.temperature, args.top_k, args.top_p, args.max_new_tokens)
     device = resolve_device(args.device)
-    model, tokenizer, _ = load_run(args.run_dir, device, dtype=args.dtype)
-    model = prepare_for_inference(model)
+    model, tokenizer, _ = load_run(args.run_dir, device, dtype=args.dtype)  # in the fast layout
     prompt_ids = encode_prompt(tokenizer, args.prompt)
     check_fits(inference_bytes(model.config, args.num_samples, len(prompt_ids) + args.max_new_tokens), device,
                f"sampling {args.num_samples} rows at once", "ask for fewer --num-samples or --max-new-tokens")

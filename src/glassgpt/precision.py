@@ -8,6 +8,8 @@ never imports the sampling code. `glassgpt.generate` re-exports these names.
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 from glassgpt.errors import UsageError
@@ -54,8 +56,9 @@ def prepare_for_inference(model, dtype: torch.dtype | None = None):
       fast only row-major, so nothing else moves.
 
     Values, parameter names and tying are unchanged: only where the numbers sit in memory.
-    Inference only: safetensors saves contiguous tensors only, so a prepared model cannot
-    be saved (`load_run` does not prepare; `glassgpt sample`, the demo and the benchmark do).
+    `checkpoint.load_run` calls it, so every model loaded for inference has this layout;
+    calling it again changes nothing. `save_run` writes a prepared model row-major
+    (`row_major`), as safetensors requires. Inference only: training keeps the layout it was built with.
     """
     if dtype is not None:
         cast_weights(model, dtype)
@@ -63,3 +66,17 @@ def prepare_for_inference(model, dtype: torch.dtype | None = None):
     if weight.device.type == "cpu" and weight.dtype == torch.float32 and weight.is_contiguous():
         weight.data = weight.data.t().contiguous().t()  # (V, C) column-major; wte shares it
     return model.eval()
+
+
+@contextlib.contextmanager
+def row_major(model):
+    """Within the block, every parameter stored row-major (what safetensors can save); the
+    layout `prepare_for_inference` chose comes back afterwards. Values never change."""
+    layouts = {param: param.data for param in model.parameters() if not param.data.is_contiguous()}
+    for param, data in layouts.items():
+        param.data = data.contiguous()
+    try:
+        yield model
+    finally:
+        for param, data in layouts.items():
+            param.data = data

@@ -164,12 +164,27 @@ def _record_agreement(rec: Recorder, name: str, model, windows: torch.Tensor, so
                    max_abs_logit=result["max_abs_logit"])
 
 
+def _through_a_run(model, dtypes: dict[str, str], device) -> dict:
+    """`model` saved as a run and loaded back with `load_run` once per dtype name: what
+    `glassgpt sample`, the demo and a notebook get."""
+    import tempfile
+
+    from glassgpt.checkpoint import load_run, save_run
+    from glassgpt.config import RunConfig
+    from glassgpt.tokenizer import get_tokenizer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        save_run(tmp, model, get_tokenizer("char", text="ab"), RunConfig(model=model.config))
+        return {label: load_run(tmp, device, dtype=name)[0] for label, name in dtypes.items()}
+
+
 def inference(rec: Recorder, s: Settings) -> None:
     """Greedy generation, batch 1, KV cache on, on the 6-layer 512-wide GPT-2 shape:
-    transformers in fp32 against glassgpt with its weights in fp32 (as loaded, then with
-    `prepare_for_inference`'s layout), bfloat16 and float16, all timed in turns. Then
-    accuracy: teacher-forced top-1 agreement of bf16 and fp16 with fp32, on a converted
-    GPT-2 shape (random weights through transformers) and, with `--run`, a trained run."""
+    transformers in fp32 against glassgpt in fp32 as built (the training layout), and as
+    `load_run` gives it in fp32 (its inference layout), bfloat16 and float16, all timed in
+    turns. Then accuracy: teacher-forced top-1 agreement of bf16 and fp16 with fp32, on a
+    converted GPT-2 shape (random weights through transformers) and, with `--run`, a
+    trained run."""
     try:
         import transformers as hf_lib
 
@@ -185,9 +200,8 @@ def inference(rec: Recorder, s: Settings) -> None:
     cfg = model_config(base, attn_impl="sdpa", norm="torch", pos_encoding="learned", bias=True, **overrides)
     model = build_model(cfg, s.device).eval()
     hf = to_hf(model).to(s.device).eval()
-    as_loaded = copy.deepcopy(model)  # fp32, row-major: what load_run gave before prepare_for_inference
-    prepared = {"fp32": prepare_for_inference(copy.deepcopy(model))}
-    prepared.update({label: prepare_for_inference(copy.deepcopy(model), dtype) for label, dtype in HALF.items()})
+    as_built = copy.deepcopy(model)  # fp32, row-major: the layout training uses
+    prepared = _through_a_run(model, {"fp32": "float32", **{label: label for label in HALF}}, s.device)
     idx = _prompt(cfg.vocab_size, prompt_len, s.device)
     outputs: dict[str, torch.Tensor] = {}
 
@@ -201,14 +215,14 @@ def inference(rec: Recorder, s: Settings) -> None:
             outputs[label] = generate(m, idx, n, temperature=0, use_cache=True)
         return call
 
-    variants = {"transformers fp32": run_hf, "glassgpt fp32 as loaded": run_gg("fp32 as loaded", as_loaded)}
+    variants = {"transformers fp32": run_hf, "glassgpt fp32 as built": run_gg("fp32 as built", as_built)}
     variants.update({f"glassgpt {label}": run_gg(label, m) for label, m in prepared.items()})
     for fn in variants.values():
         fn(2)  # short warm-up
     shape = {"model": name, "prompt": prompt_len, "new": new, "batch": 1}
     rec.compare(f"{name} decode: transformers fp32 vs glassgpt", variants, workload=GREEDY + ", KV cache on",
                 shape=shape, repeats=repeats, warmup=0, inner=1, tokens_per_call=new)
-    for label in ["fp32 as loaded", *prepared]:
+    for label in ["fp32 as built", *prepared]:
         same = (outputs[label][0, prompt_len:] == outputs["transformers"][0, prompt_len:]).float().mean().item()
         rec.figure(f"{name} decode {label}: greedy tokens that agree with transformers", same, "fraction", **shape)
 
