@@ -129,11 +129,53 @@ def data_env(monkeypatch, prepared_data_dir, mirror) -> Path:
     return prepared_data_dir
 
 
-def run_cli(*args: str, timeout: float = 300, env: dict | None = None, cwd=None) -> subprocess.CompletedProcess:
-    """`glassgpt ARGS` in a subprocess, as a user would run it."""
+def run_cli_process(*args: str, timeout: float = 300, env: dict | None = None, cwd=None) -> subprocess.CompletedProcess:
+    """`python -m glassgpt ARGS` in a fresh process, exactly as a user runs it: for what needs a
+    process of its own (the real command line's bytes, signals, settings read at import time)."""
     full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
     return subprocess.run([sys.executable, "-m", "glassgpt", *args], capture_output=True, text=True,
                           timeout=timeout, env=full_env, cwd=cwd)
+
+
+def run_cli(*args: str, timeout: float = 300, env: dict | None = None, cwd=None) -> subprocess.CompletedProcess:
+    """`glassgpt ARGS` run by `glassgpt.cli.main` in this process, with stdout, stderr, the
+    environment, the working folder and torch's thread count as a fresh process would have them
+    and put back afterwards: what the process adds is two seconds of imports. An exception that
+    escapes `main` is what a user would see as a traceback: it comes back as exit 1 with the
+    traceback on stderr, so the tests that forbid one still catch it. Warnings print as they
+    would without pytest. `timeout` is kept for the call sites; nothing here runs that long."""
+    import contextlib
+    import io
+    import traceback
+    import warnings
+
+    from glassgpt.cli import main
+
+    out, err, code = io.StringIO(), io.StringIO(), 0
+    saved_env, saved_cwd, saved_threads = dict(os.environ), os.getcwd(), torch.get_num_threads()
+    os.environ.update({"OMP_NUM_THREADS": "1", **(env or {})})
+    try:
+        if cwd is not None:
+            os.chdir(cwd)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), warnings.catch_warnings():
+            warnings.resetwarnings()
+            for quiet in (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning):
+                warnings.simplefilter("ignore", quiet)  # what a fresh interpreter hides
+            try:
+                main([str(a) for a in args])
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+                if isinstance(e.code, str):
+                    err.write(e.code + "\n")
+            except BaseException:  # noqa: BLE001  (a traceback, as the user would see it)
+                err.write(traceback.format_exc())
+                code = 1
+    finally:
+        os.chdir(saved_cwd)
+        os.environ.clear()
+        os.environ.update(saved_env)
+        torch.set_num_threads(saved_threads)
+    return subprocess.CompletedProcess(["glassgpt", *map(str, args)], code, out.getvalue(), err.getvalue())
 
 
 def assert_clean_error(result: subprocess.CompletedProcess, code: int, *fragments: str) -> None:

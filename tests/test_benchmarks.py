@@ -26,6 +26,7 @@ def tiny_args(out: Path) -> dict[str, list[str]]:
                            "--new-tokens", "4", "--uncached-new-tokens", "2", "--out", str(out)],
         "induction_search": ["smoke", "8x32x2", "1e-3", "rope", "2", "64", "--batch", "2", "--every", "2"],
         "induction_sweep": ["--grid", "smoke", "--steps", "1", "--workers", "0", "--out", str(out / "sweep.jsonl")],
+        "report_size": ["--tiny", "--threads", "1", "--out", str(out)],
         "rope_variants": ["--repeats", "1", "--inner", "1", "--batch", "2"],
     }
 

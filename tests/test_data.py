@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import assert_clean_error, make_enwik8_zip, pin_enwik8, run_cli
+from conftest import assert_clean_error, make_enwik8_zip, pin_enwik8, run_cli, run_cli_process
 from glassgpt import data
 from glassgpt.cli import main as cli_main
 from glassgpt.data import BatchLoader, TokenDataset, prepare
@@ -326,7 +326,7 @@ def test_fineweb_too_small_a_cap_and_missing_text_column_are_clear(dirs):
 def test_fineweb_without_network_or_local_files_says_where_to_put_them(dirs, tmp_path):
     data_dir, mirror = dirs
     offline = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
-    result = run_cli("prepare", "fineweb-edu", "--max-tokens", "1000", env=offline)
+    result = run_cli_process("prepare", "fineweb-edu", "--max-tokens", "1000", env=offline)
     assert_clean_error(result, 1, "HuggingFaceFW/fineweb-edu", "fineweb-edu/", str(data_dir / "downloads"))
 
 

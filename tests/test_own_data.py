@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from hypothesis import example, given, settings, strategies as st
 
-from conftest import assert_clean_error, run_cli
+from conftest import assert_clean_error, run_cli, run_cli_process
 from glassgpt.cli import main as cli_main
 from glassgpt.data import TextRequest, TokenDataset, prepare, prepare_user
 from glassgpt.data.documents import Source, _cut, is_word_boundary, safe_cut
@@ -337,7 +337,7 @@ def test_prepare_hf_reads_a_local_dataset_folder(dirs, tmp_path):
 
 def test_prepare_hf_names_a_dataset_that_is_neither_cached_nor_reachable(dirs, tmp_path):
     offline = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
-    result = run_cli("prepare", "hf", "nobody/no-such-dataset", "--name", "x", "--max-tokens", "100", env=offline)
+    result = run_cli_process("prepare", "hf", "nobody/no-such-dataset", "--name", "x", "--max-tokens", "100", env=offline)
     assert_clean_error(result, 1, "nobody/no-such-dataset")
     nothing_left(dirs[0], "x")
 

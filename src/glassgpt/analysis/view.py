@@ -71,10 +71,15 @@ def decode_bytes(text: str) -> bytes:
     return zlib.decompress(base64.b64decode(text))
 
 
+def embedded_view_data(page: str) -> dict:
+    """The JSON block of the first view in an HTML page, as stored (`patterns` still encoded)."""
+    start = page.index('class="gg-data">') + len('class="gg-data">')
+    return json.loads(page[start: page.index("</script>", start)])
+
+
 def decode_view_data(page: str) -> dict:
     """The JSON block of the first view in an HTML page, with `patterns` decoded to (L, H, T, T)."""
-    start = page.index('class="gg-data">') + len('class="gg-data">')
-    data = json.loads(page[start: page.index("</script>", start)])
+    data = embedded_view_data(page)
     data["patterns"] = dequantize_patterns(decode_bytes(data["patterns"]), data["L"], data["H"], data["T"])
     return data
 
