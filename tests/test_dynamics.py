@@ -231,14 +231,5 @@ def test_the_summary_names_the_previous_token_head_before_the_induction_head():
     assert "No previous-token head before it" in weak
 
 
-@pytest.mark.slow
-def test_the_sinks_recipe_grows_a_head_over_the_sink_threshold_in_its_first_100_steps(data_env, tmp_path):
-    """The first 100 steps of `sinks` (all warmup, so the same as the full recipe's): a head puts more
-    than Gu et al.'s 0.3 of its attention on one key (measured: 0.40 at step 100; 0.06 at step 0)."""
-    from glassgpt.config import load_run_config
-
-    train(load_run_config("sinks", ["max_iters=100", "eval_interval=100"]), tmp_path / "run", log=quiet)
-    rows = rows_of(tmp_path / "run", "analysis")
-    assert [r["step"] for r in rows] == [0, 100]
-    assert max(rows[0]["sink_share"]) < 0.1
-    assert max(rows[1]["sink_share"]) > 0.3
+# The `sinks` recipe growing a sink past 0.3 by step 100 is asserted by the executed tutorial
+# docs/tutorials/sinks.md, which `make test` builds with warnings as errors.

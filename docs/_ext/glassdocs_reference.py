@@ -203,9 +203,18 @@ def preset_purpose(text: str) -> str:
     return " ".join(lines)
 
 
+def _meta_model(config):
+    """The model a config builds, on the meta device: its parameters counted, none allocated."""
+    import torch
+
+    from glassgpt.model import GPT
+
+    with torch.device("meta"):
+        return GPT(config)
+
+
 def presets_page() -> str:
     from glassgpt.config import preset_names, preset_run_config
-    from glassgpt.model import GPT
 
     out = [HEADER, "# Presets\n\n",
            "The presets that ship in `src/glassgpt/presets/`: `glassgpt train NAME` trains one, "
@@ -219,7 +228,7 @@ def presets_page() -> str:
         m, t = rc.model, rc.train
         own = bool(raw.get("model"))  # a fine-tuning preset takes its model from init_from
         shape = f"{m.n_layer}x{m.n_head}x{m.n_embd}" if own else "from `init_from`"
-        params = f"{GPT(m).num_params():,}" if own else "the source run's"
+        params = f"{_meta_model(m).num_params():,}" if own else "the source run's"
         rows.append([f"[`{name}`](#preset-{name})", t.dataset, shape, m.block_size if own else "",
                      params, t.max_iters])
         keys = "\n".join(f"{table_name}.{k} = {_toml(v)}" for table_name in ("model", "train")
