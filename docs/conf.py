@@ -33,7 +33,7 @@ myst_heading_anchors = 3  # `[text](page.md#a-heading)` resolves; a wrong one is
 nb_execution_mode = "force"  # run every tutorial at every build: a page that stops being true fails
 nb_execution_raise_on_error = True  # a failing cell (an assert) fails the build, naming the page
 nb_execution_show_tb = True
-nb_execution_timeout = 300
+nb_execution_timeout = 1200  # per cell: a hung cell fails the build, a machine under load does not
 nb_merge_streams = True
 nb_execution_in_temp = True  # cells run in a temporary folder: nothing is written into docs/
 

@@ -217,6 +217,17 @@ def readme_transformers(d: dict) -> list[str]:
     return table(["glassgpt against Hugging Face transformers", "speed (transformers time / glassgpt time)", "agreement"], rows)
 
 
+def report_size(d: dict) -> list[str]:
+    rows = []
+    for r in d["rows"]:
+        label = ("GPT-2 124M shape, random weights" if r["run"] == "gpt2-shape" else f"`{r['run']}`")
+        rows.append([label, f"{r['layers']} x {r['heads']}", r["tokens"], f"{r['causal_half_bytes_8bit'] / 1e6:.1f} MB",
+                     f"{r['pattern_payload_bytes'] / 1e6:.2f} MB", f"{r['weights_at_zero']:.0%}",
+                     f"**{r['page_mb']:.2f} MB**"])
+    return table(["model", "layers x heads", "tokens", "causal half at 8 bits", "stored (deflate + base64)",
+                  "weights that round to 0", "report.html"], rows)
+
+
 FIGURES: dict[str, Figure] = {
     "readme-vs-transformers": Figure("20261122-085448-all.json", "glassgpt bench", readme_transformers),
     "readme-vs-nanogpt": Figure("vs-nanogpt-20261123-010540.json",
@@ -231,6 +242,7 @@ FIGURES: dict[str, Figure] = {
     "dynamics": Figure("dynamics-20261123-023840.json", "python benchmarks/bench_dynamics.py", dynamics),
     "attention-sink-cost": Figure("dynamics-20261123-023840.json", "python benchmarks/bench_dynamics.py",
                                   attention_sink_cost),
+    "report-size": Figure("report-size-20261201-122236.json", "python benchmarks/report_size.py", report_size),
     "mfu-gpu": Figure("20261123-015819-mfu.json", "glassgpt bench mfu --device cuda", mfu),
 }
 
