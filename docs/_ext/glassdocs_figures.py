@@ -126,9 +126,14 @@ def inference(d: dict) -> list[str]:
     name = "gpt2-6L-512 decode: transformers fp32 vs glassgpt"
     first = _comparison(d, name)
     rows = [["transformers fp32 (`generate`)", "1.00", f"{first['tokens_per_s']['transformers fp32']:.1f}"]]
-    labels = {"glassgpt fp32 as loaded": "fp32, as `load_run` gives them",
-              "glassgpt fp32": "fp32 after `prepare_for_inference` (what `sample` runs)",
-              "glassgpt bfloat16": "bfloat16", "glassgpt float16": "float16 (`auto` on CPU)"}
+    if "glassgpt fp32 as built" in first["tokens_per_s"]:  # the weights through a run and load_run
+        labels = {"glassgpt fp32 as built": "fp32, row-major as built (the layout training uses)",
+                  "glassgpt fp32": "fp32 as `load_run` gives it (what `sample` and the demo run)",
+                  "glassgpt bfloat16": "bfloat16 (`load_run(dtype=...)`)", "glassgpt float16": "float16 (`auto` on CPU)"}
+    else:
+        labels = {"glassgpt fp32 as loaded": "fp32, row-major",
+                  "glassgpt fp32": "fp32 after `prepare_for_inference`",
+                  "glassgpt bfloat16": "bfloat16", "glassgpt float16": "float16 (`auto` on CPU)"}
     for b, label in labels.items():
         c = _comparison(d, name, b)
         r = c["ratio"]
