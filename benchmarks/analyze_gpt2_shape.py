@@ -69,6 +69,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     from glassgpt.bench.machine import machine_info
+    from glassgpt.bench.report import publish
     from glassgpt.bench.timing import stopwatch
     from glassgpt.data import prepare
 
@@ -101,11 +102,7 @@ def main(argv: list[str] | None = None) -> dict:
         "note": args.note,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"analyze-gpt2-shape-{datetime.datetime.now():%Y%m%d-%H%M%S}.json"
-    path.write_text(json.dumps(record, indent=1) + "\n")
-    print(json.dumps(record, indent=1))
-    print(f"written to {path}")
+    publish(record, args.out, "analyze-gpt2-shape")
     return record
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
-import json
 import os
 import subprocess
 import sys
@@ -103,6 +102,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     from glassgpt.bench.machine import machine_info
+    from glassgpt.bench.report import publish
 
     load_before = list(os.getloadavg())
     with tempfile.TemporaryDirectory() as tmp:
@@ -122,11 +122,7 @@ def main(argv: list[str] | None = None) -> dict:
         "note": args.note,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"report-size-{datetime.datetime.now():%Y%m%d-%H%M%S}.json"
-    path.write_text(json.dumps(record, indent=1) + "\n")
-    print(json.dumps(record, indent=1))
-    print(f"written to {path}")
+    publish(record, args.out, "report-size")
     return record
 
 

@@ -128,6 +128,16 @@ def write_json(result: dict, path: Path) -> Path:
     return path
 
 
+def publish(record: dict, out: Path, name: str) -> Path:
+    """A benchmark script's record: written to `out/NAME-<local time>.json` and printed."""
+    import datetime
+
+    path = write_json(record, Path(out) / f"{name}-{datetime.datetime.now():%Y%m%d-%H%M%S}.json")
+    print(json.dumps(record, indent=1))
+    print(f"written to {path}")
+    return path
+
+
 def _seconds(s: float) -> str:
     if s >= 1:
         return f"{s:.2f} s"
