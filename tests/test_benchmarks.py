@@ -28,6 +28,7 @@ def tiny_args(out: Path) -> dict[str, list[str]]:
         "induction_sweep": ["--grid", "smoke", "--steps", "1", "--workers", "0", "--out", str(out / "sweep.jsonl")],
         "report_size": ["--tiny", "--threads", "1", "--out", str(out)],
         "rope_variants": ["--repeats", "1", "--inner", "1", "--batch", "2"],
+        "view_hover": ["--tiny", "--repeats", "3", "--out", str(out)],
     }
 
 

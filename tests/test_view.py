@@ -227,7 +227,8 @@ def test_keyboard_focus_reaches_every_token_and_selects_it(model_and_tokenizer, 
     assert o.page.evaluate("document.activeElement.dataset.pos") == str(T - 2)
 
 
-def test_a_hover_is_answered_within_100_ms_on_a_quickstart_sized_model(tmp_path, open_page):
+def test_hovering_tokens_of_a_quickstart_sized_model_moves_the_selection(tmp_path, open_page):
+    """What each hover does; how fast it does it is benchmarks/view_hover.py's to measure."""
     from glassgpt.config import GPTConfig
     from glassgpt.model import GPT
 
@@ -235,16 +236,9 @@ def test_a_hover_is_answered_within_100_ms_on_a_quickstart_sized_model(tmp_path,
     ids = torch.randint(0, 65, (64,), generator=torch.Generator().manual_seed(0))
     o = open_page(view(model, ids).save(tmp_path / "view.html").as_uri())
     ready(o.page)
-    slowest = o.page.evaluate("""() => {
-        let worst = 0;
-        for (const i of [5, 40, 63, 0, 31]) {
-            const t = performance.now();
-            document.querySelector(`.gg-attention [data-pos='${i}']`).dispatchEvent(new MouseEvent('mouseover', {bubbles: true}));
-            worst = Math.max(worst, performance.now() - t);
-        }
-        return worst; }""")
-    assert o.page.get_attribute(".gg-attention", "data-selected") == "31"
-    assert slowest < 100, f"a hover took {slowest:.0f} ms"
+    for i in (5, 40, 63, 0, 31):
+        o.page.dispatch_event(f".gg-attention [data-pos='{i}']", "mouseover")
+        assert o.page.get_attribute(".gg-attention", "data-selected") == str(i)
 
 
 # ---------------------------------------------------------------- the report

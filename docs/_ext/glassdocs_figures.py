@@ -233,6 +233,14 @@ def report_size(d: dict) -> list[str]:
                   "weights that round to 0", "report.html"], rows)
 
 
+def view_hover(d: dict) -> list[str]:
+    rows = [[f"{r['layers']} x {r['heads']}, {r['tokens']} tokens", f"{r['page_bytes'] / 1e6:.2f} MB",
+             f"{r['load_s']:.2f} s", f"{r['hover_ms_median']:.1f} ms", f"**{r['hover_ms_max']:.1f} ms**"]
+            for r in d["rows"]]
+    return table(["view (random weights)", "page", "open to first token", f"hover, median of {d['rows'][0]['hovers']}",
+                  "slowest hover"], rows)
+
+
 FIGURES: dict[str, Figure] = {
     "readme-vs-transformers": Figure("20261122-085448-all.json", "glassgpt bench", readme_transformers),
     "readme-vs-nanogpt": Figure("vs-nanogpt-20261123-010540.json",
@@ -248,6 +256,7 @@ FIGURES: dict[str, Figure] = {
     "attention-sink-cost": Figure("dynamics-20261123-023840.json", "python benchmarks/bench_dynamics.py",
                                   attention_sink_cost),
     "report-size": Figure("report-size-20261201-122236.json", "python benchmarks/report_size.py", report_size),
+    "view-hover": Figure("view-hover-20261201-130221.json", "python benchmarks/view_hover.py --long", view_hover),
     "mfu-gpu": Figure("20261123-015819-mfu.json", "glassgpt bench mfu --device cuda", mfu),
 }
 
