@@ -96,6 +96,7 @@ def measure(label: str, run_dir: Path, out: Path, threads: int) -> dict:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, action="append", default=[], help="a trained run to measure too")
+    parser.add_argument("--label", action="append", default=[], help="what each --run is, in words (in order)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--tiny", action="store_true", help=f"the GPT-2 vocabulary on a tiny shape ({TINY}): a smoke test")
     parser.add_argument("--note", default="", help="what else ran on the machine")
@@ -109,7 +110,8 @@ def main(argv: list[str] | None = None) -> dict:
         tmp = Path(tmp)
         os.environ.setdefault("GLASSGPT_DATA_DIR", str(tmp / "data"))
         runs = {"gpt2-shape": build_gpt2_shape(tmp / "gpt2-shape", args.tiny)}
-        runs.update({str(path): path for path in args.run})
+        labels = args.label + [str(path) for path in args.run[len(args.label):]]
+        runs.update(dict(zip(labels, args.run)))
         rows = [measure(label, path, tmp / f"report-{i}", args.threads) for i, (label, path) in enumerate(runs.items())]
     record = {
         "benchmark": "report-size",

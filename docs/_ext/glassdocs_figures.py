@@ -225,7 +225,7 @@ def readme_transformers(d: dict) -> list[str]:
 def report_size(d: dict) -> list[str]:
     rows = []
     for r in d["rows"]:
-        label = ("GPT-2 124M shape, random weights" if r["run"] == "gpt2-shape" else f"`{r['run']}`")
+        label = "GPT-2 124M shape, random weights" if r["run"] == "gpt2-shape" else r["run"]
         rows.append([label, f"{r['layers']} x {r['heads']}", r["tokens"], f"{r['causal_half_bytes_8bit'] / 1e6:.1f} MB",
                      f"{r['pattern_payload_bytes'] / 1e6:.2f} MB", f"{r['weights_at_zero']:.0%}",
                      f"**{r['page_mb']:.2f} MB**"])
@@ -255,7 +255,7 @@ FIGURES: dict[str, Figure] = {
     "dynamics": Figure("dynamics-20261123-023840.json", "python benchmarks/bench_dynamics.py", dynamics),
     "attention-sink-cost": Figure("dynamics-20261123-023840.json", "python benchmarks/bench_dynamics.py",
                                   attention_sink_cost),
-    "report-size": Figure("report-size-20261201-122236.json", "python benchmarks/report_size.py", report_size),
+    "report-size": Figure("report-size-20261201-134350.json", "python benchmarks/report_size.py", report_size),
     "view-hover": Figure("view-hover-20261201-130221.json", "python benchmarks/view_hover.py --long", view_hover),
     "mfu-gpu": Figure("20261123-015819-mfu.json", "glassgpt bench mfu --device cuda", mfu),
 }

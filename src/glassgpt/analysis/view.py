@@ -64,7 +64,7 @@ def dequantize_patterns(data: bytes, L: int, H: int, T: int) -> torch.Tensor:
 
 
 def encode_bytes(data: bytes) -> str:
-    return base64.b64encode(zlib.compress(data, 6)).decode("ascii")
+    return base64.b64encode(zlib.compress(data, 9)).decode("ascii")  # level 9: 10% smaller than 6 on trained heads
 
 
 def decode_bytes(text: str) -> bytes:
