@@ -26,6 +26,7 @@ import torch.distributed as dist
 
 from glassgpt import checkpoint as ckpt
 from glassgpt import finetune, parallel
+from glassgpt.atomic import kill_point
 from glassgpt.config import GPTConfig, RunConfig, TrainConfig, changed, fixed_on, show
 from glassgpt.data import BatchLoader, Prefetcher, TokenDataset, eval_windows
 from glassgpt.device import resolve_device  # noqa: F401  (also glassgpt.train.resolve_device, as before)
@@ -480,6 +481,8 @@ def _save_checkpoint(job: Job, state: TrainState) -> None:
         with_optimizer = sharded.save_shards(job.run_dir / folder, job.raw_model, job.optimizer)
         trainer_state.update(optimizer={}, sharded=folder, sharded_optimizer=with_optimizer)
         weights = sharded.full_weights(job.raw_model) if parallel.is_sharded(job.raw_model) else None
+        if job.dist_info.is_main:
+            kill_point("shards", state.step)  # tests: every shard written, nothing committed
     else:
         trainer_state["optimizer"] = job.optimizer.state_dict()
     if job.dist_info.is_main:
