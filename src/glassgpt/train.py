@@ -196,12 +196,11 @@ def _read_resume_state(run_dir: Path, rc: RunConfig, dist_info: Dist, log) -> tu
 
 def _drop_stale_shards(run_dir: Path) -> None:
     """Shard folders no committed trainer state names (an older checkpoint's, a killed writer's)."""
-    if not any(p.name.startswith("shards-") for p in run_dir.iterdir()):
-        return
+    if not (run_dir / ckpt.STATE).is_file() or not any(p.name.startswith("shards-") for p in run_dir.iterdir()):
+        return  # without a committed trainer state no folder is known to be stale: all are left
     from glassgpt import sharded
 
-    keep = ckpt.load_trainer_state(run_dir).get("sharded") if (run_dir / ckpt.STATE).is_file() else None
-    sharded.drop_stale(run_dir, keep)
+    sharded.drop_stale(run_dir, keep=ckpt.load_trainer_state(run_dir).get("sharded"))
 
 
 def _restore(state: dict, run_dir: Path, model: GPT, optimizer, scaler, loader: BatchLoader,
