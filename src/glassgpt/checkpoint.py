@@ -121,6 +121,17 @@ def recover_if_idle(run_dir: Path) -> None:
         pass
 
 
+def drop_stale_shards(run_dir: Path) -> None:
+    """Remove the shard folders (parallel=fsdp) that the committed trainer state does not name: an
+    older checkpoint's, or one a killed writer left. Without a committed trainer state none is
+    known to be stale, and all are left. Call after `recover`, as the run's writer."""
+    if not (run_dir / STATE).is_file() or not any(p.name.startswith("shards-") for p in run_dir.iterdir()):
+        return
+    from glassgpt import sharded
+
+    sharded.drop_stale(run_dir, keep=load_trainer_state(run_dir).get("sharded"))
+
+
 # ---------------------------------------------------------------- saving
 
 def provenance() -> dict:

@@ -171,7 +171,7 @@ def _read_resume_state(run_dir: Path, rc: RunConfig, dist_info: Dist, log) -> tu
     to the saved weights, and another number of processes splits the same global batch."""
     if dist_info.is_main:
         ckpt.recover(run_dir, ckpt.RUN_FILES)  # finish or undo a checkpoint write cut short by a kill
-        _drop_stale_shards(run_dir)
+        ckpt.drop_stale_shards(run_dir)  # ... and the shard folder of one (parallel=fsdp)
     if dist_info.world_size > 1:
         dist.barrier()
     ckpt.check_run_dir(run_dir, repair=False)
@@ -192,15 +192,6 @@ def _read_resume_state(run_dir: Path, rc: RunConfig, dist_info: Dist, log) -> tu
             + ("; dropout masks are drawn per process, so they will not repeat exactly" if rc.model.dropout else ""))
         rc = RunConfig(rc.model, dataclasses.replace(rc.train, batch_size=batch_size), rc.given_model_keys)
     return state, rc
-
-
-def _drop_stale_shards(run_dir: Path) -> None:
-    """Shard folders no committed trainer state names (an older checkpoint's, a killed writer's)."""
-    if not (run_dir / ckpt.STATE).is_file() or not any(p.name.startswith("shards-") for p in run_dir.iterdir()):
-        return  # without a committed trainer state no folder is known to be stale: all are left
-    from glassgpt import sharded
-
-    sharded.drop_stale(run_dir, keep=ckpt.load_trainer_state(run_dir).get("sharded"))
 
 
 def _restore(state: dict, run_dir: Path, model: GPT, optimizer, scaler, loader: BatchLoader,
