@@ -34,6 +34,7 @@ from torch.distributed.checkpoint import FileSystemReader, FileSystemWriter
 from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict, get_state_dict,
                                                      set_model_state_dict, set_state_dict)
 
+from glassgpt.atomic import fsync_dir
 from glassgpt.errors import RunError
 
 FOLDER = re.compile(r"shards-\d{9}-[0-9a-f]{8}")
@@ -70,7 +71,8 @@ def save_shards(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Opt
     else:
         state = {"model": get_model_state_dict(model)}
     with _one_process_is_fine():
-        dcp.save(state, storage_writer=FileSystemWriter(folder, sync_files=True))
+        dcp.save(state, storage_writer=FileSystemWriter(folder, sync_files=True))  # each file fsynced
+    fsync_dir(folder)  # ... and the folder's entries, before any commit names the folder
     return with_optimizer
 
 

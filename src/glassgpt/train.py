@@ -33,6 +33,7 @@ from glassgpt.device import resolve_device  # noqa: F401  (also glassgpt.train.r
 from glassgpt.errors import RunError, UsageError
 from glassgpt.limits import check_fits, training_bytes
 from glassgpt.model import GPT
+from glassgpt.plan import memory_plan
 from glassgpt.optim import (Optimizers, adamw_for, check_optimizer_available, configure_optimizer,  # noqa: F401
                             lr_at, muon_params)  # their home is glassgpt.optim; importable from here as before
 from glassgpt.runtime import (Dist, Interrupted, StopFlag, gather_rng_states, inference, set_rng_state,
@@ -342,8 +343,11 @@ def _start(rc: RunConfig, run_dir: Path, resume: bool, log, dist_info: Dist,
     dataset = _load_dataset(rc, source)
     val_data = dataset.split("val")
 
-    check_fits(training_bytes(rc.model, tc.batch_size), device, f"training this model at batch_size={tc.batch_size}",
-               "lower batch_size (raise grad_accum_steps to keep the batch), block_size, n_embd or n_layer")
+    sharded = tc.parallel == "fsdp" and dist_info.world_size > 1  # each rank holds 1/N (glassgpt.plan)
+    need = memory_plan(rc, dist_info.world_size).total if sharded else training_bytes(rc.model, tc.batch_size)
+    check_fits(need, device, f"training this model at batch_size={tc.batch_size}",
+               "lower batch_size (raise grad_accum_steps to keep the batch), block_size, n_embd or n_layer"
+               + ("" if sharded else ", or use parallel=fsdp on several GPUs"))
     raw_model, model, optimizer = _build_model(rc, run_dir, device, dist_info, saved, source, on_model)
     loader = BatchLoader(dataset.split("train"), rc.model.block_size, tc.batch_size, tc.seed, dist_info.rank,
                          dist_info.world_size)
