@@ -436,7 +436,7 @@ def sharded_trained_run(tmp_path_factory, prepared_data_dir) -> Path:
 
 @pytest.fixture
 def sharded_run(sharded_trained_run, tmp_path, data_env) -> Path:
-    run_dir = tmp_path / "run"
+    run_dir = tmp_path / "sharded"
     shutil.copytree(sharded_trained_run, run_dir, symlinks=True)
     return run_dir
 
@@ -529,12 +529,18 @@ def test_stale_shard_folders_are_dropped_but_what_glassgpt_did_not_write_stays(s
     assert (sharded_run / "shards-000000007-0123abcd").is_symlink() and snapshot(outside) == outside_before
 
 
-def test_an_unknown_parallel_mode_and_muon_under_fsdp_are_usage_errors(tmp_path, data_env):
+def test_an_unknown_parallel_mode_muon_under_fsdp_and_switching_modes_on_resume_are_usage_errors(
+        tmp_path, run_copy, sharded_run):
     assert_refused(cli("train", "cpu-baby", *TINY, "parallel=tp", "--out", tmp_path / "a"), 2,
                    "parallel must be one of ddp, fsdp, got 'tp'")
     assert_refused(cli("train", "cpu-baby", *TINY, "parallel=fsdp", "optimizer=muon", "--out", tmp_path / "b"), 2,
                    "optimizer=muon needs each weight matrix whole")
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    for run, now in ((run_copy, "fsdp"), (sharded_run, "ddp")):  # the saved optimizer state has the mode's format
+        before = snapshot(run)
+        assert_refused(cli("train", "--out", run, "--resume", "max_iters=3", f"parallel={now}"), 2,
+                       f"with parallel={now}")
+        assert snapshot(run) == before
 
 
 # ---------------------------------------------------------------- fuzzing every file of a run
