@@ -422,6 +422,127 @@ def test_stop_matching_does_work_linear_in_the_text_added():
     assert shown == "a" * (5000 - (MAX_STOP_CHARS - 1))  # all but the start of the stop string
 
 
+# ---------------------------------------------------------------- sharded checkpoints (parallel=fsdp)
+
+@pytest.fixture(scope="module")
+def sharded_trained_run(tmp_path_factory, prepared_data_dir) -> Path:
+    """A parallel=fsdp run of one process (one shard): its checkpoint is a shard folder."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GLASSGPT_DATA_DIR", str(prepared_data_dir))
+        run_dir = tmp_path_factory.mktemp("hostile-sharded") / "run"
+        train(load_run_config("cpu-baby", [*TINY, "parallel=fsdp"]), run_dir, log=lambda line: None)
+    return run_dir
+
+
+@pytest.fixture
+def sharded_run(sharded_trained_run, tmp_path, data_env) -> Path:
+    run_dir = tmp_path / "sharded"
+    shutil.copytree(sharded_trained_run, run_dir, symlinks=True)
+    return run_dir
+
+
+def shard_folder(run_dir: Path) -> Path:
+    return run_dir / ckpt.load_trainer_state(run_dir)["sharded"]
+
+
+def _metadata_naming(path: str):
+    """A metadata file whose one tensor is read from `path`."""
+    from torch.distributed.checkpoint.filesystem import _StorageInfo
+    from torch.distributed.checkpoint.metadata import Metadata, MetadataIndex
+
+    return Metadata(state_dict_metadata={}, storage_data={MetadataIndex("model.wte.weight"): _StorageInfo(path, 0, 8)})
+
+
+class _Payload:
+    def __reduce__(self):
+        return (os.system, ("touch PWNED",))
+
+
+def _plant(kind: str, folder: Path, outside: Path) -> None:
+    import pickle
+
+    if kind == "missing shard":
+        (folder / "__0_0.distcp").unlink()
+    elif kind == "truncated shard":
+        shard = folder / "__0_0.distcp"
+        shard.write_bytes(shard.read_bytes()[:100])
+    elif kind == "no metadata":
+        (folder / ".metadata").unlink()
+    elif kind == "pickle payload":
+        (folder / ".metadata").write_bytes(pickle.dumps(_Payload()))
+    elif kind == "garbage metadata":
+        (folder / ".metadata").write_bytes(b"\x80\x04garbage")
+    elif kind == "metadata reaching outside":
+        (folder / ".metadata").write_bytes(pickle.dumps(_metadata_naming(str(outside / "victim"))))
+    elif kind == "folder is a link":
+        shutil.rmtree(folder)
+        os.symlink(outside, folder)
+
+
+@pytest.mark.parametrize("kind, fragment", [
+    ("missing shard", "__0_0.distcp is missing"), ("truncated shard", "is truncated"),
+    ("no metadata", ".metadata is missing"), ("pickle payload", "refusing"), ("garbage metadata", "refusing"),
+    ("metadata reaching outside", "not a shard of the folder"), ("folder is a link", "is missing"),
+])
+def test_a_damaged_sharded_checkpoint_is_refused_in_one_line_and_nothing_is_overwritten(
+        sharded_run, outside, kind, fragment, monkeypatch):
+    monkeypatch.chdir(outside)  # where a payload's `touch PWNED` would land
+    _plant(kind, shard_folder(sharded_run), outside)
+    before, outside_before = snapshot(sharded_run), snapshot(outside)
+    assert_refused(cli("train", "--out", sharded_run, "--resume", "max_iters=4"), 1, fragment)
+    assert snapshot(sharded_run) == before and snapshot(outside) == outside_before
+    assert not (outside / "PWNED").exists()
+
+
+def test_shards_of_another_model_shape_are_refused_before_loading(sharded_run, tmp_path, data_env):
+    other = tmp_path / "other"
+    train(load_run_config("cpu-baby", [*TINY, "parallel=fsdp", "n_embd=32"]), other, log=lambda line: None)
+    folder = shard_folder(sharded_run)
+    shutil.rmtree(folder)
+    shutil.copytree(shard_folder(other), folder)
+    before = snapshot(sharded_run)
+    assert_refused(cli("train", "--out", sharded_run, "--resume", "max_iters=4"), 1, "another model shape")
+    assert snapshot(sharded_run) == before
+
+
+def test_a_trainer_state_naming_a_shard_folder_outside_the_run_is_refused(sharded_run, outside):
+    state = ckpt.load_trainer_state(sharded_run)
+    state["sharded"] = "../outside"
+    torch.save(state, sharded_run / ckpt.STATE)
+    assert_refused(cli("train", "--out", sharded_run, "--resume", "max_iters=4"), 1, "no name glassgpt writes")
+
+
+def test_stale_shard_folders_are_dropped_but_what_glassgpt_did_not_write_stays(sharded_run, outside):
+    """A killed writer's orphan goes; a file of the user's inside a folder of that name, and a
+    link of that name, stay (the link's target untouched)."""
+    orphan = sharded_run / "shards-000000009-0123abcd"
+    shutil.copytree(shard_folder(sharded_run), orphan)
+    mixed = sharded_run / "shards-000000008-0123abcd"
+    shutil.copytree(shard_folder(sharded_run), mixed)
+    (mixed / "notes.txt").write_text("the user's\n")
+    os.symlink(outside, sharded_run / "shards-000000007-0123abcd")
+    outside_before = snapshot(outside)
+    status, _, err = cli("train", "--out", sharded_run, "--resume", "max_iters=3")
+    assert status == 0, err
+    assert not orphan.exists() and (mixed / "notes.txt").read_text() == "the user's\n"
+    assert sorted(p.name for p in mixed.iterdir()) == ["notes.txt"]
+    assert (sharded_run / "shards-000000007-0123abcd").is_symlink() and snapshot(outside) == outside_before
+
+
+def test_an_unknown_parallel_mode_muon_under_fsdp_and_switching_modes_on_resume_are_usage_errors(
+        tmp_path, run_copy, sharded_run):
+    assert_refused(cli("train", "cpu-baby", *TINY, "parallel=tp", "--out", tmp_path / "a"), 2,
+                   "parallel must be one of ddp, fsdp, got 'tp'")
+    assert_refused(cli("train", "cpu-baby", *TINY, "parallel=fsdp", "optimizer=muon", "--out", tmp_path / "b"), 2,
+                   "optimizer=muon needs each weight matrix whole")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    for run, now in ((run_copy, "fsdp"), (sharded_run, "ddp")):  # the saved optimizer state has the mode's format
+        before = snapshot(run)
+        assert_refused(cli("train", "--out", run, "--resume", "max_iters=3", f"parallel={now}"), 2,
+                       f"with parallel={now}")
+        assert snapshot(run) == before
+
+
 # ---------------------------------------------------------------- fuzzing every file of a run
 
 def _mutations(draw, run_dir: Path, outside: Path) -> str:

@@ -224,17 +224,20 @@ def test_resuming_a_finished_run_does_nothing_and_a_longer_one_extends_it(small_
     assert [r["step"] for r in read_rows(run_dir, "final")] == [8]
 
 
-def test_resuming_with_another_number_of_processes_is_refused(small_data, tmp_path):
-    """A run of 2 ranks holds 2 RNG states and a global batch of 2 x batch_size: resuming it in
-    one process cannot be exact, so it is refused, naming the original world size."""
+def test_resuming_with_another_number_of_processes_keeps_the_global_batch(small_data, tmp_path):
+    """A run of 2 ranks holds 2 RNG states and a global batch of 2 x batch_size, drawn from one
+    generator: resumed in one process, batch_size doubles so the data goes on exactly (the 2 -> 1 -> 2
+    runs themselves are in tests/test_fsdp.py)."""
     run_dir = tmp_path / "run"
     train(tiny_run_config("max_iters=2", "batch_size=2"), run_dir, log=quiet)
     state = ckpt.load_trainer_state(run_dir)
     state["rng"] = state["rng"] * 2  # as a 2-rank run saves it
     torch.save(state, run_dir / ckpt.STATE)
-    with pytest.raises(UsageError, match=r"trained with 2 process\(es\).*--nproc_per_node=2"):
-        train(tiny_run_config("max_iters=4", "batch_size=2"), run_dir, resume=True, log=quiet)
-    assert_clean_error(run_cli("train", "--out", str(run_dir), "--resume", "max_iters=4"), 2, "nproc_per_node=2")
+    said = []
+    train(tiny_run_config("max_iters=4", "batch_size=2"), run_dir, resume=True, log=said.append)
+    assert any("resuming a run of 2 process(es) on 1: batch_size=4 per process keeps the global batch of 4"
+               in line for line in said), said
+    assert json.loads((run_dir / "config.json").read_text())["train"]["batch_size"] == 4
 
 
 def test_train_without_a_preset_is_a_usage_error_unless_resuming(small_data, tmp_path):

@@ -320,6 +320,47 @@ def hooks_page() -> str:
             f"(measured with {legend}).\n\n" + table(["hook", "shape", "models", "what it holds"], rows))
 
 
+# ---------------------------------------------------------------- memory per GPU
+
+PLAN_MODELS = {  # the rows' models: a preset, or GPT-2's larger shapes on the gpt2 preset's recipe
+    "`gpt2`": ("gpt2", []),
+    "`gpt2-163m`": ("gpt2-163m", []),
+    "GPT-2 medium": ("gpt2", ["n_layer=24", "n_head=16", "n_embd=1024"]),
+    "GPT-2 large": ("gpt2", ["n_layer=36", "n_head=20", "n_embd=1280"]),
+    "GPT-2 XL": ("gpt2", ["n_layer=48", "n_head=25", "n_embd=1600"]),
+}
+PLAN_SETUPS = [(1, "ddp", False), (8, "ddp", False), (8, "fsdp", False), (8, "fsdp", True)]
+
+
+def memory_page() -> str:
+    from glassgpt.config import load_run_config
+    from glassgpt.limits import human_bytes
+    from glassgpt.plan import GPU_SIZES_GB, HEADROOM, memory_plan
+
+    rows = []
+    for name, (preset, overrides) in PLAN_MODELS.items():
+        rc = load_run_config(preset, [*overrides, "dtype=bfloat16"])
+        for gpus, mode, checkpointing in PLAN_SETUPS:
+            plan = memory_plan(rc, gpus, mode, checkpointing)
+            fits = plan.fits()
+            rows.append([name, f"{plan.parameters / 1e6:,.0f}M", gpus, mode + (" + AC" if checkpointing else ""),
+                         *(human_bytes(getattr(plan, k)) for k in
+                           ("weights", "gradients", "optimizer", "working", "activations", "total")),
+                         ", ".join(map(str, fits)) if fits else "none"])
+    return (HEADER + "# Memory per GPU\n\n"
+            "What `glassgpt plan PRESET --gpus N --parallel ddp|fsdp [--activation-checkpointing]` prints, for "
+            "the GPT-2 presets and GPT-2's larger shapes (medium, large, XL) on the `gpt2` preset's recipe "
+            "(context 1024, `batch_size=8` per GPU, AdamW) with `dtype=bfloat16`. Computed by "
+            "`glassgpt.plan.memory_plan` from the config alone; its weights, gradients and optimizer state per "
+            "rank are checked against what two CPU ranks hold (`tests/test_fsdp.py`). Working copies are the "
+            "all-gathered units under fsdp, DDP's gradient buckets and autocast's bf16 weights; activations are "
+            "one micro-batch's, and the logits (B, T, 50257) in fp32 are a large part of them. "
+            f"A GPU size (GB) is listed when the total is under {HEADROOM:.0%} of it; the sizes tried are "
+            f"{', '.join(map(str, GPU_SIZES_GB))} GB. AC: activation checkpointing.\n\n"
+            + table(["model", "params", "GPUs", "parallel", "weights", "gradients", "optimizer", "working",
+                     "activations", "total", "fits (GB)"], rows))
+
+
 # ---------------------------------------------------------------- all of them
 
 PAGES = {
@@ -327,6 +368,7 @@ PAGES = {
     "reference/config.md": config_page,
     "reference/presets.md": presets_page,
     "reference/hooks.md": hooks_page,
+    "reference/memory.md": memory_page,
 }
 
 

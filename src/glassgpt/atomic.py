@@ -24,6 +24,17 @@ from typing import Callable, Collection
 
 TMP_SUFFIX = ".tmp"
 COMMIT_RECORD = ".checkpoint-commit.json"
+KILL_ENV = "GLASSGPT_TEST_KILL"  # tests only: where a checkpoint write dies, e.g. "commit" or "shards:4"
+
+
+def kill_point(where: str, step: int | None = None) -> None:
+    """Tests only: SIGKILL this process here when GLASSGPT_TEST_KILL names this point (`where`, or
+    `where:step`), as a power cut at that moment of a checkpoint write would stop it."""
+    wanted = os.environ.get(KILL_ENV)
+    if wanted and wanted in (where, f"{where}:{step}"):
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def is_plain_name(name: object) -> bool:
@@ -77,6 +88,7 @@ def commit_files(run_dir: Path, writers: dict[str, Callable[[Path], None] | None
         if write is not None:
             fsync_write(run_dir / (name + TMP_SUFFIX), write)
     atomic_write_text(run_dir / COMMIT_RECORD, json.dumps(sorted(writers)))
+    kill_point("commit")
     finish_commit(run_dir, writers)
 
 

@@ -4,6 +4,8 @@
     model.safetensors  the weights (safetensors: loading runs no code)
     tokenizer.json     the tokenizer
     trainer_state.pt   optimizer, step, RNG and data position (read with weights_only=True)
+    shards-<step>-<id>/ parallel=fsdp: the weights and optimizer state in shards (glassgpt.sharded);
+                       trainer_state.pt names the folder and holds the rest
     metrics.jsonl      one JSON object per logged step or eval
     loss.png           train and val curves
 
@@ -29,7 +31,7 @@ from typing import Callable
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load_model, save_file, save_model
 
 from glassgpt.atomic import (  # noqa: F401  (atomic_write* re-exported: glassgpt.checkpoint.atomic_write)
     COMMIT_RECORD, TMP_SUFFIX, atomic_write, atomic_write_text, commit_files, fsync_write, recover,
@@ -120,6 +122,17 @@ def recover_if_idle(run_dir: Path) -> None:
         pass
 
 
+def drop_stale_shards(run_dir: Path) -> None:
+    """Remove the shard folders (parallel=fsdp) that the committed trainer state does not name: an
+    older checkpoint's, or one a killed writer left. Without a committed trainer state none is
+    known to be stale, and all are left. Call after `recover`, as the run's writer."""
+    if not (run_dir / STATE).is_file() or not any(p.name.startswith("shards-") for p in run_dir.iterdir()):
+        return
+    from glassgpt import sharded
+
+    sharded.drop_stale(run_dir, keep=load_trainer_state(run_dir).get("sharded"))
+
+
 # ---------------------------------------------------------------- saving
 
 def provenance() -> dict:
@@ -137,18 +150,33 @@ def provenance() -> dict:
     }
 
 
+def save_weights(path: Path, model: GPT | None, weights: dict[str, torch.Tensor] | None = None) -> None:
+    """The model's weights as safetensors; or `weights`, a whole state_dict (gathered from shards),
+    written as `save_model` writes the model's (a tied head stored once, as lm_head.weight)."""
+    if weights is None:
+        with row_major(model):  # a model loaded for inference too
+            save_model(model, str(path))
+        return
+    tensors, metadata = dict(weights), None
+    if "wte.weight" in tensors and "lm_head.weight" in tensors and model.config.tie_weights:
+        del tensors["wte.weight"]
+        metadata = {"wte.weight": "lm_head.weight"}
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(path), metadata=metadata)
+
+
 def save_run(run_dir: str | Path, model: GPT, tokenizer: Tokenizer, run_config: RunConfig,
-             trainer_state: dict | None = None, origin: dict | None = None) -> None:
+             trainer_state: dict | None = None, origin: dict | None = None,
+             weights: dict[str, torch.Tensor] | None = None) -> None:
     """Write (or update) a run directory as one atomic checkpoint. `origin`: the run a
-    fine-tuning run started from, recorded as `init_from` in config.json."""
+    fine-tuning run started from, recorded as `init_from` in config.json. `weights`: the whole
+    state_dict, when `model` holds only a shard of it (parallel=fsdp)."""
     run_dir = Path(run_dir)
     check_writable_run_dir(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     recover(run_dir, RUN_FILES)
     mark_as_run(run_dir)
     weights_tmp = run_dir / (WEIGHTS + TMP_SUFFIX)
-    with row_major(model):  # a model loaded for inference too
-        fsync_write(weights_tmp, lambda p: save_model(model, str(p)))
+    fsync_write(weights_tmp, lambda p: save_weights(p, model, weights))
     config = run_config.to_dict()
     config["tokenizer"] = tokenizer.to_dict()
     config["weights_sha256"] = sha256_of(weights_tmp)
@@ -345,4 +373,8 @@ def load_trainer_state(run_dir: Path) -> dict:
                            "restore it, or train into a new --out")
     if state["step"] < 0 or not state["rng"]:
         raise RunError(f"{path} holds an impossible step or no RNG state: restore it, or train into a new --out")
+    if "sharded" in state:  # parallel=fsdp: the weights and optimizer state are in the folder it names
+        from glassgpt.sharded import check_folder_name
+
+        check_folder_name(state["sharded"], path)
     return state

@@ -121,6 +121,18 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--out", type=Path, default=None, help="run directory (default runs/<preset>-<time>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
 
+    p = sub.add_parser("plan", help="memory per GPU of a training config, and the GPUs it fits",
+                       description="Bytes per GPU of the weights, gradients, optimizer state, working copies and "
+                                   "activations of training a config at its batch_size, on N GPUs under ddp or "
+                                   "fsdp, and which GPU memory sizes hold it. Computed from the config; nothing "
+                                   "is allocated.")
+    p.add_argument("config", metavar="PRESET_OR_TOML", help="a preset name (gpt2, ...) or a .toml file")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="override any model or train setting")
+    p.add_argument("--gpus", type=capped_int(1 << 16), default=1, help="GPUs (ranks) the run is spread over")
+    p.add_argument("--parallel", choices=("ddp", "fsdp"), default=None, help="default: the config's parallel")
+    p.add_argument("--activation-checkpointing", action="store_true", default=None,
+                   help="recompute each block in the backward pass (default: the config's)")
+
     p = sub.add_parser("sample", help="generate text from a trained run")
     p.add_argument("run_dir", type=Path)
     p.add_argument("--prompt", default=None, help="text to continue (default: a newline or <|endoftext|>)")
@@ -347,6 +359,14 @@ def _vocab_from_dataset(run_config, overrides: list[str]):
     return apply_overrides(run_config, [f"vocab_size={vocab_size}"])
 
 
+def cmd_plan(args) -> None:
+    from glassgpt.config import load_run_config
+    from glassgpt.plan import describe, memory_plan
+
+    run_config = load_run_config(args.config, args.overrides)
+    print(describe(memory_plan(run_config, args.gpus, args.parallel, args.activation_checkpointing)))
+
+
 def cmd_sample(args) -> None:
     import torch
 
@@ -532,7 +552,7 @@ def cmd_bench(args) -> None:
     print(f"results written to {path}")
 
 
-COMMANDS = {"prepare": cmd_prepare, "datasets": cmd_datasets, "train": cmd_train, "sample": cmd_sample,
+COMMANDS = {"prepare": cmd_prepare, "datasets": cmd_datasets, "train": cmd_train, "plan": cmd_plan, "sample": cmd_sample,
             "analyze": cmd_analyze, "eval": cmd_eval, "compare": cmd_compare, "demo": cmd_demo,
             "convert-hf": cmd_convert_hf, "sae": cmd_sae, "bench": cmd_bench}
 
@@ -540,7 +560,7 @@ COMMANDS = {"prepare": cmd_prepare, "datasets": cmd_datasets, "train": cmd_train
 def main(argv: list[str] | None = None) -> None:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    if args.command == "train":  # key=value overrides may come after --out
+    if args.command in ("train", "plan"):  # key=value overrides may come after --out
         args.overrides += [e for e in extra if "=" in e and not e.startswith("-")]
         extra = [e for e in extra if e not in args.overrides]
     if args.command == "prepare" and args.dataset in ("text", "hf"):  # PATHs may come after the options

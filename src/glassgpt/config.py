@@ -175,6 +175,11 @@ class TrainConfig:
     optimizer: str = option("adamw", finetune=True)
     # every this many steps, an "analysis" row in metrics.jsonl and dynamics.png; 0 = off
     analysis_interval: int = option(0, resume=True, finetune=True)
+    # under torchrun: "ddp" (a whole copy per rank) | "fsdp" (weights, gradients and AdamW state sharded,
+    # sharded checkpoints); fixed on resume, since the saved optimizer state has the mode's format
+    parallel: str = option("ddp", finetune=True)
+    # keep only each block's input for the backward pass and recompute the rest: less memory, more compute
+    activation_checkpointing: bool = option(False, resume=True, finetune=True)
 
     def __post_init__(self):
         self.validate()
@@ -204,6 +209,12 @@ class TrainConfig:
         _check_choice("optimizer", self.optimizer, ("adamw", "muon"))
         if self.optimizer == "muon" and self.dtype == "float16":
             raise UsageError("optimizer=muon cannot run with the float16 gradient scaler: use dtype=bfloat16 or float32")
+        _check_choice("parallel", self.parallel, ("ddp", "fsdp"))
+        if self.parallel == "fsdp" and self.optimizer == "muon":  # Muon orthogonalises whole matrices
+            raise UsageError("optimizer=muon needs each weight matrix whole, and parallel=fsdp splits them across "
+                             "ranks: use optimizer=adamw with parallel=fsdp, or parallel=ddp with muon")
+        if self.parallel == "fsdp" and self.dtype == "float16":
+            raise UsageError("parallel=fsdp runs with dtype=bfloat16 or float32, not float16's gradient scaler")
         check_device_name(self.device)
 
     @property

@@ -42,14 +42,23 @@ def inference_bytes(cfg, batch: int, tokens: int) -> int:
     return parameter_count(cfg) * FP32 + kv_cache + activations
 
 
-def training_bytes(cfg, batch_size: int) -> int:
-    """fp32 weights, gradients and AdamW's two moments, plus the activations kept for the
-    backward pass: per layer about 16 vectors of (B, T, C) and, on the manual path, the
-    (B, nh, T, T) scores and pattern."""
+def activation_bytes(cfg, batch_size: int, dtype_bytes: int = FP32, checkpointing: bool = False) -> int:
+    """The activations kept for the backward pass of one micro-batch: per layer about 16 vectors
+    of (B, T, C) and, on the manual path, the (B, nh, T, T) scores and pattern, in the compute
+    precision (`dtype_bytes`: 4, or 2 under bf16 autocast); the logits and their softmax (B, T, V)
+    in fp32. With activation checkpointing each layer keeps its input (B, T, C) alone, and one
+    layer's activations live again while it is recomputed."""
     B, T = batch_size, cfg.block_size
     per_layer = B * T * 16 * cfg.n_embd + (2 * B * cfg.n_head * T * T if cfg.attn_impl == "manual" else 0)
-    logits = 2 * B * T * cfg.vocab_size
-    return parameter_count(cfg) * 4 * FP32 + (cfg.n_layer * per_layer + logits) * FP32
+    logits = 2 * B * T * cfg.vocab_size * FP32
+    kept = cfg.n_layer * B * T * cfg.n_embd + per_layer if checkpointing else cfg.n_layer * per_layer
+    return kept * dtype_bytes + logits
+
+
+def training_bytes(cfg, batch_size: int) -> int:
+    """fp32 weights, gradients and AdamW's two moments, plus the activations kept for the
+    backward pass (`activation_bytes`). glassgpt.plan splits this per GPU."""
+    return parameter_count(cfg) * 4 * FP32 + activation_bytes(cfg, batch_size)
 
 
 def device_memory(device: torch.device | str) -> int | None:

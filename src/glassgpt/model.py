@@ -21,6 +21,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from glassgpt.config import GPTConfig
 from glassgpt.hooks import HookedModule, HookPoint
@@ -281,6 +282,9 @@ class GPT(HookedModule):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
                 if config.zero_init_proj:  # each block starts as the identity (the modded-nanogpt speedrun's)
                     nn.init.zeros_(p)
+        # Set by glassgpt.parallel.wrap (activation_checkpointing): in training, each block keeps only its
+        # input for the backward pass and runs its forward again there (torch.utils.checkpoint).
+        self.checkpoint_blocks = False
         self.name_hook_points()
 
     @staticmethod
@@ -315,8 +319,9 @@ class GPT(HookedModule):
             x = x + self.wpe(positions)  # (T, C) broadcast over B
         rope = self.rotary(start, T) if self.rotary is not None else None  # (cos, sin), once for all layers
         x = self.embed(self.drop(x))
+        recompute = self.checkpoint_blocks and self.training and torch.is_grad_enabled() and kv_cache is None
         for block in self.blocks:
-            x = block(x, rope, kv_cache)
+            x = checkpoint(block, x, rope, kv_cache, use_reentrant=False) if recompute else block(x, rope, kv_cache)
         if kv_cache is not None:
             kv_cache.advance(T)
         if last_position_only:

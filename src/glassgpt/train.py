@@ -1,5 +1,5 @@
 """The training loop: AdamW, warmup + cosine schedule, gradient accumulation, mixed
-precision, periodic evaluation, atomic checkpoints, exact resume and DDP.
+precision, periodic evaluation, atomic checkpoints, exact resume, DDP and FSDP (glassgpt.parallel).
 
 `train(run_config, out_dir)` is the whole job; the functions above it are its
 parts, each usable on its own (tests use them directly): `accumulate_gradients`
@@ -14,6 +14,7 @@ sync `GradScaler` pays for fp16; logging reads the loss only at log steps.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import signal
 import time
 from dataclasses import dataclass, field
@@ -22,16 +23,17 @@ from typing import Callable, Sequence
 
 import torch
 import torch.distributed as dist
-from torch.nn.parallel import DistributedDataParallel as DDP
 
 from glassgpt import checkpoint as ckpt
-from glassgpt import finetune
+from glassgpt import finetune, parallel
+from glassgpt.atomic import kill_point
 from glassgpt.config import GPTConfig, RunConfig, TrainConfig, changed, fixed_on, show
 from glassgpt.data import BatchLoader, Prefetcher, TokenDataset, eval_windows
 from glassgpt.device import resolve_device  # noqa: F401  (also glassgpt.train.resolve_device, as before)
 from glassgpt.errors import RunError, UsageError
 from glassgpt.limits import check_fits, training_bytes
 from glassgpt.model import GPT
+from glassgpt.plan import memory_plan
 from glassgpt.optim import (Optimizers, adamw_for, check_optimizer_available, configure_optimizer,  # noqa: F401
                             lr_at, muon_params)  # their home is glassgpt.optim; importable from here as before
 from glassgpt.runtime import (Dist, Interrupted, StopFlag, gather_rng_states, inference, set_rng_state,
@@ -82,14 +84,13 @@ def accumulate_gradients(model: torch.nn.Module, batches: Sequence[tuple[torch.T
                          scaler: torch.amp.GradScaler | None = None) -> torch.Tensor:
     """Forward and backward over equal-size micro-batches, adding up the gradients
     of `loss / len(batches)`: the same gradients as one batch holding them all.
-    Under DDP the gradient all-reduce runs once, on the last micro-batch.
+    Under DDP and FSDP the gradients are synced once, on the last micro-batch.
     Returns the mean loss over the micro-batches (detached, on the device)."""
     n = len(batches)
     loss_sum = torch.zeros((), device=device)
     for i, (x, y) in enumerate(batches):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)  # (B, T) each
-        skip_sync = isinstance(model, DDP) and i < n - 1
-        with model.no_sync() if skip_sync else contextlib.nullcontext():
+        with parallel.gradient_sync(model, sync=i == n - 1):
             with autocast_context(device, dtype):
                 _, loss = model(x, y)
             share = loss / n
@@ -106,6 +107,7 @@ def apply_gradients(model: torch.nn.Module, optimizer: torch.optim.Optimizer, lo
     if scaler is not None:
         scaler.unscale_(optimizer)
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip or float("inf"))
+    grad_norm = parallel.full_tensor(grad_norm)  # FSDP: the norm over every rank's shards, on each
     finite = bool(torch.isfinite(grad_norm) & torch.isfinite(loss))  # the step's one host sync
     if scaler is not None and scaler.is_enabled():
         scaler.step(optimizer)  # fp16: the scaler skips steps with inf/nan gradients itself
@@ -146,7 +148,8 @@ def train(run_config: RunConfig, out_dir: str | Path, *, resume: bool = False,
     `torch.compile` and DDP wrap it): a place to attach hooks (`model.add_hook`)
     that watch or alter activations during training."""
     dist_info = Dist.from_env()
-    if dist_info.world_size > 1 and not dist.is_initialized():
+    started_group = dist_info.world_size > 1 and not dist.is_initialized()  # a caller's group is left to it
+    if started_group:
         backend = "nccl" if torch.cuda.is_available() and run_config.train.device != "cpu" else "gloo"
         dist.init_process_group(backend=backend)
     run_dir = Path(out_dir)
@@ -158,16 +161,18 @@ def train(run_config: RunConfig, out_dir: str | Path, *, resume: bool = False,
             dist.barrier()
         return result
     finally:
-        if dist_info.world_size > 1 and dist.is_initialized():
+        if started_group and dist.is_initialized():
             dist.destroy_process_group()
 
 
-def _read_resume_state(run_dir: Path, rc: RunConfig, dist_info: Dist) -> dict:
-    """The trainer state of the run's last checkpoint, after checking it fits `rc`. The resume
-    rules, all here: the model and recipe fields declared fixed are the saved ones (check_same_shape,
-    check_same_recipe), the state belongs to the saved weights, and the number of processes is the same."""
+def _read_resume_state(run_dir: Path, rc: RunConfig, dist_info: Dist, log) -> tuple[dict, RunConfig]:
+    """The trainer state of the run's last checkpoint, after checking it fits `rc`, and `rc` with the
+    batch_size that keeps the run's global batch. The resume rules, all here: the model and recipe
+    fields declared fixed are the saved ones (check_same_shape, check_same_recipe), the state belongs
+    to the saved weights, and another number of processes splits the same global batch."""
     if dist_info.is_main:
         ckpt.recover(run_dir, ckpt.RUN_FILES)  # finish or undo a checkpoint write cut short by a kill
+        ckpt.drop_stale_shards(run_dir)  # ... and the shard folder of one (parallel=fsdp)
     if dist_info.world_size > 1:
         dist.barrier()
     ckpt.check_run_dir(run_dir, repair=False)
@@ -180,22 +185,34 @@ def _read_resume_state(run_dir: Path, rc: RunConfig, dist_info: Dist) -> dict:
         raise RunError(f"{run_dir / ckpt.STATE} and {run_dir / ckpt.CONFIG} come from different checkpoints: "
                        "the run directory was edited by hand; restore it or train into a new --out")
     saved_world = len(state["rng"])
-    if saved_world != dist_info.world_size:  # the global batch and every rank's RNG depend on it
-        raise UsageError(f"{run_dir} was trained with {saved_world} process(es) and cannot be resumed exactly with "
-                         f"{dist_info.world_size}: resume with torchrun --nproc_per_node={saved_world}"
-                         + (" (or without torchrun)" if saved_world == 1 else ""))
-    return state
+    batch_size = parallel.resume_batch_size(saved.train.batch_size, saved_world, rc.train.batch_size,
+                                            dist_info.world_size)
+    if saved_world != dist_info.world_size:  # the data continues exactly; per-rank dropout masks cannot
+        log(f"resuming a run of {saved_world} process(es) on {dist_info.world_size}: batch_size={batch_size} "
+            f"per process keeps the global batch of {batch_size * dist_info.world_size} windows"
+            + ("; dropout masks are drawn per process, so they will not repeat exactly" if rc.model.dropout else ""))
+        rc = RunConfig(rc.model, dataclasses.replace(rc.train, batch_size=batch_size), rc.given_model_keys)
+    return state, rc
 
 
-def _restore(state: dict, optimizer, scaler, loader: BatchLoader, device: torch.device,
-             dist_info: Dist) -> tuple[int, int]:
-    """Put the optimizer, scaler, data position and RNG back as they were; returns (step, skipped steps)."""
-    optimizer.load_state_dict(state["optimizer"])
+def _restore(state: dict, run_dir: Path, model: GPT, optimizer, scaler, loader: BatchLoader,
+             device: torch.device, dist_info: Dist, seed: int) -> tuple[int, int]:
+    """Put the optimizer (under fsdp, the weights too), scaler, data position and RNG back as they
+    were; returns (step, skipped steps). A rank the saved run did not have seeds its RNG afresh."""
+    if "sharded" in state:
+        from glassgpt import sharded
+
+        sharded.load_shards(run_dir / state["sharded"], model, optimizer, bool(state.get("sharded_optimizer")))
+    else:
+        optimizer.load_state_dict(state["optimizer"])
     if state.get("scaler"):
         scaler.load_state_dict(state["scaler"])
     loader.load_state_dict(state["loader"])
     rng = state["rng"]  # one RNG state per rank of the run that saved it
-    set_rng_state(rng[dist_info.rank], device)
+    if dist_info.rank < len(rng):
+        set_rng_state(rng[dist_info.rank], device)
+    else:
+        torch.manual_seed(seed + dist_info.rank + 1_000_003 * int(state["step"]))
     return int(state["step"]), int(state.get("skipped_steps", 0))
 
 
@@ -308,6 +325,7 @@ def _start(rc: RunConfig, run_dir: Path, resume: bool, log, dist_info: Dist,
         torch.cuda.set_device(device)
     autocast_context(device, tc.dtype)  # fail early on a dtype this device cannot run
     check_optimizer_available(tc.optimizer)  # ... and on an optimizer this torch lacks
+    parallel.check_parallel(tc, dist_info)  # ... and on what the parallel mode cannot run
     peak = peak_flops(device, tc.dtype)  # ... and on a bad GLASSGPT_PEAK_FLOPS
     if tc.tensorboard:
         check_tensorboard_available()
@@ -316,7 +334,8 @@ def _start(rc: RunConfig, run_dir: Path, resume: bool, log, dist_info: Dist,
         mc, source, origin = finetune.fine_tuning_model(rc, run_dir, resume)
         rc = RunConfig(mc, tc)
     if resume:
-        saved = _read_resume_state(run_dir, rc, dist_info)
+        saved, rc = _read_resume_state(run_dir, rc, dist_info, log)
+        tc = rc.train
     elif (run_dir / ckpt.CONFIG).exists():
         raise UsageError(f"{run_dir} already holds a run: pass --resume to continue it, or choose another --out")
     else:
@@ -324,29 +343,22 @@ def _start(rc: RunConfig, run_dir: Path, resume: bool, log, dist_info: Dist,
     dataset = _load_dataset(rc, source)
     val_data = dataset.split("val")
 
-    check_fits(training_bytes(rc.model, tc.batch_size), device, f"training this model at batch_size={tc.batch_size}",
-               "lower batch_size (raise grad_accum_steps to keep the batch), block_size, n_embd or n_layer")
-    torch.manual_seed(tc.seed + dist_info.rank)  # dropout masks differ by rank; DDP copies rank 0's weights
-    raw_model = GPT(rc.model).to(device)
-    if saved is not None:
-        ckpt.load_weights(raw_model, run_dir, device)
-    elif source is not None:
-        ckpt.load_weights(raw_model, source.run_dir, device, expected_sha256=source.weights_sha256)
-    if on_model is not None:
-        on_model(raw_model)
-    optimizer = configure_optimizer(raw_model, tc, device)
+    sharded = tc.parallel == "fsdp" and dist_info.world_size > 1  # each rank holds 1/N (glassgpt.plan)
+    need = memory_plan(rc, dist_info.world_size).total if sharded else training_bytes(rc.model, tc.batch_size)
+    check_fits(need, device, f"training this model at batch_size={tc.batch_size}",
+               "lower batch_size (raise grad_accum_steps to keep the batch), block_size, n_embd or n_layer"
+               + ("" if sharded else ", or use parallel=fsdp on several GPUs"))
+    raw_model, model, optimizer = _build_model(rc, run_dir, device, dist_info, saved, source, on_model)
     loader = BatchLoader(dataset.split("train"), rc.model.block_size, tc.batch_size, tc.seed, dist_info.rank,
                          dist_info.world_size)
     scaler = torch.amp.GradScaler(device.type, enabled=tc.dtype == "float16")
     state = TrainState()
     if saved is not None:
-        state.step, state.skipped = _restore(saved, optimizer, scaler, loader, device, dist_info)
+        state.step, state.skipped = _restore(saved, run_dir, raw_model, optimizer, scaler, loader, device,
+                                             dist_info, tc.seed)
     state.start_step = state.step
 
     batches = Prefetcher(loader, tc.grad_accum_steps, device)
-    model = torch.compile(raw_model) if tc.compile else raw_model
-    if dist_info.world_size > 1:
-        model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
     metrics = MetricsLog(run_dir, enabled=dist_info.is_main, tensorboard=tc.tensorboard)
     if dist_info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -373,6 +385,25 @@ def _start(rc: RunConfig, run_dir: Path, resume: bool, log, dist_info: Dist,
         _save_checkpoint(job, state)  # the run directory is a loadable run from the start
     state.started = state.window_start = time.time()
     return job, state, None
+
+
+def _build_model(rc: RunConfig, run_dir: Path, device: torch.device, dist_info: Dist, saved: dict | None,
+                 source, on_model) -> tuple[GPT, torch.nn.Module, object]:
+    """The model with its weights (saved, a fine-tuning source's, or fresh from the seed), what the
+    steps run (glassgpt.parallel.wrap), and the optimizer over the (under fsdp, sharded) weights."""
+    tc = rc.train
+    torch.manual_seed(tc.seed)  # the same initial weights on every rank (FSDP shards them where they are)
+    raw_model = GPT(rc.model).to(device)
+    if dist_info.rank:
+        torch.manual_seed(tc.seed + dist_info.rank)  # dropout masks differ by rank
+    if saved is not None and "sharded" not in saved:  # a sharded checkpoint's weights come with its shards
+        ckpt.load_weights(raw_model, run_dir, device)
+    elif source is not None:
+        ckpt.load_weights(raw_model, source.run_dir, device, expected_sha256=source.weights_sha256)
+    if on_model is not None:
+        on_model(raw_model)
+    model = parallel.wrap(raw_model, tc, device, dist_info)
+    return raw_model, model, configure_optimizer(raw_model, tc, device)
 
 
 def _load_dataset(rc: RunConfig, source) -> TokenDataset:
@@ -429,14 +460,32 @@ def _eval_row(job: Job, state: TrainState, val_loss: float) -> dict:
 
 
 def _save_checkpoint(job: Job, state: TrainState) -> None:
-    """Called on every rank: each gives its RNG state; the main process writes."""
+    """Called on every rank: each gives its RNG state; the main process writes. Under fsdp every
+    rank first writes its shard into a new folder, which the commit's trainer state then names."""
     rng = gather_rng_states(job.device, job.dist_info)
+    trainer_state = {"step": state.step, "skipped_steps": state.skipped, "optimizer_name": job.tc.optimizer,
+                     "scaler": job.scaler.state_dict() if job.scaler.is_enabled() else None,
+                     "loader": job.batches.state_dict(), "rng": rng}
+    weights = None
+    if job.tc.parallel == "fsdp":
+        from glassgpt import sharded
+
+        folder = parallel.same_on_every_rank(
+            sharded.new_folder_name(job.run_dir, state.step) if job.dist_info.is_main else None, job.dist_info)
+        with_optimizer = sharded.save_shards(job.run_dir / folder, job.raw_model, job.optimizer)
+        trainer_state.update(optimizer={}, sharded=folder, sharded_optimizer=with_optimizer)
+        weights = sharded.full_weights(job.raw_model) if parallel.is_sharded(job.raw_model) else None
+        if job.dist_info.is_main:
+            kill_point("shards", state.step)  # tests: every shard written, nothing committed
+    else:
+        trainer_state["optimizer"] = job.optimizer.state_dict()
     if job.dist_info.is_main:
-        ckpt.save_run(job.run_dir, job.raw_model, job.dataset.tokenizer, job.rc, {
-            "step": state.step, "skipped_steps": state.skipped, "optimizer": job.optimizer.state_dict(),
-            "optimizer_name": job.tc.optimizer,
-            "scaler": job.scaler.state_dict() if job.scaler.is_enabled() else None,
-            "loader": job.batches.state_dict(), "rng": rng}, origin=job.origin)
+        ckpt.save_run(job.run_dir, job.raw_model, job.dataset.tokenizer, job.rc, trainer_state,
+                      origin=job.origin, weights=weights)
+        if job.tc.parallel == "fsdp":
+            sharded.drop_stale(job.run_dir, keep=trainer_state["sharded"])
+    if job.dist_info.world_size > 1 and job.tc.parallel == "fsdp":
+        dist.barrier()  # no rank writes the next checkpoint's shards before this one is committed
 
 
 def _has_analysis(job: Job, state: TrainState) -> bool:
