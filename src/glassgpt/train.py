@@ -26,6 +26,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from glassgpt import checkpoint as ckpt
 from glassgpt import finetune
+from glassgpt.compiling import compile_for_training
 from glassgpt.config import GPTConfig, RunConfig, TrainConfig, changed, fixed_on, show
 from glassgpt.data import BatchLoader, Prefetcher, TokenDataset, eval_windows
 from glassgpt.device import resolve_device  # noqa: F401  (also glassgpt.train.resolve_device, as before)
@@ -344,7 +345,7 @@ def _start(rc: RunConfig, run_dir: Path, resume: bool, log, dist_info: Dist,
     state.start_step = state.step
 
     batches = Prefetcher(loader, tc.grad_accum_steps, device)
-    model = torch.compile(raw_model) if tc.compile else raw_model
+    model = compile_for_training(raw_model, device, log) if tc.compile else raw_model  # evals use raw_model
     if dist_info.world_size > 1:
         model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
     metrics = MetricsLog(run_dir, enabled=dist_info.is_main, tensorboard=tc.tensorboard)
