@@ -89,6 +89,7 @@ def steady_state(rc, args, device) -> dict:
                 elapsed = stopwatch(device)
                 steps[name](x, y)  # the compile, cold
                 compile_s[name] = elapsed()
+                print(f"  {name}: first step (the compile, cold) {compile_s[name]:.1f} s", flush=True)
         times = measure({k: (lambda st=st: st(x, y)) for k, st in steps.items()}, device,
                         repeats=args.repeats, warmup=2, inner=args.inner)
     tokens = batch * seq
