@@ -21,9 +21,9 @@ from typing import Callable
 import torch
 from torch import nn
 
-CPU_NOTE = ("compile=true on a CPU: the first step compiles (tens of seconds the first time, a few from "
-            "inductor's cache after); then steps run about 1.1-1.2x faster for a model this size, so it pays "
-            "only on long runs (benchmarks/bench_compile.py)")
+CPU_NOTE = ("compile=true on a CPU: the first step compiles (a minute or more the first time, seconds from "
+            "inductor's cache after), then steps of a cpu-baby-size model run only about 1.1-1.2x faster: it pays "
+            "on long runs, not short ones (benchmarks/bench_compile.py)")
 
 
 def compile_for_training(model: nn.Module, device: torch.device, log: Callable[[str], None] = print) -> nn.Module:
