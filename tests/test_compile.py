@@ -5,6 +5,7 @@ the idle hook points. One test function, one tiny model: compiling on a CPU is s
 
 import dataclasses
 
+import pytest
 import torch
 import torch._dynamo
 from torch._dynamo.utils import counters
@@ -25,6 +26,7 @@ def compiles() -> dict:
             "graph_breaks": sum(counters["graph_break"].values())}
 
 
+@pytest.mark.slow  # inductor compiles C++ kernels: 40 s at load 6 on the 2-core CPU, more cold
 def test_compiled_cpu_training_matches_eager_and_compiles_once_through_evals(tmp_path, data_env):
     torch._dynamo.reset()
     counters.clear()
