@@ -208,6 +208,9 @@ def compile_cpu(d: dict) -> list[str]:
         ratios = whole["wall_eager_over_compiled"][name]
         rows.append([f"whole run, {whole['steps']} steps, {name.split()[1]} compile (wall)", f"{wall['eager']:.0f} s",
                      f"{wall[name]:.0f} s", x(statistics.median(ratios))])
+    evals = {k: statistics.median(r["eval_seconds"] for r in runs) for k, runs in whole["runs"].items()}
+    rows.append(["their evaluations, the same eager code in every run (a gauge of the load)",
+                 f"{evals['eager']:.0f} s", f"{evals['compiled cold']:.0f} s cold, {evals['compiled warm']:.0f} s warm", ""])
     opt = d["optimizer_step"]["step_ms_median"]
     rows.append(["AdamW step alone: Python loop (torch's CPU default) / fused", f"{opt['loop']:.2f} ms",
                  f"{opt['fused']:.2f} ms (fused)", x(d["optimizer_step"]["ratio_median"])])
@@ -257,7 +260,7 @@ FIGURES: dict[str, Figure] = {
     "dynamics": Figure("dynamics-20261123-023840.json", "python benchmarks/bench_dynamics.py", dynamics),
     "attention-sink-cost": Figure("dynamics-20261123-023840.json", "python benchmarks/bench_dynamics.py",
                                   attention_sink_cost),
-    "compile-cpu": Figure("compile-20261201-125042.json", "python benchmarks/bench_compile.py --threads 1", compile_cpu),
+    "compile-cpu": Figure("compile-20261201-131658.json", "python benchmarks/bench_compile.py --threads 1", compile_cpu),
     "mfu-gpu": Figure("20261123-015819-mfu.json", "glassgpt bench mfu --device cuda", mfu),
 }
 

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 CPU_NOTE = ("compile=true on a CPU: the first step compiles (a minute or more the first time, seconds from "
-            "inductor's cache after), then steps of a cpu-baby-size model run only about 1.1-1.2x faster: it pays "
+            "inductor's cache after), then steps of a cpu-baby-size model run only 1.0-1.25x faster: it pays "
             "on long runs, not short ones (benchmarks/bench_compile.py)")
 
 
