@@ -77,7 +77,8 @@ def adamw_for(params: list[torch.nn.Parameter], tc: TrainConfig, device: torch.d
     no_decay = [p for p in params if p.dim() < 2]
     groups = [{"params": decay, "weight_decay": tc.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     # fused: one kernel for every parameter's update. On a CPU torch's default is a Python loop of about
-    # ten ops per parameter, 3.5-3.9x slower on cpu-baby (benchmarks/bench_compile.py); the same update to fp32 rounding.
+    # ten ops per parameter, 3.5-3.9x slower on cpu-baby (benchmarks/bench_compile.py); the same update
+    # to fp32 rounding.
     return torch.optim.AdamW(groups, lr=tc.learning_rate, betas=(tc.beta1, tc.beta2),
                              fused=device.type in ("cuda", "cpu"))
 
