@@ -260,7 +260,8 @@ FIGURES: dict[str, Figure] = {
     "dynamics": Figure("dynamics-20261123-023840.json", "python benchmarks/bench_dynamics.py", dynamics),
     "attention-sink-cost": Figure("dynamics-20261123-023840.json", "python benchmarks/bench_dynamics.py",
                                   attention_sink_cost),
-    "compile-cpu": Figure("compile-20261201-131658.json", "python benchmarks/bench_compile.py --threads 1", compile_cpu),
+    "compile-cpu": Figure("compile-20261201-133313.json", "python benchmarks/bench_compile.py --threads 1 --rounds 3 --repeats 6",
+                          compile_cpu),
     "mfu-gpu": Figure("20261123-015819-mfu.json", "glassgpt bench mfu --device cuda", mfu),
 }
 
