@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import re
+import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -93,7 +94,8 @@ def vs_nanogpt_cpu(d: dict) -> list[str]:
         loss = f"{r['final_val_loss']:.4f}" + (" (20-batch estimate)" if key == "nanogpt" else " (whole split)")
         rows.append([label, f"{r['wall_s']:.1f} s ({x(r['wall_vs_nanogpt'])})", loss,
                      f"step {tt['step']}, {tt['wall_s']:.1f} s ({x(r['time_to_target_vs_nanogpt_wall'])})"])
-    return table(["run, back to back", "wall (whole process)", "final val loss", f"first eval at val <= {target}"], rows)
+    mode = "run, all three at once" if d.get("mode") == "parallel" else "run, back to back"
+    return table([mode, "wall (whole process)", "final val loss", f"first eval at val <= {target}"], rows)
 
 
 def vs_nanogpt_gpu(d: dict) -> list[str]:
@@ -194,6 +196,32 @@ def mfu(d: dict) -> list[str]:
     return table(["bf16 train step", "eager tokens/s", "compiled tokens/s", "compiled MFU (measured peak / data sheet)"], rows)
 
 
+def compile_cpu(d: dict) -> list[str]:
+    """benchmarks/bench_compile.py: eager against compiled, the steady step, the whole run, RoPE's cost."""
+    st, whole = d["steady_state"], d["whole_run"]
+    tok, ratio = st["tokens_per_s_median"], st["ratio_median"]
+    threads = d["machine"].get("torch_threads")
+    rows = [[f"train step, RoPE (tokens/s, {threads} thread{'s' if threads != 1 else ''})", f"{tok['eager rope']:,.0f}",
+             f"{tok['compiled rope']:,.0f}", x(ratio["eager / compiled, rope"])],
+            ["train step, learned positions (tokens/s)", f"{tok['eager learned']:,.0f}",
+             f"{tok['compiled learned']:,.0f}", x(ratio["eager / compiled, learned"])],
+            ["RoPE's step / learned positions' step", f"{ratio['rope / learned, eager']:.2f}",
+             f"{ratio['rope / learned, compiled']:.2f}", ""],
+            ["first compiled step (the compile, cold)", "", f"{st['first_compiled_step_s']['compiled rope']:.0f} s", ""]]
+    wall = whole["wall_s_median"]
+    for name in ("compiled cold", "compiled warm"):
+        ratios = whole["wall_eager_over_compiled"][name]
+        rows.append([f"whole run, {whole['steps']} steps, {name.split()[1]} compile (wall)", f"{wall['eager']:.0f} s",
+                     f"{wall[name]:.0f} s", x(statistics.median(ratios))])
+    evals = {k: statistics.median(r["eval_seconds"] for r in runs) for k, runs in whole["runs"].items()}
+    rows.append(["their evaluations, the same eager code in every run (a gauge of the load)",
+                 f"{evals['eager']:.0f} s", f"{evals['compiled cold']:.0f} s cold, {evals['compiled warm']:.0f} s warm", ""])
+    opt = d["optimizer_step"]["step_ms_median"]
+    rows.append(["AdamW step alone: Python loop (torch's CPU default) / fused", f"{opt['loop']:.2f} ms",
+                 f"{opt['fused']:.2f} ms (fused)", x(d["optimizer_step"]["ratio_median"])])
+    return table([f"`{d['preset']}`, eager / compiled", "eager", "compiled", "eager / compiled"], rows)
+
+
 def readme_results(d: dict) -> list[str]:
     s = d["summary"]
     rows = [
@@ -245,8 +273,9 @@ FIGURES: dict[str, Figure] = {
     "readme-vs-transformers": Figure("20261122-085448-all.json", "glassgpt bench", readme_transformers),
     "readme-vs-nanogpt": Figure("vs-nanogpt-20261123-010540.json",
                                 "python benchmarks/bench_vs_nanogpt.py --nanogpt PATH", readme_results),
-    "vs-nanogpt-cpu": Figure("vs-nanogpt-20261123-010540.json",
-                             "python benchmarks/bench_vs_nanogpt.py --nanogpt PATH", vs_nanogpt_cpu),
+    "vs-nanogpt-cpu": Figure("vs-nanogpt-20261201-130816.json",
+                             "python benchmarks/bench_vs_nanogpt.py --nanogpt PATH --parallel --threads 1",
+                             vs_nanogpt_cpu),
     "vs-nanogpt-gpu": Figure("vs-nanogpt-20261123-021442.json",
                              "python benchmarks/bench_vs_nanogpt.py --nanogpt PATH --recipe shakespeare-char",
                              vs_nanogpt_gpu),
@@ -257,6 +286,8 @@ FIGURES: dict[str, Figure] = {
                                   attention_sink_cost),
     "report-size": Figure("report-size-20261201-134350.json", "python benchmarks/report_size.py", report_size),
     "view-hover": Figure("view-hover-20261201-130221.json", "python benchmarks/view_hover.py --long", view_hover),
+    "compile-cpu": Figure("compile-20261201-133313.json", "python benchmarks/bench_compile.py --threads 1 --rounds 3 --repeats 6",
+                          compile_cpu),
     "mfu-gpu": Figure("20261123-015819-mfu.json", "glassgpt bench mfu --device cuda", mfu),
 }
 

@@ -151,7 +151,8 @@ MEANINGS = {
     "weight_decay": "AdamW's decoupled weight decay, on 2-D weights only",
     "beta1": "AdamW's first-moment decay",
     "beta2": "AdamW's second-moment decay",
-    "compile": "`torch.compile` the model (after hooks from `on_model` are attached)",
+    "compile": "`torch.compile` the model for the training steps (after hooks from `on_model` are attached; "
+               "evaluations run eagerly); on a CPU it pays on long runs only (Benchmarks, torch.compile on a CPU)",
     "seed": "seeds the weights, the batches and every RNG; resume restores them",
 }
 

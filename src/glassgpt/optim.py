@@ -58,7 +58,7 @@ def muon_params(model: torch.nn.Module) -> list[torch.nn.Parameter]:
 
 
 def configure_optimizer(model: torch.nn.Module, tc: TrainConfig, device: torch.device):
-    """AdamW with weight decay on 2-D weights (matmuls, embeddings) only; fused on CUDA.
+    """AdamW with weight decay on 2-D weights (matmuls, embeddings) only; fused on CUDA and CPU.
     `optimizer=muon`: torch.optim.Muon for the blocks' 2-D weights (its learning rate
     scaled to match AdamW's update size, so one schedule drives both), AdamW for the rest."""
     check_optimizer_available(tc.optimizer)
@@ -76,8 +76,11 @@ def adamw_for(params: list[torch.nn.Parameter], tc: TrainConfig, device: torch.d
     decay = [p for p in params if p.dim() >= 2]
     no_decay = [p for p in params if p.dim() < 2]
     groups = [{"params": decay, "weight_decay": tc.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    # fused: one kernel for every parameter's update. On a CPU torch's default is a Python loop of about
+    # ten ops per parameter, 3.5-3.9x slower on cpu-baby (benchmarks/bench_compile.py); the same update
+    # to fp32 rounding.
     return torch.optim.AdamW(groups, lr=tc.learning_rate, betas=(tc.beta1, tc.beta2),
-                             fused=device.type == "cuda")
+                             fused=device.type in ("cuda", "cpu"))
 
 
 def lr_at(step: int, tc: TrainConfig) -> float:

@@ -60,15 +60,17 @@ def shard(model: torch.nn.Module, dtype: str, device: torch.device, world_size: 
     fully_shard(model, mesh=mesh, mp_policy=policy)
 
 
-def wrap(raw_model: torch.nn.Module, tc, device: torch.device, dist_info: Dist) -> torch.nn.Module:
+def wrap(raw_model: torch.nn.Module, tc, device: torch.device, dist_info: Dist, log=print) -> torch.nn.Module:
     """What the training steps run: `raw_model` checkpointed, sharded (fsdp, in place) or wrapped
-    in DDP, and compiled. Under fsdp the raw model itself is the sharded one."""
+    in DDP, and compiled (`glassgpt.compiling`). Under fsdp the raw model itself is the sharded one."""
+    from glassgpt.compiling import compile_for_training
+
     raw_model.checkpoint_blocks = tc.activation_checkpointing
     many = dist_info.world_size > 1
     if tc.parallel == "fsdp" and many:
         shard(raw_model, tc.dtype, device, dist_info.world_size)
-        return torch.compile(raw_model) if tc.compile else raw_model
-    model = torch.compile(raw_model) if tc.compile else raw_model
+        return compile_for_training(raw_model, device, log) if tc.compile else raw_model
+    model = compile_for_training(raw_model, device, log) if tc.compile else raw_model
     if many:
         from torch.nn.parallel import DistributedDataParallel as DDP
 

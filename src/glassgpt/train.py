@@ -348,7 +348,7 @@ def _start(rc: RunConfig, run_dir: Path, resume: bool, log, dist_info: Dist,
     check_fits(need, device, f"training this model at batch_size={tc.batch_size}",
                "lower batch_size (raise grad_accum_steps to keep the batch), block_size, n_embd or n_layer"
                + ("" if sharded else ", or use parallel=fsdp on several GPUs"))
-    raw_model, model, optimizer = _build_model(rc, run_dir, device, dist_info, saved, source, on_model)
+    raw_model, model, optimizer = _build_model(rc, run_dir, device, dist_info, saved, source, on_model, log)
     loader = BatchLoader(dataset.split("train"), rc.model.block_size, tc.batch_size, tc.seed, dist_info.rank,
                          dist_info.world_size)
     scaler = torch.amp.GradScaler(device.type, enabled=tc.dtype == "float16")
@@ -388,7 +388,7 @@ def _start(rc: RunConfig, run_dir: Path, resume: bool, log, dist_info: Dist,
 
 
 def _build_model(rc: RunConfig, run_dir: Path, device: torch.device, dist_info: Dist, saved: dict | None,
-                 source, on_model) -> tuple[GPT, torch.nn.Module, object]:
+                 source, on_model, log=print) -> tuple[GPT, torch.nn.Module, object]:
     """The model with its weights (saved, a fine-tuning source's, or fresh from the seed), what the
     steps run (glassgpt.parallel.wrap), and the optimizer over the (under fsdp, sharded) weights."""
     tc = rc.train
@@ -402,7 +402,7 @@ def _build_model(rc: RunConfig, run_dir: Path, device: torch.device, dist_info: 
         ckpt.load_weights(raw_model, source.run_dir, device, expected_sha256=source.weights_sha256)
     if on_model is not None:
         on_model(raw_model)
-    model = parallel.wrap(raw_model, tc, device, dist_info)
+    model = parallel.wrap(raw_model, tc, device, dist_info, log)  # evals use raw_model
     return raw_model, model, configure_optimizer(raw_model, tc, device)
 
 
