@@ -151,6 +151,8 @@ def run_cli(*args: str, timeout: float = 300, env: dict | None = None, cwd=None)
 
     from glassgpt.cli import main
 
+    if "GLASSGPT_TEST_KILL" in (env or {}):
+        raise ValueError("GLASSGPT_TEST_KILL kills the process it runs in: use run_cli_process")
     out, err, code = io.StringIO(), io.StringIO(), 0
     saved_env, saved_cwd, saved_threads = dict(os.environ), os.getcwd(), torch.get_num_threads()
     os.environ.update({"OMP_NUM_THREADS": "1", **(env or {})})

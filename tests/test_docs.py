@@ -150,7 +150,7 @@ def test_a_table_that_differs_from_its_json_or_names_a_missing_file_is_caught(tm
     assert figures.check([page]) == []
     page.write_text(page.read_text().replace("1.7764", "1.7000"))
     assert figures.check([page]) == [
-        "page.md:1: figure vs-nanogpt-cpu differs from benchmarks/results/vs-nanogpt-20261123-010540.json: "
+        "page.md:1: figure vs-nanogpt-cpu differs from benchmarks/results/vs-nanogpt-20261201-130816.json: "
         "run `python docs/_ext/generate.py`"]
     page.write_text("text\n<!-- figure: no-such-table -->\n<!-- /figure -->\n")
     assert "page.md:2: figure no-such-table: no figure named 'no-such-table'" in figures.check([page])[0]

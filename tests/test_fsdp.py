@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import run_cli
+from conftest import run_cli_process
 
 from glassgpt import checkpoint as ckpt
 from glassgpt import parallel
@@ -278,7 +278,7 @@ def test_a_kill_after_the_commit_record_of_a_sharded_checkpoint_is_finished_on_r
     run_dir = tmp_path / "run"
     recipe = [*TINY, "batch_size=2", "parallel=fsdp"]
     train(load_run_config("cpu-baby", [*recipe, "max_iters=2"]), run_dir, log=quiet)
-    died = run_cli("train", "--out", str(run_dir), "--resume", "max_iters=4", env={"GLASSGPT_TEST_KILL": "commit"})
+    died = run_cli_process("train", "--out", str(run_dir), "--resume", "max_iters=4", env={"GLASSGPT_TEST_KILL": "commit"})
     assert died.returncode == -9, died.stderr
     assert (run_dir / ckpt.COMMIT).exists() and len(shard_folders(run_dir)) == 2
     load_run(run_dir)  # a reader finishes the renames
