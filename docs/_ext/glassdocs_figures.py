@@ -279,7 +279,7 @@ FIGURES: dict[str, Figure] = {
     "vs-nanogpt-gpu": Figure("vs-nanogpt-20261123-021442.json",
                              "python benchmarks/bench_vs_nanogpt.py --nanogpt PATH --recipe shakespeare-char",
                              vs_nanogpt_gpu),
-    "inference": Figure("20261123-005837-inference.json", "glassgpt bench inference --run RUN_DIR", inference),
+    "inference": Figure("20261201-140021-inference.json", "glassgpt bench inference", inference),
     "tradeoffs": Figure("20261122-085448-all.json", "glassgpt bench", tradeoffs),
     "dynamics": Figure("dynamics-20261123-023840.json", "python benchmarks/bench_dynamics.py", dynamics),
     "attention-sink-cost": Figure("dynamics-20261123-023840.json", "python benchmarks/bench_dynamics.py",
