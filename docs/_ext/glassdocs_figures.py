@@ -284,7 +284,7 @@ FIGURES: dict[str, Figure] = {
     "dynamics": Figure("dynamics-20261123-023840.json", "python benchmarks/bench_dynamics.py", dynamics),
     "attention-sink-cost": Figure("dynamics-20261123-023840.json", "python benchmarks/bench_dynamics.py",
                                   attention_sink_cost),
-    "report-size": Figure("report-size-20261201-134350.json", "python benchmarks/report_size.py", report_size),
+    "report-size": Figure("report-size-20261201-142234.json", "python benchmarks/report_size.py", report_size),
     "view-hover": Figure("view-hover-20261201-130221.json", "python benchmarks/view_hover.py --long", view_hover),
     "compile-cpu": Figure("compile-20261201-133313.json", "python benchmarks/bench_compile.py --threads 1 --rounds 3 --repeats 6",
                           compile_cpu),
