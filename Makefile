@@ -34,7 +34,7 @@ $(CHROMIUM):
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
 
 test: install $(CHROMIUM) docs
-	$(PY) -m pytest -q -n auto
+	$(PY) -m pytest -q -n auto --dist worksteal
 
 # The docs site, offline, warnings as errors (a broken link, a missing image, a failing cell or a
 # stale generated page fails it, naming the page); the tutorials are executed. Output: docs/_build/html.
