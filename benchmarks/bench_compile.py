@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import datetime
 import functools
 import json
 import os
@@ -187,10 +186,9 @@ def main(argv: list[str] | None = None) -> dict:
               "preset": args.preset, "overrides": args.set, "backend": args.backend, "note": args.note,
               "machine": {**machine, "loadavg_after": list(os.getloadavg())}, "wall_seconds": elapsed(),
               "steady_state": steady, "optimizer_step": optimizer, "whole_run": whole}
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"compile-{datetime.datetime.now():%Y%m%d-%H%M%S}.json"
-    path.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"results written to {path}")
+    from glassgpt.bench.report import publish
+
+    publish(record, args.out, "compile")
     return record
 
 
