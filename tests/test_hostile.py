@@ -71,14 +71,18 @@ def snapshot(folder: Path) -> dict[str, str]:
     return found
 
 
+def _train_tiny(run_dir: Path, data_dir: Path, *overrides: str) -> Path:
+    """cpu-baby at the TINY size, trained for two steps on the prepared data into `run_dir`."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GLASSGPT_DATA_DIR", str(data_dir))
+        train(load_run_config("cpu-baby", [*TINY, *overrides]), run_dir, log=lambda line: None)
+    return run_dir
+
+
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory, prepared_data_dir) -> Path:
     """A run trained for two steps on shakespeare-char: every file a run has."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("GLASSGPT_DATA_DIR", str(prepared_data_dir))
-        run_dir = tmp_path_factory.mktemp("hostile") / "run"
-        train(load_run_config("cpu-baby", TINY), run_dir, log=lambda line: None)
-    return run_dir
+    return _train_tiny(tmp_path_factory.mktemp("hostile") / "run", prepared_data_dir)
 
 
 @pytest.fixture
@@ -427,11 +431,7 @@ def test_stop_matching_does_work_linear_in_the_text_added():
 @pytest.fixture(scope="module")
 def sharded_trained_run(tmp_path_factory, prepared_data_dir) -> Path:
     """A parallel=fsdp run of one process (one shard): its checkpoint is a shard folder."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("GLASSGPT_DATA_DIR", str(prepared_data_dir))
-        run_dir = tmp_path_factory.mktemp("hostile-sharded") / "run"
-        train(load_run_config("cpu-baby", [*TINY, "parallel=fsdp"]), run_dir, log=lambda line: None)
-    return run_dir
+    return _train_tiny(tmp_path_factory.mktemp("hostile-sharded") / "run", prepared_data_dir, "parallel=fsdp")
 
 
 @pytest.fixture
