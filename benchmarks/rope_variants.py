@@ -1,8 +1,10 @@
 """RoPE's rotation alone, forward + backward on cpu-baby's q and k (B 12, 4 heads, T 64, hs 32),
-in five forms timed in turns: none (the floor), glassgpt's (q and k stacked, one call),
-q and k apart, a roll + addcmul form with signed sin, and a custom autograd.Function whose
-backward rotates the gradient by minus the angle. Prints microseconds per layer and the
-largest difference from glassgpt's form.
+in five forms timed in turns: none (the floor), glassgpt's (`apply_rotary` on q and on k:
+x * cos + partner * signed sin, three passes), q and k stacked into one tensor first, the
+half-table form (x1 cos - x2 sin, x2 cos + x1 sin: five passes), and a custom
+autograd.Function whose backward rotates the gradient by minus the angle. Prints
+microseconds per layer and the largest difference from glassgpt's form. The rotation's
+share of a whole train step is in benchmarks/bench_compile.py ("rope / learned").
 
     python benchmarks/rope_variants.py [--repeats 30] [--inner 20]
 """
@@ -33,17 +35,18 @@ class Rot(torch.autograd.Function):
 
 
 def variants(cos: torch.Tensor, sin: torch.Tensor) -> dict:
-    cosf, sinf = torch.cat([cos, cos], -1), torch.cat([-sin, sin], -1)
+    half = cos.size(-1) // 2
+    cos_h, sin_h = cos[..., :half], sin[..., half:]  # the half tables: cos and (unsigned) sin
 
-    def rollf(x):
+    def halves(x):
         x1, x2 = x.chunk(2, dim=-1)
-        return torch.addcmul(x * cosf, torch.cat([x2, x1], -1), sinf)
+        return torch.cat([x1 * cos_h - x2 * sin_h, x1 * sin_h + x2 * cos_h], dim=-1)
 
     return {
         "none": lambda q, k: (q, k),
-        "current": lambda q, k: apply_rotary(torch.cat([q, k], dim=1), cos, sin).chunk(2, dim=1),
-        "separate": lambda q, k: (apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)),
-        "roll": lambda q, k: (rollf(q), rollf(k)),
+        "glassgpt": lambda q, k: (apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)),
+        "stacked": lambda q, k: apply_rotary(torch.cat([q, k], dim=1), cos, sin).chunk(2, dim=1),
+        "halves": lambda q, k: (halves(q), halves(k)),
         "func": lambda q, k: (Rot.apply(q, cos, sin), Rot.apply(k, cos, sin)),
     }
 
@@ -74,8 +77,8 @@ def main(argv: list[str] | None = None) -> dict:
     q = torch.randn(B, nh, T, hs, requires_grad=True)
     k = torch.randn(B, nh, T, hs, requires_grad=True)
     differences = {}
-    for n in ("roll", "func", "separate"):  # correctness against glassgpt's form
-        a, b = forms["current"](q, k), forms[n](q, k)
+    for n in ("stacked", "halves", "func"):  # correctness against glassgpt's form
+        a, b = forms["glassgpt"](q, k), forms[n](q, k)
         differences[n] = max((x - y).abs().max().item() for x, y in zip(a, b))
         print(n, differences[n])
     return {"median_us": med, "max_difference": differences}

@@ -18,6 +18,7 @@ import json
 import math
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -116,11 +117,18 @@ def two_nodes(*args: str) -> None:
     127.0.0.1, as two machines would (docs/howto/ddp.md)."""
     rdzv = ["--nnodes", "2", "--nproc-per-node", "1", "--rdzv-backend", "c10d",
             "--rdzv-endpoint", f"127.0.0.1:{free_port()}", "--rdzv-id", "glassgpt-test"]
-    procs = [subprocess.Popen([*TORCHRUN, *rdzv, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    procs = [subprocess.Popen([*TORCHRUN, *rdzv, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              start_new_session=True)
              for _ in range(2)]
-    for proc in procs:
-        _, err = proc.communicate(timeout=300)
-        assert proc.returncode == 0, err[-3000:]
+    try:
+        for proc in procs:
+            _, err = proc.communicate(timeout=300)
+            assert proc.returncode == 0, err[-3000:]
+    finally:  # a hung launch must not outlive the test (it holds the runs' locks)
+        for proc in procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)  # torchrun and its workers: their own session
+                proc.wait()
 
 
 def jobs_file(path: Path, runs: list[dict], measure: dict | None = None) -> str:

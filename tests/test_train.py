@@ -77,3 +77,25 @@ def test_eval_over_the_whole_split_counts_every_target_once():
     targets = [y[y != -1] for _, y in eval_windows(data, block_size=16, batch_size=3)]
     flat = torch.cat([t.flatten() for t in targets])
     assert torch.equal(flat, torch.arange(1, 100))
+
+
+def test_every_rank_runs_the_model_as_often_in_the_whole_split_eval(monkeypatch):
+    """Under FSDP each forward gathers the weights from every rank, so a rank that skipped the
+    last, short batch (no rows left for it) would leave the others waiting for ever. The rank with
+    no rows runs the model on a row without targets, which adds nothing to the loss."""
+    from glassgpt import train as train_module
+    from glassgpt.model import GPT, GPTConfig
+    from glassgpt.runtime import Dist
+
+    monkeypatch.setattr(train_module.dist, "all_reduce", lambda tensor: None)  # each rank's own sum
+    model = GPT(GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=2, n_embd=16))
+    data = (torch.arange(8 * 33 + 1) % 11).numpy()  # 33 windows: the global batch of 2 x 16 rows leaves rank 1 none
+    calls = {0: 0, 1: 0}
+    losses = {}
+    for rank in (0, 1):
+        hook = model.register_forward_pre_hook(lambda module, args, rank=rank: calls.__setitem__(rank, calls[rank] + 1))
+        losses[rank] = train_module.evaluate(model, data, 8, 2, torch.device("cpu"),
+                                             dist_info=Dist(rank=rank, world_size=2, local_rank=rank))
+        hook.remove()
+    assert calls[0] == calls[1] == 2
+    assert all(math.isfinite(v) for v in losses.values())  # the row without targets added nothing, not nan

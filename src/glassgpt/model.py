@@ -72,33 +72,38 @@ class RotaryEmbedding(nn.Module):
     The angles depend on the positions only: their cos and sin are computed once, at
     construction, for positions 0 .. max_positions - 1 (the model's block_size), kept as
     buffers (fp32, not saved with the weights) and sliced by position; every layer of a
-    forward pass shares the slice. Positions past the table are computed when asked."""
+    forward pass shares the slice. Positions past the table are computed when asked.
+    Both tables are a head wide, laid out as `apply_rotary` uses them: cos is (cos, cos)
+    and sin is (-sin, sin), the sign of each half folded in."""
 
     def __init__(self, head_size: int, theta: float = 10000.0, max_positions: int = 1024):
         super().__init__()
         inv_freq = 1.0 / theta ** (torch.arange(0, head_size, 2).float() / head_size)  # (hs/2,)
         self.register_buffer("inv_freq", inv_freq, persistent=False)
         cos, sin = self.angles(torch.arange(max_positions))
-        self.register_buffer("cos", cos, persistent=False)  # (max_positions, hs/2)
-        self.register_buffer("sin", sin, persistent=False)  # (max_positions, hs/2)
+        self.register_buffer("cos", cos, persistent=False)  # (max_positions, hs)
+        self.register_buffer("sin", sin, persistent=False)  # (max_positions, hs)
 
     def angles(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos and sin of the angles of `positions` (T,): (T, hs/2) each, in fp32."""
+        """The cos and signed sin tables of `positions` (T,): (T, hs) each, in fp32."""
         angles = positions.to(self.inv_freq.device)[:, None].float() * self.inv_freq.float()[None, :]  # (T, hs/2)
-        return angles.cos(), angles.sin()
+        return torch.cat([angles.cos(), angles.cos()], dim=-1), torch.cat([-angles.sin(), angles.sin()], dim=-1)
 
     def forward(self, start: int, T: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos and sin of the angles for positions start .. start + T - 1: (T, hs/2) each."""
+        """The tables for positions start .. start + T - 1: (T, hs) each."""
         if start + T <= self.cos.size(0):
             return self.cos[start: start + T].float(), self.sin[start: start + T].float()  # a no-op in fp32
         return self.angles(torch.arange(start, start + T))
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate x (B, heads, T, hs) by the angles whose cos and sin are (T, hs/2)."""
-    x1, x2 = x.float().chunk(2, dim=-1)  # (B, heads, T, hs/2) each
-    rotated = torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)  # (B, heads, T, hs)
-    return rotated.to(x.dtype)
+    """Rotate x (B, heads, T, hs) by the angles whose tables (RotaryEmbedding) are (T, hs), in fp32:
+    each pair (x1, x2) becomes (x1 cos - x2 sin, x2 cos + x1 sin), that is x * cos + partner * sin,
+    where each feature's partner is the other half's and sin carries the sign. Three passes over x."""
+    xf = x.float()  # a no-op in fp32
+    x1, x2 = xf.chunk(2, dim=-1)  # (B, heads, T, hs/2) each
+    partner = torch.cat([x2, x1], dim=-1)  # (B, heads, T, hs)
+    return torch.addcmul(xf * cos, partner, sin).to(x.dtype)
 
 
 def causal_mask(T: int, Tk: int, device) -> torch.Tensor:
@@ -149,14 +154,14 @@ class CausalSelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None = None,
                 kv_cache: KVCache | None = None) -> torch.Tensor:
-        """x (B, T, C); rope: (cos, sin) of the positions' angles, (T, hs/2) each, for RoPE models."""
+        """x (B, T, C); rope: the (cos, sin) tables of the positions' angles, (T, hs) each, for RoPE models."""
         q, k, v = self.c_attn(x).split(self.n_embd, dim=2)  # 3 x (B, T, C)
         q, k, v = self.split_heads(q), self.split_heads(k), self.split_heads(v)  # 3 x (B, nh, T, hs)
         q, k, v = self.q(q), self.k(k), self.v(v)
         if self.qk_norm:
             q, k = F.rms_norm(q, (self.head_size,)), F.rms_norm(k, (self.head_size,))  # (B, nh, T, hs)
-        if rope is not None:  # q and k side by side, (B, 2nh, T, hs): one rotation for both
-            q, k = apply_rotary(torch.cat([q, k], dim=1), *rope).chunk(2, dim=1)  # 2 x (B, nh, T, hs)
+        if rope is not None:  # each from its view of c_attn's output (stacking q and k first costs a copy)
+            q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)  # (B, nh, T, hs) each
             q, k = self.rot_q(q), self.rot_k(k)
         if kv_cache is not None:
             k, v = kv_cache.update(self.layer_idx, k, v)  # (B, nh, Tk, hs): the past and the new

@@ -41,6 +41,7 @@ from glassgpt.runtime import (Dist, Interrupted, StopFlag, gather_rng_states, in
 from glassgpt.flops import mfu, peak_flops
 from glassgpt.train_log import MetricsLog, check_tensorboard_available
 
+WHOLE_SPLIT_LOGITS_BYTES = 64 * 2**20  # a whole-split eval batch's logits, at most (fp32)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 SHAPE_FIELDS = finetune.SHAPE_FIELDS  # fix the weights' shapes; dropout, attn_impl, norm may change on resume
 # The resume rules, as each config field declares them (glassgpt.config.option): these may not change.
@@ -61,19 +62,25 @@ def autocast_context(device: torch.device, dtype: str):
 def evaluate(model: GPT, data, block_size: int, batch_size: int, device: torch.device,
              dtype: str = "float32", max_batches: int | None = None, dist_info: Dist = Dist()) -> float:
     """Mean cross-entropy (nats per token) over eval windows; `max_batches=None`
-    reads the whole split. Under DDP the ranks read the windows one process with
-    the global batch (`batch_size * world_size`) would, each its slice of rows."""
+    reads the whole split (in batches of up to 8x batch_size rows, as far as their logits
+    stay within 64 MB: the same windows, fewer calls). Under DDP the ranks read the windows
+    one process with the global batch (`batch_size * world_size`) would, each its slice of rows."""
+    if max_batches is None:
+        logits_bytes_per_row = block_size * model.config.vocab_size * 4
+        batch_size = max(batch_size, min(8 * batch_size, WHOLE_SPLIT_LOGITS_BYTES // logits_bytes_per_row))
     total = torch.zeros(2, dtype=torch.float64, device=device)  # (sum of losses, number of targets)
     rows = slice(dist_info.rank * batch_size, (dist_info.rank + 1) * batch_size)
     with inference(model):
         for x, y in eval_windows(data, block_size, batch_size * dist_info.world_size, max_batches):
-            x, y = x[rows].to(device), y[rows].to(device)  # (B, T) each: this rank's share
-            if len(x) == 0:
-                continue  # the last, short batch may have no rows for this rank
+            x, y = x[rows], y[rows]  # (B, T) each: this rank's share
+            if len(x) == 0:  # the last, short batch may have no rows for this rank; it still runs the
+                # model (under FSDP every rank's forward gathers the weights), on one row with no targets
+                x, y = torch.zeros(1, block_size, dtype=torch.long), torch.full((1, block_size), -1)
+            x, y = x.to(device), y.to(device)
             with autocast_context(device, dtype):
                 _, loss = model(x, y)
             n = (y != -1).sum()
-            total += torch.stack([loss.double() * n, n.double()])
+            total += torch.stack([torch.where(n > 0, loss.double() * n, 0.0), n.double()])  # no targets: adds 0
     if dist_info.world_size > 1:
         dist.all_reduce(total)
     return (total[0] / total[1]).item()
