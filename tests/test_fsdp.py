@@ -48,6 +48,7 @@ TINY = ["n_layer=2", "n_head=2", "n_embd=32", "block_size=16", "eval_iters=1", "
 RECIPE = [*TINY, "max_iters=6", "batch_size=2", "grad_accum_steps=2"]
 FSDP = [*RECIPE, "parallel=fsdp"]
 DROPOUT = [*FSDP, "dropout=0.2"]
+DDP_DROPOUT = [*RECIPE, "dropout=0.2"]
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
 
 
@@ -141,15 +142,17 @@ def runs(data_env, tmp_path_factory) -> dict[str, Path]:
     """Every run the comparisons read: one launch of two nodes of one rank each (a c10d rendezvous,
     as on two machines), and one process."""
     root = tmp_path_factory.mktemp("fsdp-runs")
-    out = {name: root / name for name in ("fsdp", "ddp", "bf16", "split", "dropout", "dropout-split", "single", "big",
-                                          "held.json")}
+    out = {name: root / name for name in ("fsdp", "ddp", "bf16", "split", "dropout", "dropout-split", "ddp-dropout",
+                                          "ddp-dropout-split", "single", "big", "held.json")}
     two_nodes(str(TESTS / "fsdp_worker.py"), jobs_file(root / "jobs.json", [
         {"out": str(out["fsdp"]), "args": FSDP},
         {"out": str(out["ddp"]), "args": RECIPE},
         {"out": str(out["bf16"]), "args": [*FSDP, "max_iters=3", "dtype=bfloat16", "activation_checkpointing=true"]},
         {"out": str(out["split"]), "args": [*FSDP, "max_iters=2"]},
         {"out": str(out["dropout"]), "args": DROPOUT},
-        {"out": str(out["dropout-split"]), "args": [*DROPOUT, "max_iters=3"]}],
+        {"out": str(out["dropout-split"]), "args": [*DROPOUT, "max_iters=3"]},
+        {"out": str(out["ddp-dropout"]), "args": DDP_DROPOUT},
+        {"out": str(out["ddp-dropout-split"]), "args": [*DDP_DROPOUT, "max_iters=3"]}],
         measure={"out": str(out["held.json"]), "args": [*TINY, "parallel=fsdp", "batch_size=2"]}))
     # one process with the same global batch: 4 windows x 2 micro-steps, and 8 windows at once
     train(load_run_config("cpu-baby", [*RECIPE, "batch_size=4"]), out["single"], log=quiet)
@@ -163,16 +166,19 @@ def second_launch(runs, data_env, tmp_path_factory) -> dict:
     (steps 5-6) and then trains a run whose rank 0 dies after every rank wrote its shards of step 4,
     before the commit (GLASSGPT_TEST_KILL)."""
     root = tmp_path_factory.mktemp("fsdp-resume")
-    split, killed, dropout = root / "split", root / "killed", root / "dropout"
+    split, killed, dropout, ddp_dropout = root / "split", root / "killed", root / "dropout", root / "ddp-dropout"
     shutil.copytree(runs["split"], split)
     shutil.copytree(runs["dropout-split"], dropout)
+    shutil.copytree(runs["ddp-dropout-split"], ddp_dropout)
     said: list[str] = []
     train(load_run_config("cpu-baby", [*FSDP, "max_iters=4"]), split, resume=True, log=said.append)
     result = torchrun("--standalone", "--nproc_per_node=2", str(TESTS / "fsdp_worker.py"), jobs_file(root / "jobs.json", [
         {"out": str(split), "args": FSDP, "resume": True},
         {"out": str(dropout), "args": DROPOUT, "resume": True},
+        {"out": str(ddp_dropout), "args": DDP_DROPOUT, "resume": True},
         {"out": str(killed), "args": FSDP, "env": {"GLASSGPT_TEST_KILL": "shards:4"}}]))
-    return {"split": split, "killed": killed, "dropout": dropout, "said": said, "result": result}
+    return {"split": split, "killed": killed, "dropout": dropout, "ddp-dropout": ddp_dropout, "said": said,
+            "result": result}
 
 
 # ---------------------------------------------------------------- the same numbers
@@ -256,14 +262,17 @@ def test_resume_on_two_then_one_then_two_ranks_continues_the_run(second_launch, 
     assert len(shard_folders(run_dir)) == 1  # each checkpoint's shards replace the last's
 
 
-def test_fsdp_with_dropout_resumed_on_the_same_ranks_is_bit_exact(second_launch, runs):
-    """Each rank's dropout RNG is saved and restored as its own: 3 + 3 steps on two ranks equal 6."""
-    whole, split = read_rows(runs["dropout"], "train"), read_rows(second_launch["dropout"], "train")
+@pytest.mark.parametrize("mode", ["fsdp", "ddp"])
+def test_with_dropout_resumed_on_the_same_ranks_is_bit_exact(second_launch, runs, mode):
+    """Each rank's dropout RNG is saved and restored as its own: 3 + 3 steps on two ranks equal 6,
+    sharded (fsdp) or replicated (ddp), each resumed in a new launch after another run's steps."""
+    name, plain = ("dropout", "fsdp") if mode == "fsdp" else ("ddp-dropout", "ddp")
+    whole, split = read_rows(runs[name], "train"), read_rows(second_launch[name], "train")
     assert [r["step"] for r in split] == list(range(1, 7))
     assert [r["train_loss"] for r in whole] == [r["train_loss"] for r in split]
-    assert [r["train_loss"] for r in whole] != [r["train_loss"] for r in read_rows(runs["fsdp"], "train")]
-    for name, value in weights(runs["dropout"]).items():
-        assert torch.equal(weights(second_launch["dropout"])[name], value), name
+    assert [r["train_loss"] for r in whole] != [r["train_loss"] for r in read_rows(runs[plain], "train")]
+    for key, value in weights(runs[name]).items():
+        assert torch.equal(weights(second_launch[name])[key], value), key
 
 
 def test_sigkill_during_a_sharded_save_leaves_the_last_good_checkpoint_and_resumes(second_launch, runs):
