@@ -5,12 +5,14 @@ Tests never touch the network: Tiny Shakespeare comes from GLASSGPT_MIRROR
 """
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -91,6 +93,30 @@ def prepared_data_dir(tmp_path_factory, mirror) -> Path:
 
         prepare("shakespeare-char")
     return data_dir
+
+
+@pytest.fixture(scope="session")
+def small_prepared_data_dir(tmp_path_factory, prepared_data_dir) -> Path:
+    """shakespeare-char cut to its first 20k train and 1,024 val tokens: for tests that train only
+    to see a run go through (a whole-split eval reads 1,024 tokens, not 111k)."""
+    src = prepared_data_dir / "shakespeare-char"
+    data_dir = tmp_path_factory.mktemp("glassgpt-small-data")
+    dst = data_dir / "shakespeare-char"
+    dst.mkdir()
+    meta = json.loads((src / "meta.json").read_text())
+    meta["tokens"] = {"train": 20_000, "val": 1024}
+    (dst / "meta.json").write_text(json.dumps(meta))
+    for split, n in meta["tokens"].items():
+        np.fromfile(src / f"{split}.bin", dtype=meta["dtype"])[:n].tofile(dst / f"{split}.bin")
+    return data_dir
+
+
+@pytest.fixture
+def small_data_env(monkeypatch, small_prepared_data_dir, mirror) -> Path:
+    """GLASSGPT_DATA_DIR (the cut dataset) and GLASSGPT_MIRROR set for this test and its subprocesses."""
+    monkeypatch.setenv("GLASSGPT_DATA_DIR", str(small_prepared_data_dir))
+    monkeypatch.setenv("GLASSGPT_MIRROR", str(mirror))
+    return small_prepared_data_dir
 
 
 @pytest.fixture

@@ -85,7 +85,8 @@ def assert_same_run(a: Path, b: Path, tol: float, evals: bool = True) -> None:
 
 @pytest.fixture(scope="module")
 def data_env(tmp_path_factory, prepared_data_dir, mirror):
-    """shakespeare-char cut to 20k train and 256 val tokens (a whole-split eval of 4 batches)."""
+    """shakespeare-char cut to 20k train and 256 val tokens: a whole-split eval of one batch that leaves
+    rank 1 no rows (it must still run the model, or rank 0 waits for it for ever)."""
     src = prepared_data_dir / "shakespeare-char"
     data_dir = tmp_path_factory.mktemp("fsdp-data")
     dst = data_dir / "shakespeare-char"
