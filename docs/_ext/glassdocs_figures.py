@@ -89,6 +89,8 @@ def vs_nanogpt_cpu(d: dict) -> list[str]:
     names = {"nanogpt": "nanoGPT (its README's CPU command)", "cpu-baby": "`glassgpt train cpu-baby`",
              "cpu-speedrun": "`glassgpt train cpu-speedrun`"}
     for key, label in names.items():
+        if key not in s:  # a sitting that ran only some of the presets (--presets)
+            continue
         r = s[key]
         tt = r["time_to_target"]
         loss = f"{r['final_val_loss']:.4f}" + (" (20-batch estimate)" if key == "nanogpt" else " (whole split)")
@@ -276,6 +278,9 @@ FIGURES: dict[str, Figure] = {
     "vs-nanogpt-cpu": Figure("vs-nanogpt-20261201-130816.json",
                              "python benchmarks/bench_vs_nanogpt.py --nanogpt PATH --parallel --threads 1",
                              vs_nanogpt_cpu),
+    "vs-nanogpt-cpu-idle": Figure("vs-nanogpt-20261201-155619.json",
+                                  "python benchmarks/bench_vs_nanogpt.py --nanogpt PATH --presets cpu-baby",
+                                  vs_nanogpt_cpu),
     "vs-nanogpt-gpu": Figure("vs-nanogpt-20261123-021442.json",
                              "python benchmarks/bench_vs_nanogpt.py --nanogpt PATH --recipe shakespeare-char",
                              vs_nanogpt_gpu),
