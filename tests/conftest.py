@@ -99,16 +99,19 @@ def prepared_data_dir(tmp_path_factory, mirror) -> Path:
 def small_prepared_data_dir(tmp_path_factory, prepared_data_dir) -> Path:
     """shakespeare-char cut to its first 20k train and 1,024 val tokens: for tests that train only
     to see a run go through (a whole-split eval reads 1,024 tokens, not 111k)."""
-    src = prepared_data_dir / "shakespeare-char"
-    data_dir = tmp_path_factory.mktemp("glassgpt-small-data")
-    dst = data_dir / "shakespeare-char"
-    dst.mkdir()
+    return cut_dataset(prepared_data_dir, tmp_path_factory.mktemp("glassgpt-small-data"), train=20_000, val=1024)
+
+
+def cut_dataset(data_dir: Path, into: Path, train: int, val: int, name: str = "shakespeare-char") -> Path:
+    """A data dir (`into`) holding the first `train` and `val` tokens of `data_dir`'s prepared `name`."""
+    src, dst = data_dir / name, into / name
+    dst.mkdir(parents=True)
     meta = json.loads((src / "meta.json").read_text())
-    meta["tokens"] = {"train": 20_000, "val": 1024}
+    meta["tokens"] = {"train": train, "val": val}
     (dst / "meta.json").write_text(json.dumps(meta))
     for split, n in meta["tokens"].items():
         np.fromfile(src / f"{split}.bin", dtype=meta["dtype"])[:n].tofile(dst / f"{split}.bin")
-    return data_dir
+    return into
 
 
 @pytest.fixture

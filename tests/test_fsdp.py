@@ -24,10 +24,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from conftest import run_cli_process
+from conftest import cut_dataset, run_cli_process
 
 from glassgpt import checkpoint as ckpt
 from glassgpt import parallel
@@ -87,15 +86,7 @@ def assert_same_run(a: Path, b: Path, tol: float, evals: bool = True) -> None:
 def data_env(tmp_path_factory, prepared_data_dir, mirror):
     """shakespeare-char cut to 20k train and 256 val tokens: a whole-split eval of one batch that leaves
     rank 1 no rows (it must still run the model, or rank 0 waits for it for ever)."""
-    src = prepared_data_dir / "shakespeare-char"
-    data_dir = tmp_path_factory.mktemp("fsdp-data")
-    dst = data_dir / "shakespeare-char"
-    dst.mkdir()
-    meta = json.loads((src / "meta.json").read_text())
-    meta["tokens"] = {"train": 20_000, "val": 256}
-    (dst / "meta.json").write_text(json.dumps(meta))
-    for split, n in meta["tokens"].items():
-        np.fromfile(src / f"{split}.bin", dtype=np.uint8)[:n].tofile(dst / f"{split}.bin")
+    data_dir = cut_dataset(prepared_data_dir, tmp_path_factory.mktemp("fsdp-data"), train=20_000, val=256)
     env = {"GLASSGPT_DATA_DIR": str(data_dir), "GLASSGPT_MIRROR": str(mirror), "OMP_NUM_THREADS": "1"}
     with pytest.MonkeyPatch.context() as mp:
         for k, v in env.items():
