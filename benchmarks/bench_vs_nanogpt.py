@@ -27,8 +27,10 @@ estimates on 20 batches (nanoGPT: random ones; glassgpt: fixed ones); glassgpt's
 final figure reads every token of the val split.
 
 `--parallel` runs the three at once, one process each: on a machine shared with
-other work, the load then falls on all three alike. The load average before and
-after is stored with the machine.
+other work, the load then falls on all three alike. `--rounds N` runs them back to
+back N times, the order reversed every other round (a machine whose speed drifts
+then favours no one); the summary takes each run's median round and adds the
+per-round ratios. The load average before and after is stored with the machine.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ import os
 import platform
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -104,6 +107,7 @@ def prepare_nanogpt(nanogpt: Path, work: Path, text: Path, env: dict) -> Path | 
 
 
 def nanogpt_run(copy: Path, work: Path, env: dict, args: list[str], extra: list[str]) -> dict:
+    shutil.rmtree(work / "out-nanogpt", ignore_errors=True)  # this script's temporary folder: a fresh run each round
     result = timed_run([sys.executable, "train.py", *args, f"--out_dir={work / 'out-nanogpt'}", *extra],
                        copy, env, NANOGPT_EVAL, work / "nanogpt.log")
     result["final_val_loss_estimate"] = result["evals"][-1]["val_loss"] if result["evals"] else None
@@ -112,6 +116,7 @@ def nanogpt_run(copy: Path, work: Path, env: dict, args: list[str], extra: list[
 
 def glassgpt_run(preset: str, work: Path, env: dict, extra: list[str]) -> dict:
     run_dir = work / f"run-{preset}"
+    shutil.rmtree(run_dir, ignore_errors=True)  # this script's temporary folder: a fresh run each round
     result = timed_run([sys.executable, "-m", "glassgpt", "train", preset, *extra, "--out", str(run_dir)], REPO, env,
                        GLASSGPT_EVAL, work / f"{preset}.log")
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()] \
@@ -127,6 +132,27 @@ def glassgpt_run(preset: str, work: Path, env: dict, extra: list[str]) -> dict:
     return result
 
 
+def run_jobs(jobs: dict, parallel: bool, reverse: bool = False) -> dict:
+    """Each job's result: all at once (`parallel`), or one after another (in reverse order if asked)."""
+    results = {}
+    if parallel:
+        threads = [threading.Thread(target=lambda k=k, f=f: results.__setitem__(k, f())) for k, f in jobs.items()]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return results
+    for name in (reversed(list(jobs)) if reverse else jobs):
+        print(f"running {name} ...", flush=True)
+        results[name] = jobs[name]()
+    return results
+
+
+def median_round(runs: list[dict]) -> dict:
+    """The run whose wall time is the median (the lower middle one of an even number)."""
+    return sorted(runs, key=lambda r: r["wall_s"])[(len(runs) - 1) // 2]
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--nanogpt", type=Path, default=os.environ.get("NANOGPT_DIR"), help="nanoGPT checkout (or NANOGPT_DIR)")
@@ -135,6 +161,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--presets", nargs="+", default=None, help="glassgpt presets to run (default: the recipe's)")
     p.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS for every run (default: torch's own)")
     p.add_argument("--parallel", action="store_true", help="run them all at once instead of back to back")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="back to back: run them all this many times, the order reversed every other round; "
+                        "the summary is each run's median round and the per-round ratios")
     p.add_argument("--note", default="")
     p.add_argument("--max-iters", type=int, default=None, help="cut every run short: a smoke test, not a result")
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
@@ -161,18 +190,11 @@ def main(argv: list[str] | None = None) -> dict:
     glass_cut = glass_overrides + ([f"max_iters={args.max_iters}", "eval_interval=10"] if args.max_iters else [])
     for preset in presets:
         jobs[preset] = lambda preset=preset: glassgpt_run(preset, work, env, glass_cut)
-    results = {}
-    if args.parallel:
-        threads = [threading.Thread(target=lambda k=k, f=f: results.__setitem__(k, f())) for k, f in jobs.items()]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-    else:
-        for name, job in jobs.items():
-            print(f"running {name} ...", flush=True)
-            results[name] = job()
+    if args.parallel and args.rounds != 1:
+        sys.exit("bench_vs_nanogpt: --rounds is for back-to-back runs, not --parallel")
+    rounds = [run_jobs(jobs, args.parallel, reverse=i % 2 == 1) for i in range(args.rounds)]
     load_after = os.getloadavg()
+    results = {name: median_round([r[name] for r in rounds]) for name in jobs}
 
     nano = results.get("nanogpt")
     target = nano["final_val_loss_estimate"] if nano and nano["final_val_loss_estimate"] else default_target
@@ -185,6 +207,9 @@ def main(argv: list[str] | None = None) -> dict:
             row["wall_vs_nanogpt"] = r["wall_s"] / nano["wall_s"]
             if hit:
                 row["time_to_target_vs_nanogpt_wall"] = hit["wall_s"] / nano["wall_s"]
+            if len(rounds) > 1:
+                row["wall_vs_nanogpt_per_round"] = [rd[name]["wall_s"] / rd["nanogpt"]["wall_s"] for rd in rounds]
+                row["wall_vs_nanogpt_median_of_rounds"] = statistics.median(row["wall_vs_nanogpt_per_round"])
         summary[name] = row
     import torch
 
@@ -198,7 +223,8 @@ def main(argv: list[str] | None = None) -> dict:
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
                     "torch": torch.__version__, "loadavg_before": load_before, "loadavg_after": load_after,
                     "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None},
-        "summary": summary, "runs": results,
+        "rounds": len(rounds), "summary": summary, "runs": results,
+        **({"runs_per_round": rounds} if len(rounds) > 1 else {}),
     }
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"vs-nanogpt-{datetime.datetime.now():%Y%m%d-%H%M%S}.json"
