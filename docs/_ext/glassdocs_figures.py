@@ -97,7 +97,16 @@ def vs_nanogpt_cpu(d: dict) -> list[str]:
         rows.append([label, f"{r['wall_s']:.1f} s ({x(r['wall_vs_nanogpt'])})", loss,
                      f"step {tt['step']}, {tt['wall_s']:.1f} s ({x(r['time_to_target_vs_nanogpt_wall'])})"])
     mode = "run, all three at once" if d.get("mode") == "parallel" else "run, back to back"
-    return table([mode, "wall (whole process)", "final val loss", f"first eval at val <= {target}"], rows)
+    if d.get("rounds", 1) > 1:
+        mode += f", the median of {d['rounds']} rounds"
+    lines = table([mode, "wall (whole process)", "final val loss", f"first eval at val <= {target}"], rows)
+    for key, label in names.items():
+        per_round = s.get(key, {}).get("wall_vs_nanogpt_per_round")
+        if key != "nanogpt" and per_round:
+            lines += ["", f"{label}, wall / nanoGPT's in each round (order reversed every other round): "
+                      + ", ".join(f"{r:.2f}" for r in per_round)
+                      + f"; median {s[key]['wall_vs_nanogpt_median_of_rounds']:.2f}."]
+    return lines
 
 
 def vs_nanogpt_gpu(d: dict) -> list[str]:
@@ -278,8 +287,8 @@ FIGURES: dict[str, Figure] = {
     "vs-nanogpt-cpu": Figure("vs-nanogpt-20261201-130816.json",
                              "python benchmarks/bench_vs_nanogpt.py --nanogpt PATH --parallel --threads 1",
                              vs_nanogpt_cpu),
-    "vs-nanogpt-cpu-idle": Figure("vs-nanogpt-20261201-155619.json",
-                                  "python benchmarks/bench_vs_nanogpt.py --nanogpt PATH --presets cpu-baby",
+    "vs-nanogpt-cpu-idle": Figure("vs-nanogpt-20261201-165714.json",
+                                  "python benchmarks/bench_vs_nanogpt.py --nanogpt PATH --presets cpu-baby --rounds 3",
                                   vs_nanogpt_cpu),
     "vs-nanogpt-gpu": Figure("vs-nanogpt-20261123-021442.json",
                              "python benchmarks/bench_vs_nanogpt.py --nanogpt PATH --recipe shakespeare-char",
