@@ -11,7 +11,6 @@ benchmarks/results/analyze-gpt2-shape-<time>.json with the machine it ran on.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import re
@@ -100,7 +99,6 @@ def main(argv: list[str] | None = None) -> dict:
         "ablation_tokens": numbers["ablation_tokens"],
         "machine": machine_info(torch.device("cpu")),
         "note": args.note,
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     publish(record, args.out, "analyze-gpt2-shape")
     return record

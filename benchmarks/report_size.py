@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
 import os
 import subprocess
 import sys
@@ -102,7 +101,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--note", default="", help="what else ran on the machine")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
-    from glassgpt.bench.machine import machine_info
+    from glassgpt.bench.machine import machine_with_load
     from glassgpt.bench.report import publish
 
     load_before = list(os.getloadavg())
@@ -119,10 +118,8 @@ def main(argv: list[str] | None = None) -> dict:
         "gpt2_shape": (f"tiny shape {TINY}, GPT-2 vocabulary, random weights" if args.tiny else
                        "GPT-2 124M shape, random weights (12 layers, 12 heads, 768 wide, context 1024, vocab 50257)"),
         "rows": rows, "threads": args.threads,
-        "machine": {**machine_info(torch.device("cpu")), "loadavg_before": load_before,
-                    "loadavg_after": list(os.getloadavg())},
+        "machine": machine_with_load(torch.device("cpu"), load_before),
         "note": args.note,
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     publish(record, args.out, "report-size")
     return record

@@ -13,7 +13,6 @@ load time. Writes benchmarks/results/view-hover-<time>.json with the machine.
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
 import statistics
 import tempfile
@@ -72,7 +71,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     from playwright.sync_api import sync_playwright
 
-    from glassgpt.bench.machine import machine_info
+    from glassgpt.bench.machine import machine_with_load
     from glassgpt.bench.report import publish
 
     shapes = {"tiny": TINY} if args.tiny else {k: v for k, v in SHAPES.items() if args.long or k == "quickstart"}
@@ -84,9 +83,8 @@ def main(argv: list[str] | None = None) -> dict:
     record = {
         "benchmark": "view-hover", "what": "attention view: mouseover on a token to the end of its handler",
         "browser": f"Chromium at {args.chromium}, headless", "rows": rows,
-        "machine": {**machine_info(torch.device("cpu")), "loadavg_before": load_before,
-                    "loadavg_after": list(os.getloadavg())},
-        "note": args.note, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine_with_load(torch.device("cpu"), load_before),
+        "note": args.note,
     }
     publish(record, args.out, "view-hover")
     return record

@@ -87,7 +87,8 @@ class RotaryEmbedding(nn.Module):
     def angles(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The cos and signed sin tables of `positions` (T,): (T, hs) each, in fp32."""
         angles = positions.to(self.inv_freq.device)[:, None].float() * self.inv_freq.float()[None, :]  # (T, hs/2)
-        return torch.cat([angles.cos(), angles.cos()], dim=-1), torch.cat([-angles.sin(), angles.sin()], dim=-1)
+        cos, sin = angles.cos(), angles.sin()
+        return torch.cat([cos, cos], dim=-1), torch.cat([-sin, sin], dim=-1)
 
     def forward(self, start: int, T: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The tables for positions start .. start + T - 1: (T, hs) each."""

@@ -59,3 +59,8 @@ def machine_info(device: torch.device) -> dict:
     except ImportError:
         info["transformers"] = None
     return info
+
+
+def machine_with_load(device: torch.device, load_before: list[float]) -> dict:
+    """machine_info with the load average before a benchmark (`load_before`) and now, after it."""
+    return {**machine_info(device), "loadavg_before": load_before, "loadavg_after": list(os.getloadavg())}

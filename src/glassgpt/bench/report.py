@@ -129,9 +129,11 @@ def write_json(result: dict, path: Path) -> Path:
 
 
 def publish(record: dict, out: Path, name: str) -> Path:
-    """A benchmark script's record: written to `out/NAME-<local time>.json` and printed."""
+    """A benchmark script's record, stamped with the date (UTC) unless it has one: written to
+    `out/NAME-<local time>.json` and printed."""
     import datetime
 
+    record.setdefault("date", datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
     path = write_json(record, Path(out) / f"{name}-{datetime.datetime.now():%Y%m%d-%H%M%S}.json")
     print(json.dumps(record, indent=1))
     print(f"written to {path}")
