@@ -273,18 +273,23 @@ def test_a_torn_or_non_utf8_metrics_file_is_read_around_and_appends_start_a_new_
     assert status == 0 and "skipped 2 unreadable line(s)" in err, err
 
 
-@pytest.mark.parametrize("row", [
+WRONG_SHAPED_ROWS = [
     {"kind": "analysis", "step": 1, "icl_score": 0.1, "entropy": "x", "sink_share": [0.2],
      "first_position_share": [0.1]},
     {"kind": "analysis", "step": 1, "icl_score": [], "entropy": [0.1], "sink_share": [0.2],
      "first_position_share": [0.1], "induction": [{"a": 1}]},
     {"kind": "eval_task", "step": 1, "task": "hellaswag", "acc": "x", "acc_norm": None},
     {"kind": "eval", "step": 2, "val_loss": "low"},
-])
-def test_metrics_rows_of_the_wrong_shape_do_not_break_the_report_or_resume(run_copy, row):
+]
+
+
+def test_metrics_rows_of_the_wrong_shape_do_not_break_the_report_or_resume(run_copy):
+    """Every row kind the report and the resume read, each with a field of the wrong type, in one
+    metrics file (one analyze and one resume read them all)."""
     with open(run_copy / ckpt.METRICS, "a") as f:
-        f.write(json.dumps(row) + "\n")
-    assert cli("analyze", run_copy, "--windows", 1)[0] == 0
+        f.writelines(json.dumps(row) + "\n" for row in WRONG_SHAPED_ROWS)
+    status, _, err = cli("analyze", run_copy, "--windows", 1)
+    assert status == 0, err
     status, _, err = cli("train", "--out", run_copy, "--resume", "max_iters=3", "analysis_interval=1")
     assert status == 0, err
 

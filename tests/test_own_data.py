@@ -7,6 +7,7 @@ import gzip
 import json
 import shutil
 from fractions import Fraction
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -398,10 +399,21 @@ CORRUPT_META = [b"", b"{not json", b"[]", b"\xff\xfe", json.dumps({"tokenizer": 
                 json.dumps({"tokenizer": {"name": "byte"}, "dtype": "float64", "tokens": {}}).encode()]
 
 
+@pytest.fixture(scope="module")
+def repeated_random_dir(tmp_path_factory) -> Path:
+    """repeated-random prepared once for this module (its generator takes about a second)."""
+    data_dir = tmp_path_factory.mktemp("repeated-random-data")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GLASSGPT_DATA_DIR", str(data_dir))
+        prepare("repeated-random")
+    return data_dir / "repeated-random"
+
+
 @pytest.mark.parametrize("content", CORRUPT_META, ids=range(len(CORRUPT_META)))
-def test_a_corrupt_meta_json_is_a_clear_error_and_prepare_force_repairs_it(dirs, tmp_path, capsys, content):
+def test_a_corrupt_meta_json_is_a_clear_error_and_prepare_force_repairs_it(dirs, tmp_path, capsys, content,
+                                                                          repeated_random_dir):
     data_dir = dirs[0]
-    prepare("repeated-random")
+    shutil.copytree(repeated_random_dir, data_dir / "repeated-random")
     good = (data_dir / "repeated-random" / "meta.json").read_bytes()
     (data_dir / "repeated-random" / "meta.json").write_bytes(content)
     with pytest.raises(RunError, match="meta.json is corrupt"):

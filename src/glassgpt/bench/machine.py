@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import importlib.metadata
 import os
 import platform
 from pathlib import Path
@@ -51,14 +52,17 @@ def machine_info(device: torch.device) -> dict:
         "cuda_version": torch.version.cuda,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "git_revision": git_revision(),
+        "transformers": installed_version("transformers"),
     }
-    try:
-        import transformers
-
-        info["transformers"] = transformers.__version__
-    except ImportError:
-        info["transformers"] = None
     return info
+
+
+def installed_version(package: str) -> str | None:
+    """The installed version of `package` (None when it is not installed), without importing it."""
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 def machine_with_load(device: torch.device, load_before: list[float]) -> dict:
