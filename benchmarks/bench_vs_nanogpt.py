@@ -166,6 +166,8 @@ def main(argv: list[str] | None = None) -> dict:
                         "the summary is each run's median round and the per-round ratios")
     p.add_argument("--note", default="")
     p.add_argument("--max-iters", type=int, default=None, help="cut every run short: a smoke test, not a result")
+    p.add_argument("--data-dir", type=Path, default=None,
+                   help="a GLASSGPT_DATA_DIR where shakespeare-char is already prepared (default: prepare it afresh)")
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     args = p.parse_args(argv)
     nanogpt_args, presets, glass_overrides, default_target = RECIPES[args.recipe]
@@ -176,9 +178,10 @@ def main(argv: list[str] | None = None) -> dict:
     if args.threads:
         env["OMP_NUM_THREADS"] = str(args.threads)
     work = Path(tempfile.mkdtemp(prefix="vs-nanogpt-"))
-    env["GLASSGPT_DATA_DIR"] = str(work / "data")
-    subprocess.run([sys.executable, "-m", "glassgpt", "prepare", "shakespeare-char"], env=env, check=True,
-                   capture_output=True)
+    env["GLASSGPT_DATA_DIR"] = str(args.data_dir or work / "data")
+    if not args.data_dir:
+        subprocess.run([sys.executable, "-m", "glassgpt", "prepare", "shakespeare-char"], env=env, check=True,
+                       capture_output=True)
     copy = prepare_nanogpt(args.nanogpt, work, text, env) if args.nanogpt else None
     skipped = None if copy else f"nanoGPT not found at {args.nanogpt}" if args.nanogpt else "no --nanogpt given"
 

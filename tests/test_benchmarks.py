@@ -12,8 +12,8 @@ import pytest
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
-def tiny_args(out: Path) -> dict[str, list[str]]:
-    """The arguments that make each script run in seconds."""
+def tiny_args(out: Path, data_dir: Path = Path("data")) -> dict[str, list[str]]:
+    """The arguments that make each script run in seconds (`data_dir`: shakespeare-char, prepared)."""
     return {
         "analyze_gpt2_shape": ["--tiny", "--windows", "2", "--threads", "1", "--out", str(out)],
         "bench_compile": ["--set", "n_layer=1", "n_head=2", "n_embd=16", "block_size=16", "batch_size=2",
@@ -24,7 +24,8 @@ def tiny_args(out: Path) -> dict[str, list[str]]:
                            "batch_size=2", "block_size=16", "device=cpu"],
         "bench_options": ["--rounds", "1", "--steps", "1", "--variants", "cpu-baby,qk_norm=true", "--out", str(out)],
         "bench_prepare": ["--megabytes", "0.02", "--workers", "1", "--repeats", "1", "--out", str(out)],
-        "bench_vs_nanogpt": ["--max-iters", "2", "--presets", "cpu-baby", "--threads", "1", "--out", str(out)],
+        "bench_vs_nanogpt": ["--max-iters", "2", "--presets", "cpu-baby", "--threads", "1", "--out", str(out),
+                             "--data-dir", str(data_dir)],
         "generate_vs_hf": ["--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--prompt-len", "4",
                            "--new-tokens", "4", "--uncached-new-tokens", "2", "--out", str(out)],
         "induction_search": ["smoke", "8x32x2", "1e-3", "rope", "2", "64", "--batch", "2", "--every", "2"],
@@ -69,7 +70,7 @@ def test_each_benchmark_script_runs_at_a_tiny_size(name, tmp_path, monkeypatch, 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     out = tmp_path / "results"
     out.mkdir()
-    result = load(name).main(tiny_args(out)[name])
+    result = load(name).main(tiny_args(out, small_data_env)[name])
     assert result, f"{name} returned nothing"
     written = list(out.glob("*.json")) + list(out.glob("*.jsonl"))
     for path in written:

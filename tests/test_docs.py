@@ -302,6 +302,8 @@ def test_the_docs_build_fails_on_a_broken_link_a_missing_image_and_a_failing_cel
                "```{{code-cell}} python\n{}\n```\n"
     (site / "tutorials/induction.md").write_text(notebook.format("A claim", "print('fine')"))
     (site / "tutorials/sinks.md").write_text(notebook.format("Sinks", "print('fine')"))
+    for folder in ("reference", "explanation", "benchmarks"):  # pages that only make the build longer
+        shutil.rmtree(site / folder)
     how = site / "howto/demo.md"
     good_demo = how.read_text()
     how.write_text(good_demo + "\nSee [the guide](no-such-page.md).\n\n![a picture](no-such-picture.png)\n")
@@ -318,12 +320,11 @@ def test_the_docs_build_fails_on_a_broken_link_a_missing_image_and_a_failing_cel
     link_line = next(i for i, t in enumerate(demo_lines, 1) if "no-such-page" in t)
     assert re.search(rf"howto/demo\.md:{link_line}: WARNING: .*no-such-page", out), out
     assert re.search(r"howto/demo\.md:\d+: WARNING: image file not readable: .*no-such-picture", out), out
-    assert "tutorials/" not in out  # the good notebooks are not blamed
+    assert "tutorials/induction" not in out and "tutorials/sinks" not in out  # the good notebooks are not blamed
 
     # Now a cell fails: the build stops there, naming the page. The pages it would read first go
     # (their missing links are warnings of their own, which the check below does not take for the cell's).
-    for folder in ("howto", "reference", "explanation", "benchmarks"):
-        shutil.rmtree(site / folder)
+    shutil.rmtree(site / "howto")
     (site / "tutorials/induction.md").write_text(notebook.format("A claim", "assert 1 + 1 == 3, 'the text says so'"))
     result = build("html-cell")
     assert result.returncode != 0
