@@ -26,6 +26,9 @@ and the training / eval / checkpoint split of its time. Periodic evals are
 estimates on 20 batches (nanoGPT: random ones; glassgpt: fixed ones); glassgpt's
 final figure reads every token of the val split.
 
+Tiny Shakespeare is prepared afresh in a temporary data folder, unless `--data-dir` names one
+where `shakespeare-char` is already prepared.
+
 `--parallel` runs the three at once, one process each: on a machine shared with
 other work, the load then falls on all three alike. `--rounds N` runs them back to
 back N times, the order reversed every other round (a machine whose speed drifts

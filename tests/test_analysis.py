@@ -318,6 +318,38 @@ def test_plots_return_figures_with_token_labels():
     assert list(lens.axes[0].lines[0].get_ydata()) == [3.0, 2.0]
 
 
+@pytest.mark.parametrize("tokens", [list("ROMEO: here"), ["\u2423wherefore", "\u23ce", "art", "\u2423thou"] * 4,
+                                    [f"\u2423tok{i}" for i in range(64)]], ids=["chars", "words", "64 tokens"])
+def test_the_hand_laid_out_pictures_keep_every_label_inside_and_apart(tokens):
+    """The attention grid and the head heatmaps have no layout engine: every text drawn lies inside
+    the figure, and no panel's tick labels run into the titles of the row below or the colour bar."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    T = len(tokens)
+    figures = [plot_attention_grid(torch.stack([uniform_causal(T)] * 8).view(2, 4, T, T), tokens, title="layer 0"),
+               plot_head_heatmap(torch.rand(2, 4) - 0.5, "loss increase when the head is zeroed", "nats", fmt=".3f")]
+    for fig in figures:
+        renderer = FigureCanvasAgg(fig).get_renderer()
+        fig.draw(renderer)
+        page = fig.bbox.padded(1)
+        texts = [t for t in fig.findobj(lambda a: hasattr(a, "get_text") and hasattr(a, "get_window_extent"))
+                 if t.get_visible() and t.get_text()]
+        for text in texts:
+            box = text.get_window_extent(renderer)
+            if "the head is zeroed" in text.get_text():  # a title wider than a small heatmap: as before
+                continue
+            assert page.x0 <= box.x0 and box.x1 <= page.x1 and page.y0 <= box.y0 and box.y1 <= page.y1, \
+                (text.get_text(), box, page)
+        panels = [a for a in fig.axes if a.get_title().startswith("layer")]
+        for upper in (a for a in panels if a.get_title().startswith("layer 0")):
+            others = [a for a in fig.axes if a is not upper]  # the other panels and the colour bar
+            obstacles = [a.get_window_extent(renderer) for a in others] + [a.title.get_window_extent(renderer)
+                                                                          for a in others if a.get_title()]
+            for label in upper.get_xticklabels():
+                box = label.get_window_extent(renderer)
+                assert not any(box.overlaps(o) for o in obstacles), (label.get_text(), upper.get_title())
+
+
 def test_summarize_reads_its_findings_out_of_the_numbers():
     results = {
         "window_length": 64,
