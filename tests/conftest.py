@@ -22,6 +22,30 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
+def pytest_collection_modifyitems(items):
+    """The tests marked slow run first (in their order), the rest after: with `-n auto --dist
+    worksteal` a worker that runs out steals from the end of another's queue, so the last tests
+    to run are short ones and no worker waits on a long one at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+class LazyModule:
+    """A module imported when a test first reads from it: transformers, transformer_lens and
+    gradio take seconds each to import, every xdist worker collects every test file, and only a
+    few tests need them. Not installed: that test is skipped (`pytest.importorskip`), with `reason`.
+    `on_import(module)` runs once, after the import."""
+
+    def __init__(self, name: str, reason: str | None = None, on_import=None):
+        self._name, self._reason, self._on_import, self._module = name, reason, on_import, None
+
+    def __getattr__(self, attr: str):
+        if self._module is None:
+            self._module = pytest.importorskip(self._name, reason=self._reason)
+            if self._on_import:
+                self._on_import(self._module)
+        return getattr(self._module, attr)
+
+
 def tiny_config(**overrides) -> GPTConfig:
     cfg = dict(vocab_size=50, block_size=16, n_layer=2, n_head=2, n_embd=16)
     cfg.update(overrides)

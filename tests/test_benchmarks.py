@@ -64,6 +64,7 @@ def test_every_script_has_tiny_arguments_here_a_main_and_no_path_edits():
         assert "glassgpt.bench.timing" in source, name
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", RUN_HERE)
 def test_each_benchmark_script_runs_at_a_tiny_size(name, tmp_path, monkeypatch, small_data_env, capsys):
     monkeypatch.setenv("GLASSGPT_DATA_DIR", str(small_data_env))  # put back afterwards, whatever the script sets

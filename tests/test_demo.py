@@ -1,5 +1,6 @@
 """The web demo, through its real server: gradio_client calls, and a real browser."""
 
+import importlib.util
 import re
 import socket
 import subprocess
@@ -11,7 +12,8 @@ import pytest
 
 from conftest import assert_clean_error, make_tiny_run, run_cli
 
-gr = pytest.importorskip("gradio", reason="the demo tests need the demo extra (make test installs it)")
+if importlib.util.find_spec("gradio") is None:  # found, not imported: gradio's import takes seconds
+    pytest.skip("the demo tests need the demo extra (make test installs it)", allow_module_level=True)
 from gradio_client import Client  # noqa: E402
 
 from glassgpt.app import Demo, Limits, build_app  # noqa: E402

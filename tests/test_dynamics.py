@@ -150,6 +150,7 @@ def analysed_run(tmp_path_factory, prepared_data_dir):
     return run_dir
 
 
+@pytest.mark.slow
 def test_the_report_includes_the_training_curves_when_the_run_has_analysis_rows(analysed_run, data_env, tmp_path):
     from glassgpt.analysis.report import write_report
 

@@ -3,6 +3,8 @@ sliding-window loss checked against a token-by-token computation, bits per byte 
 enwik8, HellaSwag checked against answers computed by hand from the model's logits, and a
 random-weight GPT-2 converted from transformers, fine-tuned, resumed and refused."""
 
+from __future__ import annotations
+
 import hashlib
 import importlib
 import json
@@ -12,7 +14,6 @@ import os
 import numpy as np
 import pytest
 import torch
-import transformers
 
 from glassgpt import evaluate, hellaswag
 from glassgpt.checkpoint import load_run, save_run
@@ -26,11 +27,11 @@ from glassgpt.tokenizer import get_tokenizer
 from glassgpt.train import evaluate as train_evaluate
 from glassgpt.train import train
 
-from conftest import SHARED_DATA, assert_clean_error, make_enwik8_zip, pin_enwik8, run_cli, tiny_config
+from conftest import LazyModule, SHARED_DATA, assert_clean_error, make_enwik8_zip, pin_enwik8, run_cli, tiny_config
 
 prepare_module = importlib.import_module("glassgpt.data.prepare")  # the module, not the function
 
-transformers.utils.logging.set_verbosity_error()
+transformers = LazyModule("transformers", on_import=lambda m: m.utils.logging.set_verbosity_error())
 
 
 # ---------------------------------------------------------------- sliding windows

@@ -2,11 +2,12 @@
 on small randomly initialised models (offline): same logits both ways, same greedy text,
 and `glassgpt convert-hf` end to end."""
 
+from __future__ import annotations
+
 import json
 
 import pytest
 import torch
-import transformers
 
 from glassgpt.checkpoint import load_run
 from glassgpt.errors import UsageError
@@ -14,9 +15,9 @@ from glassgpt.generate import generate
 from glassgpt.hf import convert_hf_dir, from_hf, to_hf
 from glassgpt.model import GPT
 
-from conftest import assert_clean_error, run_cli, tiny_config
+from conftest import LazyModule, assert_clean_error, run_cli, tiny_config
 
-transformers.utils.logging.set_verbosity_error()
+transformers = LazyModule("transformers", on_import=lambda m: m.utils.logging.set_verbosity_error())
 
 
 def hf_gpt2(vocab_size=64, tie=True, **overrides) -> transformers.GPT2LMHeadModel:

@@ -610,6 +610,7 @@ COMMANDS = {
 EXAMPLES = {"sample": 30, "eval": 30, "analyze": 15, "resume": 15}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", sorted(COMMANDS))
 def test_fuzzed_runs_give_one_clear_line_and_touch_nothing_outside(command, trained_run, tmp_path_factory, data_env):
     @settings(max_examples=EXAMPLES[command], deadline=None, suppress_health_check=list(HealthCheck),

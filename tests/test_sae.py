@@ -26,6 +26,7 @@ def sparse_mixes(truth: torch.Tensor, active: int, rows: int, generator: torch.G
         yield coef @ truth
 
 
+@pytest.mark.slow
 def test_a_known_sparse_dictionary_is_recovered():
     generator = torch.Generator().manual_seed(0)
     truth = torch.randn(256, 64, generator=generator)  # 256 unit directions in 64 dimensions

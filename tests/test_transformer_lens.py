@@ -6,6 +6,8 @@ RoPE model, the induction score and the logit lens equal TransformerLens's. Tran
 is built offline from a config and a converted state dict, never from a hub.
 """
 
+from __future__ import annotations
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -13,13 +15,12 @@ import torch.nn.functional as F
 from glassgpt.analysis import induction_scores, logit_lens, repeated_random_tokens
 from glassgpt.model import GPT
 
-from conftest import tiny_config
+from conftest import LazyModule, tiny_config
 
-pytestmark = [pytest.mark.slow,  # importing transformer_lens alone takes seconds
+pytestmark = [pytest.mark.slow,  # building and running TransformerLens models
               pytest.mark.filterwarnings("ignore:HookedTransformer is deprecated:DeprecationWarning")]
 
-transformer_lens = pytest.importorskip("transformer_lens", reason="pip install 'glassgpt[dev]' for transformer_lens")
-from transformer_lens import HookedTransformer, HookedTransformerConfig  # noqa: E402
+transformer_lens = LazyModule("transformer_lens", reason="pip install 'glassgpt[dev]' for transformer_lens")
 
 
 def random_model(**cfg) -> GPT:
@@ -33,12 +34,12 @@ def random_model(**cfg) -> GPT:
     return model
 
 
-def to_transformer_lens(model: GPT) -> HookedTransformer:
+def to_transformer_lens(model: GPT) -> transformer_lens.HookedTransformer:
     """The same weights in a HookedTransformer, parameter by parameter."""
     cfg = model.config
     C, nh, hs = cfg.n_embd, cfg.n_head, cfg.head_size
     rope = cfg.pos_encoding == "rope"
-    tl_cfg = HookedTransformerConfig(
+    tl_cfg = transformer_lens.HookedTransformerConfig(
         n_layers=cfg.n_layer, d_model=C, n_ctx=cfg.block_size, d_head=hs, n_heads=nh, d_mlp=4 * C,
         d_vocab=cfg.vocab_size, act_fn="gelu_new", normalization_type="LN", eps=1e-5,
         positional_embedding_type="rotary" if rope else "standard", rotary_dim=hs if rope else None,
@@ -62,13 +63,13 @@ def to_transformer_lens(model: GPT) -> HookedTransformer:
         for ours, theirs in (("ln_1", "ln1"), ("ln_2", "ln2")):
             norm = getattr(block, ours)
             sd[f"blocks.{i}.{theirs}.w"], sd[f"blocks.{i}.{theirs}.b"] = norm.weight, norm.bias
-    tl = HookedTransformer(tl_cfg)
+    tl = transformer_lens.HookedTransformer(tl_cfg)
     missing, unexpected = tl.load_state_dict({k: v.detach().clone() for k, v in sd.items()}, strict=False)
     assert not unexpected and all(k.endswith(("IGNORE", "mask", "rotary_sin", "rotary_cos")) for k in missing), missing
     return tl.eval()
 
 
-def affine(tl: HookedTransformer, norm: str, tl_cache) -> torch.Tensor:
+def affine(tl: transformer_lens.HookedTransformer, norm: str, tl_cache) -> torch.Tensor:
     """TransformerLens's `hook_normalized` is before the LayerNorm's weight and bias; glassgpt's
     `ln_*.out` is the LayerNorm's output, after them."""
     module = tl.get_submodule(norm)
