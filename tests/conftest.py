@@ -30,9 +30,9 @@ def pytest_collection_modifyitems(items):
 
 
 class LazyModule:
-    """A module imported when a test first reads from it: transformers, transformer_lens and
-    gradio take seconds each to import, every xdist worker collects every test file, and only a
-    few tests need them. Not installed: that test is skipped (`pytest.importorskip`), with `reason`.
+    """A module imported when a test first reads from it: transformers and transformer_lens take
+    seconds each to import, every xdist worker collects every test file, and only a few tests
+    need them. Not installed: that test is skipped (`pytest.importorskip`), with `reason`.
     `on_import(module)` runs once, after the import."""
 
     def __init__(self, name: str, reason: str | None = None, on_import=None):
