@@ -39,10 +39,8 @@ per-round ratios. The load average before and after is stored with the machine.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import re
 import shutil
 import statistics
@@ -199,7 +197,6 @@ def main(argv: list[str] | None = None) -> dict:
     if args.parallel and args.rounds != 1:
         sys.exit("bench_vs_nanogpt: --rounds is for back-to-back runs, not --parallel")
     rounds = [run_jobs(jobs, args.parallel, reverse=i % 2 == 1) for i in range(args.rounds)]
-    load_after = os.getloadavg()
     results = {name: median_round([r[name] for r in rounds]) for name in jobs}
 
     nano = results.get("nanogpt")
@@ -219,24 +216,23 @@ def main(argv: list[str] | None = None) -> dict:
         summary[name] = row
     import torch
 
+    from glassgpt.bench.machine import machine_with_load
+    from glassgpt.bench.report import publish
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     record = {
         "what": f"nanoGPT's {args.recipe} recipe vs glassgpt {', '.join(presets)}", "recipe": args.recipe,
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "target_val_loss": target, "target_is": "nanoGPT's final val loss in this sitting" if nano else
         f"{default_target}, nanoGPT's reported final val loss (nanoGPT not run here)",
         "nanogpt_skipped": skipped, "mode": "parallel" if args.parallel else "back to back",
         "threads": args.threads, "note": args.note, "max_iters_cut": args.max_iters,
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
-                    "torch": torch.__version__, "loadavg_before": load_before, "loadavg_after": load_after,
-                    "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None},
+        "machine": machine_with_load(device, load_before),
         "rounds": len(rounds), "summary": summary, "runs": results,
         **({"runs_per_round": rounds} if len(rounds) > 1 else {}),
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"vs-nanogpt-{datetime.datetime.now():%Y%m%d-%H%M%S}.json"
-    path.write_text(json.dumps(record, indent=2) + "\n")
-    print(json.dumps(summary, indent=2))
-    print(f"results written to {path}" + (f" (nanoGPT skipped: {skipped})" if skipped else ""))
+    publish(record, args.out, "vs-nanogpt")
+    if skipped:
+        print(f"nanoGPT skipped: {skipped}")
     return record
 
 

@@ -108,14 +108,18 @@ def mirror() -> Path:
 @pytest.fixture(scope="session")
 def prepared_data_dir(tmp_path_factory, mirror) -> Path:
     """A data dir with shakespeare-char prepared, shared by the whole session."""
-    data_dir = tmp_path_factory.mktemp("glassgpt-data")
-    env = {"GLASSGPT_DATA_DIR": str(data_dir), "GLASSGPT_MIRROR": str(mirror)}
-    with pytest.MonkeyPatch.context() as mp:
-        for k, v in env.items():
-            mp.setenv(k, v)
-        from glassgpt.data import prepare
+    return prepare_into(tmp_path_factory.mktemp("glassgpt-data"), "shakespeare-char", mirror)
 
-        prepare("shakespeare-char")
+
+def prepare_into(data_dir: Path, name: str, mirror: Path | None = None) -> Path:
+    """`prepare(name)` into `data_dir` (reading raw files from `mirror`), the environment put back after."""
+    from glassgpt.data import prepare
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GLASSGPT_DATA_DIR", str(data_dir))
+        if mirror is not None:
+            mp.setenv("GLASSGPT_MIRROR", str(mirror))
+        prepare(name)
     return data_dir
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from hypothesis import example, given, settings, strategies as st
 
-from conftest import assert_clean_error, run_cli, run_cli_process
+from conftest import assert_clean_error, prepare_into, run_cli, run_cli_process
 from glassgpt.cli import main as cli_main
 from glassgpt.data import TextRequest, TokenDataset, prepare, prepare_user
 from glassgpt.data.documents import Source, _cut, is_word_boundary, safe_cut
@@ -402,11 +402,7 @@ CORRUPT_META = [b"", b"{not json", b"[]", b"\xff\xfe", json.dumps({"tokenizer": 
 @pytest.fixture(scope="module")
 def repeated_random_dir(tmp_path_factory) -> Path:
     """repeated-random prepared once for this module (its generator takes about a second)."""
-    data_dir = tmp_path_factory.mktemp("repeated-random-data")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("GLASSGPT_DATA_DIR", str(data_dir))
-        prepare("repeated-random")
-    return data_dir / "repeated-random"
+    return prepare_into(tmp_path_factory.mktemp("repeated-random-data"), "repeated-random") / "repeated-random"
 
 
 @pytest.mark.parametrize("content", CORRUPT_META, ids=range(len(CORRUPT_META)))

@@ -66,5 +66,7 @@ def installed_version(package: str) -> str | None:
 
 
 def machine_with_load(device: torch.device, load_before: list[float]) -> dict:
-    """machine_info with the load average before a benchmark (`load_before`) and now, after it."""
-    return {**machine_info(device), "loadavg_before": load_before, "loadavg_after": list(os.getloadavg())}
+    """machine_info with the load average before a benchmark (`load_before`, also its
+    `load_average`: the load the machine met the benchmark with) and now, after it."""
+    return {**machine_info(device), "load_average": list(load_before), "loadavg_before": list(load_before),
+            "loadavg_after": list(os.getloadavg())}
