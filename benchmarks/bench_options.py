@@ -13,15 +13,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
 import json
 import os
-import platform
 import statistics
 from pathlib import Path
 
 import torch
 
+from glassgpt.bench.machine import machine_with_load
+from glassgpt.bench.report import publish
 from glassgpt.bench.timing import measure
 from glassgpt.config import load_run_config
 from glassgpt.model import GPT
@@ -79,14 +79,8 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"{name:<22} {r['median_step_s'] * 1e3:8.1f} ms  x{r['ratio_to_cpu_baby']:.3f}")
     record = {"what": "train step time of cpu-baby variants, in turns", "threads": args.threads,
               "rounds": args.rounds, "steps_per_round": args.steps, "note": args.note,
-              "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-              "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
-                          "loadavg_before": load_before, "loadavg_after": os.getloadavg()},
-              "results": results}
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"options-{datetime.datetime.now():%Y%m%d-%H%M%S}.json"
-    path.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"results written to {path}")
+              "machine": machine_with_load(torch.device("cpu"), load_before), "results": results}
+    publish(record, args.out, "options")
     return record
 
 

@@ -10,22 +10,24 @@ Measured (tokens per second, best and median of --repeats runs):
 - `prepare fineweb-edu, W workers`: the whole `prepare("fineweb-edu")` from a local jsonl
   file (reading through `datasets`, tokenizing, writing the .bin files).
 
-Writes benchmarks/results/prepare-<date>.json with the machine's description.
+Writes benchmarks/results/prepare-<time>.json with the machine's description.
 Run: python benchmarks/bench_prepare.py [--megabytes 4] [--workers 2] [--repeats 3]
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
 from pathlib import Path
 
+import torch
+
+from glassgpt.bench.machine import machine_with_load
+from glassgpt.bench.report import publish
 from glassgpt.bench.timing import stopwatch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -74,17 +76,12 @@ def run_prepare(jsonl_dir: Path, data_dir: Path, workers: int, max_tokens: int) 
     return sum(meta["tokens"].values())
 
 
-def machine_info() -> dict:
+def versions() -> dict:
+    """The versions of the tokenizing libraries, beside the machine record."""
     import numpy
     import tiktoken
-    import torch
 
-    return {
-        "platform": platform.platform(), "python": platform.python_version(), "processor": platform.processor(),
-        "cpu_count": os.cpu_count(), "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "load_average_at_start": os.getloadavg() if hasattr(os, "getloadavg") else None,
-        "torch": torch.__version__, "numpy": numpy.__version__, "tiktoken": tiktoken.__version__,
-    }
+    return {"numpy": numpy.__version__, "tiktoken": tiktoken.__version__}
 
 
 def main(argv=None) -> dict:
@@ -95,7 +92,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--note", default="", help="free text saved with the result (e.g. 'machine shared')")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     args = parser.parse_args(argv)
-    info = machine_info()
+    load_before = os.getloadavg()
 
     docs, copies = shakespeare_documents(args.megabytes)
     text_bytes = sum(len(d.encode()) for d in docs)
@@ -130,14 +127,12 @@ def main(argv=None) -> dict:
         row["speedup_vs_1_process"] = row["best_tokens_per_s"] / base
         print(f"{row['case']:<40} {row['best_tokens_per_s']:>12,.0f} {row['speedup_vs_1_process']:>7.2f}x")
 
-    result = {"benchmark": "prepare", "date": datetime.datetime.now().isoformat(timespec="seconds"),
+    result = {"benchmark": "prepare",
               "text": f"Tiny Shakespeare x{copies}, "
                       f"{len(docs):,} documents, {text_bytes:,} bytes",
               "workers": args.workers, "repeats": args.repeats, "note": args.note,
-              "machine": info, "load_average_at_end": os.getloadavg(), "rows": rows}
-    args.out.mkdir(parents=True, exist_ok=True)
-    out = args.out / f"prepare-{datetime.date.today():%Y%m%d}.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
+              "machine": {**machine_with_load(torch.device("cpu"), load_before), **versions()}, "rows": rows}
+    out = publish(result, args.out, "prepare")
     print(f"\nwrote {out}", file=sys.stderr)
     return result
 

@@ -9,14 +9,13 @@ Writes benchmarks/results/generate_vs_hf-<time>.json with the machine it ran on.
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import os
-import platform
 from pathlib import Path
 
 import torch
 
+from glassgpt.bench.machine import machine_with_load
+from glassgpt.bench.report import publish
 from glassgpt.bench.timing import stopwatch
 
 
@@ -40,6 +39,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args(argv)
+    load_before = os.getloadavg()
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -92,18 +92,9 @@ def main(argv: list[str] | None = None) -> dict:
         "settings": vars(args) | {"out": str(args.out)},
         "tokens_per_second": {k: v for k, v in results.items() if isinstance(v, float)},
         "checks": {k: v for k, v in results.items() if isinstance(v, bool)},
-        "machine": {
-            "platform": platform.platform(), "processor": platform.processor(), "cpu_count": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-            "transformers": transformers.__version__, "python": platform.python_version(),
-        },
-        "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine_with_load(torch.device("cpu"), load_before),
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"generate_vs_hf-{datetime.datetime.now():%Y%m%d-%H%M%S}.json"
-    path.write_text(json.dumps(record, indent=2))
-    print(json.dumps(record["tokens_per_second"], indent=2))
-    print(f"written to {path}")
+    publish(record, args.out, "generate_vs_hf")
     return record
 
 

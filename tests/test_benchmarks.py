@@ -62,6 +62,8 @@ def test_every_script_has_tiny_arguments_here_a_main_and_no_path_edits():
         assert "time.perf_counter" not in source and "time.time()" not in source, \
             f"{name}: times by hand, not through glassgpt.bench.timing"
         assert "glassgpt.bench.timing" in source, name
+        assert "platform.platform" not in source and ('"machine"' not in source or "glassgpt.bench.machine" in source), \
+            f"{name}: describes its machine by hand, not through glassgpt.bench.machine"
 
 
 @pytest.mark.slow
