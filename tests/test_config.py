@@ -10,7 +10,7 @@ def test_presets_are_listed_and_load():
     assert (baby.model.n_layer, baby.model.n_head, baby.model.n_embd, baby.model.block_size) == (4, 4, 128, 64)
     t = baby.train
     assert (t.batch_size, t.max_iters, t.learning_rate, t.min_lr, t.warmup_iters, t.beta2, t.eval_interval) == (
-        12, 2000, 1e-3, 1e-4, 100, 0.99, 250)
+        12, 1600, 3e-3, 3e-4, 100, 0.99, 250)
     assert baby.model.dropout == 0.0 and baby.model.pos_encoding == "rope"
 
 

@@ -238,13 +238,20 @@ def readme_results(d: dict) -> list[str]:
     rows = [
         ["nanoGPT's CPU recipe, 2,000 steps", f"{s['nanogpt']['wall_s']:.0f} s",
          f"{s['nanogpt']['final_val_loss']:.3f} (its 20-batch estimate)"],
-        ["`glassgpt train cpu-baby` (the quickstart)", f"{s['cpu-baby']['wall_s']:.0f} s ({x(s['cpu-baby']['wall_vs_nanogpt'])})",
+        [f"`glassgpt train cpu-baby` (the quickstart, {steps(d, 'cpu-baby')} steps)",
+         f"{s['cpu-baby']['wall_s']:.0f} s ({x(s['cpu-baby']['wall_vs_nanogpt'])})",
          f"{s['cpu-baby']['final_val_loss']:.3f}"],
-        ["`glassgpt train cpu-speedrun` (Muon, relu², qk-norm)",
+        [f"`glassgpt train cpu-speedrun` (Muon, relu², qk-norm, {steps(d, 'cpu-speedrun')} steps)",
          f"{s['cpu-speedrun']['wall_s']:.0f} s ({x(s['cpu-speedrun']['wall_vs_nanogpt'])})",
          f"{s['cpu-speedrun']['final_val_loss']:.3f}"],
     ]
-    return table(["Tiny Shakespeare, characters, on a CPU", "wall time", "val loss (glassgpt: the whole split)"], rows)
+    wall = "wall time" + (f" (median of {d['rounds']} rounds)" if d.get("rounds", 1) > 1 else "")
+    return table(["Tiny Shakespeare, characters, on a CPU", wall, "val loss (glassgpt: the whole split)"], rows)
+
+
+def steps(d: dict, preset: str) -> str:
+    """A glassgpt run's max_iters, from the config it saved."""
+    return f"{d['runs'][preset]['config']['train']['max_iters']:,}"
 
 
 def readme_transformers(d: dict) -> list[str]:
@@ -282,14 +289,10 @@ def view_hover(d: dict) -> list[str]:
 
 FIGURES: dict[str, Figure] = {
     "readme-vs-transformers": Figure("20261122-085448-all.json", "glassgpt bench", readme_transformers),
-    "readme-vs-nanogpt": Figure("vs-nanogpt-20261123-010540.json",
-                                "python benchmarks/bench_vs_nanogpt.py --nanogpt PATH", readme_results),
-    "vs-nanogpt-cpu": Figure("vs-nanogpt-20261201-130816.json",
-                             "python benchmarks/bench_vs_nanogpt.py --nanogpt PATH --parallel --threads 1",
-                             vs_nanogpt_cpu),
-    "vs-nanogpt-cpu-idle": Figure("vs-nanogpt-20261201-191315.json",
-                                  "python benchmarks/bench_vs_nanogpt.py --nanogpt PATH --presets cpu-baby --rounds 5",
-                                  vs_nanogpt_cpu),
+    "readme-vs-nanogpt": Figure("vs-nanogpt-20261201-220029.json",
+                                "python benchmarks/bench_vs_nanogpt.py --nanogpt PATH --rounds 5", readme_results),
+    "vs-nanogpt-cpu-idle": Figure("vs-nanogpt-20261201-220029.json",
+                                  "python benchmarks/bench_vs_nanogpt.py --nanogpt PATH --rounds 5", vs_nanogpt_cpu),
     "vs-nanogpt-gpu": Figure("vs-nanogpt-20261123-021442.json",
                              "python benchmarks/bench_vs_nanogpt.py --nanogpt PATH --recipe shakespeare-char",
                              vs_nanogpt_gpu),
