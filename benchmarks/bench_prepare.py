@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import tempfile
 from pathlib import Path
 
@@ -132,8 +131,7 @@ def main(argv=None) -> dict:
                       f"{len(docs):,} documents, {text_bytes:,} bytes",
               "workers": args.workers, "repeats": args.repeats, "note": args.note,
               "machine": {**machine_with_load(torch.device("cpu"), load_before), **versions()}, "rows": rows}
-    out = publish(result, args.out, "prepare")
-    print(f"\nwrote {out}", file=sys.stderr)
+    publish(result, args.out, "prepare")
     return result
 
 
