@@ -6,7 +6,6 @@ the whole site with the tutorials executed.)"""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shlex
@@ -150,7 +149,7 @@ def test_a_table_that_differs_from_its_json_or_names_a_missing_file_is_caught(tm
     page.write_text("<!-- figure: vs-nanogpt-cpu-idle -->\n" + figures.render("vs-nanogpt-cpu-idle") + "<!-- /figure -->\n")
     monkeypatch.setattr(figures, "ROOT", tmp_path)
     assert figures.check([page]) == []
-    cpu_baby_loss = f"{json.loads((REPO / 'benchmarks' / 'results' / idle.json).read_text())['summary']['cpu-baby']['final_val_loss']:.4f}"
+    cpu_baby_loss = f"{idle.load()['summary']['cpu-baby']['final_val_loss']:.4f}"
     page.write_text(page.read_text().replace(cpu_baby_loss, "1.7000"))
     assert figures.check([page]) == [
         f"page.md:1: figure vs-nanogpt-cpu-idle differs from benchmarks/results/{idle.json}: "
