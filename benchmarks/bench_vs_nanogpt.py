@@ -50,6 +50,10 @@ import tempfile
 import threading
 from pathlib import Path
 
+import torch
+
+from glassgpt.bench.machine import machine_with_load
+from glassgpt.bench.report import publish
 from glassgpt.bench.timing import stopwatch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -214,11 +218,6 @@ def main(argv: list[str] | None = None) -> dict:
                 row["wall_vs_nanogpt_per_round"] = [rd[name]["wall_s"] / rd["nanogpt"]["wall_s"] for rd in rounds]
                 row["wall_vs_nanogpt_median_of_rounds"] = statistics.median(row["wall_vs_nanogpt_per_round"])
         summary[name] = row
-    import torch
-
-    from glassgpt.bench.machine import machine_with_load
-    from glassgpt.bench.report import publish
-
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     record = {
         "what": f"nanoGPT's {args.recipe} recipe vs glassgpt {', '.join(presets)}", "recipe": args.recipe,
