@@ -7,7 +7,7 @@ Locally: GLASSGPT_RUN=runs/quickstart python app.py
 
 import os
 
-from glassgpt.app import launch
+from glassgpt.demo import launch
 
 if __name__ == "__main__":
     launch(os.environ.get("GLASSGPT_RUN", "run"), host=os.environ.get("GRADIO_SERVER_NAME", "0.0.0.0"),

@@ -10,8 +10,8 @@ optimizer step, and the whole run, each side by side in this one process.
    compiled model has compiled (cold: inductor's caches off). Tokens/s medians, and per-round
    ratios eager / compiled and rope / learned.
 2. The optimizer step alone: AdamW as a Python loop over the parameters (torch's default on a
-   CPU) against `fused=True` (what `glassgpt.optim` now asks for), in turns.
-3. The whole run: `glassgpt.train.train` of the preset for `--steps` steps (evals every
+   CPU) against `fused=True` (what `glassgpt.training.optim` now asks for), in turns.
+3. The whole run: `glassgpt.training.loop.train` of the preset for `--steps` steps (evals every
    eval_interval, checkpoints, the final whole-split eval), eager and `compile=true`, in turns,
    `--rounds` times. A compiled run is timed cold (inductor's caches off and dynamo reset, as on a
    machine that never compiled this model) and warm (caches on, filled by an untimed run first).
@@ -42,7 +42,7 @@ from glassgpt.bench.machine import machine_info
 from glassgpt.bench.timing import measure, stopwatch
 from glassgpt.bench.workloads import build_model, make_train_step, random_batch, twin
 from glassgpt.config import apply_overrides, preset_run_config
-from glassgpt.train import train
+from glassgpt.training.loop import train
 
 REPO = Path(__file__).resolve().parents[1]
 

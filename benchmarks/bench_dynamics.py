@@ -1,7 +1,7 @@
 """The experiment of issue 14: the `induction` and `sinks` recipes, the sinks recipe once per
 `attn_sink` setting, and what each remedy costs.
 
-For every run (trained in this process through `glassgpt.train.train`, one after the other):
+For every run (trained in this process through `glassgpt.training.loop.train`, one after the other):
 the largest sink share and the largest first-position share per layer, the best induction and
 previous-token scores per layer (all from the last "analysis" row), the in-context-learning
 score, the whole-split val loss, tokens/s (analysis time left out) and the training time, with
@@ -78,7 +78,7 @@ def collect_one(name: str, run_dir: Path, out_dir: Path) -> dict:
 
 def train_one(name: str, out_dir: Path, extra: list[str]) -> dict:
     from glassgpt.config import load_run_config
-    from glassgpt.train import train
+    from glassgpt.training.loop import train
 
     preset, overrides = RUNS[name]
     run_config = load_run_config(preset, [*overrides, *extra])

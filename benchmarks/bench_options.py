@@ -24,7 +24,8 @@ from glassgpt.bench.report import publish
 from glassgpt.bench.timing import measure
 from glassgpt.config import load_run_config
 from glassgpt.model import GPT
-from glassgpt.train import accumulate_gradients, apply_gradients, configure_optimizer
+from glassgpt.training.loop import accumulate_gradients, apply_gradients
+from glassgpt.training.optim import configure_optimizer
 
 VARIANTS = {
     "cpu-baby": [],

@@ -6,8 +6,8 @@ holds of one sharded step.
 
 JOBS.json: {"runs": [{"out": DIR, "args": [key=value ...], "resume": false, "env": {NAME: VALUE}}, ...],
             "measure": {"out": FILE.json, "args": [key=value ...]}}
-Every rank runs every job in order through glassgpt's public API (glassgpt.train.train, and for
-the measurement glassgpt.parallel, glassgpt.optim and glassgpt.train's parts); one process group
+Every rank runs every job in order through glassgpt's public API (glassgpt.training.loop.train, and for
+the measurement glassgpt.training.parallel, glassgpt.training.optim and glassgpt.training.loop's parts); one process group
 serves them all.
 """
 
@@ -18,12 +18,12 @@ import sys
 import torch
 import torch.distributed as dist
 
-from glassgpt import parallel
+from glassgpt.training import parallel
 from glassgpt.config import load_run_config
 from glassgpt.model import GPT
-from glassgpt.optim import configure_optimizer
-from glassgpt.runtime import Dist
-from glassgpt.train import accumulate_gradients, apply_gradients, train
+from glassgpt.training.optim import configure_optimizer
+from glassgpt.training.runtime import Dist
+from glassgpt.training.loop import accumulate_gradients, apply_gradients, train
 
 
 def measure(spec: dict, dist_info: Dist) -> None:

@@ -63,7 +63,8 @@ def test_every_field_declares_its_resume_fine_tune_and_gpt2_rules_beside_its_def
 
 
 def test_the_shape_fields_resume_refusals_and_export_refusals_are_read_from_the_declarations():
-    from glassgpt import finetune, train
+    from glassgpt.training import finetune
+    from glassgpt.training import loop as train
     from glassgpt.config import TrainConfig, fixed_on, gpt2_refusals
 
     free = {"dropout", "norm", "attn_impl", "zero_init_proj"}
@@ -92,7 +93,7 @@ def test_a_new_field_that_declares_nothing_may_not_change_and_gpt2_needs_its_def
 
 def test_resume_refuses_a_fixed_recipe_field_and_names_both_values(tmp_path):
     from glassgpt.config import TrainConfig
-    from glassgpt.train import check_same_recipe
+    from glassgpt.training.loop import check_same_recipe
 
     check_same_recipe(TrainConfig(), TrainConfig(max_iters=9, learning_rate=3e-4), tmp_path)  # free to change
     with pytest.raises(UsageError, match="trained with optimizer=adamw, with optimizer=muon"):

@@ -3,9 +3,6 @@
 import importlib.util
 import re
 import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -16,7 +13,7 @@ if importlib.util.find_spec("gradio") is None:  # found, not imported: gradio's 
     pytest.skip("the demo tests need the demo extra (make test installs it)", allow_module_level=True)
 from gradio_client import Client  # noqa: E402
 
-from glassgpt.app import Demo, Limits, build_app  # noqa: E402
+from glassgpt.demo import Demo, Limits, build_app  # noqa: E402
 from glassgpt.checkpoint import load_run  # noqa: E402
 
 LIMITS = Limits(max_prompt_chars=100, max_new_tokens=40)

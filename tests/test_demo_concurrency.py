@@ -6,7 +6,7 @@ import threading
 import numpy as np
 import torch
 
-from glassgpt.app import Demo, Limits
+from glassgpt.demo import Demo, Limits
 from glassgpt.checkpoint import load_run
 
 from conftest import make_tiny_run

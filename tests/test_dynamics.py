@@ -12,7 +12,7 @@ from glassgpt.analysis.dynamics import AnalysisProbe, analysis_row, icl_bands, i
 from glassgpt.checkpoint import load_run
 from glassgpt.config import load_run_config
 from glassgpt.model import GPT
-from glassgpt.train import train
+from glassgpt.training.loop import train
 
 from conftest import assert_clean_error, run_cli, tiny_config
 
@@ -165,7 +165,7 @@ def test_the_report_includes_the_training_curves_when_the_run_has_analysis_rows(
 
 def test_the_demo_inside_tab_shows_the_curves_when_the_run_has_analysis_rows(analysed_run):
     pytest.importorskip("gradio", reason="the demo tests need the demo extra (make test installs it)")
-    from glassgpt.app import Demo, build_app
+    from glassgpt.demo import Demo, build_app
 
     model, tokenizer, _ = load_run(analysed_run)
     with_rows = Demo(model, tokenizer, metrics_rows=dynamics.read_metrics(analysed_run))

@@ -15,7 +15,9 @@ import numpy as np
 import pytest
 import torch
 
-from glassgpt import evaluate, hellaswag
+from glassgpt.evaluation import loss as evaluate
+
+from glassgpt.evaluation import hellaswag
 from glassgpt.checkpoint import load_run, save_run
 from glassgpt.cli import main as cli_main
 from glassgpt.config import RunConfig, TrainConfig, load_run_config
@@ -24,8 +26,8 @@ from glassgpt.errors import UsageError
 from glassgpt.hf import convert_hf_dir
 from glassgpt.model import GPT
 from glassgpt.tokenizer import get_tokenizer
-from glassgpt.train import evaluate as train_evaluate
-from glassgpt.train import train
+from glassgpt.training.loop import evaluate as train_evaluate
+from glassgpt.training.loop import train
 
 from conftest import LazyModule, SHARED_DATA, assert_clean_error, make_enwik8_zip, pin_enwik8, run_cli, tiny_config
 

@@ -29,14 +29,14 @@ import torch
 from conftest import cut_dataset, run_cli_process
 
 from glassgpt import checkpoint as ckpt
-from glassgpt import parallel
+from glassgpt.training import parallel
 from glassgpt.checkpoint import load_run
 from glassgpt.cli import main
 from glassgpt.config import load_run_config
 from glassgpt.model import GPT
-from glassgpt.optim import configure_optimizer
-from glassgpt.plan import memory_plan
-from glassgpt.train import accumulate_gradients, apply_gradients, train
+from glassgpt.training.optim import configure_optimizer
+from glassgpt.training.plan import memory_plan
+from glassgpt.training.loop import accumulate_gradients, apply_gradients, train
 
 pytestmark = pytest.mark.slow
 

@@ -12,9 +12,9 @@ from glassgpt import cli
 from glassgpt.checkpoint import load_run, save_run
 from glassgpt.config import RunConfig, TrainConfig
 from glassgpt.errors import UsageError
-from glassgpt.generate import (MAX_NEW_TOKENS, KVCache, generate, sample_next, sampling_probs, stream_logits,
+from glassgpt.inference.generate import (MAX_NEW_TOKENS, KVCache, generate, sample_next, sampling_probs, stream_logits,
                                without_stopped)
-from glassgpt.text import StreamDecoder, encode_prompt
+from glassgpt.inference.text import StreamDecoder, encode_prompt
 from glassgpt.model import GPT
 from glassgpt.tokenizer import get_tokenizer
 

@@ -20,8 +20,8 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from glassgpt import checkpoint as ckpt
 from glassgpt.cli import main
 from glassgpt.config import load_run_config
-from glassgpt.text import MAX_STOP_CHARS, StopText
-from glassgpt.train import train
+from glassgpt.inference.text import MAX_STOP_CHARS, StopText
+from glassgpt.training.loop import train
 
 from conftest import make_tiny_run
 from test_inference import push_all
@@ -261,7 +261,7 @@ def test_a_torn_or_non_utf8_metrics_file_is_read_around_and_appends_start_a_new_
     path.write_bytes(path.read_bytes() + b'\xff\xfe not utf-8\n{"kind": "train", "step": 1, "train_lo')
     status, _, err = cli("eval", run_copy, "--max-tokens", 64, "--append-metrics")
     assert status == 0, err
-    from glassgpt.train_log import read_metrics_counted
+    from glassgpt.training.log import read_metrics_counted
 
     rows, skipped = read_metrics_counted(run_copy)
     assert rows[-1]["kind"] == "eval_task"  # not glued onto the torn line
@@ -371,14 +371,14 @@ def test_a_path_of_the_wrong_kind_is_a_usage_error(run_copy, tmp_path):
 
 def test_the_demo_builds_for_a_run_of_one_layer_and_one_head(tmp_path):
     pytest.importorskip("gradio")
-    from glassgpt.app import Demo, build_app
+    from glassgpt.demo import Demo, build_app
 
     model, tokenizer, _ = ckpt.load_run(make_tiny_run(tmp_path / "run", n_layer=1, n_head=1))
     build_app(Demo(model, tokenizer))
 
 
 def test_the_demo_refuses_inputs_a_page_should_not_send(tmp_path):
-    from glassgpt.app import Demo
+    from glassgpt.demo import Demo
     from glassgpt.errors import UsageError
 
     model, tokenizer, _ = ckpt.load_run(make_tiny_run(tmp_path / "run"))

@@ -11,8 +11,9 @@ from glassgpt.checkpoint import load_run, save_run
 from glassgpt.config import RunConfig, TrainConfig
 from glassgpt.data import sha256_of
 from glassgpt.errors import UsageError
-from glassgpt.generate import STOPPED, generate, inference_dtype, prepare_for_inference, stream_logits, without_stopped
-from glassgpt.text import StoppingDecoder, StopText
+from glassgpt.inference.generate import STOPPED, generate, stream_logits, without_stopped
+from glassgpt.precision import inference_dtype, prepare_for_inference
+from glassgpt.inference.text import StoppingDecoder, StopText
 from glassgpt.model import GPT, LayerNorm
 from glassgpt.tokenizer import get_tokenizer
 

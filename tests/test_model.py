@@ -112,7 +112,7 @@ def test_flops_per_token_follows_the_palm_formula():
 def test_flops_per_token_and_mfu_of_the_gpt2_shape_computed_by_hand(monkeypatch):
     """GPT-2 small: 124,439,808 parameters, 123,653,376 without the 1024 x 768 position table.
     6 N = 741,920,256; attention 12 L nh hs T = 12 * 12 * 12 * 64 * 1024 = 113,246,208."""
-    from glassgpt.flops import mfu, peak_flops
+    from glassgpt.training.flops import mfu, peak_flops
 
     model = GPT(GPTConfig.preset("gpt2"))
     assert model.num_params() == 124_439_808

@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 from hypothesis import example, given, settings, strategies as st
 
-from conftest import assert_clean_error, prepare_into, run_cli, run_cli_process
+from conftest import assert_clean_error, prepare_into, run_cli_process
 from glassgpt.cli import main as cli_main
-from glassgpt.data import TextRequest, TokenDataset, prepare, prepare_user
+from glassgpt.data import TextRequest, TokenDataset, prepare_user
 from glassgpt.data.documents import Source, _cut, is_word_boundary, safe_cut
 from glassgpt.data.user import is_val_document
 from glassgpt.errors import RunError, UsageError
-from glassgpt.text import StreamDecoder
+from glassgpt.inference.text import StreamDecoder
 from glassgpt.tokenizer import BPETokenizer, get_tokenizer, load_tokenizer, tokenizer_from_dict
 
 DOCS = [

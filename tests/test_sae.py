@@ -12,7 +12,7 @@ from glassgpt.config import load_run_config
 from glassgpt.model import GPT
 from glassgpt.sae import (SAE, SAEConfig, SAETrainConfig, evaluate_sae, load_sae, run_sae, splice, to_rows,
                           train_sae)
-from glassgpt.train import train
+from glassgpt.training.loop import train
 
 from conftest import tiny_config
 from test_hostile import TINY, assert_refused, cli, snapshot
@@ -172,7 +172,7 @@ def test_an_existing_sae_folder_needs_resume_and_resume_needs_the_same_settings(
 
 def test_the_demo_shows_features_per_token_and_steering_changes_the_text(run_dir):
     pytest.importorskip("gradio")
-    from glassgpt.app import Demo, SAEDemo, build_app
+    from glassgpt.demo import Demo, SAEDemo, build_app
     from glassgpt.errors import UsageError
     from glassgpt.sae import discover_saes
 

@@ -15,13 +15,14 @@ import torch
 import torch.nn.functional as F
 from conftest import assert_clean_error, run_cli, tiny_config
 
-import glassgpt.train as train_module
+import glassgpt.training.loop as train_module
 from glassgpt.checkpoint import load_run
 from glassgpt.config import load_run_config
 from glassgpt.errors import UsageError
 from glassgpt.model import GPT
-from glassgpt.train import Optimizers, configure_optimizer, train
-from glassgpt.train_log import MetricsLog
+from glassgpt.training.loop import train
+from glassgpt.training.optim import Optimizers, configure_optimizer
+from glassgpt.training.log import MetricsLog
 
 TINY = ["n_layer=2", "n_head=2", "n_embd=32", "block_size=32", "batch_size=4", "eval_iters=2", "log_interval=1",
         "warmup_iters=5", "learning_rate=3e-3", "min_lr=3e-4", "device=cpu"]

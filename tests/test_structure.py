@@ -14,13 +14,13 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "glassgpt"
 def test_loading_a_run_never_imports_the_sampling_code(tmp_path):
     run = make_tiny_run(tmp_path / "run")
     code = ("import sys; from glassgpt.checkpoint import load_run; load_run(sys.argv[1], dtype='bfloat16'); "
-            "assert 'glassgpt.generate' not in sys.modules, 'load_run imported glassgpt.generate'")
+            "assert 'glassgpt.inference.generate' not in sys.modules, 'load_run imported glassgpt.inference.generate'")
     result = subprocess.run([sys.executable, "-c", code, str(run)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
 
 
 def test_importing_the_training_loop_loads_neither_the_analysis_package_nor_matplotlib():
-    code = ("import sys, glassgpt.train; bad = [m for m in sys.modules if m == 'matplotlib' or "
+    code = ("import sys, glassgpt.training.loop; bad = [m for m in sys.modules if m == 'matplotlib' or "
             "m.startswith('glassgpt.analysis')]; assert not bad, bad")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
@@ -33,7 +33,7 @@ def functions(path: Path):
 
 
 def test_no_function_of_the_training_loop_is_longer_than_80_lines_and_the_loop_fits_a_screen():
-    lengths = dict(functions(SRC / "train.py"))
+    lengths = dict(functions(SRC / "training" / "loop.py"))
     assert {name: n for name, n in lengths.items() if n > 80} == {}
     assert lengths["_loop"] <= 60
 

@@ -5,7 +5,7 @@ import torch
 
 from glassgpt.checkpoint import load_run
 from glassgpt.config import load_run_config
-from glassgpt.train import lr_at
+from glassgpt.training.optim import lr_at
 
 TINY = ["n_layer=2", "n_head=2", "n_embd=32", "block_size=32", "batch_size=8", "eval_iters=4",
         "log_interval=5", "warmup_iters=5", "learning_rate=3e-3", "min_lr=3e-4"]
@@ -16,7 +16,7 @@ def tiny_run_config(*extra):
 
 
 def test_training_lowers_the_loss_and_writes_a_complete_run(data_env, tmp_path):
-    from glassgpt.train import train
+    from glassgpt.training.loop import train
 
     run_dir = tmp_path / "run"
     final = train(tiny_run_config("max_iters=60", "eval_interval=30"), run_dir, log=lambda s: None)
@@ -37,7 +37,7 @@ def test_training_lowers_the_loss_and_writes_a_complete_run(data_env, tmp_path):
 def test_a_saved_run_loads_back_with_the_same_logits(data_env, tmp_path):
     """The loaded model equals the one that finished training in memory (not just another load)."""
     from glassgpt.model import GPT
-    from glassgpt.train import train
+    from glassgpt.training.loop import train
 
     run_dir = tmp_path / "run"
     trained = []
@@ -83,9 +83,9 @@ def test_every_rank_runs_the_model_as_often_in_the_whole_split_eval(monkeypatch)
     """Under FSDP each forward gathers the weights from every rank, so a rank that skipped the
     last, short batch (no rows left for it) would leave the others waiting for ever. The rank with
     no rows runs the model on a row without targets, which adds nothing to the loss."""
-    from glassgpt import train as train_module
+    from glassgpt.training import loop as train_module
     from glassgpt.model import GPT, GPTConfig
-    from glassgpt.runtime import Dist
+    from glassgpt.training.runtime import Dist
 
     monkeypatch.setattr(train_module.dist, "all_reduce", lambda tensor: None)  # each rank's own sum
     model = GPT(GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=2, n_embd=16))

@@ -27,9 +27,9 @@ from glassgpt.checkpoint import load_run
 from glassgpt.config import load_run_config
 from glassgpt.errors import RunError, UsageError
 from glassgpt.model import GPT
-from glassgpt.train import accumulate_gradients, apply_gradients, train
-from glassgpt.flops import peak_flops
-from glassgpt.train_log import MetricsLog
+from glassgpt.training.loop import accumulate_gradients, apply_gradients, train
+from glassgpt.training.flops import peak_flops
+from glassgpt.training.log import MetricsLog
 
 TINY = ["n_layer=2", "n_head=2", "n_embd=32", "block_size=32", "eval_iters=2", "log_interval=1",
         "warmup_iters=5", "learning_rate=3e-3", "min_lr=3e-4", "device=cpu"]
@@ -465,7 +465,7 @@ def test_drawing_plots_leaves_the_users_matplotlib_backend_alone(tmp_path):
     import matplotlib
 
     from glassgpt.bench.scaling import plot_scaling
-    from glassgpt.train_log import plot_losses
+    from glassgpt.training.log import plot_losses
 
     before = matplotlib.get_backend()
     matplotlib.use("svg")  # what a user might have chosen

@@ -2,7 +2,6 @@
 Playwright, every network request refused and counted, any console error a failure."""
 
 import json
-import math
 import re
 from pathlib import Path
 
@@ -310,7 +309,7 @@ def demo_server(run):
     pytest.importorskip("gradio", reason="the demo tests need the demo extra (make test installs it)")
     from test_demo import LIMITS, free_port
 
-    from glassgpt.app import Demo, build_app
+    from glassgpt.demo import Demo, build_app
 
     model, tokenizer, _ = load_run(run)
     demo = Demo(model, tokenizer, LIMITS)

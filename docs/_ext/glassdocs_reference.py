@@ -336,7 +336,7 @@ PLAN_SETUPS = [(1, "ddp", False), (8, "ddp", False), (8, "fsdp", False), (8, "fs
 def memory_page() -> str:
     from glassgpt.config import load_run_config
     from glassgpt.limits import human_bytes
-    from glassgpt.plan import GPU_SIZES_GB, HEADROOM, memory_plan
+    from glassgpt.training.plan import GPU_SIZES_GB, HEADROOM, memory_plan
 
     rows = []
     for name, (preset, overrides) in PLAN_MODELS.items():
@@ -352,7 +352,7 @@ def memory_page() -> str:
             "What `glassgpt plan PRESET --gpus N --parallel ddp|fsdp [--activation-checkpointing]` prints, for "
             "the GPT-2 presets and GPT-2's larger shapes (medium, large, XL) on the `gpt2` preset's recipe "
             "(context 1024, `batch_size=8` per GPU, AdamW) with `dtype=bfloat16`. Computed by "
-            "`glassgpt.plan.memory_plan` from the config alone; its weights, gradients and optimizer state per "
+            "`glassgpt.training.plan.memory_plan` from the config alone; its weights, gradients and optimizer state per "
             "rank are checked against what two CPU ranks hold (`tests/test_fsdp.py`). Working copies are the "
             "all-gathered units under fsdp, DDP's gradient buckets and autocast's bf16 weights; activations are "
             "one micro-batch's, and the logits (B, T, 50257) in fp32 are a large part of them. "

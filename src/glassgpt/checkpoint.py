@@ -4,7 +4,7 @@
     model.safetensors  the weights (safetensors: loading runs no code)
     tokenizer.json     the tokenizer
     trainer_state.pt   optimizer, step, RNG and data position (read with weights_only=True)
-    shards-<step>-<id>/ parallel=fsdp: the weights and optimizer state in shards (glassgpt.sharded);
+    shards-<step>-<id>/ parallel=fsdp: the weights and optimizer state in shards (glassgpt.training.sharded);
                        trainer_state.pt names the folder and holds the rest
     metrics.jsonl      one JSON object per logged step or eval
     loss.png           train and val curves
@@ -33,8 +33,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_model, save_file, save_model
 
-from glassgpt.atomic import (  # noqa: F401  (atomic_write* re-exported: glassgpt.checkpoint.atomic_write)
-    COMMIT_RECORD, TMP_SUFFIX, atomic_write, atomic_write_text, commit_files, fsync_write, recover,
+from glassgpt.atomic import (
+    COMMIT_RECORD, TMP_SUFFIX, atomic_write_text, commit_files, fsync_write, recover,
 )
 from glassgpt.config import GPTConfig, RunConfig
 from glassgpt.data import sha256_of
@@ -128,7 +128,7 @@ def drop_stale_shards(run_dir: Path) -> None:
     known to be stale, and all are left. Call after `recover`, as the run's writer."""
     if not (run_dir / STATE).is_file() or not any(p.name.startswith("shards-") for p in run_dir.iterdir()):
         return
-    from glassgpt import sharded
+    from glassgpt.training import sharded
 
     sharded.drop_stale(run_dir, keep=load_trainer_state(run_dir).get("sharded"))
 
@@ -374,7 +374,7 @@ def load_trainer_state(run_dir: Path) -> dict:
     if state["step"] < 0 or not state["rng"]:
         raise RunError(f"{path} holds an impossible step or no RNG state: restore it, or train into a new --out")
     if "sharded" in state:  # parallel=fsdp: the weights and optimizer state are in the folder it names
-        from glassgpt.sharded import check_folder_name
+        from glassgpt.training.sharded import check_folder_name
 
         check_folder_name(state["sharded"], path)
     return state

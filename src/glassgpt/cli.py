@@ -318,7 +318,7 @@ def cmd_datasets(args) -> None:
 
 def cmd_train(args) -> None:
     from glassgpt.config import load_run_config
-    from glassgpt.train import train
+    from glassgpt.training.loop import train
 
     if args.config is not None and "=" in args.config:  # no preset given: it is the first override
         args.config, args.overrides = None, [args.config, *args.overrides]
@@ -336,7 +336,7 @@ def cmd_train(args) -> None:
     run_config = _vocab_from_dataset(run_config, args.overrides)
     out = args.out or Path("runs") / f"{Path(args.config).stem}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
     train(run_config, out, resume=args.resume)
-    from glassgpt.runtime import Dist
+    from glassgpt.training.runtime import Dist
 
     if Dist.from_env().is_main:  # under torchrun, one line, not one per rank
         print(f"run saved in {out}; sample it with: glassgpt sample {out}")
@@ -361,7 +361,7 @@ def _vocab_from_dataset(run_config, overrides: list[str]):
 
 def cmd_plan(args) -> None:
     from glassgpt.config import load_run_config
-    from glassgpt.plan import describe, memory_plan
+    from glassgpt.training.plan import describe, memory_plan
 
     run_config = load_run_config(args.config, args.overrides)
     print(describe(memory_plan(run_config, args.gpus, args.parallel, args.activation_checkpointing)))
@@ -372,9 +372,9 @@ def cmd_sample(args) -> None:
 
     from glassgpt.checkpoint import load_run
     from glassgpt.device import resolve_device
-    from glassgpt.generate import check_sampling_args, stream
+    from glassgpt.inference.generate import check_sampling_args, stream
     from glassgpt.limits import check_fits, inference_bytes
-    from glassgpt.text import StoppingDecoder, encode_prompt
+    from glassgpt.inference.text import StoppingDecoder, encode_prompt
 
     check_sampling_args(args.temperature, args.top_k, args.top_p, args.max_new_tokens)
     device = resolve_device(args.device)
@@ -450,7 +450,7 @@ def print_summary(out: Path) -> None:
 def cmd_eval(args) -> None:
     import json
 
-    from glassgpt import evaluate
+    from glassgpt.evaluation import loss as evaluate
     from glassgpt.checkpoint import check_run_dir, load_run
     from glassgpt.device import resolve_device
     from glassgpt.limits import check_fits, inference_bytes
@@ -495,7 +495,7 @@ def cmd_demo(args) -> None:
         import gradio  # noqa: F401
     except ImportError:
         raise UsageError("the demo needs Gradio: pip install 'glassgpt[demo]'") from None
-    from glassgpt.app import launch
+    from glassgpt.demo import launch
     from glassgpt.checkpoint import check_run_dir
 
     check_run_dir(args.run_dir)

@@ -39,7 +39,7 @@ def run_names(paths: list[Path]) -> list[str]:
 def load(run_dir: Path) -> dict:
     """One run's config (flattened) and the curves and final figures of its metrics.jsonl."""
     from glassgpt.checkpoint import read_config
-    from glassgpt.train_log import read_metrics
+    from glassgpt.training.log import read_metrics
 
     if not run_dir.is_dir():
         raise UsageError(f"{run_dir} does not exist or is not a run folder")

@@ -57,7 +57,7 @@ def activation_bytes(cfg, batch_size: int, dtype_bytes: int = FP32, checkpointin
 
 def training_bytes(cfg, batch_size: int) -> int:
     """fp32 weights, gradients and AdamW's two moments, plus the activations kept for the
-    backward pass (`activation_bytes`). glassgpt.plan splits this per GPU."""
+    backward pass (`activation_bytes`). glassgpt.training.plan splits this per GPU."""
     return parameter_count(cfg) * 4 * FP32 + activation_bytes(cfg, batch_size)
 
 

@@ -25,7 +25,7 @@ from torch.utils.checkpoint import checkpoint
 
 from glassgpt.config import GPTConfig
 from glassgpt.hooks import HookedModule, HookPoint
-from glassgpt.kv_cache import KVCache
+from glassgpt.inference.kv_cache import KVCache
 
 
 class LayerNorm(nn.Module):
@@ -288,7 +288,7 @@ class GPT(HookedModule):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
                 if config.zero_init_proj:  # each block starts as the identity (the modded-nanogpt speedrun's)
                     nn.init.zeros_(p)
-        # Set by glassgpt.parallel.wrap (activation_checkpointing): in training, each block keeps only its
+        # Set by glassgpt.training.parallel.wrap (activation_checkpointing): in training, each block keeps only its
         # input for the backward pass and runs its forward again there (torch.utils.checkpoint).
         self.checkpoint_blocks = False
         self.name_hook_points()
@@ -307,7 +307,7 @@ class GPT(HookedModule):
         """idx (B, T) token ids -> logits (B, T, V) for every position, and the mean
         cross-entropy against targets (B, T) when given (-1 marks positions to skip).
         With a `kv_cache`, idx holds only the new tokens; the cache holds the past
-        (its protocol, `length`, `update` and `advance`, is all in `glassgpt.kv_cache`).
+        (its protocol, `length`, `update` and `advance`, is all in `glassgpt.inference.kv_cache`).
         `last_position_only` gives logits (B, 1, V) for the last position alone: all that
         generation needs, without the (T, C) x (C, V) product for the others."""
         if last_position_only and targets is not None:

@@ -3,7 +3,7 @@ itself, and the layout that makes batch-1 decoding fast.
 
 Below both the run directory (`checkpoint.load_run` loads weights in a dtype) and the sampler
 (`glassgpt sample`, the demo and the benchmark prepare a model to generate), so that loading a run
-never imports the sampling code. `glassgpt.generate` re-exports these names.
+never imports the sampling code. `glassgpt.inference.generate` re-exports these names.
 """
 
 from __future__ import annotations

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import torch
 
-from glassgpt.analysis.measures import _device, as_batch, inference
+from glassgpt.analysis.measures import _device, as_batch
+from glassgpt.inference.mode import inference
 from glassgpt.model import GPT
 
 PATCH_SITES = ("resid_pre", "resid_mid", "resid_post", "attn.out", "mlp.out")

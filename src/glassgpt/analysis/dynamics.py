@@ -33,10 +33,10 @@ import torch
 import torch.nn.functional as F
 from matplotlib.figure import Figure
 
-from glassgpt.train_log import read_metrics  # noqa: F401  (also glassgpt.analysis.dynamics.read_metrics)
 from glassgpt.analysis.measures import (
-    SINK_EPSILON, inference, induction_probe_length, normalized_entropy, previous_token_stripe, repeated_random_tokens,
+    SINK_EPSILON, induction_probe_length, normalized_entropy, previous_token_stripe, repeated_random_tokens,
 )
+from glassgpt.inference.mode import inference
 from glassgpt.analysis.streaming import SINK_REDUCERS, induction_reducer, per_window, stream_patterns, window_sink_scores
 
 DYNAMICS = "dynamics.png"

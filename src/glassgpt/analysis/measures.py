@@ -16,20 +16,7 @@ from __future__ import annotations
 import torch
 
 from glassgpt.model import GPT
-from glassgpt.runtime import inference  # eval mode and no grad (its one home; also glassgpt.analysis.measures.inference)
-
-# Measures of a model that stream (glassgpt.analysis.streaming, one implementation each), still
-# importable from here: `from glassgpt.analysis.measures import induction_scores` works as before.
-STREAMED = ("depth_scan", "induction_scores", "logit_lens")
-
-
-def __getattr__(name: str):
-    if name in STREAMED:
-        from glassgpt.analysis import streaming  # at first use only: streaming imports this module
-
-        return getattr(streaming, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
+from glassgpt.inference.mode import inference
 
 def pattern_names(model: GPT) -> list[str]:
     return [f"blocks.{i}.attn.pattern" for i in range(model.config.n_layer)]

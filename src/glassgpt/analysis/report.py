@@ -23,13 +23,13 @@ import torch
 from matplotlib.figure import Figure
 
 from glassgpt.analysis.dynamics import DYNAMICS, analysis_rows, plot_dynamics
-from glassgpt.train_log import read_metrics
+from glassgpt.training.log import read_metrics
 from glassgpt.analysis.plots import plot_attention_grid, plot_head_heatmap, plot_logit_lens, token_labels
 from glassgpt.analysis.suite import analyze
 from glassgpt.analysis.summary import definitions, layer_lines, summarize
 from glassgpt.errors import UsageError
 from glassgpt.limits import check_fits, inference_bytes
-from glassgpt.text import check_text
+from glassgpt.inference.text import check_text
 
 DEFAULT_PROMPT = "First Citizen:\nBefore we proceed any further, hear me speak."
 DEFAULT_PROMPT_TOKENS = 48  # prompt taken from the validation split when none is given
@@ -249,7 +249,7 @@ def _saes_html(run_dir: Path) -> str:
 def _evaluations_html(rows: list[dict]) -> str:
     if not rows:
         return ""
-    from glassgpt.evaluate import describe
+    from glassgpt.evaluation.loss import describe
 
     def text(row: dict) -> str:
         try:

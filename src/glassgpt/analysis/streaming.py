@@ -19,9 +19,10 @@ import torch
 import torch.nn.functional as F
 
 from glassgpt.analysis.measures import (
-    _device, as_batch, attention_distance, default_induction_seq_len, induction_stripe, inference, key_shares,
+    _device, as_batch, attention_distance, default_induction_seq_len, induction_stripe, key_shares,
     normalized_entropy, prefix_matching_sums, previous_token_stripe, repeated_random_tokens, sink_scores_of_shares,
 )
+from glassgpt.inference.mode import inference
 from glassgpt.model import GPT
 
 Reducer = Callable[[torch.Tensor, torch.Tensor], "tuple[torch.Tensor, torch.Tensor | int]"]

@@ -18,7 +18,7 @@ from glassgpt.analysis.measures import (
     SINK_EPSILON, attention_patterns, default_induction_seq_len, find_sinks, head_ablation, normalized_entropy,
     sink_rate, sink_scores,
 )
-from glassgpt.analysis.streaming import induction_scores, window_sink_scores, window_statistics  # noqa: F401
+from glassgpt.analysis.streaming import induction_scores, window_sink_scores, window_statistics
 from glassgpt.model import GPT
 
 MIN_INDUCTION_CONTEXT = 4  # two repeats of at least 2 tokens

@@ -149,7 +149,8 @@ def view_data(model, ids: list[int], tokens: list[str], decode=None, scores: dic
     the logit lens's top predictions per layer and position with the rank of the true next token,
     the loss on each token and the per-head scores (`scores`: name -> (L, H); the prompt's own
     are measured when it is None). `decode(id)` names a predicted token."""
-    from glassgpt.analysis.measures import inference, pattern_names
+    from glassgpt.analysis.measures import pattern_names
+    from glassgpt.inference.mode import inference
 
     cfg = model.config
     T, L, H = len(ids), cfg.n_layer, cfg.n_head

@@ -1,5 +1,5 @@
 """Suites about producing tokens and about the reference implementation:
-kvcache (glassgpt.generate with use_cache False vs True), transformers
+kvcache (glassgpt.inference.generate with use_cache False vs True), transformers
 (Hugging Face GPT-2 vs glassgpt, same shapes, same weights: a train step and
 greedy generation) and inference (greedy decode with the weights in fp32,
 bfloat16 and float16 against transformers in fp32, and how closely half
@@ -16,7 +16,8 @@ import torch.nn.functional as F
 from glassgpt.bench.report import Recorder, Settings
 from glassgpt.bench.variants import TINY, TRAIN
 from glassgpt.bench.workloads import build_model, make_train_step, model_config, random_batch
-from glassgpt.generate import generate, prepare_for_inference
+from glassgpt.inference.generate import generate
+from glassgpt.precision import prepare_for_inference
 
 GREEDY = "greedy generation (temperature 0)"
 

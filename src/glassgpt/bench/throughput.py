@@ -5,7 +5,7 @@ in fp32 and bf16, eager and compiled).
 MFU = model FLOPs per token (GPT.estimate_flops_per_token: 6 per weight plus the
 attention term) x tokens per second / peak FLOP/s. The peak is measured here,
 with large matmuls in the same dtype, not taken from a data sheet (on CUDA the
-data-sheet figure is reported beside it when glassgpt.flops.peak_flops knows the card).
+data-sheet figure is reported beside it when glassgpt.training.flops.peak_flops knows the card).
 """
 
 from __future__ import annotations
@@ -16,9 +16,10 @@ import torch
 
 from glassgpt.bench.report import Recorder, Settings
 from glassgpt.bench.variants import TINY, TRAIN
-from glassgpt.bench.workloads import (DTYPES, build_model, first_call_seconds, make_train_step, model_config,
-                                      peak_matmul, random_batch, twin)
-from glassgpt.flops import peak_flops
+from glassgpt.bench.workloads import (build_model, first_call_seconds, make_train_step, model_config, peak_matmul,
+                                      random_batch, twin)
+from glassgpt.training.flops import peak_flops
+from glassgpt.training.loop import DTYPES
 
 _PEAKS: dict[tuple, float] = {}  # (device, dtype, quick) -> FLOP/s, measured once per process
 
@@ -47,7 +48,7 @@ def mfu(rec: Recorder, s: Settings) -> None:
     peaks = {dt: measured_peak(rec, s, dt) for dt in dtypes}
     sheet = peak_flops(s.device, "bfloat16")
     if sheet:
-        rec.figure("data-sheet peak (bf16 dense)", sheet / 1e12, "TFLOP/s", source="glassgpt.flops.GPU_PEAK_FLOPS")
+        rec.figure("data-sheet peak (bf16 dense)", sheet / 1e12, "TFLOP/s", source="glassgpt.training.flops.GPU_PEAK_FLOPS")
     dtype = "bfloat16" if s.device.type == "cuda" else "float32"  # the dtype each device trains in
     cases = s.choose(quick=[("tiny", TINY, 2, 32)],
                      cpu=[("cpu-baby", {}, 12, 64), ("shakespeare-char", {}, 4, 256), ("gpt2", {}, 1, 128)],

@@ -21,7 +21,8 @@ from torch import nn
 from glassgpt.config import GPTConfig, TrainConfig
 from glassgpt.hooks import HookPoint
 from glassgpt.model import GPT
-from glassgpt.train import DTYPES, apply_gradients, autocast_context, configure_optimizer
+from glassgpt.training.loop import apply_gradients, autocast_context
+from glassgpt.training.optim import configure_optimizer
 
 
 def model_config(base: GPTConfig | str, **overrides) -> GPTConfig:

@@ -33,7 +33,7 @@ from glassgpt.sae.evaluate import evaluate_sae
 from glassgpt.sae.features import feature_stats, features_per_token, render_features_html
 from glassgpt.sae.model import SAE, SAEConfig
 from glassgpt.sae.training import SAETrainConfig, SAETrainer, train_sae
-from glassgpt.train_log import read_metrics
+from glassgpt.training.log import read_metrics
 
 WEIGHTS, CONFIG, STATE, METRICS = "sae.safetensors", "sae.json", "sae_state.pt", "metrics.jsonl"
 EVALUATION, FEATURES, PAGE = "evaluation.json", "features.json", "features.html"

@@ -1,5 +1,5 @@
 """What training writes down: `metrics.jsonl`, `loss.png` and optional TensorBoard
-events. (The MFU estimate it logs lives in `glassgpt.flops`.)
+events. (The MFU estimate it logs lives in `glassgpt.training.flops`.)
 
 Only the main process writes; the others keep the rows in memory so every rank
 agrees on which evals are already done after a resume.
@@ -14,9 +14,8 @@ from pathlib import Path
 from typing import Callable
 
 from glassgpt import checkpoint as ckpt
+from glassgpt.atomic import atomic_write, atomic_write_text
 from glassgpt.errors import RunError, UsageError
-from glassgpt.flops import mfu, peak_flops  # noqa: F401  (re-exported: glassgpt.train_log.peak_flops)
-
 
 MAX_METRICS_BYTES = 1 << 30  # a run's metrics.jsonl is KiB to MiB; a larger one is not one glassgpt wrote
 
@@ -136,7 +135,7 @@ class MetricsLog:
             self.rows = [r for r in read_metrics(self.path.parent, warn) if r.get("step", math.inf) <= up_to_step
                          and r.get("kind") != "final"]
         if self.enabled:
-            ckpt.atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in self.rows))
+            atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in self.rows))
 
     def open_tensorboard(self, resume_step: int | None) -> None:
         """Start the TensorBoard writer; on resume, events after the checkpoint are purged."""
@@ -163,7 +162,7 @@ class MetricsLog:
 
     def plot(self) -> None:
         if self.enabled:
-            ckpt.atomic_write(self.path.with_name(ckpt.PLOT), lambda p: plot_losses(self.rows, p))
+            atomic_write(self.path.with_name(ckpt.PLOT), lambda p: plot_losses(self.rows, p))
         if self.writer is not None:
             self.writer.flush()
 

@@ -189,7 +189,7 @@ def describe(result: dict) -> str:
 def evaluate_hellaswag_file(model: GPT, tokenizer, limit: int | None = None, device: str | torch.device = "cpu",
                             progress: bool = False) -> dict:
     """HellaSwag's validation file (mirror, cache or download, verified), scored as a dict."""
-    from glassgpt import hellaswag
+    from glassgpt.evaluation import hellaswag
     from glassgpt.data import find_raw_file
 
     path = find_raw_file(hellaswag.HELLASWAG_VAL)
@@ -205,7 +205,7 @@ def append_to_metrics(run_dir, result: dict, tensorboard: bool = False) -> dict:
     from pathlib import Path
 
     from glassgpt import checkpoint as ckpt
-    from glassgpt.train_log import MetricsLog, check_tensorboard_available, read_metrics
+    from glassgpt.training.log import MetricsLog, check_tensorboard_available, read_metrics
 
     run_dir = Path(run_dir)
     with ckpt.writer_lock(run_dir):

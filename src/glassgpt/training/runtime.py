@@ -1,12 +1,10 @@
 """The processes of a training run: where each sits in a `torchrun` job, their
 RNG states (saved per rank for an exact resume), and SIGINT/SIGTERM turned into
 a flag that every rank agrees on, so the loop can save a checkpoint before it stops.
-And `inference(model)`: eval mode and no gradients for a measurement, the mode restored after.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 from dataclasses import dataclass
@@ -15,20 +13,6 @@ import torch
 import torch.distributed as dist
 
 from glassgpt.errors import GlassGPTError
-
-
-@contextlib.contextmanager
-def inference(model: torch.nn.Module):
-    """Eval mode (no dropout) and no gradients for a measurement; the model's mode is restored
-    after. (Generation, a generator, uses torch.no_grad as a decorator instead: a `with` block
-    would leak its grad mode to the caller between yields.)"""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            yield model
-    finally:
-        model.train(was_training)
 
 
 @dataclass

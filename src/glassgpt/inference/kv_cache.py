@@ -4,7 +4,7 @@ already seen, so a generation step runs the model on the new token only.
 The protocol, all of it here: the model reads `length` (where the new tokens' positions
 start), each attention layer calls `update(layer, k, v)` to store its new keys and
 values and get back the whole past, and after the last layer the model calls
-`advance(T)`. Whoever drives generation (`glassgpt.generate`) creates the cache,
+`advance(T)`. Whoever drives generation (`glassgpt.inference.generate`) creates the cache,
 and `reset`s it to refill it from a window of tokens.
 """
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from glassgpt.errors import GlassGPTError, UsageError
-from glassgpt.text import MAX_STOP_CHARS
+from glassgpt.inference.text import MAX_STOP_CHARS
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from a demo
 
@@ -82,8 +82,8 @@ class Demo:
                  stop: str = ""):
         """Yield `(text so far, stats line)` as tokens are made. Generation stops at the
         tokenizer's end-of-text token and at `stop` (when not empty, and not shown)."""
-        from glassgpt.generate import check_sampling_args, stream
-        from glassgpt.text import StoppingDecoder
+        from glassgpt.inference.generate import check_sampling_args, stream
+        from glassgpt.inference.text import StoppingDecoder
 
         max_new_tokens, top_k, seed = (whole_number(v, name) for v, name in
                                        ((max_new_tokens, "max new tokens"), (top_k, "top-k"), (seed, "the seed")))
@@ -189,7 +189,7 @@ class SAEDemo:
     def steer(self, prompt: str, name: str, feature, strength, max_new_tokens, seed) -> str:
         """The prompt continued (sampled at temperature 0.8) with `strength` times the feature's direction
         added to the hook's activation at every position."""
-        from glassgpt.generate import generate, without_stopped
+        from glassgpt.inference.generate import generate, without_stopped
         from glassgpt.sae import steering_hook
 
         sae, identity = self._sae(name)
@@ -308,7 +308,7 @@ def launch(run_dir: str, host: str = "127.0.0.1", port: int = 7860, limits: Limi
            dtype: str = "auto"):
     from glassgpt.checkpoint import load_run
 
-    from glassgpt.train_log import read_metrics
+    from glassgpt.training.log import read_metrics
 
     model, tokenizer, _ = load_run(run_dir, dtype=dtype)  # generation and the Inside tab both use this dtype
     from glassgpt.sae import discover_saes

@@ -13,7 +13,7 @@ and the gradients are reduced in fp32 (`MixedPrecisionPolicy`); the master weigh
 pass and recomputes the rest (`torch.utils.checkpoint` per block): less memory, one more forward.
 
 One process (no `torchrun`) with `parallel=fsdp` wraps nothing: one shard is the whole model; its
-checkpoints are sharded ones all the same (glassgpt.sharded), so a run can move between one and
+checkpoints are sharded ones all the same (glassgpt.training.sharded), so a run can move between one and
 many processes.
 """
 
@@ -25,7 +25,7 @@ import torch
 import torch.distributed as dist
 
 from glassgpt.errors import UsageError
-from glassgpt.runtime import Dist
+from glassgpt.training.runtime import Dist
 
 PARALLEL_CHOICES = ("ddp", "fsdp")
 
@@ -62,8 +62,8 @@ def shard(model: torch.nn.Module, dtype: str, device: torch.device, world_size: 
 
 def wrap(raw_model: torch.nn.Module, tc, device: torch.device, dist_info: Dist, log=print) -> torch.nn.Module:
     """What the training steps run: `raw_model` checkpointed, sharded (fsdp, in place) or wrapped
-    in DDP, and compiled (`glassgpt.compiling`). Under fsdp the raw model itself is the sharded one."""
-    from glassgpt.compiling import compile_for_training
+    in DDP, and compiled (`glassgpt.training.compiling`). Under fsdp the raw model itself is the sharded one."""
+    from glassgpt.training.compiling import compile_for_training
 
     raw_model.checkpoint_blocks = tc.activation_checkpointing
     many = dist_info.world_size > 1

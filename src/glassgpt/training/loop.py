@@ -1,5 +1,5 @@
 """The training loop: AdamW, warmup + cosine schedule, gradient accumulation, mixed
-precision, periodic evaluation, atomic checkpoints, exact resume, DDP and FSDP (glassgpt.parallel).
+precision, periodic evaluation, atomic checkpoints, exact resume, DDP and FSDP (glassgpt.training.parallel).
 
 `train(run_config, out_dir)` is the whole job; the functions above it are its
 parts, each usable on its own (tests use them directly): `accumulate_gradients`
@@ -25,21 +25,20 @@ import torch
 import torch.distributed as dist
 
 from glassgpt import checkpoint as ckpt
-from glassgpt import finetune, parallel
-from glassgpt.atomic import kill_point
+from glassgpt.atomic import atomic_write, kill_point, recover
 from glassgpt.config import GPTConfig, RunConfig, TrainConfig, changed, fixed_on, show
 from glassgpt.data import BatchLoader, Prefetcher, TokenDataset, eval_windows
-from glassgpt.device import resolve_device  # noqa: F401  (also glassgpt.train.resolve_device, as before)
+from glassgpt.device import resolve_device
 from glassgpt.errors import RunError, UsageError
+from glassgpt.inference.mode import inference
 from glassgpt.limits import check_fits, training_bytes
 from glassgpt.model import GPT
-from glassgpt.plan import memory_plan
-from glassgpt.optim import (Optimizers, adamw_for, check_optimizer_available, configure_optimizer,  # noqa: F401
-                            lr_at, muon_params)  # their home is glassgpt.optim; importable from here as before
-from glassgpt.runtime import (Dist, Interrupted, StopFlag, gather_rng_states, inference, set_rng_state,
-                              stop_requested)
-from glassgpt.flops import mfu, peak_flops
-from glassgpt.train_log import MetricsLog, check_tensorboard_available
+from glassgpt.training import finetune, parallel
+from glassgpt.training.flops import mfu, peak_flops
+from glassgpt.training.log import MetricsLog, check_tensorboard_available
+from glassgpt.training.optim import Optimizers, check_optimizer_available, configure_optimizer, lr_at
+from glassgpt.training.plan import memory_plan
+from glassgpt.training.runtime import Dist, Interrupted, StopFlag, gather_rng_states, set_rng_state, stop_requested
 
 WHOLE_SPLIT_LOGITS_BYTES = 64 * 2**20  # a whole-split eval batch's logits, at most (fp32)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -178,7 +177,7 @@ def _read_resume_state(run_dir: Path, rc: RunConfig, dist_info: Dist, log) -> tu
     fields declared fixed are the saved ones (check_same_shape, check_same_recipe), the state belongs
     to the saved weights, and another number of processes splits the same global batch."""
     if dist_info.is_main:
-        ckpt.recover(run_dir, ckpt.RUN_FILES)  # finish or undo a checkpoint write cut short by a kill
+        recover(run_dir, ckpt.RUN_FILES)  # finish or undo a checkpoint write cut short by a kill
         ckpt.drop_stale_shards(run_dir)  # ... and the shard folder of one (parallel=fsdp)
     if dist_info.world_size > 1:
         dist.barrier()
@@ -207,7 +206,7 @@ def _restore(state: dict, run_dir: Path, model: GPT, optimizer, scaler, loader: 
     """Put the optimizer (under fsdp, the weights too), scaler, data position and RNG back as they
     were; returns (step, skipped steps). A rank the saved run did not have seeds its RNG afresh."""
     if "sharded" in state:
-        from glassgpt import sharded
+        from glassgpt.training import sharded
 
         sharded.load_shards(run_dir / state["sharded"], model, optimizer, bool(state.get("sharded_optimizer")))
     else:
@@ -350,7 +349,7 @@ def _start(rc: RunConfig, run_dir: Path, resume: bool, log, dist_info: Dist,
     dataset = _load_dataset(rc, source)
     val_data = dataset.split("val")
 
-    sharded = tc.parallel == "fsdp" and dist_info.world_size > 1  # each rank holds 1/N (glassgpt.plan)
+    sharded = tc.parallel == "fsdp" and dist_info.world_size > 1  # each rank holds 1/N (glassgpt.training.plan)
     need = memory_plan(rc, dist_info.world_size).total if sharded else training_bytes(rc.model, tc.batch_size)
     check_fits(need, device, f"training this model at batch_size={tc.batch_size}",
                "lower batch_size (raise grad_accum_steps to keep the batch), block_size, n_embd or n_layer"
@@ -397,7 +396,7 @@ def _start(rc: RunConfig, run_dir: Path, resume: bool, log, dist_info: Dist,
 def _build_model(rc: RunConfig, run_dir: Path, device: torch.device, dist_info: Dist, saved: dict | None,
                  source, on_model, log=print) -> tuple[GPT, torch.nn.Module, object]:
     """The model with its weights (saved, a fine-tuning source's, or fresh from the seed), what the
-    steps run (glassgpt.parallel.wrap), and the optimizer over the (under fsdp, sharded) weights."""
+    steps run (glassgpt.training.parallel.wrap), and the optimizer over the (under fsdp, sharded) weights."""
     tc = rc.train
     torch.manual_seed(tc.seed)  # the same initial weights on every rank (FSDP shards them where they are)
     raw_model = GPT(rc.model).to(device)
@@ -475,7 +474,7 @@ def _save_checkpoint(job: Job, state: TrainState) -> None:
                      "loader": job.batches.state_dict(), "rng": rng}
     weights = None
     if job.tc.parallel == "fsdp":
-        from glassgpt import sharded
+        from glassgpt.training import sharded
 
         folder = parallel.same_on_every_rank(
             sharded.new_folder_name(job.run_dir, state.step) if job.dist_info.is_main else None, job.dist_info)
@@ -562,7 +561,7 @@ def _finish(job: Job, state: TrainState) -> dict:
         from glassgpt.analysis import dynamics
 
         if dynamics.analysis_rows(job.metrics.rows):
-            ckpt.atomic_write(job.run_dir / dynamics.DYNAMICS, lambda p: dynamics.write_dynamics(job.metrics.rows, p))
+            atomic_write(job.run_dir / dynamics.DYNAMICS, lambda p: dynamics.write_dynamics(job.metrics.rows, p))
     bits = next((f" | {v:.3f} {k.replace('_', ' ')}" for k, v in final.items() if k.startswith("bits_per")), "")
     job.log(f"done: val loss {val_loss:.4f} (whole val split){bits} | {train_seconds:.1f}s training, "
             f"{paused['eval']:.1f}s evaluating, {paused['checkpoint']:.1f}s checkpointing")

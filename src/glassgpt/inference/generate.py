@@ -22,11 +22,11 @@ A padded vocabulary (a model with more ids than its tokenizer, e.g. 50304 for
 GPT-2's 50257) never yields an id the tokenizer cannot decode: with
 `vocab_size` the logits of the ids past it are -inf before sampling.
 
-`prepare_for_inference` (in `glassgpt.precision`, importable from here) casts the weights to a
+`prepare_for_inference` (in `glassgpt.precision`) casts the weights to a
 dtype and lays out the unembedding for fast matrix-vector products.
 
-Text in and out (prompts, streamed decoding, stop strings) is `glassgpt.text`;
-the cache's own bookkeeping is `glassgpt.kv_cache`.
+Text in and out (prompts, streamed decoding, stop strings) is `glassgpt.inference.text`;
+the cache's own bookkeeping is `glassgpt.inference.kv_cache`.
 """
 
 from __future__ import annotations
@@ -36,11 +36,7 @@ from typing import Iterable, Iterator
 import torch
 
 from glassgpt.errors import RunError, UsageError
-from glassgpt.kv_cache import KVCache
-# Precision and layout for inference live in glassgpt.precision (below both this module and the
-# run directory, which loads weights in a dtype); importable from here as before.
-from glassgpt.precision import (DTYPE_CHOICES, INFERENCE_DTYPES, cast_weights, inference_dtype,  # noqa: F401
-                                prepare_for_inference)
+from glassgpt.inference.kv_cache import KVCache
 
 
 # ---------------------------------------------------------------- sampling

@@ -1,7 +1,7 @@
 """Text in and out of generation: a prompt to token ids, streamed token ids back to
 text, and stopping at the end-of-text token or at stop strings.
 
-`glassgpt.generate` works in token ids only; `glassgpt sample` and the demo put these
+`glassgpt.inference.generate` works in token ids only; `glassgpt sample` and the demo put these
 around it: `encode_prompt`, then `StoppingDecoder` on each new token (a `StreamDecoder`
 for the bytes of unfinished characters, a `StopText` for stop strings split across tokens).
 """
@@ -12,7 +12,7 @@ import codecs
 from typing import Iterable
 
 from glassgpt.errors import UsageError
-from glassgpt.generate import STOPPED
+from glassgpt.inference.generate import STOPPED
 
 
 MAX_STOP_CHARS = 1000  # per stop string: matching is linear in the text, but a stop string is a phrase

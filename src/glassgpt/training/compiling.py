@@ -5,7 +5,7 @@ What is compiled: the model's forward and, through AOTAutograd, its backward: on
 break at the hook points while no function is attached to them (`HookPoint.forward` reads two
 attributes, which dynamo guards on; attaching a hook later compiles again). Inductor fuses what
 eager runs op by op: RoPE's rotation of q and k, the norms with the residual adds, GELU, the
-loss. Not compiled: the optimizer step (AdamW is fused on CUDA and CPU alike, `glassgpt.optim`)
+loss. Not compiled: the optimizer step (AdamW is fused on CUDA and CPU alike, `glassgpt.training.optim`)
 and the evaluations, which run the bare model eagerly (`train.evaluate` is given `raw_model`), so
 switching to eval mode, a shorter last batch or no_grad never compiles a second graph.
 
