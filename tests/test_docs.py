@@ -93,8 +93,12 @@ def test_every_command_flag_config_key_preset_and_hook_is_in_the_reference():
 
     cli = (DOCS / "reference/cli.md").read_text()
     sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
-    for name, parser in sub.choices.items():
-        assert f"## `glassgpt {name}`" in cli
+    parsers = [(name, parser) for name, parser in sub.choices.items()]
+    for name, parser in list(parsers):
+        forms = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+        parsers += [(f"{name} {form}", p) for form, p in (forms.choices.items() if forms else [])]
+    for name, parser in parsers:
+        assert f"`glassgpt {name.split()[0]}" in cli and name.split()[-1] in cli
         for action in parser._actions:
             for flag in action.option_strings:
                 if flag not in ("-h", "--help"):
@@ -214,9 +218,12 @@ def check_command(argv: list[str]) -> str | None:
     from glassgpt.errors import UsageError
 
     parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
     if len(argv) == 1:  # a command named in prose
-        sub = next(a for a in parser._actions if a.dest == "command")
         return None if argv[0] in sub.choices else f"no command {argv[0]!r}"
+    forms = next((a for a in sub.choices.get(argv[0], parser)._actions if a.dest == "form"), None)
+    if len(argv) == 2 and forms is not None:  # a form named in prose: prepare text, prepare NAME
+        return None if argv[1] in (*forms.choices, "NAME") else f"no form {argv[1]!r} of {argv[0]}"
     err = io.StringIO()
     try:
         with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):

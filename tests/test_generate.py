@@ -266,13 +266,13 @@ def sample_in_process(capsys, *args: str) -> tuple[str, str]:
 def test_cli_sample_prints_what_the_api_generates(gpt2_run):
     r = run_cli("sample", str(gpt2_run), "--prompt", "Hello", "--max-new-tokens", "40", "--seed", "3", "--top-p", "0.9")
     assert r.returncode == 0, r.stderr
-    model, tokenizer, _ = load_run(gpt2_run, dtype="auto")  # the CLI's default
+    model, tokenizer, _ = load_run(gpt2_run, dtype="float32")  # the CLI's default
     idx = torch.tensor([tokenizer.encode("Hello")])
     out = generate(model, idx, 40, temperature=0.8, top_p=0.9, generator=torch.Generator().manual_seed(3),
                    stop_ids=[tokenizer.eot_token])
     new = [i for i in without_stopped(out[0, 1:]) if i != tokenizer.eot_token]
     assert r.stdout == "Hello" + tokenizer.decode(new) + "\n"
-    assert f"{out.size(1) - 1} tokens in" in r.stderr and "tokens/s" in r.stderr and "float16" in r.stderr
+    assert f"{out.size(1) - 1} tokens in" in r.stderr and "tokens/s" in r.stderr and "float32" in r.stderr
 
 
 def test_cli_sample_streams_token_by_token(char_run, monkeypatch):

@@ -68,19 +68,38 @@ def cli_page() -> str:
     from glassgpt.cli import build_parser
 
     parser = build_parser()
-    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    sub = subcommands(parser)
     helps = {c.dest: c.help for c in sub._choices_actions}
     out = [HEADER, "# Commands and flags\n\n",
-           "Every command of `glassgpt`, and every argument it takes, as the parser in "
-           "`src/glassgpt/cli.py` defines them. `glassgpt train --help` (or any other command) prints the same.\n\n"]
+           "Every command of `glassgpt`, and every argument it takes, as the modules of "
+           "`src/glassgpt/commands/` declare them. `glassgpt train --help` (or any other command) prints the same.\n\n"]
     out.append(table(["command", "what it does"], [[f"[`{n}`](#{n})", helps[n]] for n in sub.choices]))
     for name, p in sub.choices.items():
         out.append(f"\n({name})=\n## `glassgpt {name}`\n\n{helps[name][0].upper() + helps[name][1:]}.")
-        if p.description:
-            out.append(f" {p.description}")
-        out.append(f"\n\n```text\n{p.format_usage().strip()}\n```\n\n")
-        rows = [[_flag(a), _default(a), _help(a)] for a in p._actions if not isinstance(a, argparse._HelpAction)]
-        out.append(table(["argument", "default", "meaning"], rows))
+        out.append(_command(p))
+        forms = subcommands(p)
+        if forms is not None:  # prepare NAME | text | hf: one section per distinct set of arguments
+            seen: dict[tuple, list[str]] = {}
+            for form, fp in forms.choices.items():
+                seen.setdefault(tuple(a.dest for a in fp._actions), []).append(form)
+            for names in seen.values():
+                title = names[0] if len(names) == 1 else "NAME"
+                out.append(f"\n### `glassgpt {name} {title}`\n\n")
+                if len(names) > 1:
+                    out.append(f"NAME is one of {', '.join(f'`{n}`' for n in names)}.")
+                out.append(_command(forms.choices[names[0]]))
+    return "".join(out)
+
+
+def subcommands(parser: argparse.ArgumentParser):
+    return next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+
+
+def _command(p: argparse.ArgumentParser) -> str:
+    out = [f" {p.description}" if p.description else "", f"\n\n```text\n{p.format_usage().strip()}\n```\n\n"]
+    rows = [[_flag(a), _default(a), _help(a)] for a in p._actions
+            if not isinstance(a, (argparse._HelpAction, argparse._SubParsersAction))]
+    out.append(table(["argument", "default", "meaning"], rows))
     return "".join(out)
 
 

@@ -25,7 +25,7 @@ from torch.utils.checkpoint import checkpoint
 
 from glassgpt.config import GPTConfig
 from glassgpt.hooks import HookedModule, HookPoint
-from glassgpt.inference.kv_cache import KVCache
+from glassgpt.kv_cache import KVCache
 
 
 class LayerNorm(nn.Module):
@@ -307,7 +307,7 @@ class GPT(HookedModule):
         """idx (B, T) token ids -> logits (B, T, V) for every position, and the mean
         cross-entropy against targets (B, T) when given (-1 marks positions to skip).
         With a `kv_cache`, idx holds only the new tokens; the cache holds the past
-        (its protocol, `length`, `update` and `advance`, is all in `glassgpt.inference.kv_cache`).
+        (its protocol, `length`, `update` and `advance`, is all in `glassgpt.kv_cache`).
         `last_position_only` gives logits (B, 1, V) for the last position alone: all that
         generation needs, without the (T, C) x (C, V) product for the others."""
         if last_position_only and targets is not None:

@@ -7,7 +7,7 @@
 
 from glassgpt.inference.generate import (apply_top_k, apply_top_p, generate, sample_next, sampling_probs, stream,
                                          stream_logits)
-from glassgpt.inference.kv_cache import KVCache
+from glassgpt.kv_cache import KVCache
 from glassgpt.inference.mode import inference
 from glassgpt.precision import prepare_for_inference
 

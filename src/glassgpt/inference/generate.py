@@ -26,7 +26,7 @@ GPT-2's 50257) never yields an id the tokenizer cannot decode: with
 dtype and lays out the unembedding for fast matrix-vector products.
 
 Text in and out (prompts, streamed decoding, stop strings) is `glassgpt.inference.text`;
-the cache's own bookkeeping is `glassgpt.inference.kv_cache`.
+the cache's own bookkeeping is `glassgpt.kv_cache`.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from typing import Iterable, Iterator
 import torch
 
 from glassgpt.errors import RunError, UsageError
-from glassgpt.inference.kv_cache import KVCache
+from glassgpt.kv_cache import KVCache
 
 
 # ---------------------------------------------------------------- sampling

@@ -1,0 +1,115 @@
+"""`glassgpt prepare NAME | text PATH... | hf DATASET`: a built-in dataset, your own text, or a
+Hugging Face dataset, tokenized into `<GLASSGPT_DATA_DIR>/<name>/`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from glassgpt.commands.options import float_arg, positive_int
+
+HELP = "download and tokenize a dataset, or your own text"
+DESCRIPTION = ("glassgpt prepare NAME (a built-in dataset) | prepare text PATH... --name NAME (files and folders "
+               "of your own text) | prepare hf DATASET --name NAME --max-tokens N (a Hugging Face dataset) | "
+               "prepare --list")
+BUILT_IN = ("shakespeare-char", "shakespeare", "enwik8", "fineweb-edu", "repeated-random")  # data.prepare.DATASETS
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--list", action="store_true", help="list the built-in and your prepared datasets")
+    forms = parser.add_subparsers(dest="form", metavar="NAME|text|hf", parser_class=type(parser),
+                                  help="a built-in dataset, text (your files) or hf (a Hugging Face dataset)")
+    for name in BUILT_IN:
+        p = forms.add_parser(name, help="a built-in dataset (glassgpt datasets describes each)",
+                             description="Download (or find in GLASSGPT_MIRROR) and tokenize a built-in dataset.")
+        p.add_argument("--max-tokens", type=positive_int, default=None, help="cap on tokens (streamed datasets)")
+        if name == "fineweb-edu":
+            p.add_argument("--workers", type=positive_int, default=None,
+                           help="tokenizer processes (default: one per CPU)")
+        p.add_argument("--force", action="store_true", help="prepare again even if already prepared")
+        p.set_defaults(prepare=_built_in)
+
+    p = forms.add_parser("text", help="files and folders of your own text",
+                         description="Tokenize your own text: .txt, .md, .jsonl, .parquet files and folders of them.")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="files and folders")
+    p.add_argument("--glob", default=None, help="only files matching this pattern inside folders (e.g. '*.md')")
+    p.add_argument("--errors", choices=("strict", "replace"), default="strict",
+                   help="bytes that are not UTF-8 are refused (strict) or read as U+FFFD (replace)")
+    _own_options(p)
+    p.set_defaults(prepare=_text, trailing="paths")
+
+    p = forms.add_parser("hf", help="a Hugging Face dataset, streamed",
+                         description="Stream a Hugging Face dataset (a name, or a local folder) and tokenize "
+                                     "its first --max-tokens tokens.")
+    p.add_argument("dataset", metavar="DATASET", help="the dataset's name or folder")
+    p.add_argument("--max-tokens", type=positive_int, required=True, help="how much of the dataset to stream")
+    p.add_argument("--config", default=None, help="the dataset's configuration")
+    p.add_argument("--split", default="train", help="the dataset's split")
+    _own_options(p)
+    p.set_defaults(prepare=_hf)
+
+
+def _own_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--name", required=True, help="the name of your dataset (train ... dataset=NAME)")
+    p.add_argument("--tokenizer", default="bpe:4096", metavar="char|byte|gpt2|bpe:N",
+                   help="the tokenizer; bpe:N trains a byte-level BPE of N tokens")
+    p.add_argument("--val-fraction", type=float_arg, default=0.1, help="documents kept for validation")
+    p.add_argument("--text-column", default="text", help="jsonl, parquet, hf: the column holding the text")
+    p.add_argument("--force", action="store_true", help="prepare again even if already prepared")
+
+
+def run(args) -> None:
+    if args.list:
+        if args.form is not None:
+            raise_usage("--list takes no dataset: glassgpt prepare --list")
+        from glassgpt.commands.datasets import run as list_datasets
+
+        return list_datasets(args)
+    if args.form is None:
+        raise_usage("prepare needs a dataset: a built-in NAME, text PATH... --name NAME, or hf DATASET --name NAME "
+                    "--max-tokens N (glassgpt prepare --list shows them)")
+    args.prepare(args)
+
+
+def raise_usage(message: str):
+    from glassgpt.errors import UsageError
+
+    raise UsageError(message)
+
+
+def _built_in(args) -> None:
+    from glassgpt.data import check_dataset_name, dataset_path, prepare
+    from glassgpt.data.prepare import is_current
+
+    spec = check_dataset_name(args.form)
+    already = is_current(dataset_path(args.form), spec) and not args.force
+    path = prepare(args.form, max_tokens=args.max_tokens, force=args.force, workers=getattr(args, "workers", None))
+    note = " (already prepared: nothing to do; --force prepares it again)" if already else ""
+    print(f"{args.form} is ready in {path}{note}")
+
+
+def _text(args) -> None:
+    from glassgpt.data import TextRequest
+
+    paths = [os.path.abspath(os.path.expanduser(p)) for p in args.paths]
+    _prepare_own(args, TextRequest(paths=paths, glob=args.glob, errors=args.errors, **_common(args)))
+
+
+def _hf(args) -> None:
+    from glassgpt.data import TextRequest
+
+    dataset = os.path.abspath(args.dataset) if os.path.exists(args.dataset) else args.dataset
+    _prepare_own(args, TextRequest(paths=[], max_tokens=args.max_tokens, **_common(args),
+                                   hf={"dataset": dataset, "config": args.config, "split": args.split}))
+
+
+def _common(args) -> dict:
+    return dict(tokenizer=args.tokenizer, text_column=args.text_column, val_fraction=args.val_fraction)
+
+
+def _prepare_own(args, request) -> None:
+    from glassgpt.data import describe_dataset, prepare_user
+
+    path = prepare_user(args.name, request, force=args.force)
+    print(f"{args.name} is ready in {path}: {describe_dataset(path)}; train on it with: "
+          f"glassgpt train cpu-baby dataset={args.name}")
