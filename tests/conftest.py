@@ -237,14 +237,75 @@ def run_cli(*args: str, timeout: float = 300, env: dict | None = None, cwd=None)
     return subprocess.CompletedProcess(["glassgpt", *map(str, args)], code, out.getvalue(), err.getvalue())
 
 
-def assert_clean_error(result: subprocess.CompletedProcess, code: int, *fragments: str) -> None:
-    """One line on stderr, the given exit status, no traceback."""
-    assert result.returncode == code, (result.returncode, result.stderr)
-    assert "Traceback" not in result.stderr, result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
+def assert_clean_error(result, code: int, *fragments: str) -> None:
+    """The promise every bad input gets: the given exit status and one line on stderr,
+    `glassgpt...: error: ...`, holding each fragment, and no traceback. `result` is a finished
+    process (`run_cli`) or the (status, stdout, stderr) of `cli`."""
+    status, err = (result.returncode, result.stderr) if hasattr(result, "returncode") else (result[0], result[2])
+    assert status == code, (status, err)
+    assert "Traceback" not in err, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("glassgpt") and ": error: " in lines[0], err
     for fragment in fragments:
         assert fragment in lines[0], lines[0]
+
+
+def cli(*argv) -> tuple[int, str, str]:
+    """`glassgpt ARGV` in process: (exit status, stdout, stderr). Any exception other than
+    SystemExit propagates, and fails the test: it would have been a traceback."""
+    import contextlib
+    import io
+
+    from glassgpt.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main([str(a) for a in argv])
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    return code, out.getvalue(), err.getvalue()
+
+
+# The smallest training run the CLI accepts: seconds on a CPU.
+TINY = ["n_layer=1", "n_head=2", "n_embd=16", "block_size=16", "batch_size=2", "max_iters=2", "eval_interval=1",
+        "eval_iters=1", "log_interval=1", "warmup_iters=1", "device=cpu"]
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """Every entry below `folder` (links not followed) -> a digest of what it is."""
+    found = {}
+    for root, dirs, files in os.walk(folder):
+        for name in dirs + files:
+            path = Path(root) / name
+            rel = str(path.relative_to(folder))
+            if path.is_symlink():
+                found[rel] = "link:" + os.readlink(path)
+            elif path.is_file():
+                found[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
+            else:
+                found[rel] = "dir"
+    return found
+
+
+def push_all(stop, pieces: list[str]) -> tuple[str, bool]:
+    """Push `pieces` through a StopText: (what is shown, whether a stop string was hit)."""
+    shown, hit = "", False
+    for piece in pieces:
+        text, hit = stop.push(piece)
+        shown += text
+        if hit:
+            break
+    return shown + ("" if hit else stop.flush()), hit
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def make_tiny_run(run_dir: Path, text: str = "ROMEO: wherefore art thou?\nJULIET: here.\n", **cfg) -> Path:

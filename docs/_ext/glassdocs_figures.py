@@ -10,7 +10,7 @@ A page holds a rendered table between two markers:
 
 `check(paths)` names every block whose text differs from what its JSON renders today, every
 figure name that is not in the registry and every registered file that does not exist; the
-docs build and tests/test_docs.py both call it.
+docs build and tests/docs/test_docs.py both call it.
 """
 
 from __future__ import annotations

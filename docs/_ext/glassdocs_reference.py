@@ -372,7 +372,7 @@ def memory_page() -> str:
             "the GPT-2 presets and GPT-2's larger shapes (medium, large, XL) on the `gpt2` preset's recipe "
             "(context 1024, `batch_size=8` per GPU, AdamW) with `dtype=bfloat16`. Computed by "
             "`glassgpt.training.plan.memory_plan` from the config alone; its weights, gradients and optimizer state per "
-            "rank are checked against what two CPU ranks hold (`tests/test_fsdp.py`). Working copies are the "
+            "rank are checked against what two CPU ranks hold (`tests/training/test_fsdp.py`). Working copies are the "
             "all-gathered units under fsdp, DDP's gradient buckets and autocast's bf16 weights; activations are "
             "one micro-batch's, and the logits (B, T, 50257) in fp32 are a large part of them. "
             f"A GPU size (GB) is listed when the total is under {HEADROOM:.0%} of it; the sizes tried are "

@@ -4,12 +4,14 @@ A size with no upper bound (`n_embd=10**7`, `--num-samples 10**6`, `batch_size=1
 would otherwise end in an allocator traceback minutes later, or push the machine
 into swap. Each estimate here counts the tensors a job cannot do without, in bytes,
 from the config alone; `check_fits` compares it with the device's memory and refuses
-in one sentence with the figure. The estimates are deliberately rough (within a small
-factor): they are a guard against sizes that cannot work, not a planner.
+in one sentence with the figure. The estimates for inference are deliberately rough (within a
+small factor): they are a guard against sizes that cannot work. Training is checked against
+`glassgpt.training.plan.memory_plan`, the one memory model of a training run.
 """
 
 from __future__ import annotations
 
+import math
 import os
 
 import torch
@@ -19,18 +21,24 @@ from glassgpt.errors import UsageError
 FP32 = 4
 
 
+def units(cfg) -> dict[str, list[torch.Size]]:
+    """The shapes of the parameters of each FSDP unit: `blocks.{i}` and the root (the rest),
+    each shared tensor once (a tied head is the embedding)."""
+    from glassgpt.model import GPT
+
+    with torch.device("meta"):
+        model = GPT(cfg)
+    out: dict[str, list[torch.Size]] = {}
+    for name, p in model.named_parameters():  # named_parameters yields a shared tensor once
+        unit = ".".join(name.split(".")[:2]) if name.startswith("blocks.") else "root"
+        out.setdefault(unit, []).append(p.shape)
+    return out
+
+
 def parameter_count(cfg) -> int:
-    """The parameters of a `GPTConfig`, counted from its sizes (no model is built)."""
-    C, V, L = cfg.n_embd, cfg.vocab_size, cfg.n_layer
-    bias = C if cfg.bias else 0
-    norm = C + bias  # weight (and bias)
-    attention = C * 3 * C + 3 * bias + C * C + bias
-    mlp = 0 if cfg.attn_only else C * 4 * C + 4 * bias + 4 * C * C + bias
-    sink = {"learned": cfg.n_head, "gate": C * cfg.n_head + cfg.n_head}.get(cfg.attn_sink, 0)
-    per_layer = norm + attention + sink + (0 if cfg.attn_only else norm) + mlp
-    embeddings = V * C + (cfg.block_size * C if cfg.pos_encoding == "learned" else 0)
-    head = 0 if cfg.tie_weights else V * C
-    return embeddings + L * per_layer + norm + head
+    """The parameters of a `GPTConfig`: the model built on the meta device (no memory), each
+    shared tensor once -- the same count as `GPT.num_params()` and `glassgpt plan`."""
+    return sum(math.prod(shape) for shapes in units(cfg).values() for shape in shapes)
 
 
 def inference_bytes(cfg, batch: int, tokens: int) -> int:
@@ -53,12 +61,6 @@ def activation_bytes(cfg, batch_size: int, dtype_bytes: int = FP32, checkpointin
     logits = 2 * B * T * cfg.vocab_size * FP32
     kept = cfg.n_layer * B * T * cfg.n_embd + per_layer if checkpointing else cfg.n_layer * per_layer
     return kept * dtype_bytes + logits
-
-
-def training_bytes(cfg, batch_size: int) -> int:
-    """fp32 weights, gradients and AdamW's two moments, plus the activations kept for the
-    backward pass (`activation_bytes`). glassgpt.training.plan splits this per GPU."""
-    return parameter_count(cfg) * 4 * FP32 + activation_bytes(cfg, batch_size)
 
 
 def device_memory(device: torch.device | str) -> int | None:

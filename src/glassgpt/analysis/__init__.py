@@ -16,7 +16,7 @@ from glassgpt.analysis.circuits import (
 from glassgpt.analysis.measures import (
     SINK_EPSILON, mean_head, mean_z, attention_distance, attention_patterns, batch_patterns, find_sinks, head_ablation,
     induction_stripe, key_shares, normalized_entropy, prefix_matching,
-    previous_token_stripe, repeated_random_tokens, sink_rate, sink_scores, window_average, zero_head,
+    previous_token_stripe, repeated_random_tokens, sink_rate, sink_scores, zero_head,
 )
 from glassgpt.analysis.plots import (
     plot_attention, plot_attention_grid, plot_head_heatmap, plot_logit_lens, token_labels,
@@ -36,5 +36,5 @@ __all__ = [
     "analyze", "attention_distance", "attention_patterns", "batch_patterns", "depth_scan", "find_sinks",
     "head_ablation", "induction_scores", "layer_lines", "logit_lens", "normalized_entropy", "plot_attention",
     "plot_attention_grid", "plot_head_heatmap", "plot_logit_lens", "repeated_random_tokens", "sink_scores",
-    "summarize", "token_labels", "View", "view", "window_average", "write_report", "zero_head",
+    "summarize", "token_labels", "View", "view", "write_report", "zero_head",
 ]

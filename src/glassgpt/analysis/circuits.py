@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from glassgpt.analysis.measures import _device, as_batch
+from glassgpt.analysis.measures import as_batch, device_of
 from glassgpt.inference.mode import inference
 from glassgpt.model import GPT
 
@@ -62,7 +62,7 @@ def patched_logits(model: GPT, corrupted: torch.Tensor, clean_cache: dict[str, t
     one position, or one head): -> (B, T, V). Patching a whole residual stream restores the
     clean logits exactly."""
     with inference(model):
-        logits, _ = model.run_with_hooks(as_batch(corrupted).to(_device(model)),
+        logits, _ = model.run_with_hooks(as_batch(corrupted).to(device_of(model)),
                                          fwd_hooks=[(name, replace_at(clean_cache[name], position, head))])
     return logits
 
@@ -81,7 +81,7 @@ def activation_patching(model: GPT, clean: torch.Tensor, corrupted: torch.Tensor
         raise ValueError(f"over must be 'positions' or 'heads', got {over!r}")
     if over == "positions" and site not in PATCH_SITES:
         raise ValueError(f"site must be one of {PATCH_SITES}, got {site!r}")
-    device = _device(model)
+    device = device_of(model)
     L, H, T = model.config.n_layer, model.config.n_head, clean.size(1)
     suffix = "attn.z" if over == "heads" else site
     names = [f"blocks.{layer}.{suffix}" for layer in range(L)]
@@ -111,7 +111,7 @@ def direct_logit_attribution(model: GPT, idx: torch.Tensor, token: int, position
     the softcap" (the cap is not additive, so it is the logit `model.unembed(x, softcap=False)` gives);
     `model_logit`: the model's own output logit (after the cap, when there is one).
     What a head writes reaches the logit through later layers too; this counts the direct path only."""
-    idx = as_batch(idx).to(_device(model))
+    idx = as_batch(idx).to(device_of(model))
     if idx.size(0) != 1:
         raise ValueError(f"direct_logit_attribution takes one sequence, got a batch of {idx.size(0)}")
     token = check_token(model, token, "token")
@@ -123,10 +123,10 @@ def direct_logit_attribution(model: GPT, idx: torch.Tensor, token: int, position
     names = ["embed", f"blocks.{L - 1}.resid_post"] + [f"blocks.{i}.{s}" for i in range(L) for s in sites]
     with inference(model):
         logits, cache = model.run_with_cache(idx, names=names)
-        return _attribute(model, cache, logits, token, position)
+        return attribute_from_cache(model, cache, logits, token, position)
 
 
-def _attribute(model: GPT, cache: dict, logits: torch.Tensor, token: int, position: int) -> dict:
+def attribute_from_cache(model: GPT, cache: dict, logits: torch.Tensor, token: int, position: int) -> dict:
     """The sums of `direct_logit_attribution`, in float64, from its cache."""
     L, H, hs = model.config.n_layer, model.config.n_head, model.config.head_size
     at = lambda name: cache[name][0, position].double() if cache[name].dim() == 3 else cache[name][0, :, position].double()  # noqa: E731

@@ -32,7 +32,7 @@ def as_batch(idx: torch.Tensor) -> torch.Tensor:
     return idx.long()
 
 
-def _device(model: GPT) -> torch.device:
+def device_of(model: GPT) -> torch.device:
     return next(model.parameters()).device
 
 
@@ -40,7 +40,7 @@ def _device(model: GPT) -> torch.device:
 
 def batch_patterns(model: GPT, idx: torch.Tensor) -> torch.Tensor:
     """Attention patterns of every layer for a batch: idx (B, T) -> (L, B, H, T, T)."""
-    idx = as_batch(idx).to(_device(model))
+    idx = as_batch(idx).to(device_of(model))
     with inference(model):
         _, cache = model.run_with_cache(idx, names=pattern_names(model))
     return torch.stack([cache[name].float() for name in pattern_names(model)])  # (L, B, H, T, T)
@@ -69,18 +69,6 @@ def normalized_entropy(patterns: torch.Tensor) -> torch.Tensor:
     entropy = -torch.special.xlogy(rows, rows).sum(dim=-1)  # (..., T-1); 0 log 0 = 0
     visible = torch.arange(2, patterns.size(-2) + 1, device=patterns.device, dtype=torch.float32)  # i + 1 keys
     return (entropy / visible.log()).mean(dim=-1)  # (...)
-
-
-def window_average(model: GPT, windows: torch.Tensor, measure, batch_size: int = 8) -> torch.Tensor:
-    """`measure(patterns (L, b, H, T, T)) -> (L, b, H)` averaged over a batch of windows
-    (B, T), taken `batch_size` windows at a time to bound memory: -> (L, H)."""
-    windows = as_batch(windows)
-    total = None
-    for start in range(0, windows.size(0), batch_size):
-        chunk = windows[start: start + batch_size]
-        values = measure(batch_patterns(model, chunk)).sum(dim=1)  # (L, H) summed over the chunk
-        total = values if total is None else total + values
-    return total / windows.size(0)
 
 
 def attention_distance(patterns: torch.Tensor) -> torch.Tensor:
@@ -264,7 +252,7 @@ def mean_head(head: int, mean: torch.Tensor):
 
 def mean_z(model: GPT, reference: torch.Tensor) -> torch.Tensor:
     """Each head's output `attn.z` averaged over every position of a reference batch (B, T): -> (L, H, hs)."""
-    reference = as_batch(reference).to(_device(model))
+    reference = as_batch(reference).to(device_of(model))
     with inference(model):
         _, cache = model.run_with_cache(reference, names=lambda name: name.endswith("attn.z"))
     return torch.stack([cache[f"blocks.{i}.attn.z"].float().mean(dim=(0, 2)) for i in range(model.config.n_layer)])
@@ -282,7 +270,7 @@ def head_ablation(model: GPT, idx: torch.Tensor, targets: torch.Tensor, mode: st
     says about this particular text. `progress(done, total)` is told after each head."""
     if mode not in ABLATION_MODES:
         raise ValueError(f"mode must be one of {ABLATION_MODES}, got {mode!r}")
-    idx, targets = as_batch(idx).to(_device(model)), as_batch(targets).to(_device(model))
+    idx, targets = as_batch(idx).to(device_of(model)), as_batch(targets).to(device_of(model))
     L, H = model.config.n_layer, model.config.n_head
     means = mean_z(model, idx if reference is None else reference) if mode == "mean" else None
     increase = torch.zeros(L, H)

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from glassgpt.analysis.measures import (
-    _device, as_batch, attention_distance, default_induction_seq_len, induction_stripe, key_shares,
+    device_of, as_batch, attention_distance, default_induction_seq_len, induction_stripe, key_shares,
     normalized_entropy, prefix_matching_sums, previous_token_stripe, repeated_random_tokens, sink_scores_of_shares,
 )
 from glassgpt.inference.mode import inference
@@ -120,7 +120,7 @@ def stream_patterns(model: GPT, windows: torch.Tensor, reducers: dict[str, Reduc
     """Run `windows` (B, T) through the model `batch_size` at a time and reduce every layer's
     attention pattern inside its hook: `{name: (L, ...)}`, each reducer's mean over the windows.
     `extra_hooks(chunk, start)` may add hooks to the same passes (the logit lens does)."""
-    windows = as_batch(windows).to(_device(model))
+    windows = as_batch(windows).to(device_of(model))
     sums = {name: [Mean() for _ in range(model.config.n_layer)] for name in reducers}
     with inference(model):
         for start in range(0, windows.size(0), batch_size):
@@ -180,7 +180,7 @@ def lens_hooks(model: GPT, targets: torch.Tensor, positions: torch.Tensor, losse
     """`extra_hooks` for `stream_patterns`: decode the residual stream after the embedding and after
     every block at `positions`, through `model.unembed`, and add up loss and top-1 hits."""
     names = ["embed"] + [f"blocks.{i}.resid_post" for i in range(model.config.n_layer)]
-    targets = as_batch(targets).to(_device(model))
+    targets = as_batch(targets).to(device_of(model))
 
     def make(chunk: torch.Tensor, start: int) -> list:
         chunk_targets = targets[start: start + chunk.size(0)][:, positions]  # (b, P)

@@ -109,11 +109,11 @@ def lens_positions(model, T: int) -> list[int]:
 
 def head_attribution(model, cache: dict, logits: torch.Tensor, ids: list[int]) -> torch.Tensor:
     """Mean direct logit attribution (L, H) of each head to the true next token, over the prompt's positions."""
-    from glassgpt.analysis.circuits import _attribute
+    from glassgpt.analysis.circuits import attribute_from_cache
 
     total = torch.zeros(model.config.n_layer, model.config.n_head)
     for position in range(len(ids) - 1):
-        total += _attribute(model, cache, logits, ids[position + 1], position)["heads"]
+        total += attribute_from_cache(model, cache, logits, ids[position + 1], position)["heads"]
     return total / max(len(ids) - 1, 1)
 
 

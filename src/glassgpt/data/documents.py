@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import codecs
 import gzip
-import hashlib
 import json
 import zlib
 from dataclasses import dataclass
@@ -33,7 +32,6 @@ from typing import Iterator
 from glassgpt.errors import UsageError
 
 KINDS = ("text", "jsonl", "parquet")
-HASH_READ_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -89,14 +87,6 @@ def find_sources(paths: list[str | Path], glob: str | None = None) -> list[Sourc
             seen.add(real)
             found.append(Source(file, *kind_of(file)))
     return found
-
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(HASH_READ_BYTES), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # ---------------------------------------------------------------- reading

@@ -34,7 +34,8 @@ from typing import Iterator
 import numpy as np
 from tqdm import tqdm
 
-from glassgpt.data.documents import Source, documents, find_sources, safe_cut, sha256_of
+from glassgpt.data.documents import Source, documents, find_sources, safe_cut
+from glassgpt.data.sources import sha256_of
 from glassgpt.data.writing import SplitWriter, token_dtype
 from glassgpt.errors import RunError, UsageError
 from glassgpt.tokenizer import BPETokenizer, Tokenizer, get_tokenizer, parse_tokenizer_spec

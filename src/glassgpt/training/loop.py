@@ -31,7 +31,7 @@ from glassgpt.data import BatchLoader, Prefetcher, TokenDataset, eval_windows
 from glassgpt.device import resolve_device
 from glassgpt.errors import RunError, UsageError
 from glassgpt.inference.mode import inference
-from glassgpt.limits import check_fits, training_bytes
+from glassgpt.limits import check_fits
 from glassgpt.model import GPT
 from glassgpt.training import finetune, parallel
 from glassgpt.training.flops import mfu, peak_flops
@@ -350,8 +350,7 @@ def _start(rc: RunConfig, run_dir: Path, resume: bool, log, dist_info: Dist,
     val_data = dataset.split("val")
 
     sharded = tc.parallel == "fsdp" and dist_info.world_size > 1  # each rank holds 1/N (glassgpt.training.plan)
-    need = memory_plan(rc, dist_info.world_size).total if sharded else training_bytes(rc.model, tc.batch_size)
-    check_fits(need, device, f"training this model at batch_size={tc.batch_size}",
+    check_fits(memory_plan(rc, dist_info.world_size).total, device, f"training this model at batch_size={tc.batch_size}",
                "lower batch_size (raise grad_accum_steps to keep the batch), block_size, n_embd or n_layer"
                + ("" if sharded else ", or use parallel=fsdp on several GPUs"))
     raw_model, model, optimizer = _build_model(rc, run_dir, device, dist_info, saved, source, on_model, log)

@@ -29,7 +29,7 @@ import math
 
 import torch
 
-from glassgpt.limits import FP32, activation_bytes, human_bytes
+from glassgpt.limits import FP32, activation_bytes, human_bytes, units
 
 GPU_SIZES_GB = (16, 24, 40, 80, 141)  # V100/T4, 4090/A10, A100-40, A100/H100-80, H200
 HEADROOM = 0.9  # the share of a GPU's memory a plan may fill
@@ -59,20 +59,6 @@ class MemoryPlan:
     def fits(self, sizes_gb=GPU_SIZES_GB) -> list[int]:
         """The GPU memory sizes (GB) whose HEADROOM share holds the whole plan."""
         return [size for size in sizes_gb if self.total <= HEADROOM * size * GB]
-
-
-def units(cfg) -> dict[str, list[torch.Size]]:
-    """The shapes of the parameters of each FSDP unit: `blocks.{i}` and the root (the rest),
-    each shared tensor once (a tied head is the embedding)."""
-    from glassgpt.model import GPT
-
-    with torch.device("meta"):
-        model = GPT(cfg)
-    out: dict[str, list[torch.Size]] = {}
-    for name, p in model.named_parameters():  # named_parameters yields a shared tensor once
-        unit = ".".join(name.split(".")[:2]) if name.startswith("blocks.") else "root"
-        out.setdefault(unit, []).append(p.shape)
-    return out
 
 
 def shard_numel(shape: torch.Size, gpus: int) -> int:

@@ -1,6 +1,6 @@
 """Attention-sink remedies (`attn_sink = "learned" | "gate"`): each changes the function, and the
 hooks show the weights actually used, the sink weight and the gate. Both attention paths, the KV
-cache, export and resume with each remedy: tests/test_options_contract.py."""
+cache, export and resume with each remedy: tests/commands/test_options_contract.py."""
 
 import pytest
 import torch

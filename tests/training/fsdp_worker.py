@@ -1,8 +1,8 @@
-"""Run under `torchrun` by tests/test_fsdp.py: several training runs in one launch (starting
+"""Run under `torchrun` by tests/training/test_fsdp.py: several training runs in one launch (starting
 torchrun costs seconds, so the tests start it as few times as they can), then what each rank
 holds of one sharded step.
 
-    python -m torch.distributed.run --standalone --nproc_per_node=2 tests/fsdp_worker.py JOBS.json
+    python -m torch.distributed.run --standalone --nproc_per_node=2 tests/training/fsdp_worker.py JOBS.json
 
 JOBS.json: {"runs": [{"out": DIR, "args": [key=value ...], "resume": false, "env": {NAME: VALUE}}, ...],
             "measure": {"out": FILE.json, "args": [key=value ...]}}

@@ -15,7 +15,7 @@ from glassgpt.sae import (SAE, SAEConfig, SAETrainConfig, evaluate_sae, load_sae
 from glassgpt.training.loop import train
 
 from conftest import tiny_config
-from test_hostile import TINY, assert_refused, cli, snapshot
+from conftest import TINY, assert_clean_error, cli, snapshot
 
 
 def sparse_mixes(truth: torch.Tensor, active: int, rows: int, generator: torch.Generator):
@@ -153,20 +153,20 @@ def test_a_resumed_sae_equals_one_trained_in_one_go(run_dir, tmp_path):
 ])
 def test_bad_sae_requests_are_one_line_and_write_nothing(run_dir, args, fragment):
     before = snapshot(run_dir)
-    assert_refused(cli("sae", run_dir, *args), 2, fragment)
+    assert_clean_error(cli("sae", run_dir, *args), 2, fragment)
     assert snapshot(run_dir) == before
 
 
 def test_an_sae_on_a_run_without_its_data_is_one_line(run_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("GLASSGPT_DATA_DIR", str(tmp_path / "no-data"))
-    assert_refused(cli("sae", run_dir, "--hook", "blocks.0.resid_post", *SMALL), 2, "not ready", "prepare")
+    assert_clean_error(cli("sae", run_dir, "--hook", "blocks.0.resid_post", *SMALL), 2, "not ready", "prepare")
     assert not (run_dir / "sae").exists()
 
 
 def test_an_existing_sae_folder_needs_resume_and_resume_needs_the_same_settings(run_dir):
     assert cli("sae", run_dir, "--hook", "blocks.0.resid_post", *SMALL)[0] == 0
-    assert_refused(cli("sae", run_dir, "--hook", "blocks.0.resid_post", *SMALL), 2, "--resume")
-    assert_refused(cli("sae", run_dir, "--hook", "blocks.0.resid_post", *SMALL[:-1], "4", "--resume"), 2,
+    assert_clean_error(cli("sae", run_dir, "--hook", "blocks.0.resid_post", *SMALL), 2, "--resume")
+    assert_clean_error(cli("sae", run_dir, "--hook", "blocks.0.resid_post", *SMALL[:-1], "4", "--resume"), 2,
                    "other settings", "sae")
 
 
@@ -226,4 +226,4 @@ def test_a_corrupt_sae_folder_is_one_line_on_resume(run_dir, name):
     assert cli("sae", run_dir, "--hook", "blocks.0.resid_post", *SMALL)[0] == 0
     path = run_dir / "sae" / "blocks.0.resid_post" / name
     path.write_bytes(path.read_bytes()[:100])
-    assert_refused(cli("sae", run_dir, "--hook", "blocks.0.resid_post", *SMALL, "--resume"), 1, "corrupt")
+    assert_clean_error(cli("sae", run_dir, "--hook", "blocks.0.resid_post", *SMALL, "--resume"), 1, "corrupt")

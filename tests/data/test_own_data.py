@@ -460,7 +460,7 @@ def test_the_tokenizer_benchmark_runs_and_writes_its_json(tmp_path, monkeypatch,
     from pathlib import Path
 
     monkeypatch.setenv("GLASSGPT_MIRROR", str(mirror))
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_tokenizers.py"
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_tokenizers.py"
     spec = importlib.util.spec_from_file_location("bench_tokenizers", script)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -479,7 +479,7 @@ def test_the_vocabulary_comparison_runs_and_writes_its_json(dirs, tmp_path):
     (tmp_path / "texts").mkdir()
     for i in range(10):
         (tmp_path / "texts" / f"{i}.txt").write_text(corpus_text(30 + i))
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "own_data_vocab.py"
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "own_data_vocab.py"
     spec = importlib.util.spec_from_file_location("own_data_vocab", script)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -315,6 +315,6 @@ def test_cli_num_samples_prints_each_sample_of_one_batch(char_run, capsys):
     (["--max-new-tokens", str(MAX_NEW_TOKENS + 1)], "capped"),
     (["--prompt", ""], "no start token"),
     (["--seed", str(2**70)], "seed"),
-])  # --temperature -1, --top-k 0 and --top-p 1.5 are in test_cli.py
+])  # --temperature -1, --top-k 0 and --top-p 1.5 are in commands/test_cli.py
 def test_cli_bad_sampling_input_is_one_line_exit_2(char_run, args, fragment):
     assert_clean_error(run_cli("sample", str(char_run), *args), 2, fragment)

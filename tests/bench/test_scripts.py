@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 
 
 def tiny_args(out: Path, data_dir: Path = Path("data")) -> dict[str, list[str]]:
@@ -37,9 +37,9 @@ def tiny_args(out: Path, data_dir: Path = Path("data")) -> dict[str, list[str]]:
 
 
 # Run at a tiny size by another test (it needs a trained run, which that file makes).
-SMOKED_ELSEWHERE = {"bench_sae": "tests/test_sae.py::test_the_sae_benchmark_runs_at_a_tiny_size",
-                    "bench_tokenizers": "tests/test_own_data.py::test_the_tokenizer_benchmark_runs_and_writes_its_json",
-                    "own_data_vocab": "tests/test_own_data.py::test_the_vocabulary_comparison_runs_and_writes_its_json"}
+SMOKED_ELSEWHERE = {"bench_sae": "tests/sae/test_sae.py::test_the_sae_benchmark_runs_at_a_tiny_size",
+                    "bench_tokenizers": "tests/data/test_own_data.py::test_the_tokenizer_benchmark_runs_and_writes_its_json",
+                    "own_data_vocab": "tests/data/test_own_data.py::test_the_vocabulary_comparison_runs_and_writes_its_json"}
 # Not benchmarks of glassgpt: run by one in another interpreter (which has no glassgpt).
 HELPERS = {"saelens_topk": "bench_sae.py runs it in an interpreter with sae-lens"}
 SCRIPTS = sorted(p.stem for p in BENCHMARKS.glob("*.py") if p.stem not in HELPERS)

@@ -307,12 +307,11 @@ def test_report_in_the_browser(report, run, open_page, model_and_tokenizer):
 @pytest.fixture(scope="module")
 def demo_server(run):
     pytest.importorskip("gradio", reason="the demo tests need the demo extra (make test installs it)")
-    from test_demo import LIMITS, free_port
-
-    from glassgpt.demo import Demo, build_app
+    from conftest import free_port
+    from glassgpt.demo import Demo, Limits, build_app
 
     model, tokenizer, _ = load_run(run)
-    demo = Demo(model, tokenizer, LIMITS)
+    demo = Demo(model, tokenizer, Limits(max_prompt_chars=100, max_new_tokens=40))
     app = build_app(demo, title="glassgpt view test")
     port = free_port()
     app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)

@@ -17,7 +17,7 @@ from glassgpt.inference.text import StoppingDecoder, StopText
 from glassgpt.model import GPT, LayerNorm
 from glassgpt.tokenizer import get_tokenizer
 
-from conftest import assert_clean_error, make_tiny_run, run_cli, tiny_config
+from conftest import assert_clean_error, make_tiny_run, push_all, run_cli, tiny_config
 
 ENCODINGS_AND_IMPLS = [(pos, impl) for pos in ("learned", "rope") for impl in ("manual", "sdpa")]
 # Largest |logit difference| against fp32, as a fraction of the largest |logit|: measured
@@ -159,16 +159,6 @@ def test_bad_stop_ids_and_vocab_sizes_are_usage_errors():
 
 
 # ---------------------------------------------------------------- stop strings
-
-def push_all(stop: StopText, pieces: list[str]) -> tuple[str, bool]:
-    shown, hit = "", False
-    for piece in pieces:
-        text, hit = stop.push(piece)
-        shown += text
-        if hit:
-            break
-    return shown + ("" if hit else stop.flush()), hit
-
 
 def test_a_stop_string_split_across_pieces_is_found_and_not_shown():
     assert push_all(StopText(["</s>"]), ["ab", "c<", "/", "s>rest"]) == ("abc", True)

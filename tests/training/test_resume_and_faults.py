@@ -227,7 +227,7 @@ def test_resuming_a_finished_run_does_nothing_and_a_longer_one_extends_it(small_
 def test_resuming_with_another_number_of_processes_keeps_the_global_batch(small_data, tmp_path):
     """A run of 2 ranks holds 2 RNG states and a global batch of 2 x batch_size, drawn from one
     generator: resumed in one process, batch_size doubles so the data goes on exactly (the 2 -> 1 -> 2
-    runs themselves are in tests/test_fsdp.py)."""
+    runs themselves are in tests/training/test_fsdp.py)."""
     run_dir = tmp_path / "run"
     train(tiny_run_config("max_iters=2", "batch_size=2"), run_dir, log=quiet)
     state = ckpt.load_trainer_state(run_dir)

@@ -4,7 +4,7 @@ two-"node" c10d rendezvous), a SIGKILL during a sharded save, and the memory pla
 what each rank holds.
 
 torchrun is started three times in all (it costs seconds each): one launch trains every run the
-comparisons need and measures a step (tests/fsdp_worker.py), one resumes over two nodes, one
+comparisons need and measures a step (tests/training/fsdp_worker.py), one resumes over two nodes, one
 dies mid-save. The models are tiny (2 layers, 32 wide, 16 positions) and the validation split
 256 tokens, so the whole module takes a few tens of seconds on 2 cores.
 

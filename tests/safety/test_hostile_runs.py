@@ -7,7 +7,6 @@ hundreds of corrupted runs cost seconds. The cases the hostile-input review foun
 first, one test each; then the fuzzing (hypothesis) over every file of a run.
 """
 
-import hashlib
 import json
 import os
 import shutil
@@ -18,57 +17,11 @@ import torch
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from glassgpt import checkpoint as ckpt
-from glassgpt.cli import main
 from glassgpt.config import load_run_config
 from glassgpt.inference.text import MAX_STOP_CHARS, StopText
 from glassgpt.training.loop import train
 
-from conftest import make_tiny_run
-from test_inference import push_all
-
-TINY = ["n_layer=1", "n_head=2", "n_embd=16", "block_size=16", "batch_size=2", "max_iters=2", "eval_interval=1",
-        "eval_iters=1", "log_interval=1", "warmup_iters=1", "device=cpu"]
-
-
-def cli(*argv) -> tuple[int, str, str]:
-    """`glassgpt ARGV` in process: (exit status, stdout, stderr). Any exception other than
-    SystemExit propagates, and fails the test: it would have been a traceback."""
-    import contextlib
-    import io
-
-    out, err = io.StringIO(), io.StringIO()
-    code = 0
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            main([str(a) for a in argv])
-        except SystemExit as e:
-            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    return code, out.getvalue(), err.getvalue()
-
-
-def assert_refused(result, code: int, *fragments: str) -> None:
-    status, _, err = result
-    assert status == code, (status, err)
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("glassgpt") and ": error: " in lines[0], err
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-
-
-def snapshot(folder: Path) -> dict[str, str]:
-    """Every entry below `folder` (links not followed) -> a digest of what it is."""
-    found = {}
-    for root, dirs, files in os.walk(folder):
-        for name in dirs + files:
-            path = Path(root) / name
-            rel = str(path.relative_to(folder))
-            if path.is_symlink():
-                found[rel] = "link:" + os.readlink(path)
-            elif path.is_file():
-                found[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
-            else:
-                found[rel] = "dir"
-    return found
+from conftest import TINY, assert_clean_error, cli, make_tiny_run, push_all, snapshot
 
 
 def _train_tiny(run_dir: Path, data_dir: Path, *overrides: str) -> Path:
@@ -124,7 +77,7 @@ def test_train_into_a_folder_of_the_users_is_refused_and_touches_nothing(tmp_pat
     (tmp_path / "config.json").write_text('{"mine": true}')
     (tmp_path / "loss.png.tmp").write_text("mine too")
     before = snapshot(tmp_path)
-    assert_refused(cli("train", "cpu-baby", *TINY, "--out", "."), 2, "not a glassgpt run", "--out")
+    assert_clean_error(cli("train", "cpu-baby", *TINY, "--out", "."), 2, "not a glassgpt run", "--out")
     assert snapshot(tmp_path) == before
 
 
@@ -135,7 +88,7 @@ def test_train_into_an_empty_folder_works_and_into_a_file_is_a_usage_error(tmp_p
     assert status == 0, err
     assert (empty / ckpt.MARKER).is_file() and (empty / ckpt.WEIGHTS).is_file()
     (tmp_path / "a-file").write_text("x")
-    assert_refused(cli("train", "cpu-baby", *TINY, "--out", tmp_path / "a-file"), 2, "is a file")
+    assert_clean_error(cli("train", "cpu-baby", *TINY, "--out", tmp_path / "a-file"), 2, "is a file")
 
 
 def test_analyze_out_never_replaces_a_folder_with_files_glassgpt_did_not_write(run_copy, tmp_path):
@@ -145,7 +98,7 @@ def test_analyze_out_never_replaces_a_folder_with_files_glassgpt_did_not_write(r
     (out / "thesis").mkdir()  # ...but holds the user's work
     (out / "thesis" / "chapter1.md").write_text("years of work")
     before = snapshot(out)
-    assert_refused(cli("analyze", run_copy, "--windows", 1, "--out", out), 2, "thesis", "--out")
+    assert_clean_error(cli("analyze", run_copy, "--windows", 1, "--out", out), 2, "thesis", "--out")
     assert snapshot(out) == before
 
 
@@ -194,7 +147,7 @@ def test_metrics_that_is_a_link_is_not_appended_through(run_copy, outside):
     (run_copy / ckpt.METRICS).unlink()
     os.symlink(outside / "victim", run_copy / ckpt.METRICS)
     before = snapshot(outside)
-    assert_refused(cli("eval", run_copy, "--max-tokens", 64, "--append-metrics"), 1, "symbolic link")
+    assert_clean_error(cli("eval", run_copy, "--max-tokens", 64, "--append-metrics"), 1, "symbolic link")
     assert snapshot(outside) == before
 
 
@@ -216,14 +169,14 @@ def _edit_config(run_dir: Path, **model) -> None:
 ])
 def test_config_json_is_checked_against_the_weights_before_a_model_is_built(run_copy, edit, code, fragment):
     _edit_config(run_copy, **edit)
-    assert_refused(cli("sample", run_copy, "--max-new-tokens", 2), code, fragment)
+    assert_clean_error(cli("sample", run_copy, "--max-new-tokens", 2), code, fragment)
 
 
 def test_a_context_too_long_for_memory_is_refused_before_scoring(run_copy):
     _edit_config(run_copy, block_size=2**17)  # RoPE: the weights do not fix the context
-    assert_refused(cli("eval", run_copy, "--batch-size", 64), 2, "would take about", "--batch-size")
+    assert_clean_error(cli("eval", run_copy, "--batch-size", 64), 2, "would take about", "--batch-size")
     _edit_config(run_copy, pos_encoding="learned")
-    assert_refused(cli("sample", run_copy, "--max-new-tokens", 2), 1, "wpe.weight")
+    assert_clean_error(cli("sample", run_copy, "--max-new-tokens", 2), 1, "wpe.weight")
 
 
 @pytest.mark.parametrize("content", [b"", b"\x80\x02}q\x00.", b"garbage", "truncated"])
@@ -232,14 +185,14 @@ def test_an_empty_truncated_or_foreign_trainer_state_is_refused_in_one_line(run_
     if content == "truncated":
         content = path.read_bytes()[:200]
     path.write_bytes(content)
-    assert_refused(cli("train", "--out", run_copy, "--resume", "max_iters=3"), 1, str(path))
+    assert_clean_error(cli("train", "--out", run_copy, "--resume", "max_iters=3"), 1, str(path))
 
 
 @pytest.mark.parametrize("state", [{}, {"step": 2}, [1, 2], {"step": -1, "optimizer": {}, "rng": [], "loader": {},
                                                                 "weights_sha256": "x"}])
 def test_an_incomplete_trainer_state_names_what_it_lacks(run_copy, state):
     torch.save(state, run_copy / ckpt.STATE)
-    assert_refused(cli("train", "--out", run_copy, "--resume", "max_iters=3"), 1, ckpt.STATE)
+    assert_clean_error(cli("train", "--out", run_copy, "--resume", "max_iters=3"), 1, ckpt.STATE)
 
 
 @pytest.mark.parametrize("tokenizer", [None, 7, {"name": "char"}, {"name": "char", "chars": ""},
@@ -253,7 +206,7 @@ def test_a_bad_tokenizer_description_is_refused_naming_the_file(run_copy, tokeni
     if tokenizer == {"name": "char", "chars": "ab"}:  # a valid tokenizer smaller than the model's vocabulary
         assert status == 0, err
     else:
-        assert_refused((status, "", err), 1)
+        assert_clean_error((status, "", err), 1)
 
 
 def test_a_torn_or_non_utf8_metrics_file_is_read_around_and_appends_start_a_new_line(run_copy):
@@ -304,10 +257,10 @@ def test_a_truncated_safetensors_given_to_convert_hf_is_one_line(tmp_path):
     save_file({"h.0.attn.c_attn.weight": torch.zeros(16, 48)}, str(hf / "model.safetensors"))
     data = (hf / "model.safetensors").read_bytes()
     (hf / "model.safetensors").write_bytes(data[: len(data) // 2])
-    assert_refused(cli("convert-hf", hf, "--out", tmp_path / "run"), 1, "truncated")
+    assert_clean_error(cli("convert-hf", hf, "--out", tmp_path / "run"), 1, "truncated")
     assert not (tmp_path / "run").exists()
     (hf / "config.json").write_text(json.dumps({"model_type": "gpt2", "n_layer": 3_000_000}))
-    assert_refused(cli("convert-hf", hf, "--out", tmp_path / "run"), 2, "n_layer")
+    assert_clean_error(cli("convert-hf", hf, "--out", tmp_path / "run"), 2, "n_layer")
 
 
 # ---------------------------------------------------------------- bounds on sizes and values
@@ -320,14 +273,14 @@ def test_a_truncated_safetensors_given_to_convert_hf_is_one_line(tmp_path):
 ])
 def test_sizes_past_their_bounds_are_refused_before_allocating_and_leave_no_run(tmp_path, override, fragment, data_env):
     out = tmp_path / "run"
-    assert_refused(cli("train", "cpu-baby", *TINY, *override.split(" "), "--out", out), 2, fragment)
+    assert_clean_error(cli("train", "cpu-baby", *TINY, *override.split(" "), "--out", out), 2, fragment)
     assert not out.exists()
 
 
 def test_a_deeply_nested_toml_file_is_one_line(tmp_path):
     path = tmp_path / "deep.toml"
     path.write_text("[model]\nn_layer = " + "[" * 3000 + "]" * 3000 + "\n")
-    assert_refused(cli("train", path, "--out", tmp_path / "run"), 2, "too deeply")
+    assert_clean_error(cli("train", path, "--out", tmp_path / "run"), 2, "too deeply")
 
 
 @pytest.mark.parametrize("args", [["--temperature", "1e-300"], ["--top-p", "1e-300"], ["--temperature", "5e-324"],
@@ -346,11 +299,11 @@ def test_tiny_temperatures_and_top_p_sample_as_greedy_instead_of_underflowing(ru
     (["--stop", "\udcff"], "not valid UTF-8"),
 ])
 def test_sampling_arguments_out_of_bounds_are_one_line(run_copy, args, fragment):
-    assert_refused(cli("sample", run_copy, "--max-new-tokens", 2, *args), 2, fragment)
+    assert_clean_error(cli("sample", run_copy, "--max-new-tokens", 2, *args), 2, fragment)
 
 
 def test_an_analysis_prompt_that_is_not_utf8_is_one_line(run_copy):
-    assert_refused(cli("analyze", run_copy, "--prompt", "RO\udcffMEO"), 2, "not valid UTF-8")
+    assert_clean_error(cli("analyze", run_copy, "--prompt", "RO\udcffMEO"), 2, "not valid UTF-8")
 
 
 def test_invalid_utf8_on_the_real_command_line_is_one_line(run_copy):
@@ -364,9 +317,9 @@ def test_invalid_utf8_on_the_real_command_line_is_one_line(run_copy):
 
 def test_a_path_of_the_wrong_kind_is_a_usage_error(run_copy, tmp_path):
     (tmp_path / "file").write_text("x")
-    assert_refused(cli("sample", tmp_path / "file"), 2, "is a file")
-    assert_refused(cli("analyze", run_copy, "--out", tmp_path / "file"), 2, "not a folder")
-    assert_refused(cli("analyze", run_copy, "--out", tmp_path / "file" / "sub"), 2, "choose another path")
+    assert_clean_error(cli("sample", tmp_path / "file"), 2, "is a file")
+    assert_clean_error(cli("analyze", run_copy, "--out", tmp_path / "file"), 2, "not a folder")
+    assert_clean_error(cli("analyze", run_copy, "--out", tmp_path / "file" / "sub"), 2, "choose another path")
 
 
 def test_the_demo_builds_for_a_run_of_one_layer_and_one_head(tmp_path):
@@ -494,7 +447,7 @@ def test_a_damaged_sharded_checkpoint_is_refused_in_one_line_and_nothing_is_over
     monkeypatch.chdir(outside)  # where a payload's `touch PWNED` would land
     _plant(kind, shard_folder(sharded_run), outside)
     before, outside_before = snapshot(sharded_run), snapshot(outside)
-    assert_refused(cli("train", "--out", sharded_run, "--resume", "max_iters=4"), 1, fragment)
+    assert_clean_error(cli("train", "--out", sharded_run, "--resume", "max_iters=4"), 1, fragment)
     assert snapshot(sharded_run) == before and snapshot(outside) == outside_before
     assert not (outside / "PWNED").exists()
 
@@ -506,7 +459,7 @@ def test_shards_of_another_model_shape_are_refused_before_loading(sharded_run, t
     shutil.rmtree(folder)
     shutil.copytree(shard_folder(other), folder)
     before = snapshot(sharded_run)
-    assert_refused(cli("train", "--out", sharded_run, "--resume", "max_iters=4"), 1, "another model shape")
+    assert_clean_error(cli("train", "--out", sharded_run, "--resume", "max_iters=4"), 1, "another model shape")
     assert snapshot(sharded_run) == before
 
 
@@ -514,7 +467,7 @@ def test_a_trainer_state_naming_a_shard_folder_outside_the_run_is_refused(sharde
     state = ckpt.load_trainer_state(sharded_run)
     state["sharded"] = "../outside"
     torch.save(state, sharded_run / ckpt.STATE)
-    assert_refused(cli("train", "--out", sharded_run, "--resume", "max_iters=4"), 1, "no name glassgpt writes")
+    assert_clean_error(cli("train", "--out", sharded_run, "--resume", "max_iters=4"), 1, "no name glassgpt writes")
 
 
 def test_stale_shard_folders_are_dropped_but_what_glassgpt_did_not_write_stays(sharded_run, outside):
@@ -536,14 +489,14 @@ def test_stale_shard_folders_are_dropped_but_what_glassgpt_did_not_write_stays(s
 
 def test_an_unknown_parallel_mode_muon_under_fsdp_and_switching_modes_on_resume_are_usage_errors(
         tmp_path, run_copy, sharded_run):
-    assert_refused(cli("train", "cpu-baby", *TINY, "parallel=tp", "--out", tmp_path / "a"), 2,
+    assert_clean_error(cli("train", "cpu-baby", *TINY, "parallel=tp", "--out", tmp_path / "a"), 2,
                    "parallel must be one of ddp, fsdp, got 'tp'")
-    assert_refused(cli("train", "cpu-baby", *TINY, "parallel=fsdp", "optimizer=muon", "--out", tmp_path / "b"), 2,
+    assert_clean_error(cli("train", "cpu-baby", *TINY, "parallel=fsdp", "optimizer=muon", "--out", tmp_path / "b"), 2,
                    "optimizer=muon needs each weight matrix whole")
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
     for run, now in ((run_copy, "fsdp"), (sharded_run, "ddp")):  # the saved optimizer state has the mode's format
         before = snapshot(run)
-        assert_refused(cli("train", "--out", run, "--resume", "max_iters=3", f"parallel={now}"), 2,
+        assert_clean_error(cli("train", "--out", run, "--resume", "max_iters=3", f"parallel={now}"), 2,
                        f"with parallel={now}")
         assert snapshot(run) == before
 

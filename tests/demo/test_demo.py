@@ -2,12 +2,11 @@
 
 import importlib.util
 import re
-import socket
 from pathlib import Path
 
 import pytest
 
-from conftest import assert_clean_error, make_tiny_run, run_cli
+from conftest import assert_clean_error, free_port, make_tiny_run, run_cli
 
 if importlib.util.find_spec("gradio") is None:  # found, not imported: gradio's import takes seconds
     pytest.skip("the demo tests need the demo extra (make test installs it)", allow_module_level=True)
@@ -17,12 +16,6 @@ from glassgpt.demo import Demo, Limits, build_app  # noqa: E402
 from glassgpt.checkpoint import load_run  # noqa: E402
 
 LIMITS = Limits(max_prompt_chars=100, max_new_tokens=40)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +75,7 @@ def test_in_a_real_browser_generate_then_look_inside(server, tmp_path):
     from playwright.sync_api import expect, sync_playwright
 
     assert Path(CHROMIUM).is_file(), "Debian's chromium is needed: make test installs it (apt-get install chromium)"
-    shots = Path(__file__).resolve().parents[1] / "tests" / "artifacts"
+    shots = Path(__file__).resolve().parents[2] / "tests" / "artifacts"
     shots.mkdir(exist_ok=True)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=[
