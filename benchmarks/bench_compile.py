@@ -42,7 +42,7 @@ from glassgpt.bench.machine import machine_info
 from glassgpt.bench.timing import measure, stopwatch
 from glassgpt.bench.workloads import build_model, make_train_step, random_batch, twin
 from glassgpt.config import apply_overrides, preset_run_config
-from glassgpt.training.loop import train
+from glassgpt.training import train
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -78,7 +78,7 @@ def collect_one(name: str, run_dir: Path, out_dir: Path) -> dict:
 
 def train_one(name: str, out_dir: Path, extra: list[str]) -> dict:
     from glassgpt.config import load_run_config
-    from glassgpt.training.loop import train
+    from glassgpt.training import train
 
     preset, overrides = RUNS[name]
     run_config = load_run_config(preset, [*overrides, *extra])

@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     import transformers
 
-    from glassgpt.inference.generate import generate
+    from glassgpt.inference import generate
     from glassgpt.hf import from_hf
 
     transformers.utils.logging.set_verbosity_error()

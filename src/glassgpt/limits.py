@@ -21,23 +21,32 @@ from glassgpt.errors import UsageError
 FP32 = 4
 
 
-def units(cfg) -> dict[str, list[torch.Size]]:
-    """The shapes of the parameters of each FSDP unit: `blocks.{i}` and the root (the rest),
-    each shared tensor once (a tied head is the embedding)."""
-    from glassgpt.model import GPT
+def units(cfg) -> dict[str, list[tuple[int, ...]]]:
+    """The shapes of the parameters of a `GPTConfig`, by FSDP unit (`blocks.{i}`, and `root` for the
+    rest), each shared tensor once (a tied head is the embedding): the model's own parameters,
+    listed from the config alone (building even a meta model costs seconds the first time).
+    A test holds it to `GPT(cfg).named_parameters()` for every option."""
+    C, V, H = cfg.n_embd, cfg.vocab_size, cfg.n_head
+    bias = cfg.bias
 
-    with torch.device("meta"):
-        model = GPT(cfg)
-    out: dict[str, list[torch.Size]] = {}
-    for name, p in model.named_parameters():  # named_parameters yields a shared tensor once
-        unit = ".".join(name.split(".")[:2]) if name.startswith("blocks.") else "root"
-        out.setdefault(unit, []).append(p.shape)
-    return out
+    def linear(n_out: int, n_in: int) -> list[tuple[int, ...]]:
+        return [(n_out, n_in)] + ([(n_out,)] if bias else [])
+
+    norm = [(C,)] + ([(C,)] if bias else [])
+    block = list(norm)
+    block += [(H,)] if cfg.attn_sink == "learned" else []
+    block += linear(3 * C, C) + linear(C, C)
+    block += [(H, C), (H,)] if cfg.attn_sink == "gate" else []  # the gate always has its bias
+    if not cfg.attn_only:
+        block += norm + linear(4 * C, C) + linear(C, 4 * C)
+    root = [(V, C)] + ([(cfg.block_size, C)] if cfg.pos_encoding == "learned" else []) + norm
+    root += [] if cfg.tie_weights else [(V, C)]
+    return {**{f"blocks.{i}": list(block) for i in range(cfg.n_layer)}, "root": root}
 
 
 def parameter_count(cfg) -> int:
-    """The parameters of a `GPTConfig`: the model built on the meta device (no memory), each
-    shared tensor once -- the same count as `GPT.num_params()` and `glassgpt plan`."""
+    """The parameters of a `GPTConfig`, from `units` -- the count `GPT.num_params()` gives and
+    `glassgpt plan` prints."""
     return sum(math.prod(shape) for shapes in units(cfg).values() for shape in shapes)
 
 

@@ -414,7 +414,7 @@ def run_main(capsys, *args: str) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory, prepared_data_dir, mirror):
     from glassgpt.config import load_run_config
-    from glassgpt.training.loop import train
+    from glassgpt.training import train
 
     run_dir = tmp_path_factory.mktemp("analysis") / "run"
     run_config = load_run_config("cpu-baby", ["n_layer=2", "n_head=2", "n_embd=32", "block_size=32", "batch_size=64",

@@ -12,7 +12,7 @@ from glassgpt.analysis.dynamics import AnalysisProbe, analysis_row, icl_bands, i
 from glassgpt.checkpoint import load_run
 from glassgpt.config import load_run_config
 from glassgpt.model import GPT
-from glassgpt.training.loop import train
+from glassgpt.training import train
 
 from conftest import assert_clean_error, run_cli, tiny_config
 
@@ -213,11 +213,20 @@ def test_a_preset_on_data_that_is_not_prepared_is_one_line_exit_2_and_writes_not
 
 
 @pytest.mark.parametrize("preset", ["induction", "sinks"])
-def test_both_presets_carry_the_analysis(preset):
-    from glassgpt.config import load_preset
+def test_both_presets_carry_the_analysis(preset, tmp_path, data_env):
+    """Trained at a tiny size for exactly one of its own analysis intervals, the preset writes an
+    analysis row with the scores the tutorials plot."""
+    from glassgpt.config import load_preset, load_run_config
+    from glassgpt.training import train
 
-    _, train_config = load_preset(preset)
-    assert train_config.analysis_interval > 0
+    interval = load_preset(preset)[1].analysis_interval
+    tiny = ["n_layer=2", "n_head=2", "n_embd=16", "block_size=16", "batch_size=2", f"max_iters={interval}", "eval_iters=1",
+            f"eval_interval={interval}", "log_interval=1000", "device=cpu", "dtype=float32", "compile=false",
+            "dataset=shakespeare-char", "vocab_size=65"]
+    train(load_run_config(preset, tiny), tmp_path / "run", log=lambda line: None)
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    analysis = [r for r in rows if r.get("kind") == "analysis"]
+    assert analysis and analysis[-1]["step"] == interval
 
 
 def test_the_summary_names_the_previous_token_head_before_the_induction_head():

@@ -213,7 +213,7 @@ def test_hf_export_round_trips_or_refuses_in_one_sentence(setting):
 @pytest.fixture(scope="module")
 def base_run(tmp_path_factory, prepared_data_dir, mirror):
     """A finished 2-step run of the default tiny model on shakespeare-char."""
-    from glassgpt.training.loop import train
+    from glassgpt.training import train
 
     run = tmp_path_factory.mktemp("contract") / "run"
     with pytest.MonkeyPatch.context() as m:
@@ -248,7 +248,7 @@ def test_resume_refuses_exactly_the_changes_that_alter_the_model(setting, base_r
     declared fixed that it changes, if and only if the saved weights would not give the same
     function (a change of free fields only, norm, attn_impl, zero_init_proj, resumes: here the
     run is complete, nothing to do)."""
-    from glassgpt.training.loop import train
+    from glassgpt.training import train
 
     options = SETTINGS.get(setting, {"attn_impl": "sdpa"})
     fixed = [k for k in options if k in fixed_on(GPTConfig, "resume")]

@@ -334,7 +334,7 @@ def test_fineweb_without_network_or_local_files_says_where_to_put_them(dirs, tmp
 
 def test_training_on_enwik8_reports_bits_per_byte_in_every_eval(dirs, monkeypatch, tmp_path):
     from glassgpt.config import load_run_config
-    from glassgpt.training.loop import train
+    from glassgpt.training import train
 
     _, mirror = dirs
     payload = wiki_payload(30_000)
@@ -353,7 +353,7 @@ def test_training_on_enwik8_reports_bits_per_byte_in_every_eval(dirs, monkeypatc
 
 def test_fineweb_tiny_preset_trains_on_prepared_local_fineweb(dirs, tmp_path):
     from glassgpt.config import load_run_config
-    from glassgpt.training.loop import train
+    from glassgpt.training import train
 
     _, mirror = dirs
     write_jsonl(mirror / "fineweb-edu", fineweb_docs(120))

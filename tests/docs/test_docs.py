@@ -289,6 +289,14 @@ def test_every_python_block_in_the_docs_runs(page, line, code, tmp_path, monkeyp
     exec(compile(code, f"{page.relative_to(REPO)}:{line}", "exec"), {"__name__": "__docs__"})
 
 
+def test_every_python_block_and_every_executed_page_checks_what_it_shows():
+    """A block that only runs proves little: each states its claim as an assert."""
+    unchecked = [f"{page.relative_to(REPO)}:{line}" for page, line, code in python_blocks() if "assert " not in code]
+    executed = [page for page in doc_pages() if "kernelspec:" in page.read_text()[:500]]
+    unchecked += [str(page.relative_to(REPO)) for page in executed if "assert " not in page.read_text()]
+    assert len(executed) >= 2 and unchecked == []
+
+
 def test_the_readme_has_exactly_one_python_snippet_and_it_is_run():
     readme_blocks = [b for b in python_blocks() if b[0] == README]
     assert len(readme_blocks) == 1

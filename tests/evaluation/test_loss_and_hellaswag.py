@@ -27,7 +27,7 @@ from glassgpt.hf import convert_hf_dir
 from glassgpt.model import GPT
 from glassgpt.tokenizer import get_tokenizer
 from glassgpt.training.loop import evaluate as train_evaluate
-from glassgpt.training.loop import train
+from glassgpt.training import train
 
 from conftest import LazyModule, SHARED_DATA, assert_clean_error, make_enwik8_zip, pin_enwik8, run_cli, tiny_config
 

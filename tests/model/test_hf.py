@@ -11,7 +11,7 @@ import torch
 
 from glassgpt.checkpoint import load_run
 from glassgpt.errors import UsageError
-from glassgpt.inference.generate import generate
+from glassgpt.inference import generate
 from glassgpt.hf import convert_hf_dir, from_hf, to_hf
 from glassgpt.model import GPT
 

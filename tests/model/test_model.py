@@ -5,6 +5,8 @@ from torch import nn
 from glassgpt.config import GPTConfig
 from glassgpt.model import GPT, LayerNorm, causal_mask
 
+from glassgpt.limits import parameter_count, units
+
 from conftest import tiny_config
 
 
@@ -50,7 +52,17 @@ def test_causal_mask_with_cached_past():
 def test_preset_parameter_counts_are_exact(name, count):
     with torch.device("meta"):  # shapes only: no memory, no init time
         model = GPT(GPTConfig.preset(name))
-    assert model.num_params() == count
+    assert model.num_params() == count == parameter_count(GPTConfig.preset(name))
+
+
+@pytest.mark.parametrize("options", [{}, {"bias": False}, {"pos_encoding": "rope"}, {"attn_sink": "learned"},
+                                     {"attn_sink": "gate", "bias": False}, {"attn_only": True},
+                                     {"tie_weights": False}, {"qk_norm": True, "mlp_act": "relu2"}])
+def test_the_parameter_shapes_from_the_config_are_the_models(options):
+    cfg = tiny_config(n_layer=2, **options)
+    listed = [shape for shapes in units(cfg).values() for shape in shapes]
+    assert sorted(listed) == sorted(tuple(p.shape) for p in GPT(cfg).parameters())
+    assert units(cfg)["blocks.1"] == [tuple(p.shape) for p in GPT(cfg).blocks[1].parameters()]
 
 
 def test_weight_tying_shares_one_matrix():

@@ -12,7 +12,9 @@ from glassgpt.config import load_run_config
 from glassgpt.model import GPT
 from glassgpt.sae import (SAE, SAEConfig, SAETrainConfig, evaluate_sae, load_sae, run_sae, splice, to_rows,
                           train_sae)
-from glassgpt.training.loop import train
+from glassgpt.data import TokenDataset
+from glassgpt.sae import activation_rows, fraction_unexplained
+from glassgpt.training import train
 
 from conftest import tiny_config
 from conftest import TINY, assert_clean_error, cli, snapshot
@@ -113,7 +115,17 @@ def test_the_command_trains_evaluates_and_writes_a_feature_page(run_dir):
     assert "CE loss recovered" in out
     folder = run_dir / "sae" / "blocks.0.resid_post"
     evaluation = json.loads((folder / "evaluation.json").read_text())
-    assert evaluation["l0"] <= 8 and 0 <= evaluation["fvu"] < 1 and evaluation["tokens"] > 0
+    assert evaluation["l0"] <= 8 and evaluation["tokens"] > 0
+    # the FVU it reports is the one its weights give, and training lowered it well below a fresh SAE's
+    sae, identity = load_sae(folder)
+    model, _, _ = ckpt.load_run(run_dir)
+    val = TokenDataset.load("shakespeare-char").split("val")
+    idx = torch.from_numpy(val[: 8 * 16].astype("int64")).view(8, 16)  # (B, T) validation windows
+    rows = activation_rows(model, "blocks.0.resid_post", idx)  # (B*T, C)
+    with torch.no_grad():
+        trained = fraction_unexplained(rows, sae(rows)[0]).item()
+        fresh = fraction_unexplained(rows, SAE(SAEConfig(**identity["sae"]))(rows)[0]).item()
+    assert trained == pytest.approx(evaluation["fvu"], abs=0.15) and trained < 0.7 * fresh, (trained, fresh)
     features = json.loads((folder / "features.json").read_text())
     assert len(features) == 128
     alive = [f for f in features if f["density"] > 0]
@@ -218,7 +230,9 @@ def test_the_sae_benchmark_runs_at_a_tiny_size(run_dir, tmp_path):
                        "--batch-size", "256", "--width", "64", "--k", "4", "--eval-windows", "4",
                        "--out", str(tmp_path)])
     record = json.loads(path.read_text())
-    assert record["machine"]["cpu_count"] and record["results"]["glassgpt"]["tokens_per_s"] > 0
+    glassgpt = record["results"]["glassgpt"]
+    assert record["machine"]["cpu_count"] and glassgpt["train_seconds"] > 0
+    assert glassgpt["tokens_per_s"] == pytest.approx(2048 / glassgpt["train_seconds"], rel=0.01)
 
 
 @pytest.mark.parametrize("name", ["sae_state.pt", "sae.safetensors"])

@@ -1,6 +1,7 @@
 """Reliability and security: untrusted files, faults, and bad input. One test per case;
 docs/reliability.md lists the cases and their outcomes."""
 
+import dataclasses
 import errno
 import json
 import pickle
@@ -286,9 +287,18 @@ toml_values = st.recursive(st.one_of(st.integers(-5, 10**4), st.floats(), st.boo
                        st.one_of(toml_values, st.dictionaries(keys, toml_values, max_size=4)), max_size=3))
 def test_fuzz_config_files_never_raise_anything_but_usage_error(sections):
     try:
-        RunConfig.from_dict(sections)
+        rc = RunConfig.from_dict(sections)
     except UsageError:
-        pass
+        return
+    # accepted: only then may nothing be garbage -- known tables and keys, each value the field's own
+    assert set(sections) <= {"model", "train"}, sections
+    for table, config in (("model", rc.model), ("train", rc.train)):
+        fields = {f.name: f for f in dataclasses.fields(config)}
+        for key, value in sections.get(table, {}).items():
+            assert key in fields, (table, key)
+            kept = getattr(config, key)
+            assert kept == value or (isinstance(value, float) and value != value and kept != kept), (key, value, kept)
+            assert isinstance(kept, type(fields[key].default)) or fields[key].default is None, (key, kept)
 
 
 @settings(max_examples=300, deadline=None)

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from glassgpt import checkpoint as ckpt
 from glassgpt.config import load_run_config
 from glassgpt.inference.text import MAX_STOP_CHARS, StopText
-from glassgpt.training.loop import train
+from glassgpt.training import train
 
 from conftest import TINY, assert_clean_error, cli, make_tiny_run, push_all, snapshot
 

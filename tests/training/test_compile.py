@@ -12,7 +12,7 @@ from torch._dynamo.utils import counters
 
 from glassgpt.bench.workloads import build_model, make_train_step, random_batch, twin
 from glassgpt.config import load_run_config
-from glassgpt.training.loop import train
+from glassgpt.training import train
 
 # cpu-baby's choices (RoPE, SDPA, nn.LayerNorm, GELU), one small layer
 TINY = ["n_layer=1", "n_head=2", "n_embd=16", "block_size=16", "batch_size=2", "device=cpu"]

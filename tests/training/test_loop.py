@@ -16,7 +16,7 @@ def tiny_run_config(*extra):
 
 
 def test_training_lowers_the_loss_and_writes_a_complete_run(data_env, tmp_path):
-    from glassgpt.training.loop import train
+    from glassgpt.training import train
 
     run_dir = tmp_path / "run"
     final = train(tiny_run_config("max_iters=60", "eval_interval=30"), run_dir, log=lambda s: None)
@@ -37,7 +37,7 @@ def test_training_lowers_the_loss_and_writes_a_complete_run(data_env, tmp_path):
 def test_a_saved_run_loads_back_with_the_same_logits(data_env, tmp_path):
     """The loaded model equals the one that finished training in memory (not just another load)."""
     from glassgpt.model import GPT
-    from glassgpt.training.loop import train
+    from glassgpt.training import train
 
     run_dir = tmp_path / "run"
     trained = []

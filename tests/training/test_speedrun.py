@@ -20,7 +20,7 @@ from glassgpt.checkpoint import load_run
 from glassgpt.config import load_run_config
 from glassgpt.errors import UsageError
 from glassgpt.model import GPT
-from glassgpt.training.loop import train
+from glassgpt.training import train
 from glassgpt.training.optim import Optimizers, configure_optimizer
 from glassgpt.training.log import MetricsLog
 

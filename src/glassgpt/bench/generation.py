@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from glassgpt.bench.report import Recorder, Settings
 from glassgpt.bench.variants import TINY, TRAIN
 from glassgpt.bench.workloads import build_model, make_train_step, model_config, random_batch
-from glassgpt.inference.generate import generate
+from glassgpt.inference import generate
 from glassgpt.precision import prepare_for_inference
 
 GREEDY = "greedy generation (temperature 0)"
