@@ -1,4 +1,4 @@
-"""Compiled against eager training on a CPU (issue 28): steady-state tokens/s, RoPE's cost, the
+"""Compiled against eager training on a CPU: steady-state tokens/s, RoPE's cost, the
 optimizer step, and the whole run, each side by side in this one process.
 
     python benchmarks/bench_compile.py [--preset cpu-baby] [--steps 600] [--rounds 2] [--repeats 10]

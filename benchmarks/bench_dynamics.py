@@ -1,4 +1,4 @@
-"""The experiment of issue 14: the `induction` and `sinks` recipes, the sinks recipe once per
+"""The experiment behind the phenomena recipes: the `induction` and `sinks` recipes, the sinks recipe once per
 `attn_sink` setting, and what each remedy costs.
 
 For every run (trained in this process through `glassgpt.training.loop.train`, one after the other):

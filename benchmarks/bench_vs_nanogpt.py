@@ -57,7 +57,7 @@ from glassgpt.bench.report import publish
 from glassgpt.bench.timing import stopwatch
 
 REPO = Path(__file__).resolve().parents[1]
-NANOGPT_TARGET = 1.8857  # nanoGPT's final val loss on this recipe, measured on this machine (issue 17)
+NANOGPT_TARGET = 1.8857  # nanoGPT's final val loss on this recipe, measured on this machine
 NANOGPT_ARGS = ["config/train_shakespeare_char.py", "--device=cpu", "--compile=False", "--eval_iters=20",
                 "--log_interval=1", "--block_size=64", "--batch_size=12", "--n_layer=4", "--n_head=4",
                 "--n_embd=128", "--max_iters=2000", "--lr_decay_iters=2000", "--dropout=0.0"]

@@ -1,4 +1,4 @@
-"""The structure the code promises (DESIGN.md's layers): what a module may import, and how long a
+"""The structure the code promises (the design's layers, docs/explanation/design.md): what a module may import, and how long a
 function may grow. Checked on the source itself, so a change that breaks it fails here."""
 
 import ast
@@ -69,7 +69,7 @@ def imports_of(path: Path) -> set[str]:
 
 GRAPH = {name: imports_of(path) for name, path in MODULES.items()}
 
-# DESIGN.md's layers, lowest first: an import may go down or sideways, never up.
+# The design's layers, lowest first: an import may go down or sideways, never up.
 LAYERS = (
     ("leaves", ("glassgpt.errors", "glassgpt.config", "glassgpt.device", "glassgpt.revision", "glassgpt.atomic",
                 "glassgpt.tokenizer")),

@@ -1,7 +1,7 @@
-"""Your own data (issue 23): `prepare text` on folders, JSON lines, parquet and .gz; the
+"""Your own data: `prepare text` on folders, JSON lines, parquet and .gz; the
 split by document; streaming in pieces; `bpe:N` trained with Hugging Face `tokenizers`;
 `prepare hf` on a local dataset folder; a run trained on a user dataset; bad input; and
-corrupt dataset files (issue 22). No test touches the network."""
+corrupt dataset files. No test touches the network."""
 
 import gzip
 import json
@@ -286,7 +286,7 @@ def test_a_run_on_a_user_dataset_trains_samples_analyses_evaluates_and_resumes(d
     assert max(r["step"] for r in rows if "step" in r) == 4
     meta = dirs[0] / "mine" / "meta.json"
     good = meta.read_bytes()
-    meta.write_bytes(b"")  # issue 22: eval on a corrupt dataset is one line, not a traceback
+    meta.write_bytes(b"")  # eval on a corrupt dataset is one line, not a traceback
     assert_fails(capsys, 1, ["eval", str(run), "--device", "cpu"], "meta.json is corrupt", "--force")
     meta.write_bytes(good)
 
@@ -391,7 +391,7 @@ def test_bad_input_is_one_line_exit_2_and_leaves_nothing(dirs, tmp_path, capsys)
     assert code == 0 and "\ufffd" in TokenDataset.load("latin").tokenizer.chars, err
 
 
-# ---------------------------------------------------------------- corrupt datasets (issue 22)
+# ---------------------------------------------------------------- corrupt datasets
 
 CORRUPT_META = [b"", b"{not json", b"[]", b"\xff\xfe", json.dumps({"tokenizer": {"name": "byte"}}).encode(),
                 json.dumps({"tokenizer": {"name": "byte"}, "dtype": "uint8", "tokens": {"train": "many"}}).encode(),

@@ -57,6 +57,20 @@ def test_the_readme_says_nothing_about_how_the_project_was_worked_on():
         assert word not in text, f"README.md mentions {word.strip()!r}"
 
 
+def test_code_tests_and_docs_speak_of_the_product_not_of_how_it_was_made():
+    """History lives in the dated lab notebook alone; nothing else cites issue numbers, a design
+    file outside the repository, or who worked on what."""
+    notebook = DOCS / "benchmarks" / "lab-notebook.md"
+    files = [*REPO.joinpath("src").rglob("*.py"), *REPO.joinpath("tests").rglob("*.py"),
+             *REPO.joinpath("benchmarks").glob("*.py"), REPO / "benchmarks" / "README.md", REPO / "SECURITY.md",
+             *[p for p in doc_pages() if p != notebook]]
+    cited = re.compile(r"\bissues? #?\d+|(?-i:DESIGN\.md)|\bengineers?\b|\bhelpers? (?:agent|session)|\bthis session\b", re.I)
+    found = [f"{f.relative_to(REPO)}:{text.count(chr(10), 0, m.start()) + 1}: {m.group(0)}"
+             for f in files for text in [f.read_text(errors="replace")] for m in cited.finditer(text)
+             if f.name != "test_docs.py"]
+    assert len(files) > 100 and found == []
+
+
 def test_the_readme_links_into_the_docs_and_every_relative_link_exists():
     text = README.read_text()
     targets = re.findall(r"\]\((?!https?:|#|mailto:)([^)#\s]+)", text)

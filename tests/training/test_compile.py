@@ -1,4 +1,4 @@
-"""`compile=true` on a CPU (issue 28): the compiled model computes eager's losses, and compiles
+"""`compile=true` on a CPU: the compiled model computes eager's losses, and compiles
 once: no second compile for a second call with the same shapes, nor when the trainer switches
 to eval mode for its evaluations (a shorter last batch, no_grad) and back, and no graph break at
 the idle hook points. One test function, one tiny model: compiling on a CPU is slow."""

@@ -14,7 +14,7 @@ with zlib and base64-encoded; the page decompresses them with the browser's own
 DecompressionStream. A shown weight is therefore within 1/510 (about 0.002) of
 the model's, printed to 3 decimals.
 
-Test hooks (DESIGN.md, Views): tokens are `[data-pos=i]`; the attention view's
+Test hooks (the design's Views contract, docs/explanation/design.md): tokens are `[data-pos=i]`; the attention view's
 root `.gg-attention` carries `data-layer`, `data-head`, `data-mode`
 ("from": where token i looks, "to": what looks at it) and `data-selected`;
 while token i is selected every visible key token j carries `data-weight`. The
