@@ -13,16 +13,21 @@ endif
 
 .PHONY: install quickstart test docs docs-generate demo bench clean
 
-$(VENV)/.installed: pyproject.toml
+# Two steps: the package alone (all the quickstart needs), then the tools the tests and docs use.
+$(VENV)/.core: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q -e .
+	touch $@
+
+$(VENV)/.installed: $(VENV)/.core
 	$(PY) -m pip install -q -e ".[dev]"
 	touch $@
 
 install: $(VENV)/.installed
 
-quickstart: install
+quickstart: $(VENV)/.core
 	$(VENV)/bin/glassgpt prepare shakespeare-char
 	rm -rf runs/quickstart
 	$(VENV)/bin/glassgpt train cpu-baby --out runs/quickstart
