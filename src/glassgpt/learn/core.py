@@ -145,7 +145,7 @@ class Learner:
     def __call__(self, name: str, *args):
         try:
             return self.functions[name](*clone_args(args))
-        except Exception as e:  # the learner's code may raise anything
+        except (Exception, SystemExit) as e:  # the learner's code may raise anything, even exit()
             raise describe_failure(e, name, self.source, self.memory_limit) from None
 
 

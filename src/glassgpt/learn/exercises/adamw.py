@@ -1,10 +1,11 @@
-"""One AdamW step with decoupled weight decay: torch.optim.AdamW, as glassgpt.optim.adamw_for builds it."""
+"""One AdamW step with decoupled weight decay: torch.optim.AdamW, as glassgpt.training.optim.adamw_for builds it."""
 
 from __future__ import annotations
 
 import torch
 
 from glassgpt.config import TrainConfig
+from glassgpt.learn.exercises import TITLES
 from glassgpt.learn.core import Case, Exercise, Mistake
 from glassgpt.learn.probing import close, randn
 from torch.optim.adamw import adamw as torch_adamw
@@ -144,7 +145,7 @@ MISTAKES = (
 
 def torch_adamw_step(param, grad, exp_avg, exp_avg_sq, step: int, tc: TrainConfig):
     """(param, exp_avg, exp_avg_sq) after torch's fused AdamW update, the function
-    torch.optim.AdamW.step runs, with the settings glassgpt.optim.adamw_for gives a 2-D weight
+    torch.optim.AdamW.step runs, with the settings glassgpt.training.optim.adamw_for gives a 2-D weight
     (building the optimizer itself costs seconds of imports; the test suite steps one)."""
     param, exp_avg, exp_avg_sq = param.clone(), exp_avg.clone(), exp_avg_sq.clone()
     torch_adamw([param], [grad], [exp_avg], [exp_avg_sq], [], [torch.tensor(float(step - 1))], foreach=False,
@@ -177,6 +178,6 @@ def cases() -> list[Case]:
 
 
 EXERCISE = Exercise(
-    name="adamw", title="An AdamW step with decoupled weight decay", reference={"adamw_step": adamw_step},
+    name="adamw", title=TITLES["adamw"], reference={"adamw_step": adamw_step},
     outputs={"adamw_step": ("param", "exp_avg", "exp_avg_sq")}, cases=cases, mistakes=MISTAKES,
-    glassgpt_code="glassgpt.optim.adamw_for")
+    glassgpt_code="glassgpt.training.optim.adamw_for")

@@ -6,6 +6,7 @@ import math
 
 import torch
 
+from glassgpt.learn.exercises import TITLES
 from glassgpt.learn.core import Case, Exercise, Mistake
 from glassgpt.learn.probing import BF16_TOL, FP16_TOL, close, randn, small_run
 
@@ -288,6 +289,6 @@ def cases() -> list[Case]:
 
 
 EXERCISE = Exercise(
-    name="attention", title="Single-head causal attention", reference={"causal_attention": causal_attention},
+    name="attention", title=TITLES["attention"], reference={"causal_attention": causal_attention},
     outputs={"causal_attention": ("out", "pattern")}, cases=cases, mistakes=MISTAKES,
     glassgpt_code="glassgpt.model.CausalSelfAttention.manual_attention")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from glassgpt.learn.exercises import TITLES
 from glassgpt.learn.core import Case, Exercise, Mistake
 from glassgpt.learn.probing import close, randn, small_model, small_run
 
@@ -50,16 +51,18 @@ def swapped_norms(x, ln_1, attn, ln_2, mlp):
 # ---------------------------------------------------------------- the detectors
 
 class Recorder:
-    """A sublayer for the probes: a fixed function that remembers the first input it was given."""
+    """A sublayer for the probes: a fixed function that remembers the first input it was given, and
+    what it returned for it."""
 
     def __init__(self, fn):
         self.fn = fn
-        self.first = None
+        self.first = self.first_output = None
 
     def __call__(self, x):
+        out = self.fn(x)
         if self.first is None and isinstance(x, torch.Tensor):
-            self.first = x.detach().clone()
-        return self.fn(x)
+            self.first, self.first_output = x.detach().clone(), out.detach().clone()
+        return out
 
 
 def sublayer_functions():
@@ -73,25 +76,25 @@ def probe(learner):
     recorders = {name: Recorder(fn) for name, fn in f.items()}
     x = randn(1, 3, 4, seed=41)
     learner("block", x, recorders["ln_1"], recorders["attn"], recorders["ln_2"], recorders["mlp"])
-    return x, f, {name: r.first for name, r in recorders.items()}
+    return x, f, {name: r.first for name, r in recorders.items()}, recorders["attn"].first_output
 
 
 def detect_post_ln(learner):
-    x, _, seen = probe(learner)
+    x, _, seen, _ = probe(learner)
     if close(seen["attn"], x):
         return ("attention received the residual stream itself, not ln_1(x): that is a post-LN block (the original "
                 "transformer's); GPT-2 normalises each sublayer's input and adds its output to the raw stream")
 
 
 def detect_no_residual(learner):
-    x, f, seen = probe(learner)
-    if close(seen["ln_2"], f["attn"](f["ln_1"](x))):
-        return ("ln_2 received attention's output alone: your block drops the residual stream; "
+    _, _, seen, attention_output = probe(learner)
+    if any(close(seen[norm], attention_output) for norm in ("ln_1", "ln_2")):
+        return ("a norm received attention's output alone: your block drops the residual stream; "
                 "add each sublayer's output to its input (x = x + attn(ln_1(x)))")
 
 
 def detect_residual_from_normalised(learner):
-    x, f, seen = probe(learner)
+    x, f, seen, _ = probe(learner)
     h = f["ln_1"](x)
     if close(seen["ln_2"], h + f["attn"](h)):
         return ("you add attention's output to ln_1(x), not to x: the normalised copy is only the sublayer's input; "
@@ -99,14 +102,14 @@ def detect_residual_from_normalised(learner):
 
 
 def detect_parallel(learner):
-    x, f, seen = probe(learner)
+    x, f, seen, _ = probe(learner)
     if close(seen["ln_2"], x) and close(seen["attn"], f["ln_1"](x)):
         return ("ln_2 sees the block's input, not x + attn(ln_1(x)): your sublayers run in parallel (GPT-J's); "
                 "GPT-2's MLP reads the stream after attention")
 
 
 def detect_swapped_norms(learner):
-    x, f, seen = probe(learner)
+    x, f, seen, _ = probe(learner)
     if close(seen["attn"], f["ln_2"](x)):
         return "attention's input comes from ln_2: ln_1 normalises attention's input, ln_2 the MLP's"
 
@@ -148,5 +151,5 @@ def cases() -> list[Case]:
 
 
 EXERCISE = Exercise(
-    name="block", title="The pre-LN block", reference={"block": block}, outputs={"block": ("stream",)},
+    name="block", title=TITLES["block"], reference={"block": block}, outputs={"block": ("stream",)},
     cases=cases, mistakes=MISTAKES, glassgpt_code="glassgpt.model.Block")

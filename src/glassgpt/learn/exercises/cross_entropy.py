@@ -6,6 +6,7 @@ import math
 
 import torch
 
+from glassgpt.learn.exercises import TITLES
 from glassgpt.learn.core import Case, Exercise, Mistake
 from glassgpt.learn.probing import number, randn, small_model, small_run
 
@@ -149,5 +150,5 @@ def cases() -> list[Case]:
 
 
 EXERCISE = Exercise(
-    name="cross_entropy", title="Cross-entropy from logits", reference={"cross_entropy": cross_entropy},
+    name="cross_entropy", title=TITLES["cross_entropy"], reference={"cross_entropy": cross_entropy},
     outputs={"cross_entropy": ("loss",)}, cases=cases, mistakes=MISTAKES, glassgpt_code="glassgpt.model.GPT.forward")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from glassgpt.learn.exercises import TITLES
 from glassgpt.learn.core import Case, Exercise, Mistake
 from glassgpt.learn.exercises.block import Recorder
 from glassgpt.learn.probing import close, randn, small_model, small_run
@@ -164,5 +165,5 @@ def cases() -> list[Case]:
 
 
 EXERCISE = Exercise(
-    name="forward", title="The whole forward pass", reference={"gpt_forward": gpt_forward},
+    name="forward", title=TITLES["forward"], reference={"gpt_forward": gpt_forward},
     outputs={"gpt_forward": ("logits",)}, cases=cases, mistakes=MISTAKES, glassgpt_code="glassgpt.model.GPT.forward")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from glassgpt.learn.exercises import TITLES
 from glassgpt.learn.core import Case, Exercise, Mistake
 from glassgpt.learn.probing import BF16_TOL, FP16_TOL, close, randn, small_model, small_run
 
@@ -247,5 +248,5 @@ def cases() -> list[Case]:
 
 
 EXERCISE = Exercise(
-    name="layernorm", title="LayerNorm", reference={"layernorm": layernorm}, outputs={"layernorm": ("output",)},
+    name="layernorm", title=TITLES["layernorm"], reference={"layernorm": layernorm}, outputs={"layernorm": ("output",)},
     cases=cases, mistakes=MISTAKES, glassgpt_code="glassgpt.model.LayerNorm")

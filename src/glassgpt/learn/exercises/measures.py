@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from glassgpt.analysis.measures import batch_patterns, induction_stripe, previous_token_stripe, repeated_random_tokens
+from glassgpt.learn.exercises import TITLES
 from glassgpt.learn.core import Case, Exercise, Mistake
 from glassgpt.learn.probing import close, randn, small_model
 
@@ -163,7 +164,7 @@ def cases() -> list[Case]:
 
 
 EXERCISE = Exercise(
-    name="measures", title="Two measures: previous-token and induction scores",
+    name="measures", title=TITLES["measures"],
     reference={"previous_token_score": previous_token_score, "induction_score": induction_score},
     outputs={"previous_token_score": ("score",), "induction_score": ("score",)}, cases=cases, mistakes=MISTAKES,
     glassgpt_code="glassgpt.analysis.measures.induction_stripe")

@@ -7,6 +7,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from glassgpt.learn.exercises import TITLES
 from glassgpt.learn.core import Case, Exercise, Mistake
 from glassgpt.learn.probing import BF16_TOL, close, randn, small_model, small_run
 
@@ -141,6 +142,6 @@ def cases() -> list[Case]:
 
 
 EXERCISE = Exercise(
-    name="mlp", title="The MLP with GPT-2's GELU", reference={"gelu": gelu, "mlp": mlp},
+    name="mlp", title=TITLES["mlp"], reference={"gelu": gelu, "mlp": mlp},
     outputs={"gelu": ("activation",), "mlp": ("output",)}, cases=cases, mistakes=MISTAKES,
     glassgpt_code="glassgpt.model.MLP")

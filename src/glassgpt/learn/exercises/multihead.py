@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from glassgpt.learn.exercises import TITLES
 from glassgpt.learn.core import Case, Exercise, Mistake
 from glassgpt.learn.probing import close, randn, small_model, small_run
 
@@ -176,7 +177,7 @@ def cases() -> list[Case]:
 
 
 EXERCISE = Exercise(
-    name="multihead", title="Multi-head split and merge",
+    name="multihead", title=TITLES["multihead"],
     reference={"split_heads": split_heads, "merge_heads": merge_heads},
     outputs={"split_heads": ("heads",), "merge_heads": ("merged",)}, cases=cases, mistakes=MISTAKES,
     glassgpt_code="glassgpt.model.CausalSelfAttention.split_heads")

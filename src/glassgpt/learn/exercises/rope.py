@@ -6,6 +6,7 @@ import math
 
 import torch
 
+from glassgpt.learn.exercises import TITLES
 from glassgpt.learn.core import Case, Exercise, Mistake
 from glassgpt.learn.probing import BF16_TOL, close, randn, small_run
 from glassgpt.model import RotaryEmbedding, apply_rotary
@@ -136,7 +137,7 @@ MISTAKES = (
     Mistake("ignores-start", "positions from 0 whatever start is", {"apply_rope": ignores_start}, detect_ignores_start),
     Mistake("turns-backwards", "rotation by minus the angle", {"apply_rope": turns_backwards}, detect_backwards),
     Mistake("frequencies-of-i", "frequencies theta ** (-i / hs)", {"apply_rope": frequencies_of_i}, detect_frequencies),
-    Mistake("positions-from-one", "positions counted from 1", {"apply_rope": positions_from_one},
+    Mistake("rope-positions-from-one", "positions counted from 1", {"apply_rope": positions_from_one},
             detect_positions_from_one),
 )
 
@@ -165,5 +166,5 @@ def cases() -> list[Case]:
 
 
 EXERCISE = Exercise(
-    name="rope", title="RoPE (rotary position embedding)", reference={"apply_rope": apply_rope},
+    name="rope", title=TITLES["rope"], reference={"apply_rope": apply_rope},
     outputs={"apply_rope": ("rotated",)}, cases=cases, mistakes=MISTAKES, glassgpt_code="glassgpt.model.apply_rotary")

@@ -1,10 +1,11 @@
-"""Temperature and top-k: glassgpt.generate.sampling_probs and apply_top_k."""
+"""Temperature and top-k: glassgpt.inference.generate.sampling_probs and apply_top_k."""
 
 from __future__ import annotations
 
 import torch
 
-from glassgpt.generate import apply_top_k
+from glassgpt.inference.generate import apply_top_k
+from glassgpt.learn.exercises import TITLES
 from glassgpt.learn.core import Case, Exercise, Mistake
 from glassgpt.learn.probing import close, randn, small_run
 
@@ -137,7 +138,7 @@ def cases() -> list[Case]:
 
 
 EXERCISE = Exercise(
-    name="sampling", title="Temperature and top-k",
+    name="sampling", title=TITLES["sampling"],
     reference={"apply_temperature": apply_temperature, "top_k_filter": top_k_filter},
     outputs={"apply_temperature": ("logits",), "top_k_filter": ("logits",)}, cases=cases, mistakes=MISTAKES,
-    glassgpt_code="glassgpt.generate.sampling_probs")
+    glassgpt_code="glassgpt.inference.generate.sampling_probs")

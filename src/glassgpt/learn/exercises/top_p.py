@@ -1,4 +1,4 @@
-"""Top-p (nucleus) filtering: glassgpt.generate.apply_top_p."""
+"""Top-p (nucleus) filtering: glassgpt.inference.generate.apply_top_p."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import math
 
 import torch
 
-from glassgpt.generate import apply_top_p
+from glassgpt.inference.generate import apply_top_p
+from glassgpt.learn.exercises import TITLES
 from glassgpt.learn.core import Case, Exercise, Mistake
 from glassgpt.learn.probing import randn, small_run
 
@@ -141,5 +142,5 @@ def cases() -> list[Case]:
 
 
 EXERCISE = Exercise(
-    name="top_p", title="Top-p (nucleus) filtering", reference={"top_p_filter": top_p_filter},
-    outputs={"top_p_filter": ("logits",)}, cases=cases, mistakes=MISTAKES, glassgpt_code="glassgpt.generate.apply_top_p")
+    name="top_p", title=TITLES["top_p"], reference={"top_p_filter": top_p_filter},
+    outputs={"top_p_filter": ("logits",)}, cases=cases, mistakes=MISTAKES, glassgpt_code="glassgpt.inference.generate.apply_top_p")
