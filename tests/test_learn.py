@@ -13,8 +13,8 @@ import time
 
 import pytest
 import torch
-
 from conftest import run_cli
+
 from glassgpt.errors import RunError, UsageError
 from glassgpt.learn import NAMES, all_exercises, check, exercise, load_progress, record_progress, stub_text
 from glassgpt.learn.core import CheckResult, LearnerError, run_check
@@ -96,31 +96,46 @@ def test_every_catalogued_mistake_gets_its_own_diagnosis(name, mistake):
     assert result.message and "expected" in result.message  # the first element that differs, too
 
 
-PAIRS = [("attention", "no-mask", "no-scale"), ("attention", "masked-to-zero", "transposed-pattern"),
-         ("layernorm", "unbiased-variance", "no-affine"), ("multihead", "split-hs-nh", "merge-interleaved"),
-         ("block", "post-ln", "no-residual")]
+def attention_unmasked_unscaled(q, k, v):
+    pattern = torch.softmax(q @ k.transpose(-2, -1), dim=-1)
+    return pattern @ v, pattern
 
 
-def two_mistakes(name, first, second) -> dict:
-    """The reference with two mistakes: two functions mutated, or one function with both (written out)."""
-    both = {("attention", "no-mask", "no-scale"): lambda q, k, v: (lambda p: (p @ v, p))(
-                torch.softmax(q @ k.transpose(-2, -1), dim=-1)),
-            ("attention", "masked-to-zero", "transposed-pattern"): lambda q, k, v: (lambda p: (p.transpose(-2, -1) @ v, p))(
-                torch.softmax((q @ k.transpose(-2, -1) / q.size(-1) ** 0.5).masked_fill(
-                    ~torch.ones(q.size(1), q.size(1), dtype=torch.bool).tril(), 0.0), dim=-1)),
-            ("layernorm", "unbiased-variance", "no-affine"): lambda x, w, b, eps=1e-5: (
-                (x - x.mean(-1, keepdim=True)) / torch.sqrt(x.float().var(-1, keepdim=True) + eps)).to(x.dtype),
-            ("block", "post-ln", "no-residual"): lambda x, ln_1, attn, ln_2, mlp: ln_2(mlp(ln_1(attn(x))))}  # x = ln_1(attn(x))...
-    key = (name, first, second)
-    if key in both:
-        return {**exercise(name).reference, exercise(name).functions[0]: both[key]}
+def attention_zero_masked_transposed(q, k, v):
+    T = q.size(1)
+    scores = (q @ k.transpose(-2, -1) / q.size(-1) ** 0.5).masked_fill(~torch.ones(T, T, dtype=torch.bool).tril(), 0.0)
+    pattern = torch.softmax(scores, dim=-1)
+    return pattern.transpose(-2, -1) @ v, pattern
+
+
+def layernorm_unbiased_without_affine(x, weight, bias, eps=1e-5):
+    return ((x - x.mean(-1, keepdim=True)) / torch.sqrt(x.float().var(-1, keepdim=True) + eps)).to(x.dtype)
+
+
+def block_post_ln_without_residual(x, ln_1, attn, ln_2, mlp):
+    x = ln_1(attn(x))
+    return ln_2(mlp(x))
+
+
+# Two mistakes in one function, written out; or one mistake in each of two functions.
+PAIRS = [("attention", "no-mask", "no-scale", attention_unmasked_unscaled),
+         ("attention", "masked-to-zero", "transposed-pattern", attention_zero_masked_transposed),
+         ("layernorm", "unbiased-variance", "no-affine", layernorm_unbiased_without_affine),
+         ("block", "post-ln", "no-residual", block_post_ln_without_residual),
+         ("multihead", "split-hs-nh", "merge-interleaved", None),
+         ("mlp", "exact-gelu", "activation-after-projection", None)]
+
+
+def two_mistakes(name, first, second, both) -> dict:
+    if both is not None:
+        return {exercise(name).functions[0]: both}
     return {**mutated(name, first), **{k: v for k, v in mutated(name, second).items()
                                        if v is not exercise(name).reference[k]}}
 
 
-@pytest.mark.parametrize("name,first,second", PAIRS, ids=[f"{n}:{a}+{b}" for n, a, b in PAIRS])
-def test_a_file_with_two_mistakes_gets_both_named(name, first, second):
-    result = run_check(exercise(name), two_mistakes(name, first, second))
+@pytest.mark.parametrize("name,first,second,both", PAIRS, ids=[f"{n}:{a}+{b}" for n, a, b, _ in PAIRS])
+def test_a_file_with_two_mistakes_gets_both_named(name, first, second, both):
+    result = run_check(exercise(name), two_mistakes(name, first, second, both))
     assert {first, second} <= {d.mistake for d in result.diagnoses}, str(result)
 
 

@@ -8,8 +8,8 @@ import json
 
 import pytest
 import torch
-
 from conftest import run_cli
+
 from glassgpt import GPT, GPTConfig
 from glassgpt.errors import RunError, UsageError
 from glassgpt.learn import build_model, train_model, use_pieces

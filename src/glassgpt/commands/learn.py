@@ -9,6 +9,10 @@ from pathlib import Path
 from glassgpt.errors import UsageError
 
 ACTIONS = ("list", "stub", "check")
+DESCRIPTION = ("glassgpt learn lists the exercises and your progress; learn stub NAME [--out FILE] prints or writes "
+               "an exercise's stub; learn check NAME FILE checks your file in a child process with a time and a "
+               "memory limit: exit status 0 when it is right, 1 with the diagnosis when it is not, 2 for a usage "
+               "error.")
 MAX_TIME_LIMIT = 600.0
 
 

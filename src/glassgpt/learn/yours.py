@@ -191,7 +191,7 @@ def learner_forward(model: GPT, pieces: Pieces, idx: torch.Tensor, targets: torc
     if forward is None or kv_cache is not None or last_position_only:
         logits, loss = GPT.forward(model, idx, None if loss_fn else targets, kv_cache, last_position_only)
     else:
-        B, T = idx.shape
+        T = idx.size(1)
         if model.wpe is not None and T > model.config.block_size:
             raise ValueError(f"sequence of {T} tokens is longer than block_size {model.config.block_size}")
         rope = model.rotary(0, T) if model.rotary is not None else None

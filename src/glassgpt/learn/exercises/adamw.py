@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import torch
+from torch.optim.adamw import adamw as torch_adamw
 
 from glassgpt.config import TrainConfig
-from glassgpt.learn.exercises import TITLES
 from glassgpt.learn.core import Case, Exercise, Mistake
+from glassgpt.learn.exercises import TITLES
 from glassgpt.learn.probing import close, randn
-from torch.optim.adamw import adamw as torch_adamw
 
 
 def adamw_step(param, grad, exp_avg, exp_avg_sq, step, lr, beta1=0.9, beta2=0.99, eps=1e-8, weight_decay=0.1):

@@ -6,8 +6,8 @@ import math
 
 import torch
 
-from glassgpt.learn.exercises import TITLES
 from glassgpt.learn.core import Case, Exercise, Mistake
+from glassgpt.learn.exercises import TITLES
 from glassgpt.learn.probing import BF16_TOL, FP16_TOL, close, randn, small_run
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from glassgpt.learn.exercises import TITLES
 from glassgpt.learn.core import Case, Exercise, Mistake
+from glassgpt.learn.exercises import TITLES
 from glassgpt.learn.probing import close, randn, small_model, small_run
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from glassgpt.learn.exercises import TITLES
 from glassgpt.learn.core import Case, Exercise, Mistake
+from glassgpt.learn.exercises import TITLES
 from glassgpt.learn.exercises.block import Recorder
 from glassgpt.learn.probing import close, randn, small_model, small_run
 
@@ -86,7 +86,7 @@ def probe(learner):
 
 
 def detect_no_final_norm(learner):
-    idx, *_, final = probe(learner)
+    *_, final = probe(learner)
     if final is None:
         return "you never call ln_f: the last block's output goes through the final norm before the head"
 

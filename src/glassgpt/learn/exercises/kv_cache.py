@@ -8,8 +8,8 @@ import math
 import torch
 
 from glassgpt.inference.kv_cache import KVCache
-from glassgpt.learn.exercises import TITLES
 from glassgpt.learn.core import Case, Exercise, Mistake
+from glassgpt.learn.exercises import TITLES
 from glassgpt.learn.probing import close, randn, small_model, small_tokens
 
 

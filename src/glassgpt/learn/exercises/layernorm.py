@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from glassgpt.learn.exercises import TITLES
 from glassgpt.learn.core import Case, Exercise, Mistake
+from glassgpt.learn.exercises import TITLES
 from glassgpt.learn.probing import BF16_TOL, FP16_TOL, close, randn, small_model, small_run
 
 

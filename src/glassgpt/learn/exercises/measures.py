@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 
 from glassgpt.analysis.measures import batch_patterns, induction_stripe, previous_token_stripe, repeated_random_tokens
-from glassgpt.learn.exercises import TITLES
 from glassgpt.learn.core import Case, Exercise, Mistake
-from glassgpt.learn.probing import close, randn, small_model
+from glassgpt.learn.exercises import TITLES
+from glassgpt.learn.probing import randn, small_model
 
 
 def previous_token_score(pattern):

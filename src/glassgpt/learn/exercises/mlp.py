@@ -7,8 +7,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from glassgpt.learn.exercises import TITLES
 from glassgpt.learn.core import Case, Exercise, Mistake
+from glassgpt.learn.exercises import TITLES
 from glassgpt.learn.probing import BF16_TOL, close, randn, small_model, small_run
 
 

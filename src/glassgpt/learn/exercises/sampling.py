@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 
 from glassgpt.inference.generate import apply_top_k
-from glassgpt.learn.exercises import TITLES
 from glassgpt.learn.core import Case, Exercise, Mistake
+from glassgpt.learn.exercises import TITLES
 from glassgpt.learn.probing import close, randn, small_run
 
 

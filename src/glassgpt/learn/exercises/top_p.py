@@ -7,8 +7,8 @@ import math
 import torch
 
 from glassgpt.inference.generate import apply_top_p
-from glassgpt.learn.exercises import TITLES
 from glassgpt.learn.core import Case, Exercise, Mistake
+from glassgpt.learn.exercises import TITLES
 from glassgpt.learn.probing import randn, small_run
 
 
