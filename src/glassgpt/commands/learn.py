@@ -8,6 +8,7 @@ from pathlib import Path
 
 from glassgpt.errors import UsageError
 
+HELP = "exercises: rebuild a GPT piece by piece, checked"
 ACTIONS = ("list", "stub", "check")
 DESCRIPTION = ("glassgpt learn lists the exercises and your progress; learn stub NAME [--out FILE] prints or writes "
                "an exercise's stub; learn check NAME FILE checks your file in a child process with a time and a "

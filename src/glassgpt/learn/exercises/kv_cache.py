@@ -1,4 +1,4 @@
-"""Cached decoding: one head's attention with a KV cache, glassgpt.inference.kv_cache.KVCache and
+"""Cached decoding: one head's attention with a KV cache, glassgpt.kv_cache.KVCache and
 glassgpt.model.causal_mask."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import math
 
 import torch
 
-from glassgpt.inference.kv_cache import KVCache
+from glassgpt.kv_cache import KVCache
 from glassgpt.learn.core import Case, Exercise, Mistake
 from glassgpt.learn.exercises import TITLES
 from glassgpt.learn.probing import close, randn, small_model, small_tokens
@@ -170,4 +170,4 @@ def cases() -> list[Case]:
 EXERCISE = Exercise(
     name="kv_cache", title=TITLES["kv_cache"], reference={"cached_attention": cached_attention},
     outputs={"cached_attention": ("out", "k_all", "v_all")}, cases=cases, mistakes=MISTAKES,
-    glassgpt_code="glassgpt.inference.kv_cache.KVCache")
+    glassgpt_code="glassgpt.kv_cache.KVCache")
