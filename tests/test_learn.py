@@ -314,5 +314,6 @@ def test_check_refuses_what_is_not_an_exercise_or_a_file(tmp_path):
 def test_check_takes_a_notebooks_functions_in_this_process():
     ref = exercise("top_p").reference
     assert check("top_p", {"top_p_filter": ref["top_p_filter"]}).passed
-    result = check("top_p", type("Mine", (), {"top_p_filter": staticmethod(mutated("top_p", "top-p-unsorted")["top_p_filter"])})())
+    unsorted = mutated("top_p", "top-p-unsorted")["top_p_filter"]
+    result = check("top_p", type("Mine", (), {"top_p_filter": staticmethod(unsorted)})())  # an object with the function
     assert [d.mistake for d in result.diagnoses] == ["top-p-unsorted"]

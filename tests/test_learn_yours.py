@@ -93,5 +93,5 @@ def test_glassgpt_train_with_model_trains_the_learners_model_into_an_ordinary_ru
 
 def test_train_model_refuses_a_learners_model_whose_loss_is_not_glassgpts(tmp_path, small_data_env):
     with pytest.raises(RunError, match="computed by your layernorm"):
-        train_model(pieces_file(tmp_path, UNBIASED_LAYERNORM), overrides=["max_iters=1", "n_layer=1"], out=tmp_path / "run",
-                    log=lambda line: None)
+        train_model(pieces_file(tmp_path, UNBIASED_LAYERNORM), overrides=["max_iters=1", "n_layer=1"],
+                    out=tmp_path / "run", log=lambda line: None)

@@ -54,6 +54,11 @@ class Mistake:
     detect: Callable[["Learner"], str | None]
 
 
+def catalogue(function: str, *rows: tuple) -> tuple[Mistake, ...]:
+    """The mistakes of one function of an exercise, from rows (name, summary, mutant, detect)."""
+    return tuple(Mistake(name, summary, {function: mutant}, detect) for name, summary, mutant, detect in rows)
+
+
 @dataclass(frozen=True)
 class Exercise:
     name: str
@@ -118,7 +123,8 @@ def is_out_of_memory(error: BaseException) -> bool:
         "can't allocate memory" in text or "not enough memory" in text or "out of memory" in text))
 
 
-def describe_failure(error: BaseException, function: str, source: str | None, memory_limit: int | None = None) -> LearnerError:
+def describe_failure(error: BaseException, function: str, source: str | None,
+                     memory_limit: int | None = None) -> LearnerError:
     """An exception raised inside the learner's function as a LearnerError for the learner."""
     at = where(error, source)
     at_text = f" at {at}" if at else ""
@@ -195,7 +201,8 @@ def first_difference(got, expected, name: str, atol: float, rtol: float) -> str 
     if got.shape != expected.shape:
         return f"{name} has shape {tuple(got.shape)}, expected {tuple(expected.shape)}"
     if got.dtype != expected.dtype and expected.is_floating_point():
-        return f"{name} is {str(got.dtype).removeprefix('torch.')}, expected {str(expected.dtype).removeprefix('torch.')}"
+        dtypes = (str(t.dtype).removeprefix("torch.") for t in (got, expected))
+        return "{} is {}, expected {}".format(name, *dtypes)
     if not expected.is_floating_point():
         bad = (got != expected)
     else:
@@ -267,7 +274,8 @@ class CheckResult:
         if self.status == "error":
             lines = [f"{self.exercise}: could not be checked. {self.message}"]
         else:
-            lines = [f"{self.exercise}: wrong in {self.failed} of {self.cases} cases.", f"  first difference: {self.message}"]
+            lines = [f"{self.exercise}: wrong in {self.failed} of {self.cases} cases.",
+                     f"  first difference: {self.message}"]
             lines += [f"  - {d.text} [{d.mistake}]" for d in self.diagnoses]
             if not self.diagnoses:
                 lines.append("  no mistake of the catalogue matches: compare your code with the stub's docstring "

@@ -113,7 +113,8 @@ class LearnerAttention(nn.Module):
         super().__init__()
         for name, child in attn.named_children():
             self.add_module(name, child)
-        self.layer_idx, self.n_head, self.n_embd, self.head_size = attn.layer_idx, attn.n_head, attn.n_embd, attn.head_size
+        self.layer_idx, self.n_head, self.n_embd = attn.layer_idx, attn.n_head, attn.n_embd
+        self.head_size = attn.head_size
         self.dropout, self.sink_logit, self.weight_hooks = attn.dropout, None, attn.weight_hooks
         self.pieces, self.rope_theta = pieces, rope_theta
 
@@ -308,8 +309,8 @@ def pieces_installer(path: str | Path, log: Callable[[str], None] = print) -> Ca
     return install
 
 
-def train_model(path: str | Path, preset: str = "cpu-baby", overrides: Sequence[str] = (), out: str | Path = "runs/mine",
-                log: Callable[[str], None] = print) -> dict:
+def train_model(path: str | Path, preset: str = "cpu-baby", overrides: Sequence[str] = (),
+                out: str | Path = "runs/mine", log: Callable[[str], None] = print) -> dict:
     """Train a model built from the pieces of `path` with glassgpt's trainer (`glassgpt train PRESET
     model=PATH` from the command line); returns the trainer's summary. The run directory is an
     ordinary run: sample, analyze, sae and the views open it."""

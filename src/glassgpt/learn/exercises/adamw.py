@@ -6,7 +6,7 @@ import torch
 from torch.optim.adamw import adamw as torch_adamw
 
 from glassgpt.config import TrainConfig
-from glassgpt.learn.core import Case, Exercise, Mistake
+from glassgpt.learn.core import Case, Exercise, catalogue
 from glassgpt.learn.exercises import TITLES
 from glassgpt.learn.probing import close, randn
 
@@ -94,7 +94,8 @@ def detect_l2(learner):
 
 def detect_no_decay(learner):
     if close(decay_probe(learner), P):
-        return "with a zero gradient your weights do not change: apply the weight decay, param * (1 - lr * weight_decay)"
+        return ("with a zero gradient your weights do not change: apply the weight decay, "
+                "param * (1 - lr * weight_decay)")
 
 
 def detect_decay_without_lr(learner):
@@ -127,17 +128,14 @@ def detect_stale_moments(learner):
                 "the next step starts from them")
 
 
-def mistake(name, summary, mutant, detect):
-    return Mistake(name, summary, {"adamw_step": mutant}, detect)
-
-
-MISTAKES = (
-    mistake("l2-in-gradient", "weight decay added to the gradient (Adam + L2)", l2_in_gradient, detect_l2),
-    mistake("no-decay", "no weight decay", no_decay, detect_no_decay),
-    mistake("decay-without-lr", "decay not scaled by lr", decay_without_lr, detect_decay_without_lr),
-    mistake("no-bias-correction", "moments not bias-corrected", no_bias_correction, detect_no_bias_correction),
-    mistake("eps-inside-sqrt", "eps under the square root", eps_inside_sqrt, detect_eps_inside),
-    mistake("stale-moments", "the old moments returned", stale_moments, detect_stale_moments),
+MISTAKES = catalogue(
+    "adamw_step",
+    ("l2-in-gradient", "weight decay added to the gradient (Adam + L2)", l2_in_gradient, detect_l2),
+    ("no-decay", "no weight decay", no_decay, detect_no_decay),
+    ("decay-without-lr", "decay not scaled by lr", decay_without_lr, detect_decay_without_lr),
+    ("no-bias-correction", "moments not bias-corrected", no_bias_correction, detect_no_bias_correction),
+    ("eps-inside-sqrt", "eps under the square root", eps_inside_sqrt, detect_eps_inside),
+    ("stale-moments", "the old moments returned", stale_moments, detect_stale_moments),
 )
 
 

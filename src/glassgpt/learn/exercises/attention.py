@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from glassgpt.learn.core import Case, Exercise, Mistake
+from glassgpt.learn.core import Case, Exercise, catalogue
 from glassgpt.learn.exercises import TITLES
 from glassgpt.learn.probing import BF16_TOL, FP16_TOL, close, randn, small_run
 
@@ -186,7 +186,8 @@ def detect_mask_after_softmax(learner):
     pattern = seen[1]
     rows, cols = row_and_column_sums(pattern)
     no_future = bool((pattern[future(pattern)].nan_to_num(0).abs() < 1e-6).all())
-    if no_future and bool(torch.isfinite(pattern).all()) and float(rows[0]) < 1 - 1e-3 and not bool(((cols - 1).abs() < 1e-4).all()):
+    columns_sum_to_1 = bool(((cols - 1).abs() < 1e-4).all())
+    if no_future and bool(torch.isfinite(pattern).all()) and float(rows[0]) < 1 - 1e-3 and not columns_sum_to_1:
         return (f"row 0 of your pattern sums to {float(rows[0]):.3f}: you zeroed the future after the softmax, so "
                 "the rows no longer sum to 1; mask the scores with -inf before the softmax")
 
@@ -249,22 +250,19 @@ def detect_mixes_keys(learner):
         return "your output is a weighted sum of the keys: the pattern weighs the values (pattern @ v)"
 
 
-def mistake(name, summary, mutant, detect):
-    return Mistake(name, summary, {"causal_attention": mutant}, detect)
-
-
-MISTAKES = (
-    mistake("no-mask", "the future is not masked", no_mask, detect_no_mask),
-    mistake("mask-one-ahead", "the mask lets in one key ahead", mask_one_ahead, detect_one_ahead),
-    mistake("mask-hides-diagonal", "the mask hides each query's own key", mask_hides_diagonal, detect_hidden_diagonal),
-    mistake("masked-to-zero", "future scores set to 0, not -inf", masked_to_zero, detect_masked_to_zero),
-    mistake("mask-after-softmax", "the future zeroed after the softmax", mask_after_softmax, detect_mask_after_softmax),
-    mistake("no-scale", "scores not divided by sqrt(hs)", no_scale, detect_no_scale),
-    mistake("scale-by-hs", "scores divided by hs", scale_by_hs, detect_scale_by_hs),
-    mistake("softmax-over-queries", "softmax over dim -2", softmax_over_queries, detect_softmax_over_queries),
-    mistake("returns-scores", "the scores returned as the pattern", returns_scores, detect_returns_scores),
-    mistake("transposed-pattern", "out = pattern.T @ v", out_from_transposed_pattern, detect_transposed_pattern),
-    mistake("mixes-keys", "out = pattern @ k", out_mixes_keys, detect_mixes_keys),
+MISTAKES = catalogue(
+    "causal_attention",
+    ("no-mask", "the future is not masked", no_mask, detect_no_mask),
+    ("mask-one-ahead", "the mask lets in one key ahead", mask_one_ahead, detect_one_ahead),
+    ("mask-hides-diagonal", "the mask hides each query's own key", mask_hides_diagonal, detect_hidden_diagonal),
+    ("masked-to-zero", "future scores set to 0, not -inf", masked_to_zero, detect_masked_to_zero),
+    ("mask-after-softmax", "the future zeroed after the softmax", mask_after_softmax, detect_mask_after_softmax),
+    ("no-scale", "scores not divided by sqrt(hs)", no_scale, detect_no_scale),
+    ("scale-by-hs", "scores divided by hs", scale_by_hs, detect_scale_by_hs),
+    ("softmax-over-queries", "softmax over dim -2", softmax_over_queries, detect_softmax_over_queries),
+    ("returns-scores", "the scores returned as the pattern", returns_scores, detect_returns_scores),
+    ("transposed-pattern", "out = pattern.T @ v", out_from_transposed_pattern, detect_transposed_pattern),
+    ("mixes-keys", "out = pattern @ k", out_mixes_keys, detect_mixes_keys),
 )
 
 

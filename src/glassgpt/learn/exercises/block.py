@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from glassgpt.learn.core import Case, Exercise, Mistake
+from glassgpt.learn.core import Case, Exercise, catalogue
 from glassgpt.learn.exercises import TITLES
 from glassgpt.learn.probing import close, randn, small_model, small_run
 
@@ -66,7 +66,8 @@ class Recorder:
 
 
 def sublayer_functions():
-    return {"ln_1": lambda x: 2 * x + 1, "attn": torch.sin, "ln_2": lambda x: 3 * x - 1, "mlp": lambda x: 0.5 * torch.cos(x)}
+    return {"ln_1": lambda x: 2 * x + 1, "attn": torch.sin, "ln_2": lambda x: 3 * x - 1,
+            "mlp": lambda x: 0.5 * torch.cos(x)}
 
 
 def probe(learner):
@@ -114,14 +115,14 @@ def detect_swapped_norms(learner):
         return "attention's input comes from ln_2: ln_1 normalises attention's input, ln_2 the MLP's"
 
 
-MISTAKES = (
-    Mistake("post-ln", "normalise after the residual add", {"block": post_ln}, detect_post_ln),
-    Mistake("no-residual", "the residual stream dropped", {"block": no_residual}, detect_no_residual),
-    Mistake("residual-from-normalised", "the normalised copy carried on", {"block": residual_from_normalised},
-            detect_residual_from_normalised),
-    Mistake("parallel-sublayers", "attention and MLP read the same input", {"block": parallel_sublayers},
-            detect_parallel),
-    Mistake("swapped-norms", "ln_1 and ln_2 swapped", {"block": swapped_norms}, detect_swapped_norms),
+MISTAKES = catalogue(
+    "block",
+    ("post-ln", "normalise after the residual add", post_ln, detect_post_ln),
+    ("no-residual", "the residual stream dropped", no_residual, detect_no_residual),
+    ("residual-from-normalised", "the normalised copy carried on", residual_from_normalised,
+     detect_residual_from_normalised),
+    ("parallel-sublayers", "attention and MLP read the same input", parallel_sublayers, detect_parallel),
+    ("swapped-norms", "ln_1 and ln_2 swapped", swapped_norms, detect_swapped_norms),
 )
 
 

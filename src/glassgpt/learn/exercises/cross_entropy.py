@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from glassgpt.learn.core import Case, Exercise, Mistake
+from glassgpt.learn.core import Case, Exercise, catalogue
 from glassgpt.learn.exercises import TITLES
 from glassgpt.learn.probing import number, randn, small_model, small_run
 
@@ -74,11 +74,14 @@ def probe(learner, offset: float = 0.0) -> tuple[float | None, float]:
     return number(learner("cross_entropy", logits, TARGETS.clone())), float(cross_entropy(logits, TARGETS))
 
 
-def matches(learner, variant, text):
-    got, _ = probe(learner)
-    wanted = float(variant(2 * randn(N, V, seed=61), TARGETS))
-    if got is not None and abs(got - wanted) <= 1e-5 * max(1.0, abs(wanted)):
-        return text
+def matching(variant, text: str):
+    """A detector: `text` when the learner's loss on the probe is the one `variant` gives."""
+    def detect(learner):
+        got, _ = probe(learner)
+        wanted = float(variant(2 * randn(N, V, seed=61), TARGETS))
+        if got is not None and abs(got - wanted) <= 1e-5 * max(1.0, abs(wanted)):
+            return text
+    return detect
 
 
 def detect_without_max(learner):
@@ -89,40 +92,23 @@ def detect_without_max(learner):
                 "(log softmax(z) = z - max - log sum exp(z - max))")
 
 
-def detect_counts_skipped(learner):
-    return matches(learner, counts_skipped, "positions whose target is -1 count in your loss, as the last token "
-                                            "(index -1): skip them, and average over the rest")
-
-
-def detect_sum(learner):
-    return matches(learner, sum_not_mean, "your loss is the sum over positions: take the mean, so that it does not "
-                                          "grow with the batch")
-
-
-def detect_divides_by_all(learner):
-    return matches(learner, divides_by_all, f"you divide by all {N} positions, the skipped ones too: average over the "
-                                            f"{int((TARGETS != -1).sum())} positions whose target is not -1")
-
-
-def detect_sign(learner):
-    return matches(learner, sign_flipped, "your loss is negative: the cross-entropy is minus the log-probability "
-                                          "of the right token")
-
-
-def detect_softmax_over_positions(learner):
-    return matches(learner, softmax_over_positions, "your softmax runs over the positions (dim=0): each position's "
-                                                    "probabilities are over the vocabulary (dim=-1)")
-
-
-MISTAKES = (
-    Mistake("no-max-subtraction", "exp overflows on large logits", {"cross_entropy": without_max}, detect_without_max),
-    Mistake("counts-skipped", "targets of -1 not skipped", {"cross_entropy": counts_skipped}, detect_counts_skipped),
-    Mistake("sum-not-mean", "summed, not averaged", {"cross_entropy": sum_not_mean}, detect_sum),
-    Mistake("divides-by-all", "averaged over the skipped positions too", {"cross_entropy": divides_by_all},
-            detect_divides_by_all),
-    Mistake("sign-flipped", "the log-probability, not minus it", {"cross_entropy": sign_flipped}, detect_sign),
-    Mistake("softmax-over-positions", "softmax over dim 0", {"cross_entropy": softmax_over_positions},
-            detect_softmax_over_positions),
+KEPT = int((TARGETS != -1).sum())
+MISTAKES = catalogue(
+    "cross_entropy",
+    ("no-max-subtraction", "exp overflows on large logits", without_max, detect_without_max),
+    ("counts-skipped", "targets of -1 not skipped", counts_skipped, matching(
+        counts_skipped, "positions whose target is -1 count in your loss, as the last token (index -1): skip them, "
+                        "and average over the rest")),
+    ("sum-not-mean", "summed, not averaged", sum_not_mean, matching(
+        sum_not_mean, "your loss is the sum over positions: take the mean, so that it does not grow with the batch")),
+    ("divides-by-all", "averaged over the skipped positions too", divides_by_all, matching(
+        divides_by_all, f"you divide by all {N} positions, the skipped ones too: average over the {KEPT} positions "
+                        "whose target is not -1")),
+    ("sign-flipped", "the log-probability, not minus it", sign_flipped, matching(
+        sign_flipped, "your loss is negative: the cross-entropy is minus the log-probability of the right token")),
+    ("softmax-over-positions", "softmax over dim 0", softmax_over_positions, matching(
+        softmax_over_positions, "your softmax runs over the positions (dim=0): each position's probabilities are "
+                                "over the vocabulary (dim=-1)")),
 )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from glassgpt.learn.core import Case, Exercise, Mistake
+from glassgpt.learn.core import Case, Exercise, catalogue
 from glassgpt.learn.exercises import TITLES
 from glassgpt.learn.exercises.block import Recorder
 from glassgpt.learn.probing import close, randn, small_model, small_run
@@ -121,14 +121,13 @@ def detect_not_chained(learner):
                 "before it wrote (x = block(x))")
 
 
-MISTAKES = (
-    Mistake("no-final-norm", "ln_f skipped", {"gpt_forward": no_final_norm}, detect_no_final_norm),
-    Mistake("no-positions", "position embeddings not added", {"gpt_forward": no_positions}, detect_no_positions),
-    Mistake("positions-from-one", "positions 1..T", {"gpt_forward": positions_from_one}, detect_positions_from_one),
-    Mistake("positions-by-token", "wpe indexed by token id", {"gpt_forward": positions_by_token},
-            detect_positions_by_token),
-    Mistake("blocks-not-chained", "every block reads the embeddings", {"gpt_forward": blocks_not_chained},
-            detect_not_chained),
+MISTAKES = catalogue(
+    "gpt_forward",
+    ("no-final-norm", "ln_f skipped", no_final_norm, detect_no_final_norm),
+    ("no-positions", "position embeddings not added", no_positions, detect_no_positions),
+    ("positions-from-one", "positions 1..T", positions_from_one, detect_positions_from_one),
+    ("positions-by-token", "wpe indexed by token id", positions_by_token, detect_positions_by_token),
+    ("blocks-not-chained", "every block reads the embeddings", blocks_not_chained, detect_not_chained),
 )
 
 

@@ -8,7 +8,7 @@ import math
 import torch
 
 from glassgpt.kv_cache import KVCache
-from glassgpt.learn.core import Case, Exercise, Mistake
+from glassgpt.learn.core import Case, Exercise, catalogue
 from glassgpt.learn.exercises import TITLES
 from glassgpt.learn.probing import close, randn, small_model, small_tokens
 
@@ -120,17 +120,14 @@ def detect_returns_only_new(learner):
                 "next step forgets everything before this one")
 
 
-def mistake(name, summary, mutant, detect):
-    return Mistake(name, summary, {"cached_attention": mutant}, detect)
-
-
-MISTAKES = (
-    mistake("mask-not-offset", "the new queries masked as if at positions 0..T-1", mask_not_offset,
+MISTAKES = catalogue(
+    "cached_attention",
+    ("mask-not-offset", "the new queries masked as if at positions 0..T-1", mask_not_offset,
             detect_mask_not_offset),
-    mistake("ignores-cache", "the cached keys never attended to", ignores_cache, detect_ignores_cache),
-    mistake("new-before-past", "the cache concatenated the wrong way round", new_before_past, detect_new_before_past),
-    mistake("no-mask-among-new", "no mask among the new tokens", no_mask, detect_no_mask),
-    mistake("returns-only-new", "the cache does not grow", returns_only_new, detect_returns_only_new),
+    ("ignores-cache", "the cached keys never attended to", ignores_cache, detect_ignores_cache),
+    ("new-before-past", "the cache concatenated the wrong way round", new_before_past, detect_new_before_past),
+    ("no-mask-among-new", "no mask among the new tokens", no_mask, detect_no_mask),
+    ("returns-only-new", "the cache does not grow", returns_only_new, detect_returns_only_new),
 )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from glassgpt.learn.core import Case, Exercise, Mistake
+from glassgpt.learn.core import Case, Exercise, catalogue
 from glassgpt.learn.exercises import TITLES
 from glassgpt.learn.probing import BF16_TOL, FP16_TOL, close, randn, small_model, small_run
 
@@ -205,17 +205,16 @@ def detect_float32_output(learner):
                 "normalised rows back with .to(x.dtype)")
 
 
-MISTAKES = (
-    Mistake("unbiased-variance", "the variance divides by C - 1", {"layernorm": unbiased_variance}, detect_unbiased),
-    Mistake("eps-outside-sqrt", "eps added to the standard deviation", {"layernorm": eps_outside_sqrt},
-            detect_eps_outside),
-    Mistake("no-eps", "no eps in the denominator", {"layernorm": no_eps}, detect_no_eps),
-    Mistake("wrong-dim", "statistics over the batch, not the features", {"layernorm": over_batch_dim},
-            detect_wrong_dim),
-    Mistake("no-mean", "the mean is not subtracted (RMSNorm)", {"layernorm": no_mean}, detect_no_mean),
-    Mistake("no-affine", "weight and bias ignored", {"layernorm": no_affine}, detect_no_affine),
-    Mistake("swapped-affine", "weight and bias swapped", {"layernorm": swapped_affine}, detect_swapped_affine),
-    Mistake("float32-output", "float32 out for bfloat16 in", {"layernorm": float32_output}, detect_float32_output),
+MISTAKES = catalogue(
+    "layernorm",
+    ("unbiased-variance", "the variance divides by C - 1", unbiased_variance, detect_unbiased),
+    ("eps-outside-sqrt", "eps added to the standard deviation", eps_outside_sqrt, detect_eps_outside),
+    ("no-eps", "no eps in the denominator", no_eps, detect_no_eps),
+    ("wrong-dim", "statistics over the batch, not the features", over_batch_dim, detect_wrong_dim),
+    ("no-mean", "the mean is not subtracted (RMSNorm)", no_mean, detect_no_mean),
+    ("no-affine", "weight and bias ignored", no_affine, detect_no_affine),
+    ("swapped-affine", "weight and bias swapped", swapped_affine, detect_swapped_affine),
+    ("float32-output", "float32 out for bfloat16 in", float32_output, detect_float32_output),
 )
 
 

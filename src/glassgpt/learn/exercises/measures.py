@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 
 from glassgpt.analysis.measures import batch_patterns, induction_stripe, previous_token_stripe, repeated_random_tokens
-from glassgpt.learn.core import Case, Exercise, Mistake
+from glassgpt.learn.core import Case, Exercise, catalogue
 from glassgpt.learn.exercises import TITLES
-from glassgpt.learn.probing import randn, small_model
+from glassgpt.learn.probing import number, randn, small_model
 
 
 def previous_token_score(pattern):
@@ -68,11 +68,7 @@ def stripe(T: int, key_of) -> torch.Tensor:
 
 
 def score_of(learner, function, *args) -> float | None:
-    out = learner(function, *args)
-    try:
-        return float(out)
-    except (TypeError, ValueError, RuntimeError):
-        return None
+    return number(learner(function, *args))
 
 
 def scores_1(learner, function, pattern, *args) -> bool:
@@ -117,17 +113,15 @@ def detect_averages_every_query(learner):
                 "seq_len queries of the second repeat can do induction, average over them")
 
 
-MISTAKES = (
-    Mistake("previous-reads-next", "the diagonal above read", {"previous_token_score": reads_next_token},
-            detect_reads_next),
-    Mistake("previous-reads-own", "the main diagonal read", {"previous_token_score": reads_own_token},
-            detect_reads_own),
-    Mistake("previous-counts-query-zero", "averaged over T queries", {"previous_token_score": counts_query_zero},
-            detect_counts_query_zero),
-    Mistake("induction-duplicate-stripe", "key s read, not s + 1", {"induction_score": duplicate_token_stripe},
-            detect_duplicate_stripe),
-    Mistake("induction-every-query", "averaged over all 2 seq_len queries", {"induction_score": averages_every_query},
-            detect_averages_every_query),
+MISTAKES = catalogue(
+    "previous_token_score",
+    ("previous-reads-next", "the diagonal above read", reads_next_token, detect_reads_next),
+    ("previous-reads-own", "the main diagonal read", reads_own_token, detect_reads_own),
+    ("previous-counts-query-zero", "averaged over T queries", counts_query_zero, detect_counts_query_zero),
+) + catalogue(
+    "induction_score",
+    ("induction-duplicate-stripe", "key s read, not s + 1", duplicate_token_stripe, detect_duplicate_stripe),
+    ("induction-every-query", "averaged over all 2 seq_len queries", averages_every_query, detect_averages_every_query),
 )
 
 

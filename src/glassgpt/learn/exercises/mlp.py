@@ -7,7 +7,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from glassgpt.learn.core import Case, Exercise, Mistake
+from glassgpt.learn.core import Case, Exercise, catalogue
 from glassgpt.learn.exercises import TITLES
 from glassgpt.learn.probing import BF16_TOL, close, randn, small_model, small_run
 
@@ -101,13 +101,16 @@ def detect_ignores_biases(learner):
         return f"your MLP gives the same output whatever {' and '.join(ignored)} is: add the biases after each product"
 
 
-MISTAKES = (
-    Mistake("exact-gelu", "erf GELU, not GPT-2's tanh one", {"gelu": exact_gelu}, detect_exact_gelu),
-    Mistake("relu-for-gelu", "ReLU in place of GELU", {"gelu": relu_for_gelu}, detect_relu),
-    Mistake("gelu-without-cube", "the x^3 term left out", {"gelu": gelu_without_cube}, detect_no_cube),
-    Mistake("activation-after-projection", "GELU after the second linear",
-            {"mlp": activation_after_projection}, detect_activation_after),
-    Mistake("ignores-biases", "biases not added", {"mlp": ignores_biases}, detect_ignores_biases),
+MISTAKES = catalogue(
+    "gelu",
+    ("exact-gelu", "erf GELU, not GPT-2's tanh one", exact_gelu, detect_exact_gelu),
+    ("relu-for-gelu", "ReLU in place of GELU", relu_for_gelu, detect_relu),
+    ("gelu-without-cube", "the x^3 term left out", gelu_without_cube, detect_no_cube),
+) + catalogue(
+    "mlp",
+    ("activation-after-projection", "GELU after the second linear", activation_after_projection,
+     detect_activation_after),
+    ("ignores-biases", "biases not added", ignores_biases, detect_ignores_biases),
 )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from glassgpt.learn.core import Case, Exercise, Mistake
+from glassgpt.learn.core import Case, Exercise, catalogue
 from glassgpt.learn.exercises import TITLES
 from glassgpt.learn.probing import close, randn, small_model, small_run
 
@@ -136,16 +136,17 @@ def detect_merge_interleaved(learner):
                 "by feature; head h's hs features go side by side, at h * hs .. (h + 1) * hs - 1")
 
 
-MISTAKES = (
-    Mistake("split-hs-nh", "reshaped to (B, T, hs, nh)", {"split_heads": split_hs_nh}, detect_split_hs_nh),
-    Mistake("split-without-transpose", "viewed (B, T, C) as (B, nh, T, hs)", {"split_heads": split_without_transpose},
-            detect_split_without_transpose),
-    Mistake("split-positions-first", "returns (B, T, nh, hs)", {"split_heads": split_keeps_positions_first},
-            detect_split_positions_first),
-    Mistake("merge-without-transpose", "viewed (B, nh, T, hs) as (B, T, C)", {"merge_heads": merge_without_transpose},
-            detect_merge_without_transpose),
-    Mistake("merge-interleaved", "heads interleaved feature by feature", {"merge_heads": merge_interleaved},
-            detect_merge_interleaved),
+MISTAKES = catalogue(
+    "split_heads",
+    ("split-hs-nh", "reshaped to (B, T, hs, nh)", split_hs_nh, detect_split_hs_nh),
+    ("split-without-transpose", "viewed (B, T, C) as (B, nh, T, hs)", split_without_transpose,
+     detect_split_without_transpose),
+    ("split-positions-first", "returns (B, T, nh, hs)", split_keeps_positions_first, detect_split_positions_first),
+) + catalogue(
+    "merge_heads",
+    ("merge-without-transpose", "viewed (B, nh, T, hs) as (B, T, C)", merge_without_transpose,
+     detect_merge_without_transpose),
+    ("merge-interleaved", "heads interleaved feature by feature", merge_interleaved, detect_merge_interleaved),
 )
 
 

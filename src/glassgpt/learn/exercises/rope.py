@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from glassgpt.learn.core import Case, Exercise, Mistake
+from glassgpt.learn.core import Case, Exercise, catalogue
 from glassgpt.learn.exercises import TITLES
 from glassgpt.learn.probing import BF16_TOL, close, randn, small_run
 from glassgpt.model import RotaryEmbedding, apply_rotary
@@ -132,13 +132,13 @@ def detect_positions_from_one(learner):
                 "position 0 is left as it is")
 
 
-MISTAKES = (
-    Mistake("interleaved-pairs", "pairs (2i, 2i + 1)", {"apply_rope": interleaved_pairs}, detect_interleaved),
-    Mistake("ignores-start", "positions from 0 whatever start is", {"apply_rope": ignores_start}, detect_ignores_start),
-    Mistake("turns-backwards", "rotation by minus the angle", {"apply_rope": turns_backwards}, detect_backwards),
-    Mistake("frequencies-of-i", "frequencies theta ** (-i / hs)", {"apply_rope": frequencies_of_i}, detect_frequencies),
-    Mistake("rope-positions-from-one", "positions counted from 1", {"apply_rope": positions_from_one},
-            detect_positions_from_one),
+MISTAKES = catalogue(
+    "apply_rope",
+    ("interleaved-pairs", "pairs (2i, 2i + 1)", interleaved_pairs, detect_interleaved),
+    ("ignores-start", "positions from 0 whatever start is", ignores_start, detect_ignores_start),
+    ("turns-backwards", "rotation by minus the angle", turns_backwards, detect_backwards),
+    ("frequencies-of-i", "frequencies theta ** (-i / hs)", frequencies_of_i, detect_frequencies),
+    ("rope-positions-from-one", "positions counted from 1", positions_from_one, detect_positions_from_one),
 )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from glassgpt.inference.generate import apply_top_k
-from glassgpt.learn.core import Case, Exercise, Mistake
+from glassgpt.learn.core import Case, Exercise, catalogue
 from glassgpt.learn.exercises import TITLES
 from glassgpt.learn.probing import close, randn, small_run
 
@@ -103,14 +103,15 @@ def detect_drops_ties(learner):
                 "tied with the k-th largest (logits >= it), which gives the same answer whatever the order")
 
 
-MISTAKES = (
-    Mistake("temperature-multiplies", "logits times the temperature", {"apply_temperature": temperature_multiplies},
-            detect_temperature_multiplies),
-    Mistake("top-k-keeps-k-minus-one", "the k-th largest dropped", {"top_k_filter": keeps_k_minus_one},
-            detect_k_minus_one),
-    Mistake("top-k-keeps-smallest", "the k smallest kept", {"top_k_filter": keeps_smallest}, detect_keeps_smallest),
-    Mistake("top-k-zero-not-inf", "dropped logits set to 0", {"top_k_filter": dropped_to_zero}, detect_dropped_to_zero),
-    Mistake("top-k-drops-ties", "ties with the k-th largest dropped", {"top_k_filter": drops_ties}, detect_drops_ties),
+MISTAKES = catalogue(
+    "apply_temperature",
+    ("temperature-multiplies", "logits times the temperature", temperature_multiplies, detect_temperature_multiplies),
+) + catalogue(
+    "top_k_filter",
+    ("top-k-keeps-k-minus-one", "the k-th largest dropped", keeps_k_minus_one, detect_k_minus_one),
+    ("top-k-keeps-smallest", "the k smallest kept", keeps_smallest, detect_keeps_smallest),
+    ("top-k-zero-not-inf", "dropped logits set to 0", dropped_to_zero, detect_dropped_to_zero),
+    ("top-k-drops-ties", "ties with the k-th largest dropped", drops_ties, detect_drops_ties),
 )
 
 

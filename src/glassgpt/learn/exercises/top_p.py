@@ -7,7 +7,7 @@ import math
 import torch
 
 from glassgpt.inference.generate import apply_top_p
-from glassgpt.learn.core import Case, Exercise, Mistake
+from glassgpt.learn.core import Case, Exercise, catalogue
 from glassgpt.learn.exercises import TITLES
 from glassgpt.learn.probing import randn, small_run
 
@@ -107,18 +107,15 @@ def detect_dropped_to_zero(learner):
                 "set them to -inf")
 
 
-def mistake(name, summary, mutant, detect):
-    return Mistake(name, summary, {"top_p_filter": mutant}, detect)
-
-
-MISTAKES = (
-    mistake("top-p-drops-crossing-token", "the token that crosses p dropped", drops_crossing_token,
+MISTAKES = catalogue(
+    "top_p_filter",
+    ("top-p-drops-crossing-token", "the token that crosses p dropped", drops_crossing_token,
             detect_drops_crossing),
-    mistake("top-p-can-keep-nothing", "no token kept when the first alone passes p", can_keep_nothing,
+    ("top-p-can-keep-nothing", "no token kept when the first alone passes p", can_keep_nothing,
             detect_can_keep_nothing),
-    mistake("top-p-unsorted", "probabilities added in vocabulary order", unsorted, detect_unsorted),
-    mistake("top-p-mask-in-sorted-order", "the mask not scattered back", mask_in_sorted_order, detect_sorted_order),
-    mistake("top-p-zero-not-inf", "dropped logits set to 0", dropped_to_zero, detect_dropped_to_zero),
+    ("top-p-unsorted", "probabilities added in vocabulary order", unsorted, detect_unsorted),
+    ("top-p-mask-in-sorted-order", "the mask not scattered back", mask_in_sorted_order, detect_sorted_order),
+    ("top-p-zero-not-inf", "dropped logits set to 0", dropped_to_zero, detect_dropped_to_zero),
 )
 
 
@@ -143,4 +140,5 @@ def cases() -> list[Case]:
 
 EXERCISE = Exercise(
     name="top_p", title=TITLES["top_p"], reference={"top_p_filter": top_p_filter},
-    outputs={"top_p_filter": ("logits",)}, cases=cases, mistakes=MISTAKES, glassgpt_code="glassgpt.inference.generate.apply_top_p")
+    outputs={"top_p_filter": ("logits",)}, cases=cases, mistakes=MISTAKES,
+    glassgpt_code="glassgpt.inference.generate.apply_top_p")
