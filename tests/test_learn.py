@@ -202,13 +202,25 @@ def test_an_exception_raised_deep_in_torch_names_the_learners_line_not_torchs(tm
         import torch
 
         def causal_attention(q, k, v):
-            scores = q @ k  # (B, T, hs) x (B, T, hs): the shapes do not fit
+            scores = torch.einsum("ij,jk->ik", q, k)  # (B, T, hs): three dimensions, not two
             return scores, scores
         """)
     result = run_check(exercise("attention"), load_functions(path), source=str(path))
     assert result.status == "error"
-    assert "causal_attention raised RuntimeError" in result.message
-    assert "at mine.py:4 in causal_attention: `scores = q @ k" in result.message
+    assert "causal_attention raised RuntimeError: einsum()" in result.message
+    assert "at mine.py:4 in causal_attention: `scores = torch.einsum(" in result.message
+
+
+def einsum_attention(q, k, v):
+    scores = torch.einsum("ij,jk->ik", q, k)  # (B, T, hs): three dimensions, not two
+    return scores, scores
+
+
+def test_a_notebooks_function_that_raises_is_named_by_its_own_line_not_torchs():
+    result = check("attention", {"causal_attention": einsum_attention})
+    line = inspect.getsourcelines(einsum_attention)[1] + 1
+    assert f"at test_learn.py:{line} in einsum_attention: `scores = torch.einsum(" in result.message
+    assert "functional.py" not in result.message
 
 
 # ---------------------------------------------------------------- the sandbox and the command line
