@@ -272,6 +272,7 @@ REFERENCE_ATTENTION = """\
     """
 
 
+@pytest.mark.slow  # three checks, each a child process that imports torch: about 10 s on an idle core
 def test_stub_then_check_through_the_command_line_exits_0_1_and_2(tmp_path, monkeypatch):
     monkeypatch.setenv("GLASSGPT_LEARN_DIR", str(tmp_path / "progress"))
     stub = tmp_path / "attention.py"
