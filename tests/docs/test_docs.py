@@ -247,7 +247,7 @@ def check_command(argv: list[str]) -> str | None:
             return None
         return err.getvalue().strip().splitlines()[-1] if err.getvalue().strip() else "refused"
     if args.command == "train" and args.config in preset_names():
-        overrides = [o for o in args.overrides if not o.startswith("init_from=")]
+        overrides = [o for o in args.overrides if not o.startswith(("init_from=", "model="))]  # a run, a file
         try:
             load_run_config(args.config, overrides)
         except UsageError as e:

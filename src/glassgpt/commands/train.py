@@ -11,7 +11,9 @@ HELP = "train a model into a run directory"
 def add_arguments(parser) -> None:
     parser.add_argument("config", metavar="PRESET_OR_TOML", nargs="?", default=None,
                         help="a preset name (cpu-baby, gpt2, ...) or a .toml file; with --resume, the run's own")
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="override any model or train setting")
+    parser.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="override any model or train setting; model=FILE.py builds the model of your own pieces "
+                             "(glassgpt learn)")
     parser.add_argument("--out", type=Path, default=None, help="run directory (default: runs/<preset>-<time>)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     parser.set_defaults(trailing="overrides")
@@ -20,6 +22,7 @@ def add_arguments(parser) -> None:
 def run(args) -> None:
     from glassgpt.config import load_run_config
     from glassgpt.errors import UsageError
+    from glassgpt.learn.yours import pieces_installer, split_model_override
     from glassgpt.training import train
     from glassgpt.training.runtime import Dist
 
@@ -29,6 +32,7 @@ def run(args) -> None:
         raise UsageError("--resume needs --out RUN_DIR, the run to continue")
     if args.config is None and not args.resume:
         raise UsageError("train needs a preset or TOML file, e.g. glassgpt train cpu-baby")
+    learner_file, args.overrides = split_model_override(args.overrides)  # model=FILE.py: your own pieces
     if args.config is None:  # resume with the run's own settings
         from glassgpt.checkpoint import check_run_dir, read_config
         from glassgpt.config import apply_overrides
@@ -38,7 +42,7 @@ def run(args) -> None:
         run_config = load_run_config(args.config, args.overrides)
     run_config = vocab_from_dataset(run_config, args.overrides)
     out = args.out or Path("runs") / f"{Path(args.config).stem}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
-    train(run_config, out, resume=args.resume)
+    train(run_config, out, resume=args.resume, on_model=pieces_installer(learner_file) if learner_file else None)
     if Dist.from_env().is_main:  # under torchrun, one line, not one per rank
         print(f"run saved in {out}; sample it with: glassgpt sample {out}")
 
