@@ -233,6 +233,8 @@ def check_command(argv: list[str]) -> str | None:
 
     parser = build_parser()
     sub = next(a for a in parser._actions if a.dest == "command")
+    if argv in (["--help"], ["--version"]):
+        return None
     if len(argv) == 1:  # a command named in prose
         return None if argv[0] in sub.choices else f"no command {argv[0]!r}"
     forms = next((a for a in sub.choices.get(argv[0], parser)._actions if a.dest == "form"), None)
