@@ -308,6 +308,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def dead_pid() -> int:
+    """The id of a process that has ended (a short-lived child, waited for): what a temporary
+    file a killed writer left carries."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
 def make_tiny_run(run_dir: Path, text: str = "ROMEO: wherefore art thou?\nJULIET: here.\n", **cfg) -> Path:
     """A run directory holding a random tiny model with a char tokenizer fitted on `text`."""
     from glassgpt.checkpoint import save_run

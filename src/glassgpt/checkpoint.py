@@ -3,9 +3,10 @@
     config.json        model, train and tokenizer settings, SHA-256 of the weights, provenance
     model.safetensors  the weights (safetensors: loading runs no code)
     tokenizer.json     the tokenizer
-    trainer_state.pt   optimizer, step, RNG and data position (read with weights_only=True)
+    trainer_state.safetensors  optimizer, step, RNG and data position: tensors in safetensors, the
+                       rest as JSON in its header (glassgpt.tensor_tree; no pickle)
     shards-<step>-<id>/ parallel=fsdp: the weights and optimizer state in shards (glassgpt.training.sharded);
-                       trainer_state.pt names the folder and holds the rest
+                       the trainer state names the folder and holds the rest
     metrics.jsonl      one JSON object per logged step or eval
     loss.png           train and val curves
 
@@ -16,6 +17,9 @@ commit record the renames are finished, without one the temporary files are drop
 and the previous checkpoint stands. Only a writer repairs: the process training into
 a run holds `.lock` for as long as it runs, and a reader (`load_run`) leaves
 the files alone while it is held.
+
+No file of a run is a pickle: a `trainer_state.pt` that an older glassgpt wrote is refused,
+unread, with what to do instead (`load_trainer_state`).
 """
 
 from __future__ import annotations
@@ -23,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import datetime
 import json
-import pickle
 import platform
 import re
 from pathlib import Path
@@ -34,21 +37,24 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_model, save_file, save_model
 
 from glassgpt.atomic import (
-    COMMIT_RECORD, TMP_SUFFIX, atomic_write_text, commit_files, fsync_write, recover,
+    COMMIT_RECORD, commit_files, pending, recover, write_temp,
 )
 from glassgpt.config import GPTConfig, RunConfig
 from glassgpt.data import sha256_of
 from glassgpt.errors import RunError, UsageError
 from glassgpt.model import GPT
+from glassgpt.ownership import MARKERS, RUN, has_marker, write_marker
 from glassgpt.precision import inference_dtype, prepare_for_inference, row_major
 from glassgpt.revision import git_revision
+from glassgpt.tensor_tree import load_tree, save_tree
 from glassgpt.tokenizer import Tokenizer, tokenizer_from_dict
 
-CONFIG, WEIGHTS, TOKENIZER, STATE = "config.json", "model.safetensors", "tokenizer.json", "trainer_state.pt"
+CONFIG, WEIGHTS, TOKENIZER, STATE = "config.json", "model.safetensors", "tokenizer.json", "trainer_state.safetensors"
+LEGACY_STATE = "trainer_state.pt"  # a pickle an older glassgpt wrote: refused, never read
 METRICS, PLOT = "metrics.jsonl", "loss.png"
 COMMIT = COMMIT_RECORD  # ".checkpoint-commit.json": the multi-file commit protocol is glassgpt.atomic's
 LOCK = ".lock"
-MARKER = ".glassgpt-run"  # written first into every run glassgpt starts: "this folder is a glassgpt run"
+MARKER = MARKERS[RUN]  # ".glassgpt-run", written first into every run glassgpt starts (glassgpt.ownership)
 DYNAMICS_PLOT = "dynamics.png"  # = glassgpt.analysis.dynamics.DYNAMICS
 # The files glassgpt writes into a run (and so the only ones recovery may rename or remove).
 RUN_FILES = (CONFIG, WEIGHTS, TOKENIZER, STATE, METRICS, PLOT, DYNAMICS_PLOT, COMMIT, MARKER)
@@ -57,7 +63,7 @@ RUN_FILES = (CONFIG, WEIGHTS, TOKENIZER, STATE, METRICS, PLOT, DYNAMICS_PLOT, CO
 def is_run(run_dir: Path) -> bool:
     """A folder glassgpt made a run of: its marker, or (a run from before the marker) a
     config.json that records glassgpt's provenance."""
-    if (run_dir / MARKER).is_file():
+    if has_marker(run_dir, RUN):
         return True
     try:
         raw = json.loads((run_dir / CONFIG).read_bytes()[:10_000_000])
@@ -67,8 +73,7 @@ def is_run(run_dir: Path) -> bool:
 
 
 def mark_as_run(run_dir: Path) -> None:
-    if not (run_dir / MARKER).is_file():
-        atomic_write_text(run_dir / MARKER, json.dumps({"glassgpt": "run directory"}) + "\n")
+    write_marker(run_dir, RUN)
 
 
 def check_writable_run_dir(run_dir: Path) -> None:
@@ -112,8 +117,7 @@ def writer_lock(run_dir: Path):
 def recover_if_idle(run_dir: Path) -> None:
     """`recover`, unless a live process is writing into the run (then its files
     are in progress, not left over), or the folder is not one of glassgpt's runs."""
-    pending = (run_dir / COMMIT).exists() or any((run_dir / (n + TMP_SUFFIX)).exists() for n in RUN_FILES)
-    if not pending or not is_run(run_dir):
+    if not pending(run_dir, RUN_FILES) or not is_run(run_dir):
         return
     try:
         with writer_lock(run_dir):
@@ -175,22 +179,21 @@ def save_run(run_dir: str | Path, model: GPT, tokenizer: Tokenizer, run_config: 
     run_dir.mkdir(parents=True, exist_ok=True)
     recover(run_dir, RUN_FILES)
     mark_as_run(run_dir)
-    weights_tmp = run_dir / (WEIGHTS + TMP_SUFFIX)
-    fsync_write(weights_tmp, lambda p: save_weights(p, model, weights))
+    weights_tmp = write_temp(run_dir / WEIGHTS, lambda p: save_weights(p, model, weights))
     config = run_config.to_dict()
     config["tokenizer"] = tokenizer.to_dict()
     config["weights_sha256"] = sha256_of(weights_tmp)
     config["provenance"] = provenance()
     if origin is not None:
         config["init_from"] = origin
-    writers: dict[str, Callable[[Path], None] | None] = {
-        WEIGHTS: None,  # already written above, so its hash could go in the config
+    writers: dict[str, Callable[[Path], None] | Path] = {
+        WEIGHTS: weights_tmp,  # already written above, so its hash could go in the config
         CONFIG: lambda p: p.write_text(json.dumps(config, indent=2)),
         TOKENIZER: tokenizer.save,
     }
     if trainer_state is not None:
         state = dict(trainer_state, weights_sha256=config["weights_sha256"])
-        writers[STATE] = lambda p: torch.save(state, p)
+        writers[STATE] = lambda p: save_tree(p, state)
     commit_files(run_dir, writers)
 
 
@@ -346,22 +349,21 @@ STATE_FIELDS = {"step": int, "optimizer": dict, "rng": list, "loader": dict, "we
 
 
 def load_trainer_state(run_dir: Path) -> dict:
-    """The trainer state, read without running any code from the file, and checked to hold
-    what a resume needs."""
+    """The trainer state, read without running any code from the file (safetensors and JSON),
+    and checked to hold what a resume needs. A pickled `trainer_state.pt` of an older glassgpt
+    is refused unread: its weights still serve as `init_from` for a new run."""
     path = run_dir / STATE
-    if path.is_dir():
-        raise RunError(f"{path} is a folder, not a trainer state: restore the file, or train into a new --out")
+    if path.is_dir() or path.is_symlink():
+        raise RunError(f"{path} is a {'link' if path.is_symlink() else 'folder'}, not a trainer state: "
+                       "restore the file, or train into a new --out")
     if not path.is_file():
+        legacy = run_dir / LEGACY_STATE
+        if legacy.exists() or legacy.is_symlink():
+            raise UsageError(f"{legacy} was written by an older glassgpt as a pickle, which glassgpt no longer reads "
+                             "(a pickle can run code): train into a new --out, starting from this run's weights "
+                             f"with init_from={run_dir}")
         raise UsageError(f"{run_dir} has no {STATE} to resume from")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        raise RunError(f"refusing to load {path}: it holds objects other than tensors and plain data "
-                       f"({first_line(e)})") from None
-    except (RuntimeError, EOFError, OSError, ValueError, TypeError, KeyError, IndexError,
-            AttributeError, RecursionError) as e:
-        raise RunError(f"cannot read {path} ({first_line(e)}): it is corrupt or truncated; "
-                       "restore it, or train into a new --out") from None
+    state = load_tree(path, "restore it, or train into a new --out")
     if not isinstance(state, dict):
         raise RunError(f"{path} is not a trainer state (it holds a {type(state).__name__}): "
                        "restore it, or train into a new --out")

@@ -18,6 +18,7 @@ import torch
 from glassgpt.evaluation import loss as evaluate
 
 from glassgpt.evaluation import hellaswag
+from glassgpt import checkpoint as ckpt
 from glassgpt.checkpoint import load_run, save_run
 from glassgpt.cli import main as cli_main
 from glassgpt.config import RunConfig, TrainConfig, load_run_config
@@ -334,7 +335,7 @@ def test_a_converted_gpt2_fine_tunes_from_its_own_val_loss(gpt2_run, finetune_en
     tuned, _, _ = load_run(out)
     source, _, _ = load_run(gpt2_run)
     assert not torch.equal(tuned.wte.weight, source.wte.weight)  # it trained
-    assert (out / "trainer_state.pt").is_file()
+    assert (out / ckpt.STATE).is_file()
 
 
 def test_a_fine_tuning_run_resumes_like_any_other(gpt2_run, finetune_env, tmp_path):

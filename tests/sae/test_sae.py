@@ -235,7 +235,7 @@ def test_the_sae_benchmark_runs_at_a_tiny_size(run_dir, tmp_path):
     assert glassgpt["tokens_per_s"] == pytest.approx(2048 / glassgpt["train_seconds"], rel=0.01)
 
 
-@pytest.mark.parametrize("name", ["sae_state.pt", "sae.safetensors"])
+@pytest.mark.parametrize("name", ["sae_state.safetensors", "sae.safetensors"])
 def test_a_corrupt_sae_folder_is_one_line_on_resume(run_dir, name):
     assert cli("sae", run_dir, "--hook", "blocks.0.resid_post", *SMALL)[0] == 0
     path = run_dir / "sae" / "blocks.0.resid_post" / name

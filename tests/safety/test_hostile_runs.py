@@ -19,9 +19,10 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from glassgpt import checkpoint as ckpt
 from glassgpt.config import load_run_config
 from glassgpt.inference.text import MAX_STOP_CHARS, StopText
+from glassgpt.tensor_tree import save_tree
 from glassgpt.training import train
 
-from conftest import TINY, assert_clean_error, cli, make_tiny_run, push_all, snapshot
+from conftest import TINY, assert_clean_error, cli, dead_pid, make_tiny_run, push_all, snapshot
 
 
 def _train_tiny(run_dir: Path, data_dir: Path, *overrides: str) -> Path:
@@ -111,12 +112,16 @@ def test_analyze_out_replaces_its_own_earlier_report(run_copy, tmp_path):
     assert set(snapshot(out)) == first
 
 
-@pytest.mark.parametrize("name", ["/ABS/victim", "../outside/victim", "sub/../../outside/victim", "victim", ".."])
-def test_a_commit_record_cannot_reach_outside_the_run(run_copy, outside, name):
-    name = name.replace("/ABS", str(outside))
-    (run_copy / ckpt.COMMIT).write_text(json.dumps([name]))
+@pytest.mark.parametrize("name, tmp", [
+    ("/ABS/victim", "victim.1-0123abcd.tmp"), ("../outside/victim", "victim.1-0123abcd.tmp"),
+    ("sub/../../outside/victim", "victim.1-0123abcd.tmp"), ("victim", "victim.1-0123abcd.tmp"), ("..", "x.tmp"),
+    (ckpt.CONFIG, "../outside/victim.tmp"), (ckpt.CONFIG, "/ABS/victim.tmp"), (ckpt.CONFIG, "config.json.tmp"),
+])
+def test_a_commit_record_cannot_reach_outside_the_run(run_copy, outside, name, tmp):
+    name, tmp = name.replace("/ABS", str(outside)), tmp.replace("/ABS", str(outside))
+    (run_copy / ckpt.COMMIT).write_text(json.dumps({name: tmp}))
     (outside / "victim.tmp").write_text("the user's draft\n")
-    (run_copy / (Path(name).name + ".tmp")).write_text("planted")
+    (run_copy / Path(tmp).name).write_text("planted")
     before = snapshot(outside)
     status, _, err = cli("sample", run_copy, "--prompt", "RO", "--max-new-tokens", 3, "--seed", 1)
     assert status == 0, err
@@ -125,22 +130,28 @@ def test_a_commit_record_cannot_reach_outside_the_run(run_copy, outside, name):
 
 
 def test_a_first_checkpoint_cut_short_after_its_commit_record_is_finished_by_a_reader(run_copy):
-    for name in (ckpt.CONFIG, ckpt.WEIGHTS, ckpt.TOKENIZER):  # the renames had not happened
-        os.replace(run_copy / name, run_copy / (name + ".tmp"))
-    (run_copy / ckpt.COMMIT).write_text(json.dumps([ckpt.CONFIG, ckpt.TOKENIZER, ckpt.WEIGHTS]))
+    temps = {name: f"{name}.{dead_pid()}-0123abcd.tmp" for name in (ckpt.CONFIG, ckpt.WEIGHTS, ckpt.TOKENIZER)}
+    for name, tmp in temps.items():  # the renames had not happened
+        os.replace(run_copy / name, run_copy / tmp)
+    (run_copy / ckpt.COMMIT).write_text(json.dumps(temps))
     status, _, err = cli("sample", run_copy, "--prompt", "RO", "--max-new-tokens", 3)
     assert status == 0, err  # the run is recognised by its marker and rolled forward
     assert (run_copy / ckpt.CONFIG).is_file() and not (run_copy / ckpt.COMMIT).exists()
 
 
-def test_a_temporary_file_planted_as_a_link_is_never_written_through(run_copy, outside, data_env):
-    for name in (ckpt.CONFIG, ckpt.WEIGHTS, ckpt.STATE, ckpt.METRICS, ckpt.PLOT):
-        os.symlink(outside / "victim", run_copy / (name + ".tmp"))
+@pytest.mark.parametrize("temp", ["{name}.tmp", "{name}.{dead}-0123abcd.tmp"])  # a user's name; one like glassgpt's
+def test_a_temporary_file_planted_as_a_link_is_never_written_through(run_copy, outside, data_env, temp):
+    links = [run_copy / temp.format(name=name, dead=dead_pid())
+             for name in (ckpt.CONFIG, ckpt.WEIGHTS, ckpt.STATE, ckpt.METRICS, ckpt.PLOT)]
+    for link in links:
+        os.symlink(outside / "victim", link)
     before = snapshot(outside)
     status, _, err = cli("train", "--out", run_copy, "--resume", "max_iters=3")
     assert status == 0, err
     assert snapshot(outside) == before
     assert (run_copy / ckpt.STATE).is_file() and not (run_copy / ckpt.STATE).is_symlink()
+    users = temp == "{name}.tmp"  # not glassgpt's name: left alone; a dead writer's: the link (only) removed
+    assert all(link.is_symlink() == users for link in links)
 
 
 def test_metrics_that_is_a_link_is_not_appended_through(run_copy, outside):
@@ -191,7 +202,7 @@ def test_an_empty_truncated_or_foreign_trainer_state_is_refused_in_one_line(run_
 @pytest.mark.parametrize("state", [{}, {"step": 2}, [1, 2], {"step": -1, "optimizer": {}, "rng": [], "loader": {},
                                                                 "weights_sha256": "x"}])
 def test_an_incomplete_trainer_state_names_what_it_lacks(run_copy, state):
-    torch.save(state, run_copy / ckpt.STATE)
+    save_tree(run_copy / ckpt.STATE, state)
     assert_clean_error(cli("train", "--out", run_copy, "--resume", "max_iters=3"), 1, ckpt.STATE)
 
 
@@ -403,12 +414,11 @@ def shard_folder(run_dir: Path) -> Path:
     return run_dir / ckpt.load_trainer_state(run_dir)["sharded"]
 
 
-def _metadata_naming(path: str):
-    """A metadata file whose one tensor is read from `path`."""
-    from torch.distributed.checkpoint.filesystem import _StorageInfo
-    from torch.distributed.checkpoint.metadata import Metadata, MetadataIndex
-
-    return Metadata(state_dict_metadata={}, storage_data={MetadataIndex("model.wte.weight"): _StorageInfo(path, 0, 8)})
+def _index_naming(folder: Path, path: str) -> bytes:
+    """The folder's index, with its first tensor read from `path`."""
+    index = json.loads((folder / ".metadata.json").read_text())
+    next(iter(index["tensors"].values()))["chunks"][0]["file"] = path
+    return json.dumps(index).encode()
 
 
 class _Payload:
@@ -424,14 +434,17 @@ def _plant(kind: str, folder: Path, outside: Path) -> None:
     elif kind == "truncated shard":
         shard = folder / "__0_0.distcp"
         shard.write_bytes(shard.read_bytes()[:100])
-    elif kind == "no metadata":
-        (folder / ".metadata").unlink()
-    elif kind == "pickle payload":
+    elif kind == "no index":
+        (folder / ".metadata.json").unlink()
+    elif kind == "pickle payload":  # DCP's own index format: a pickle, never read
+        (folder / ".metadata.json").unlink()
         (folder / ".metadata").write_bytes(pickle.dumps(_Payload()))
-    elif kind == "garbage metadata":
-        (folder / ".metadata").write_bytes(b"\x80\x04garbage")
-    elif kind == "metadata reaching outside":
-        (folder / ".metadata").write_bytes(pickle.dumps(_metadata_naming(str(outside / "victim"))))
+    elif kind == "garbage index":
+        (folder / ".metadata.json").write_bytes(b"\x80\x04garbage")
+    elif kind == "index reaching outside":
+        (folder / ".metadata.json").write_bytes(_index_naming(folder, str(outside / "victim")))
+    elif kind == "index reaching up":
+        (folder / ".metadata.json").write_bytes(_index_naming(folder, "../../outside/victim"))
     elif kind == "folder is a link":
         shutil.rmtree(folder)
         os.symlink(outside, folder)
@@ -439,8 +452,10 @@ def _plant(kind: str, folder: Path, outside: Path) -> None:
 
 @pytest.mark.parametrize("kind, fragment", [
     ("missing shard", "__0_0.distcp is missing"), ("truncated shard", "is truncated"),
-    ("no metadata", ".metadata is missing"), ("pickle payload", "refusing"), ("garbage metadata", "refusing"),
-    ("metadata reaching outside", "not a shard of the folder"), ("folder is a link", "is missing"),
+    ("no index", ".metadata.json is missing"), ("pickle payload", "refusing"),
+    ("garbage index", "not a checkpoint index glassgpt wrote"),
+    ("index reaching outside", "not a shard of the folder"), ("index reaching up", "not a shard of the folder"),
+    ("folder is a link", "is missing"),
 ])
 def test_a_damaged_sharded_checkpoint_is_refused_in_one_line_and_nothing_is_overwritten(
         sharded_run, outside, kind, fragment, monkeypatch):
@@ -466,7 +481,7 @@ def test_shards_of_another_model_shape_are_refused_before_loading(sharded_run, t
 def test_a_trainer_state_naming_a_shard_folder_outside_the_run_is_refused(sharded_run, outside):
     state = ckpt.load_trainer_state(sharded_run)
     state["sharded"] = "../outside"
-    torch.save(state, sharded_run / ckpt.STATE)
+    save_tree(sharded_run / ckpt.STATE, state)
     assert_clean_error(cli("train", "--out", sharded_run, "--resume", "max_iters=4"), 1, "no name glassgpt writes")
 
 

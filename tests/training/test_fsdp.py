@@ -275,7 +275,7 @@ def test_sigkill_during_a_sharded_save_leaves_the_last_good_checkpoint_and_resum
     assert len(shard_folders(run_dir)) == 2  # the committed one and the orphan
     load_run(run_dir)
     state = ckpt.load_trainer_state(run_dir)
-    assert state["step"] == 2 and (run_dir / state["sharded"] / ".metadata").is_file()
+    assert state["step"] == 2 and (run_dir / state["sharded"] / ".metadata.json").is_file()
 
     train(load_run_config("cpu-baby", FSDP), run_dir, resume=True, log=quiet)
     assert shard_folders(run_dir) == [ckpt.load_trainer_state(run_dir)["sharded"]]

@@ -3,6 +3,7 @@ import math
 
 import torch
 
+from glassgpt import checkpoint as ckpt
 from glassgpt.checkpoint import load_run
 from glassgpt.config import load_run_config
 from glassgpt.training.optim import lr_at
@@ -28,7 +29,7 @@ def test_training_lowers_the_loss_and_writes_a_complete_run(data_env, tmp_path):
     assert math.isclose(final["bits_per_character"], final["val_loss"] / math.log(2))
     train_rows = [r for r in rows if r["kind"] == "train"]
     assert {"step", "train_loss", "lr", "grad_norm", "tokens_per_s"} <= set(train_rows[0])
-    for name in ("config.json", "model.safetensors", "tokenizer.json", "trainer_state.pt", "metrics.jsonl", "loss.png"):
+    for name in ("config.json", "model.safetensors", "tokenizer.json", ckpt.STATE, "metrics.jsonl", "loss.png"):
         assert (run_dir / name).is_file(), name
     assert (run_dir / "loss.png").read_bytes()[:4] == b"\x89PNG"
     assert not list(run_dir.glob("*.tmp"))

@@ -20,13 +20,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import assert_clean_error, run_cli, tiny_config
+from conftest import assert_clean_error, dead_pid, run_cli, tiny_config
 
 from glassgpt import checkpoint as ckpt
 from glassgpt.checkpoint import load_run
 from glassgpt.config import load_run_config
 from glassgpt.errors import RunError, UsageError
 from glassgpt.model import GPT
+from glassgpt.atomic import TMP_SUFFIX
+from glassgpt.ownership import temp_name_of
+from glassgpt.tensor_tree import save_tree
 from glassgpt.training.loop import accumulate_gradients, apply_gradients, train
 from glassgpt.training.flops import peak_flops
 from glassgpt.training.log import MetricsLog
@@ -232,7 +235,7 @@ def test_resuming_with_another_number_of_processes_keeps_the_global_batch(small_
     train(tiny_run_config("max_iters=2", "batch_size=2"), run_dir, log=quiet)
     state = ckpt.load_trainer_state(run_dir)
     state["rng"] = state["rng"] * 2  # as a 2-rank run saves it
-    torch.save(state, run_dir / ckpt.STATE)
+    save_tree(run_dir / ckpt.STATE, state)
     said = []
     train(tiny_run_config("max_iters=4", "batch_size=2"), run_dir, resume=True, log=said.append)
     assert any("resuming a run of 2 process(es) on 1: batch_size=4 per process keeps the global batch of 4"
@@ -279,11 +282,12 @@ def assert_consistent_checkpoint(run_dir: Path) -> int:
     return int(state["step"])
 
 
-CHECKPOINT_TMP = [name + ckpt.TMP_SUFFIX for name in (ckpt.WEIGHTS, ckpt.CONFIG, ckpt.TOKENIZER, ckpt.STATE)]
+CHECKPOINT_FILES = (ckpt.WEIGHTS, ckpt.CONFIG, ckpt.TOKENIZER, ckpt.STATE)
 
 
 def checkpoint_write_in_progress(run_dir: Path) -> bool:
-    return (run_dir / ckpt.COMMIT).exists() or any((run_dir / name).exists() for name in CHECKPOINT_TMP)
+    return (run_dir / ckpt.COMMIT).exists() or any(temp_name_of(p.name) in CHECKPOINT_FILES
+                                                   for p in run_dir.glob("*" + TMP_SUFFIX))
 
 
 @pytest.mark.slow
@@ -330,13 +334,14 @@ def simulate_crash(run_dir: Path, newer_run: Path, with_record: bool, renamed: t
     """Leave `run_dir` as a kill during a checkpoint write would: the newer
     checkpoint's files under temporary names, the commit record written or not,
     and (with the record) some files already renamed into place."""
-    names = [ckpt.WEIGHTS, ckpt.CONFIG, ckpt.TOKENIZER, ckpt.STATE]
-    for name in names:
-        shutil.copy(newer_run / name, run_dir / (name + ckpt.TMP_SUFFIX))
+    dead = dead_pid()
+    temps = {name: f"{name}.{dead}-0123abcd{TMP_SUFFIX}" for name in CHECKPOINT_FILES}  # a killed writer's
+    for name, tmp in temps.items():
+        shutil.copy(newer_run / name, run_dir / tmp)
     if with_record:
-        (run_dir / ckpt.COMMIT).write_text(json.dumps(sorted(names)))
+        (run_dir / ckpt.COMMIT).write_text(json.dumps(temps))
         for name in renamed:
-            os.replace(run_dir / (name + ckpt.TMP_SUFFIX), run_dir / name)
+            os.replace(run_dir / temps[name], run_dir / name)
 
 
 @pytest.mark.parametrize("with_record, renamed, expect", [

@@ -3,7 +3,8 @@ write its folder (default RUN_DIR/sae/<hook>):
 
     sae.safetensors   the SAE's weights
     sae.json          what it is: the hook, its config and training config, the run's weights SHA-256
-    sae_state.pt      the optimizer, each feature's tokens since it fired, the step (for --resume)
+    sae_state.safetensors  the optimizer, each feature's tokens since it fired, the step (for --resume;
+                      tensors in safetensors, the rest as JSON in its header: no pickle)
     metrics.jsonl     one row per logged step
     evaluation.json   L0, FVU, CE loss recovered, dead and dense features, tokens/s
     features.json     every feature's contexts, histogram, density and logit effect
@@ -11,12 +12,13 @@ write its folder (default RUN_DIR/sae/<hook>):
 
 Checkpoints are all-or-nothing (`glassgpt.atomic.commit_files`), and a resume continues
 the same activation stream at the same step, so 2 x N steps equal N, then --resume, then N.
+The folder is written only where no link leads (a run's `sae/` that is a link is refused), and a
+pickled `sae_state.pt` of an older glassgpt is refused, unread.
 """
 
 from __future__ import annotations
 
 import json
-import pickle
 import time
 from pathlib import Path
 from typing import Callable
@@ -28,14 +30,17 @@ from safetensors.torch import load_model, save_model
 from glassgpt import checkpoint as ckpt
 from glassgpt.atomic import atomic_write_text, commit_files, recover
 from glassgpt.errors import RunError, UsageError
+from glassgpt.ownership import refuse_link, refuse_links_below
 from glassgpt.sae.activations import ActivationStream, check_hook
 from glassgpt.sae.evaluate import evaluate_sae
 from glassgpt.sae.features import feature_stats, features_per_token, render_features_html
 from glassgpt.sae.model import SAE, SAEConfig
 from glassgpt.sae.training import SAETrainConfig, SAETrainer, train_sae
+from glassgpt.tensor_tree import load_tree, save_tree
 from glassgpt.training.log import read_metrics
 
-WEIGHTS, CONFIG, STATE, METRICS = "sae.safetensors", "sae.json", "sae_state.pt", "metrics.jsonl"
+WEIGHTS, CONFIG, STATE, METRICS = "sae.safetensors", "sae.json", "sae_state.safetensors", "metrics.jsonl"
+LEGACY_STATE = "sae_state.pt"  # a pickle an older glassgpt wrote: refused, never read
 EVALUATION, FEATURES, PAGE = "evaluation.json", "features.json", "features.html"
 SAE_FILES = (WEIGHTS, CONFIG, STATE, METRICS, EVALUATION, FEATURES, PAGE, ckpt.COMMIT)
 
@@ -44,8 +49,12 @@ def default_out(run_dir: Path, hook: str, head: int | None) -> Path:
     return run_dir / "sae" / (hook if head is None else f"{hook}.head{head}")
 
 
-def check_out(out: Path, resume: bool) -> None:
-    """A new or empty folder, or (with --resume) an SAE folder glassgpt wrote."""
+def check_out(out: Path, resume: bool, run_dir: Path | None = None) -> None:
+    """A new or empty folder, or (with --resume) an SAE folder glassgpt wrote; not a link, and
+    (inside the run, `run_dir`) reached through no link."""
+    refuse_link(out, "the SAE's folder")
+    if run_dir is not None:
+        refuse_links_below(run_dir, out, "a run's sae/ folder")
     if out.exists() and not out.is_dir():
         raise UsageError(f"{out} is a file, not a folder: choose another --out")
     ours = (out / CONFIG).is_file()
@@ -87,7 +96,7 @@ def run_sae(run_dir: str | Path, hook: str, *, head: int | None = None, width: i
     if dataset.tokenizer.to_dict() != tokenizer.to_dict():
         raise UsageError(f"dataset {run_config.train.dataset} here is prepared with another tokenizer than the run's")
     out = Path(out) if out is not None else default_out(run_dir, hook, head)
-    check_out(out, resume)
+    check_out(out, resume, run_dir)
     _, run_raw = ckpt.read_config(run_dir)
     identity = identity_of(hook, head, sae_config, train_config, run_raw, seed, batch_tokens)
 
@@ -101,11 +110,11 @@ def run_sae(run_dir: str | Path, hook: str, *, head: int | None = None, width: i
             changed = [k for k in identity if not isinstance(saved, dict) or saved.get(k) != identity[k]]
             raise UsageError(f"cannot resume {out} with other settings ({', '.join(changed)} differ): resume with "
                              "the settings it was started with, or choose another --out")
+        state = read_state(out)
         try:
             load_model(sae, str(out / WEIGHTS), device=str(device))
-            trainer.load_state_dict(torch.load(out / STATE, map_location="cpu", weights_only=True))
-        except (OSError, RuntimeError, EOFError, KeyError, TypeError, ValueError, AttributeError,
-                pickle.UnpicklingError, SafetensorError) as e:
+            trainer.load_state_dict(state)
+        except (OSError, RuntimeError, KeyError, TypeError, ValueError, AttributeError, SafetensorError) as e:
             raise RunError(f"cannot resume the SAE in {out} ({ckpt.first_line(e)}): its files are corrupt; "
                            "train into another --out") from None
         rows = [r for r in read_metrics(out) if r["step"] <= trainer.step]  # the same file name as a run's
@@ -115,7 +124,7 @@ def run_sae(run_dir: str | Path, hook: str, *, head: int | None = None, width: i
         commit_files(out, {
             WEIGHTS: lambda p: save_model(sae, str(p)),
             CONFIG: lambda p: p.write_text(json.dumps(identity, indent=2)),
-            STATE: lambda p: torch.save(trainer.state_dict(), p),
+            STATE: lambda p: save_tree(p, trainer.state_dict()),
             METRICS: lambda p: p.write_text("".join(json.dumps(r) + "\n" for r in rows)),
         })
 
@@ -150,6 +159,20 @@ def run_sae(run_dir: str | Path, hook: str, *, head: int | None = None, width: i
     atomic_write_text(out / PAGE, render_features_html(f"SAE features of {run_dir.name} at {hook}", evaluation,
                                                        features, token_view=token_view))
     return evaluation
+
+
+def read_state(out: Path) -> dict:
+    """The SAE trainer's saved state (sae_state.safetensors), read without running code from it."""
+    path, repair = out / STATE, "its files are corrupt; train into another --out"
+    if not path.is_file() and (out / LEGACY_STATE).exists():
+        raise UsageError(f"{out / LEGACY_STATE} was written by an older glassgpt as a pickle, which glassgpt no "
+                         "longer reads (a pickle can run code): train the SAE again into another --out")
+    if path.is_symlink() or not path.is_file():
+        raise RunError(f"cannot resume the SAE in {out}: {STATE} is missing; {repair}")
+    state = load_tree(path, repair)
+    if not isinstance(state, dict):
+        raise RunError(f"{path} is not an SAE trainer state: {repair}")
+    return state
 
 
 def load_sae(folder: str | Path, device: str = "cpu") -> tuple[SAE, dict]:

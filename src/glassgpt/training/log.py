@@ -16,7 +16,10 @@ from typing import Callable
 from glassgpt import checkpoint as ckpt
 from glassgpt.atomic import atomic_write, atomic_write_text
 from glassgpt.errors import RunError, UsageError
+from glassgpt.ownership import refuse_link
 
+
+TENSORBOARD = "tensorboard"  # the run's folder of TensorBoard events (tensorboard=true)
 MAX_METRICS_BYTES = 1 << 30  # a run's metrics.jsonl is KiB to MiB; a larger one is not one glassgpt wrote
 
 
@@ -94,12 +97,15 @@ def append_line(path: Path, line: str) -> None:
     if path.is_symlink():
         raise RunError(f"{path} is a symbolic link, and glassgpt appends only to its own files: "
                        "replace it with a copy of the file")
-    with open(path, "ab+") as f:
-        torn = False
-        if f.seek(0, os.SEEK_END) > 0:
-            f.seek(-1, os.SEEK_END)
-            torn = f.read(1) != b"\n"
-        f.write((b"\n" if torn else b"") + line.encode("utf-8") + b"\n")
+    try:
+        with open(path, "ab+") as f:
+            torn = False
+            if f.seek(0, os.SEEK_END) > 0:
+                f.seek(-1, os.SEEK_END)
+                torn = f.read(1) != b"\n"
+            f.write((b"\n" if torn else b"") + line.encode("utf-8") + b"\n")
+    except OSError as e:  # a full disk: the OS error, naming the file (a torn last line is read around)
+        raise type(e)(e.errno, e.strerror or str(e), str(path)) from None
 
 
 def check_tensorboard_available() -> None:
@@ -143,8 +149,13 @@ class MetricsLog:
             return
         from torch.utils.tensorboard import SummaryWriter
 
+        folder = self.path.parent / TENSORBOARD
+        refuse_link(folder, "a run's tensorboard/ folder")
+        if folder.exists() and not folder.is_dir():
+            raise RunError(f"{folder} is a file, where glassgpt writes TensorBoard's events: move it away, "
+                           "or set tensorboard=false")
         purge = resume_step + 1 if resume_step is not None else None
-        self.writer = SummaryWriter(str(self.path.parent / "tensorboard"), purge_step=purge)
+        self.writer = SummaryWriter(str(folder), purge_step=purge)
 
     def has_eval(self, step: int) -> bool:
         return any(r["step"] == step and r.get("kind") == "eval" for r in self.rows)

@@ -1,0 +1,156 @@
+"""The ownership rule: glassgpt deletes, replaces or renames only what it can prove it wrote.
+
+Proof is one of three things, and nothing else:
+
+- a **marker**: a small JSON file (`.glassgpt-run`, `.glassgpt-dataset`) that glassgpt writes
+  into a folder it makes before anything else goes in, naming the folder's kind;
+- a **temporary name** glassgpt made itself: `NAME.<pid>-<8 hex digits>.tmp`, created anew
+  (never an existing file, never through a link) by the process whose id it carries; a leftover
+  one is removed only once that process has ended;
+- a **file name** glassgpt writes, inside a folder that carries its marker (for folders made
+  before markers existed: a `meta.json` that only glassgpt writes, with nothing else there).
+
+Everything else at a target path is refused with the path named, and a link is never followed
+for a write: a link where glassgpt would write (a run's `tensorboard/`, `sae/`, a dataset
+folder) is refused, and a folder is removed only entry by entry, each a plain file or a link
+(the link itself, never what it points to).
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import re
+import secrets
+from pathlib import Path
+from typing import Callable, Collection
+
+from glassgpt.errors import RunError, UsageError
+
+RUN, DATASET = "run", "dataset"
+MARKERS = {RUN: ".glassgpt-run", DATASET: ".glassgpt-dataset"}
+MAX_MARKER_BYTES = 4096
+TEMP = re.compile(r"(?P<name>.+)\.(?P<pid>\d{1,10})-(?P<nonce>[0-9a-f]{8})\.tmp")
+
+
+# ---------------------------------------------------------------- markers
+
+def marker_path(folder: Path, kind: str) -> Path:
+    return folder / MARKERS[kind]
+
+
+def write_marker(folder: Path, kind: str) -> None:
+    """Mark `folder` (a folder this process just made, or one already marked) as glassgpt's `kind`."""
+    path = marker_path(folder, kind)
+    if has_marker(folder, kind):
+        return
+    if path.is_symlink() or path.exists():
+        raise UsageError(f"{path} exists and was not written by glassgpt: remove it, or choose another folder")
+    path.write_text(json.dumps({"glassgpt": kind, "version": 1}) + "\n", encoding="utf-8")
+
+
+def has_marker(folder: Path, kind: str) -> bool:
+    """`folder` is a real folder (not a link) holding glassgpt's marker of `kind`, a plain file."""
+    path = marker_path(folder, kind)
+    if folder.is_symlink() or not folder.is_dir() or path.is_symlink() or not path.is_file():
+        return False
+    try:
+        if path.stat().st_size > MAX_MARKER_BYTES:
+            return False
+        raw = json.loads(path.read_bytes())
+    except (OSError, ValueError, RecursionError):
+        return False
+    return isinstance(raw, dict) and raw.get("glassgpt") == kind
+
+
+# ---------------------------------------------------------------- temporary names
+
+def temp_path(path: Path) -> Path:
+    """A new, empty file next to `path` under a name no one else has (`NAME.<pid>-<hex>.tmp`),
+    created exclusively: an existing file or a link under that name is never written through."""
+    while True:
+        tmp = path.with_name(f"{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o666)
+        except FileExistsError:
+            continue
+        os.close(fd)
+        return tmp
+
+
+def temp_name_of(name: str) -> str | None:
+    """The file name a temporary name of glassgpt's stands for (`x.json` for `x.json.12-ab12cd34.tmp`)."""
+    m = TEMP.fullmatch(name)
+    return m.group("name") if m else None
+
+
+def is_abandoned_temp(path: Path, owned: Collection[str]) -> bool:
+    """A temporary file of glassgpt's for one of the `owned` names, left by a process that has ended."""
+    m = TEMP.fullmatch(path.name)
+    return bool(m) and m.group("name") in owned and not process_alive(int(m.group("pid"))) \
+        and (path.is_symlink() or path.is_file())
+
+
+def abandoned_temps(folder: Path, owned: Collection[str]) -> list[Path]:
+    if folder.is_symlink() or not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if is_abandoned_temp(p, owned))
+
+
+def process_alive(pid: int) -> bool:
+    if pid <= 0:
+        return True  # no process of glassgpt's has that id: not provably ended
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, OSError):
+        return True
+    return True
+
+
+# ---------------------------------------------------------------- links and folders
+
+def refuse_link(path: Path, what: str) -> None:
+    """Refuse to write at `path` when it is a link (or stands below one, up to `path`'s folder)."""
+    if path.is_symlink():
+        raise RunError(f"{path} is a symbolic link, and glassgpt never writes through one ({what}): "
+                       "replace it with a real folder or file, or remove it")
+
+
+def refuse_links_below(root: Path, path: Path, what: str) -> None:
+    """Refuse when `path`, or any folder between `root` and it, is a link: a write into a run or a
+    dataset stays inside it. `root` itself is the user's choice and may be reached through links."""
+    try:
+        parts = path.relative_to(root).parts
+    except ValueError:
+        return
+    here = root
+    for part in parts:
+        here = here / part
+        refuse_link(here, what)
+
+
+def foreign_entries(folder: Path, owns: Callable[[str], bool]) -> list[str]:
+    """The entries of `folder` glassgpt did not write: names `owns` does not claim, or its names
+    standing as a folder or a link."""
+    return sorted(p.name for p in folder.iterdir() if not owns(p.name) or p.is_symlink() or not p.is_file())
+
+
+def remove_owned_folder(folder: Path, owns: Callable[[str], bool]) -> bool:
+    """Remove the plain files of `folder` whose names `owns` claims (a link itself, never its
+    target), then the folder if nothing else is left. Returns whether it is gone; a folder that
+    holds anything else keeps it, and stays."""
+    if folder.is_symlink() or not folder.is_dir():
+        return False
+    for entry in folder.iterdir():
+        if owns(entry.name) and (entry.is_symlink() or entry.is_file()):
+            entry.unlink()
+    try:
+        folder.rmdir()
+    except OSError as e:
+        if e.errno in (errno.ENOTEMPTY, errno.EEXIST):
+            return False
+        raise
+    return True
