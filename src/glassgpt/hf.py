@@ -24,7 +24,7 @@ OpenAI's weights, with internet once:
 
 from __future__ import annotations
 
-import pickle
+import pickle  # only to catch the UnpicklingError transformers raises: glassgpt unpickles nothing itself
 import re
 from pathlib import Path
 

@@ -28,7 +28,7 @@ from typing import Callable, Collection
 
 from glassgpt.errors import RunError, UsageError
 
-RUN, DATASET = "run", "dataset"
+RUN, DATASET = "run directory", "dataset"  # the kinds a marker names (runs marked before versions: the same)
 MARKERS = {RUN: ".glassgpt-run", DATASET: ".glassgpt-dataset"}
 MAX_MARKER_BYTES = 4096
 TEMP = re.compile(r"(?P<name>.+)\.(?P<pid>\d{1,10})-(?P<nonce>[0-9a-f]{8})\.tmp")
@@ -45,9 +45,16 @@ def write_marker(folder: Path, kind: str) -> None:
     path = marker_path(folder, kind)
     if has_marker(folder, kind):
         return
-    if path.is_symlink() or path.exists():
-        raise UsageError(f"{path} exists and was not written by glassgpt: remove it, or choose another folder")
-    path.write_text(json.dumps({"glassgpt": kind, "version": 1}) + "\n", encoding="utf-8")
+    try:  # created anew: an existing file or a link under the name is never written through
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o666)
+    except FileExistsError:
+        raise UsageError(f"{path} exists and was not written by glassgpt: remove it, or choose another folder") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(json.dumps({"glassgpt": kind, "version": 1}) + "\n")
+    except OSError as e:  # a full disk: the marker does not stay half written
+        path.unlink(missing_ok=True)
+        raise OSError(e.errno, e.strerror or str(e), str(path)) from None
 
 
 def has_marker(folder: Path, kind: str) -> bool:

@@ -26,6 +26,7 @@ from glassgpt.analysis.dynamics import DYNAMICS, analysis_rows, plot_dynamics
 from glassgpt.training.log import read_metrics
 from glassgpt.analysis.plots import plot_attention_grid, plot_head_heatmap, plot_logit_lens, token_labels
 from glassgpt.analysis.suite import analyze
+from glassgpt.atomic import write_error
 from glassgpt.analysis.summary import definitions, layer_lines, summarize
 from glassgpt.errors import UsageError
 from glassgpt.limits import check_fits, inference_bytes
@@ -399,6 +400,8 @@ def write_report(run_dir: str | Path, prompt: str | None = None, out: str | Path
         (tmp / REPORT).write_text(render_html(run_dir, results, pngs, prompt_text, source, view_html),
                                   encoding="utf-8")
         replace_dir(tmp, out)
+    except OSError as e:  # a full disk: one line naming the report, whichever file it stopped at
+        raise write_error(e, out) from None
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)  # a folder this process made
     return out

@@ -56,6 +56,8 @@ def _own_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val-fraction", type=float_arg, default=0.1, help="documents kept for validation")
     p.add_argument("--text-column", default="text", help="jsonl, parquet, hf: the column holding the text")
     p.add_argument("--force", action="store_true", help="prepare again even if already prepared")
+    p.add_argument("--follow-links", action="store_true",
+                   help="read links that lead out of a folder (text: else skipped with a notice; hf: else refused)")
 
 
 def run(args) -> None:
@@ -104,12 +106,14 @@ def _hf(args) -> None:
 
 
 def _common(args) -> dict:
-    return dict(tokenizer=args.tokenizer, text_column=args.text_column, val_fraction=args.val_fraction)
+    return dict(tokenizer=args.tokenizer, text_column=args.text_column, val_fraction=args.val_fraction,
+                follow_links=True if args.follow_links else None)  # None: not recorded in meta.json
 
 
 def _prepare_own(args, request) -> None:
+    from glassgpt.cli import note
     from glassgpt.data import describe_dataset, prepare_user
 
-    path = prepare_user(args.name, request, force=args.force)
+    path = prepare_user(args.name, request, force=args.force, notice=note)
     print(f"{args.name} is ready in {path}: {describe_dataset(path)}; train on it with: "
           f"glassgpt train cpu-baby dataset={args.name}")

@@ -5,7 +5,9 @@ document), `.jsonl` (one document per line: the string in its `--text-column`),
 or `.parquet` (one document per row, that column), and `.gz` of any of them. A
 folder stands for the files under it, recursively, in sorted order, matching
 `--glob` (default: every file); names starting with "." are skipped, and a file
-reached twice (a symlink to another one in the set) is read once.
+reached twice (a symlink to another one in the set) is read once. A link inside a folder
+that leads out of it is skipped, with a notice (`follow_links` reads it); a link to a folder
+is never entered.
 
 Reading is streamed: a text document arrives as pieces of about
 `prepare_chunk_bytes()` characters, cut after a line break that has a non-space
@@ -24,10 +26,11 @@ from __future__ import annotations
 import codecs
 import gzip
 import json
+import os
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from glassgpt.errors import UsageError
 
@@ -59,8 +62,10 @@ def kind_of(path: Path) -> tuple[str, bool]:
     return "text", gzipped
 
 
-def find_sources(paths: list[str | Path], glob: str | None = None) -> list[Source]:
-    """The files named by `paths` (folders expanded, recursively), in order, each once."""
+def find_sources(paths: list[str | Path], glob: str | None = None, follow_links: bool = False,
+                 notice: Callable[[str], None] | None = None) -> list[Source]:
+    """The files named by `paths` (folders expanded, recursively), in order, each once. A link
+    in a folder that leads out of it is left out (`notice` hears of it) unless `follow_links`."""
     if not paths:
         raise UsageError("prepare text needs at least one PATH: a file or a folder of text")
     found: list[Source] = []
@@ -70,9 +75,7 @@ def find_sources(paths: list[str | Path], glob: str | None = None) -> list[Sourc
         if not path.exists():
             raise UsageError(f"{path} does not exist")
         if path.is_dir():
-            pattern = glob or "*"
-            files = sorted(p for p in path.rglob(pattern) if p.is_file()
-                           and not any(part.startswith(".") for part in p.relative_to(path).parts))
+            files = files_in(path, glob or "*", follow_links, notice)
             if not files:
                 raise UsageError(f"{path} holds no files" + (f" matching --glob {glob!r}" if glob else "")
                                  + ": point at a folder of text files")
@@ -87,6 +90,22 @@ def find_sources(paths: list[str | Path], glob: str | None = None) -> list[Sourc
             seen.add(real)
             found.append(Source(file, *kind_of(file)))
     return found
+
+
+def files_in(folder: Path, pattern: str, follow_links: bool, notice: Callable[[str], None] | None) -> list[Path]:
+    """The files under `folder` matching `pattern`, in sorted order: no hidden names, and no link
+    that leads out of the folder unless `follow_links` (each one left out is told to `notice`)."""
+    root, files = folder.resolve(), []
+    for p in sorted(folder.rglob(pattern)):  # rglob enters no linked folder
+        if any(part.startswith(".") for part in p.relative_to(folder).parts):
+            continue
+        if p.is_symlink() and not follow_links and not p.resolve().is_relative_to(root):
+            if notice is not None:
+                notice(f"skipped {p}: a link to {os.readlink(p)}, outside {folder} (--follow-links reads it)")
+            continue
+        if p.is_file():
+            files.append(p)
+    return files
 
 
 # ---------------------------------------------------------------- reading

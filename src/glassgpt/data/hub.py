@@ -9,11 +9,16 @@ file inside the folder being prepared, which is then prepared exactly like `prep
 trained yet) HF_STAGE_BYTES_PER_TOKEN bytes per token, more than a small BPE needs.
 The built-in `fineweb-edu` reads FineWeb-Edu through the same `datasets` streaming, with
 its own fixed split (first documents as validation) and parallel GPT-2 tokenizing.
+
+A local folder is read only inside itself (`check_local_folder`): a README whose `configs`
+point `data_files` or `data_dir` elsewhere (`../`, an absolute path, a URL) is refused, and so
+is a link that leads out of the folder, unless `--follow-links`.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Iterator
 
@@ -24,11 +29,14 @@ from glassgpt.errors import RunError, UsageError
 from glassgpt.tokenizer import get_tokenizer, parse_tokenizer_spec
 
 HF_STAGE_BYTES_PER_TOKEN = 6
+README_MAX_BYTES = 1 << 20
 
 
 def prepare_hf(out: Path, req: TextRequest, chunk_bytes: int) -> dict:
     """Stream enough of a Hugging Face dataset into out/.documents.jsonl, then prepare that."""
     hf = req.hf
+    if Path(hf["dataset"]).is_dir():
+        check_local_folder(Path(hf["dataset"]), bool(req.follow_links))
     stage = out / ".documents.jsonl"
     name, _ = parse_tokenizer_spec(req.tokenizer)
     count_tokens = get_tokenizer("gpt2").encode if name == "gpt2" else None
@@ -57,6 +65,64 @@ def prepare_hf(out: Path, req: TextRequest, chunk_bytes: int) -> dict:
     meta["request"]["text_column"] = req.text_column
     meta["max_tokens"] = req.max_tokens
     return meta
+
+
+def check_local_folder(folder: Path, follow_links: bool = False) -> None:
+    """Refuse a local dataset folder that would have `datasets` read outside it: its README's
+    `data_files` / `data_dir` naming `..`, an absolute path or a URL, or (unless `follow_links`)
+    a link inside it that leads out."""
+    readme = folder / "README.md"
+    for where in _readme_paths(readme):
+        parts = where.replace("\\", "/").split("/")
+        if "://" in where or where.startswith(("/", "~", "hf:")) or os.path.isabs(where) or ".." in parts:
+            raise UsageError(f"{readme} points data_files at {where[:120]!r}, outside {folder}: a dataset folder is "
+                             "read only inside itself; copy those files into it, and name them relative to it")
+    if follow_links:
+        return
+    root = folder.resolve()
+    for base, dirs, files in os.walk(folder):
+        for name in dirs + files:
+            entry = Path(base) / name
+            if entry.is_symlink() and not entry.resolve().is_relative_to(root):
+                raise UsageError(f"{entry} is a link to {os.readlink(entry)}, outside {folder}: copy the file into "
+                                 "the folder, or pass --follow-links to read it")
+
+
+def _readme_paths(readme: Path) -> list[str]:
+    """The `data_files` and `data_dir` strings of a dataset card's `configs` (its YAML header)."""
+    if readme.is_symlink() or not readme.is_file():
+        return []
+    if readme.stat().st_size > README_MAX_BYTES:
+        raise UsageError(f"{readme} is larger than a dataset card is ({README_MAX_BYTES:,} bytes at most)")
+    text = readme.read_bytes().decode("utf-8", errors="replace")
+    if not text.startswith("---"):
+        return []
+    end = text.find("\n---", 3)
+    import yaml  # a dependency of `datasets`
+
+    try:
+        header = yaml.safe_load(text[3:end if end >= 0 else len(text)])
+    except yaml.YAMLError as e:
+        raise UsageError(f"{readme}'s YAML header cannot be read ({_first_line(e)}): fix or remove it") from None
+    configs = header.get("configs") if isinstance(header, dict) else None
+    found: list[str] = []
+    for config in configs if isinstance(configs, list) else []:
+        if isinstance(config, dict):
+            _strings(config.get("data_files"), found, depth=3)
+            _strings(config.get("data_dir"), found, depth=0)
+    return found
+
+
+def _strings(value, found: list[str], depth: int) -> None:
+    """The strings in `value` (a string, or lists and dicts of them `depth` deep: a split's
+    files, `{split, path}` entries), at most 10,000 (YAML aliases can make a small file huge)."""
+    if len(found) > 10_000:
+        raise UsageError("a dataset card lists more than 10,000 data files")
+    if isinstance(value, str):
+        found.append(value)
+    elif depth > 0 and isinstance(value, (list, dict)):
+        for item in value.values() if isinstance(value, dict) else value:
+            _strings(item, found, depth - 1)
 
 
 def describe_hf(hf: dict) -> str:

@@ -1,10 +1,16 @@
 """The datasets glassgpt knows, and `prepare`: raw files to token files, once.
 
 Prepared data lives in `<data dir>/<dataset>/{train,val[,test]}.bin` with a
-`meta.json`. A dataset is filled in a hidden `.<dataset>.partial-<pid>-*`
-folder and renamed into place only when complete, so an interrupted
-preparation never looks prepared; the leftovers of a killed one are removed by
+`meta.json` and glassgpt's marker `.glassgpt-dataset`. A dataset is filled in a hidden
+`.<dataset>.partial-<pid>-*` folder and renamed into place only when complete, so an
+interrupted preparation never looks prepared; the leftovers of a killed one are removed by
 the next `prepare`. Preparing again is a no-op unless `force=True`.
+
+What stands at `<data dir>/<dataset>` is replaced only when glassgpt prepared it
+(`glassgpt.ownership`): a folder with its marker (or, prepared before markers, a `meta.json`
+of glassgpt's naming the dataset) holding only the files glassgpt writes there. A file, a
+link, a folder of the user's, or a dataset folder the user put other files into is refused,
+naming the path, and left as it is.
 
 Your own datasets (`prepare_user`: `glassgpt prepare text` and `prepare hf`, built in
 `glassgpt.data.user`) go through the same folder-then-rename path, under any name that
@@ -30,7 +36,10 @@ from glassgpt.data.documents import find_sources
 from glassgpt.data.hub import prepare_hf
 from glassgpt.data.user import USER_VERSION, TextRequest, check_request, check_user_name, prepare_text
 from glassgpt.data.writing import token_dtype, write_split
+from glassgpt.atomic import write_error
 from glassgpt.errors import GlassGPTError, RunError, UsageError, did_you_mean
+from glassgpt.ownership import (DATASET, MARKERS, foreign_entries, has_marker, process_alive, remove_owned_folder,
+                                write_marker)
 from glassgpt.tokenizer import get_tokenizer, tokenizer_from_dict
 
 
@@ -188,9 +197,11 @@ def prepare(name: str, *, max_tokens: int | None = None, force: bool = False, wo
         work, max_tokens=max_tokens, workers=workers, chunk_bytes=prepare_chunk_bytes()))
 
 
-def prepare_user(name: str, req: TextRequest, *, force: bool = False) -> Path:
+def prepare_user(name: str, req: TextRequest, *, force: bool = False,
+                 notice: Callable[[str], None] | None = None) -> Path:
     """Prepare your own dataset `name` from files (`req.paths`) or a Hugging Face dataset
-    (`req.hf`). Asked again for the same request it does nothing; a different one needs `force`."""
+    (`req.hf`). Asked again for the same request it does nothing; a different one needs `force`.
+    `notice` hears of what is left out (links out of a folder)."""
     check_user_name(name, DATASETS)
     check_request(req)
     final = dataset_path(name)
@@ -208,7 +219,7 @@ def prepare_user(name: str, req: TextRequest, *, force: bool = False) -> Path:
 
     def fill(work: Path) -> dict:
         chunk = prepare_chunk_bytes()
-        return prepare_hf(work, req, chunk) if req.hf else prepare_text(work, req, chunk)
+        return prepare_hf(work, req, chunk) if req.hf else prepare_text(work, req, chunk, notice=notice)
     return _build(final, spec, force, fill)
 
 
@@ -218,7 +229,8 @@ def _same_sources(meta: dict, req: TextRequest) -> bool:
         return True
     recorded = [(r.get("path"), r.get("bytes")) for r in meta.get("sources", []) if isinstance(r, dict)]
     try:
-        return recorded == [(str(s.path.resolve()), s.size) for s in find_sources(req.paths, req.glob)]
+        found = find_sources(req.paths, req.glob, bool(req.follow_links))
+        return recorded == [(str(s.path.resolve()), s.size) for s in found]
     except UsageError:
         return False
 
@@ -227,9 +239,11 @@ def _build(final: Path, spec: DatasetSpec, force: bool, fill: Callable[[Path], d
     """Fill a hidden folder next to `final` and rename it into place once it is complete."""
     name = final.name
     final.parent.mkdir(parents=True, exist_ok=True)
+    check_replaceable(final)  # before anything is downloaded or written
     remove_abandoned_work(final)
     work = Path(tempfile.mkdtemp(prefix=f".{name}.partial-{os.getpid()}-", dir=final.parent))
     try:
+        write_marker(work, DATASET)
         meta = fill(work)
         meta["dataset"] = name
         meta["version"] = spec.version
@@ -237,14 +251,87 @@ def _build(final: Path, spec: DatasetSpec, force: bool, fill: Callable[[Path], d
         (work / "meta.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False))
         if is_current(final, spec) and not force:
             return final  # another process finished the same dataset first
-        if final.is_symlink() or final.is_file():
-            final.unlink()
-        elif final.exists():
-            shutil.rmtree(final)
-        os.replace(work, final)
+        check_replaceable(final)  # again: the folder may have changed while this one was filled
+        _replace(work, final)
+    except OSError as e:
+        raise _naming(e, final) from None
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)  # a name this process made: everything in it is its own
     return final
+
+
+# The files glassgpt writes into a prepared dataset's folder (and may so remove or replace).
+DATASET_FILES = frozenset({"meta.json", "train.bin", "val.bin", "test.bin", "tokenizer.json", ".documents.jsonl",
+                           MARKERS[DATASET]})
+# The keys glassgpt writes into a meta.json (a dataset from before markers is recognised by them).
+META_KEYS = frozenset({"dataset", "version", "dtype", "tokenizer", "tokenizer_spec", "tokens", "kind", "text_bytes",
+                       "documents", "sources", "val_rule", "request", "max_tokens", "source_sha256", "member_sha256",
+                       "source", "generator"})
+
+
+def owns(name: str) -> bool:
+    return name in DATASET_FILES
+
+
+def is_ours(path: Path) -> bool:
+    """A dataset folder glassgpt prepared: its marker, or (prepared before markers) a meta.json
+    holding only glassgpt's keys and naming this dataset, beside only glassgpt's files."""
+    if has_marker(path, DATASET):
+        return True
+    if path.is_symlink() or not path.is_dir() or foreign_entries(path, owns):
+        return False
+    meta_path = path / "meta.json"
+    try:
+        if meta_path.stat().st_size > MAX_META_BYTES:
+            return False
+        meta = json.loads(meta_path.read_bytes())
+    except (OSError, ValueError, RecursionError):
+        return False
+    return isinstance(meta, dict) and meta.get("dataset") == path.name and "tokenizer" in meta and set(meta) <= META_KEYS
+
+
+def check_replaceable(final: Path) -> None:
+    """Refuse, naming the path, to prepare a dataset where something glassgpt did not write stands."""
+    if not (final.exists() or final.is_symlink()):
+        return
+    fix = (f"move it away, or prepare into another data folder (GLASSGPT_DATA_DIR)"
+           + ("" if final.name in DATASETS else " or under another --name"))
+    if final.is_symlink() or not final.is_dir():
+        kind = "a link" if final.is_symlink() else "a file"
+        raise UsageError(f"{final} is {kind} that glassgpt did not write, where dataset {final.name!r} goes: {fix}")
+    if not is_ours(final):
+        raise UsageError(f"{final} is a folder glassgpt did not prepare (it has no {MARKERS[DATASET]} and is not "
+                         f"a dataset of glassgpt's), where dataset {final.name!r} goes: {fix}")
+    foreign = foreign_entries(final, owns)
+    if foreign:
+        raise UsageError(f"{final} holds {foreign[0]!r}, which glassgpt did not write, and preparing again would "
+                         "replace the folder: move it out, then prepare again")
+
+
+def _replace(work: Path, final: Path) -> None:
+    """Put the finished `work` folder at `final`; a dataset of glassgpt's there is moved aside
+    first (under a name this process made) and its files removed once the new one stands."""
+    if not (final.exists() or final.is_symlink()):
+        os.replace(work, final)
+        return
+    aside = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-{os.getpid()}-", dir=final.parent))
+    os.replace(final, aside / final.name)
+    try:
+        os.replace(work, final)
+    except BaseException:
+        os.replace(aside / final.name, final)  # the previous dataset stands
+        aside.rmdir()
+        raise
+    remove_owned_folder(aside / final.name, owns)
+    remove_owned_folder(aside, lambda name: False)
+
+
+def _naming(e: OSError, final: Path) -> OSError:
+    """A failed write (a full disk) while preparing, as an OSError naming the dataset's folder
+    (an error that names another file, such as a source, is left as it is)."""
+    if e.filename is not None and f".{final.name}.partial-" not in str(e.filename):
+        return e
+    return write_error(e, final) or e
 
 
 def _check_same_cap(path: Path, name: str, max_tokens: int | None) -> None:
@@ -255,21 +342,19 @@ def _check_same_cap(path: Path, name: str, max_tokens: int | None) -> None:
 
 
 def remove_abandoned_work(final: Path) -> None:
-    """Delete the partial folders of preparations whose process no longer runs."""
-    for partial in final.parent.glob(f".{final.name}.partial-*"):
-        pid = partial.name[len(f".{final.name}.partial-"):].split("-")[0]
-        if pid.isdigit() and not _process_alive(int(pid)):
-            shutil.rmtree(partial, ignore_errors=True)
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    """Delete the folders of preparations whose process no longer runs (`.<name>.partial-<pid>-*`
+    being filled, `.<name>.old-<pid>-*` being replaced): only the files glassgpt writes in them,
+    and then each folder if nothing else is left."""
+    for kind in ("partial", "old"):
+        prefix = f".{final.name}.{kind}-"
+        for leftover in final.parent.glob(prefix + "*"):
+            pid = leftover.name[len(prefix):].split("-")[0]
+            if not (pid.isdigit() and leftover.is_dir() and not leftover.is_symlink()) or process_alive(int(pid)):
+                continue
+            inner = leftover / final.name  # a dataset being replaced sits inside its `.old-` folder
+            if kind == "old" and inner.is_dir() and not inner.is_symlink():
+                remove_owned_folder(inner, owns)
+            remove_owned_folder(leftover, owns)
 
 
 # ---------------------------------------------------------------- what is there

@@ -29,7 +29,7 @@ import re
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 from tqdm import tqdm
@@ -61,6 +61,7 @@ class TextRequest:
     errors: str = "strict"
     max_tokens: int | None = None
     hf: dict | None = field(default=None)  # prepare hf: dataset, config, split
+    follow_links: bool | None = None  # True: read links that lead out of a folder (None: skip them, with a notice)
 
 
 def check_user_name(name: str, builtins) -> None:
@@ -287,10 +288,14 @@ def write_tokens(corpus: Corpus, tok: Tokenizer, out: Path, max_tokens: int | No
 
 # ---------------------------------------------------------------- prepare text
 
-def prepare_text(out: Path, req: TextRequest, chunk_bytes: int, sources: list[Source] | None = None) -> dict:
-    """Fill `out` with train.bin, val.bin and tokenizer.json (bpe); returns the meta fields."""
+def prepare_text(out: Path, req: TextRequest, chunk_bytes: int, sources: list[Source] | None = None,
+                 notice: Callable[[str], None] | None = None) -> dict:
+    """Fill `out` with train.bin, val.bin and tokenizer.json (bpe); returns the meta fields.
+    `notice` hears of links left out of a folder (see `find_sources`)."""
     check_request(req)
-    corpus = Corpus(sources if sources is not None else find_sources(req.paths, req.glob), req, chunk_bytes)
+    if sources is None:
+        sources = find_sources(req.paths, req.glob, bool(req.follow_links), notice)
+    corpus = Corpus(sources, req, chunk_bytes)
     name, _ = parse_tokenizer_spec(req.tokenizer)
     scan = corpus.run_scan(collect_chars=name == "char")
     tok = fit_tokenizer(corpus, req.tokenizer)
