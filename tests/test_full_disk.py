@@ -12,7 +12,8 @@ import pytest
 import safetensors
 import safetensors.torch
 
-from glassgpt import checkpoint as ckpt, tensor_tree, train_log
+from glassgpt import checkpoint as ckpt, tensor_tree
+from glassgpt.training import log as train_log
 from glassgpt.ownership import TEMP
 
 from test_hostile import (assert_refused, cli, outside, run_copy, shard_folder, sharded_run,  # noqa: F401

@@ -5,7 +5,6 @@ itself unless told to follow links."""
 
 import json
 import os
-import shutil
 from pathlib import Path
 
 import pytest

@@ -7,13 +7,13 @@ import json
 import math
 import os
 import pickle
-import shutil
 from pathlib import Path
 
 import pytest
 import torch
 
-from glassgpt import checkpoint as ckpt, sharded
+from glassgpt import checkpoint as ckpt
+from glassgpt.training import sharded
 from glassgpt.errors import RunError
 from glassgpt.tensor_tree import dumps_plain, load_tree, loads_plain, save_tree
 

@@ -294,7 +294,7 @@ def check_replaceable(final: Path) -> None:
     """Refuse, naming the path, to prepare a dataset where something glassgpt did not write stands."""
     if not (final.exists() or final.is_symlink()):
         return
-    fix = (f"move it away, or prepare into another data folder (GLASSGPT_DATA_DIR)"
+    fix = ("move it away, or prepare into another data folder (GLASSGPT_DATA_DIR)"
            + ("" if final.name in DATASETS else " or under another --name"))
     if final.is_symlink() or not final.is_dir():
         kind = "a link" if final.is_symlink() else "a file"
