@@ -139,21 +139,29 @@ def refuse_links_below(root: Path, path: Path, what: str) -> None:
         refuse_link(here, what)
 
 
+def _removable(entry: Path) -> bool:
+    """A plain file, or an empty folder (it holds nothing to lose), standing under a name glassgpt owns."""
+    if entry.is_symlink() or entry.is_file():
+        return True
+    return entry.is_dir() and not any(entry.iterdir())
+
+
 def foreign_entries(folder: Path, owns: Callable[[str], bool]) -> list[str]:
     """The entries of `folder` glassgpt did not write: names `owns` does not claim, or its names
-    standing as a folder or a link."""
-    return sorted(p.name for p in folder.iterdir() if not owns(p.name) or p.is_symlink() or not p.is_file())
+    standing as a link or a folder that holds something."""
+    return sorted(p.name for p in folder.iterdir()
+                  if not owns(p.name) or p.is_symlink() or not _removable(p))
 
 
 def remove_owned_folder(folder: Path, owns: Callable[[str], bool]) -> bool:
-    """Remove the plain files of `folder` whose names `owns` claims (a link itself, never its
-    target), then the folder if nothing else is left. Returns whether it is gone; a folder that
-    holds anything else keeps it, and stays."""
+    """Remove the entries of `folder` whose names `owns` claims (a plain file, a link itself but
+    never its target, an empty folder), then the folder if nothing else is left. Returns whether
+    it is gone; a folder that holds anything else keeps it, and stays."""
     if folder.is_symlink() or not folder.is_dir():
         return False
     for entry in folder.iterdir():
-        if owns(entry.name) and (entry.is_symlink() or entry.is_file()):
-            entry.unlink()
+        if owns(entry.name) and _removable(entry):
+            entry.unlink() if entry.is_symlink() or entry.is_file() else entry.rmdir()
     try:
         folder.rmdir()
     except OSError as e:
