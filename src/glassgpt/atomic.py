@@ -21,6 +21,7 @@ A write that fails (a full disk, a read-only folder; whichever library wrote the
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -29,10 +30,11 @@ from pathlib import Path
 from typing import Callable, Collection, Union
 
 from glassgpt.errors import GlassGPTError
-from glassgpt.ownership import abandoned_temps, temp_name_of, temp_path
+from glassgpt.ownership import abandoned_temps, small_json, temp_name_of, temp_path
 
 TMP_SUFFIX = ".tmp"  # every temporary name ends so: NAME.<pid>-<hex>.tmp (glassgpt.ownership.TEMP)
 COMMIT_RECORD = ".checkpoint-commit.json"
+MAX_RECORD_BYTES = 1_000_000  # a record names a few files
 KILL_ENV = "GLASSGPT_TEST_KILL"  # tests only: where a checkpoint write dies, e.g. "commit" or "shards:4"
 UNCHANGED = "the previous copy is unchanged"
 
@@ -92,20 +94,27 @@ def remove_temp(tmp: Path) -> None:
 
 # ---------------------------------------------------------------- one file
 
-def write_temp(path: Path, write: Callable[[Path], None]) -> Path:
-    """`write(tmp)` into a new temporary file next to `path`, flushed to the disk; returns it.
-    A failure removes it and is an OSError naming `path` (see `write_error`)."""
-    tmp = temp_path(path)
+@contextlib.contextmanager
+def _undone_on_failure(tmp: Path, path: Path):
+    """On any failure inside: `tmp` removed, and an I/O failure raised as an OSError naming `path`."""
     try:
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
+        yield
     except BaseException as e:
         remove_temp(tmp)
         failure = write_error(e, path)
         if failure is not None:
             raise failure from None
         raise
+
+
+def write_temp(path: Path, write: Callable[[Path], None]) -> Path:
+    """`write(tmp)` into a new temporary file next to `path`, flushed to the disk; returns it.
+    A failure removes it and is an OSError naming `path` (see `write_error`)."""
+    tmp = temp_path(path)
+    with _undone_on_failure(tmp, path):
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
     return tmp
 
 
@@ -113,14 +122,8 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """Write one file through a temporary name and a rename: readers see the old
     file or the new one, never half of one."""
     tmp = write_temp(path, write)
-    try:
+    with _undone_on_failure(tmp, path):
         os.replace(tmp, path)
-    except BaseException as e:
-        remove_temp(tmp)
-        failure = write_error(e, path)
-        if failure is not None:
-            raise failure from None
-        raise
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -153,13 +156,7 @@ def read_commit_record(run_dir: Path, owned: Collection[str]) -> dict[str, str] 
     """name -> temporary name, as the commit record lists them, or None when the record cannot
     be trusted: not a JSON object, a name the caller does not own (a path, `..`, another name),
     or a temporary name that is not one of glassgpt's for that name."""
-    path = run_dir / COMMIT_RECORD
-    if path.is_symlink() or not path.is_file():
-        return None
-    try:
-        record = json.loads(path.read_bytes()[:1_000_000])
-    except (OSError, ValueError, RecursionError):
-        return None
+    record = small_json(run_dir / COMMIT_RECORD, MAX_RECORD_BYTES)
     if not isinstance(record, dict):
         return None
     for name, tmp in record.items():

@@ -59,16 +59,22 @@ def write_marker(folder: Path, kind: str) -> None:
 
 def has_marker(folder: Path, kind: str) -> bool:
     """`folder` is a real folder (not a link) holding glassgpt's marker of `kind`, a plain file."""
-    path = marker_path(folder, kind)
-    if folder.is_symlink() or not folder.is_dir() or path.is_symlink() or not path.is_file():
+    if folder.is_symlink() or not folder.is_dir():
         return False
-    try:
-        if path.stat().st_size > MAX_MARKER_BYTES:
-            return False
-        raw = json.loads(path.read_bytes())
-    except (OSError, ValueError, RecursionError):
-        return False
+    raw = small_json(marker_path(folder, kind), MAX_MARKER_BYTES)
     return isinstance(raw, dict) and raw.get("glassgpt") == kind
+
+
+def small_json(path: Path, max_bytes: int):
+    """The JSON in a small plain file (not a link, at most `max_bytes`), or None when there is none."""
+    if path.is_symlink() or not path.is_file():
+        return None
+    try:
+        if path.stat().st_size > max_bytes:
+            return None
+        return json.loads(path.read_bytes())
+    except (OSError, ValueError, RecursionError):
+        return None
 
 
 # ---------------------------------------------------------------- temporary names

@@ -39,7 +39,7 @@ from glassgpt.data.writing import token_dtype, write_split
 from glassgpt.atomic import write_error
 from glassgpt.errors import GlassGPTError, RunError, UsageError, did_you_mean
 from glassgpt.ownership import (DATASET, MARKERS, foreign_entries, has_marker, process_alive, remove_owned_folder,
-                                write_marker)
+                                small_json, write_marker)
 from glassgpt.tokenizer import get_tokenizer, tokenizer_from_dict
 
 
@@ -280,13 +280,7 @@ def is_ours(path: Path) -> bool:
         return True
     if path.is_symlink() or not path.is_dir() or foreign_entries(path, owns):
         return False
-    meta_path = path / "meta.json"
-    try:
-        if meta_path.stat().st_size > MAX_META_BYTES:
-            return False
-        meta = json.loads(meta_path.read_bytes())
-    except (OSError, ValueError, RecursionError):
-        return False
+    meta = small_json(path / "meta.json", MAX_META_BYTES)
     return isinstance(meta, dict) and meta.get("dataset") == path.name and "tokenizer" in meta and set(meta) <= META_KEYS
 
 
