@@ -7,6 +7,7 @@ Tests never touch the network: Tiny Shakespeare comes from GLASSGPT_MIRROR
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -327,3 +328,60 @@ def make_tiny_run(run_dir: Path, text: str = "ROMEO: wherefore art thou?\nJULIET
     model_cfg = tiny_config(vocab_size=tokenizer.vocab_size, block_size=32, **cfg)
     save_run(run_dir, GPT(model_cfg), tokenizer, RunConfig(model_cfg, TrainConfig()))
     return run_dir
+
+
+# ---------------------------------------------------------------- a trained run, for hostile edits
+
+def train_tiny(run_dir: Path, data_dir: Path, *overrides: str) -> Path:
+    """cpu-baby at the TINY size, trained for two steps on the prepared data into `run_dir`."""
+    from glassgpt.config import load_run_config
+    from glassgpt.training import train
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GLASSGPT_DATA_DIR", str(data_dir))
+        train(load_run_config("cpu-baby", [*TINY, *overrides]), run_dir, log=lambda line: None)
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, prepared_data_dir) -> Path:
+    """A run trained for two steps on shakespeare-char: every file a run has."""
+    return train_tiny(tmp_path_factory.mktemp("hostile") / "run", prepared_data_dir)
+
+
+@pytest.fixture
+def run_copy(trained_run, tmp_path, data_env) -> Path:
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained_run, run_dir, symlinks=True)
+    return run_dir
+
+
+@pytest.fixture
+def outside(tmp_path) -> Path:
+    """Files of the user's, beside the run: no command may change them."""
+    folder = tmp_path / "outside"
+    folder.mkdir()
+    (folder / "victim").write_text("the user's own file\n")
+    (folder / "victim.tmp").write_text("the user's draft\n")
+    (folder / "analysis.json").write_text("{}")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def sharded_trained_run(tmp_path_factory, prepared_data_dir) -> Path:
+    """A parallel=fsdp run of one process (one shard): its checkpoint is a shard folder."""
+    return train_tiny(tmp_path_factory.mktemp("hostile-sharded") / "run", prepared_data_dir, "parallel=fsdp")
+
+
+@pytest.fixture
+def sharded_run(sharded_trained_run, tmp_path, data_env) -> Path:
+    run_dir = tmp_path / "sharded"
+    shutil.copytree(sharded_trained_run, run_dir, symlinks=True)
+    return run_dir
+
+
+def shard_folder(run_dir: Path) -> Path:
+    """The shard folder the run's committed trainer state names (parallel=fsdp)."""
+    from glassgpt import checkpoint as ckpt
+
+    return run_dir / ckpt.load_trainer_state(run_dir)["sharded"]

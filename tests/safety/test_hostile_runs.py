@@ -22,39 +22,7 @@ from glassgpt.inference.text import MAX_STOP_CHARS, StopText
 from glassgpt.tensor_tree import save_tree
 from glassgpt.training import train
 
-from conftest import TINY, assert_clean_error, cli, dead_pid, make_tiny_run, push_all, snapshot
-
-
-def _train_tiny(run_dir: Path, data_dir: Path, *overrides: str) -> Path:
-    """cpu-baby at the TINY size, trained for two steps on the prepared data into `run_dir`."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("GLASSGPT_DATA_DIR", str(data_dir))
-        train(load_run_config("cpu-baby", [*TINY, *overrides]), run_dir, log=lambda line: None)
-    return run_dir
-
-
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory, prepared_data_dir) -> Path:
-    """A run trained for two steps on shakespeare-char: every file a run has."""
-    return _train_tiny(tmp_path_factory.mktemp("hostile") / "run", prepared_data_dir)
-
-
-@pytest.fixture
-def run_copy(trained_run, tmp_path, data_env) -> Path:
-    run_dir = tmp_path / "run"
-    shutil.copytree(trained_run, run_dir, symlinks=True)
-    return run_dir
-
-
-@pytest.fixture
-def outside(tmp_path) -> Path:
-    """Files of the user's, beside the run: no command may change them."""
-    folder = tmp_path / "outside"
-    folder.mkdir()
-    (folder / "victim").write_text("the user's own file\n")
-    (folder / "victim.tmp").write_text("the user's draft\n")
-    (folder / "analysis.json").write_text("{}")
-    return folder
+from conftest import TINY, assert_clean_error, cli, dead_pid, make_tiny_run, push_all, shard_folder, snapshot
 
 
 # ---------------------------------------------------------------- write only what you own
@@ -396,23 +364,6 @@ def test_stop_matching_does_work_linear_in_the_text_added():
 
 
 # ---------------------------------------------------------------- sharded checkpoints (parallel=fsdp)
-
-@pytest.fixture(scope="module")
-def sharded_trained_run(tmp_path_factory, prepared_data_dir) -> Path:
-    """A parallel=fsdp run of one process (one shard): its checkpoint is a shard folder."""
-    return _train_tiny(tmp_path_factory.mktemp("hostile-sharded") / "run", prepared_data_dir, "parallel=fsdp")
-
-
-@pytest.fixture
-def sharded_run(sharded_trained_run, tmp_path, data_env) -> Path:
-    run_dir = tmp_path / "sharded"
-    shutil.copytree(sharded_trained_run, run_dir, symlinks=True)
-    return run_dir
-
-
-def shard_folder(run_dir: Path) -> Path:
-    return run_dir / ckpt.load_trainer_state(run_dir)["sharded"]
-
 
 def _index_naming(folder: Path, path: str) -> bytes:
     """The folder's index, with its first tensor read from `path`."""

@@ -17,10 +17,9 @@ from glassgpt.training import sharded
 from glassgpt.errors import RunError
 from glassgpt.tensor_tree import dumps_plain, load_tree, loads_plain, save_tree
 
-from test_hostile import (TINY, assert_refused, cli, outside, run_copy, shard_folder,  # noqa: F401  (fixtures)
-                          sharded_run, sharded_trained_run, snapshot, trained_run)
+from conftest import assert_clean_error, cli, shard_folder, snapshot
 
-SRC = Path(__file__).resolve().parents[1] / "src" / "glassgpt"
+SRC = Path(__file__).resolve().parents[2] / "src" / "glassgpt"
 
 
 # ---------------------------------------------------------------- the scan
@@ -155,7 +154,7 @@ def test_a_pickled_shard_index_with_a_dotted_name_never_runs(sharded_run, outsid
     (folder / ".metadata").write_bytes(dotted_payload("touch PWNED"))
     if not keep_index:
         (folder / sharded.INDEX).unlink()
-        assert_refused(cli("train", "--out", sharded_run, "--resume", "max_iters=3"), 1, "refusing",
+        assert_clean_error(cli("train", "--out", sharded_run, "--resume", "max_iters=3"), 1, "refusing",
                        str(folder / ".metadata"), "init_from=")
     else:
         status, _, err = cli("train", "--out", sharded_run, "--resume", "max_iters=3")
@@ -176,7 +175,7 @@ def test_a_pickle_in_place_of_a_shard_value_never_runs(sharded_run, outside, mon
     index["values"]["optim.param_groups.0.lr"] = {"file": shard.name, "at": at, "length": len(payload)}
     (folder / sharded.INDEX).write_text(json.dumps(index))
     before = snapshot(sharded_run)
-    assert_refused(cli("train", "--out", sharded_run, "--resume", "max_iters=3"), 1,
+    assert_clean_error(cli("train", "--out", sharded_run, "--resume", "max_iters=3"), 1,
                    "optim.param_groups.0.lr is not a value glassgpt wrote")
     assert not (outside / "PWNED").exists() and snapshot(sharded_run) == before
 
@@ -188,7 +187,7 @@ def test_a_pickled_trainer_state_of_an_older_glassgpt_is_refused_unread(run_copy
     (run_copy / ckpt.LEGACY_STATE).write_bytes(dotted_payload("touch PWNED") if payload == "dotted"
                                                else pickle.dumps({"step": 1, "x": _Payload()}))
     before = snapshot(run_copy)
-    assert_refused(cli("train", "--out", run_copy, "--resume", "max_iters=3"), 2, str(run_copy / ckpt.LEGACY_STATE),
+    assert_clean_error(cli("train", "--out", run_copy, "--resume", "max_iters=3"), 2, str(run_copy / ckpt.LEGACY_STATE),
                    "older glassgpt", f"init_from={run_copy}")
     assert not (outside / "PWNED").exists() and snapshot(run_copy) == before
     status, _, err = cli("sample", run_copy, "--max-new-tokens", 2)  # its weights still serve
@@ -202,5 +201,5 @@ def test_a_pickled_sae_state_of_an_older_glassgpt_is_refused_unread(run_copy, ou
     folder = run_copy / "sae" / "blocks.0.resid_post"
     (folder / "sae_state.safetensors").unlink()
     (folder / "sae_state.pt").write_bytes(dotted_payload("touch PWNED"))
-    assert_refused(cli(*args, "--resume"), 2, "sae_state.pt", "older glassgpt")
+    assert_clean_error(cli(*args, "--resume"), 2, "sae_state.pt", "older glassgpt")
     assert not (outside / "PWNED").exists()

@@ -16,8 +16,7 @@ from glassgpt import checkpoint as ckpt, tensor_tree
 from glassgpt.training import log as train_log
 from glassgpt.ownership import TEMP
 
-from test_hostile import (assert_refused, cli, outside, run_copy, shard_folder, sharded_run,  # noqa: F401
-                          sharded_trained_run, snapshot, trained_run)
+from conftest import assert_clean_error, cli, shard_folder, snapshot
 
 CHECKPOINT = (ckpt.CONFIG, ckpt.WEIGHTS, ckpt.TOKENIZER, ckpt.STATE)
 NO_SPACE = "No space left on device"
@@ -105,7 +104,7 @@ def test_a_full_disk_at_any_file_of_a_checkpoint_is_one_line_and_the_previous_ch
             patch.setattr(train_log, "open", _FullFile, raising=False)
         else:
             patch.setattr(train_log, "plot_losses", full_disk)
-        assert_refused(cli("train", "--out", run_copy, "--resume", "max_iters=3"), 1,
+        assert_clean_error(cli("train", "--out", run_copy, "--resume", "max_iters=3"), 1,
                        f"{run_copy / file}: {NO_SPACE}")
     assert files(run_copy, kept) == before and temps(run_copy) == []
     assert not (run_copy / ckpt.COMMIT).exists()
@@ -120,7 +119,7 @@ def test_a_file_size_limit_in_the_os_stops_a_checkpoint_in_one_line(run_copy):
     assert (run_copy / ckpt.METRICS).stat().st_size < limit
     with file_size_limit(limit):
         result = cli("train", "--out", run_copy, "--resume", "max_iters=3")
-    assert_refused(result, 1, "File too large", str(run_copy))
+    assert_clean_error(result, 1, "File too large", str(run_copy))
     assert files(run_copy, CHECKPOINT) == before and temps(run_copy) == []
 
 
@@ -129,7 +128,7 @@ def test_a_file_size_limit_during_a_sharded_checkpoint_removes_the_new_shards(sh
     before = snapshot(committed)
     with file_size_limit(4096):
         result = cli("train", "--out", sharded_run, "--resume", "max_iters=3")
-    assert_refused(result, 1, "File too large", str(sharded_run))
+    assert_clean_error(result, 1, "File too large", str(sharded_run))
     assert sorted(p.name for p in sharded_run.glob("shards-*")) == [committed.name]  # the new folder: gone
     assert snapshot(committed) == before and temps(sharded_run) == []
 
@@ -143,7 +142,7 @@ def test_a_file_size_limit_while_preparing_names_the_dataset_and_leaves_the_old_
     corpus.write_text("a larger one, that does not fit\n" * 400)
     with file_size_limit(4096):
         result = cli("prepare", "text", corpus, "--name", "mine", "--tokenizer", "char", "--force")
-    assert_refused(result, 1, f"{data_dir / 'mine'}: File too large")
+    assert_clean_error(result, 1, f"{data_dir / 'mine'}: File too large")
     assert snapshot(data_dir) == before  # the old dataset, and no partial folder
 
 
@@ -152,5 +151,5 @@ def test_a_full_disk_while_saving_an_sae_is_one_line(run_copy, monkeypatch):
             "--k", 4]
     monkeypatch.setattr(tensor_tree, "save_file", full_disk_in_safetensors)
     folder = run_copy / "sae" / "blocks.0.resid_post"
-    assert_refused(cli(*args), 1, f"{folder / 'sae_state.safetensors'}: {NO_SPACE}")
+    assert_clean_error(cli(*args), 1, f"{folder / 'sae_state.safetensors'}: {NO_SPACE}")
     assert temps(folder) == [] and not (folder / ckpt.COMMIT).exists()

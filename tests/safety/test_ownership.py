@@ -15,9 +15,7 @@ from glassgpt.data.hub import check_local_folder
 from glassgpt.errors import UsageError
 from glassgpt.ownership import MARKERS, DATASET
 
-from conftest import dead_pid
-from test_hostile import (TINY, assert_refused, cli, outside, run_copy, snapshot,  # noqa: F401  (fixtures)
-                          trained_run)
+from conftest import assert_clean_error, cli, dead_pid, snapshot
 
 
 @pytest.fixture
@@ -65,7 +63,7 @@ def test_prepare_refuses_what_glassgpt_did_not_write_at_a_datasets_name(data_dir
     target = data_dir / PREPARE[command][0]
     _plant(kind, target, outside)
     before, outside_before = snapshot(data_dir), snapshot(outside)
-    assert_refused(cli(*_args(command, corpus)), 2, str(target), "glassgpt did not")
+    assert_clean_error(cli(*_args(command, corpus)), 2, str(target), "glassgpt did not")
     assert snapshot(data_dir) == before and snapshot(outside) == outside_before
 
 
@@ -75,7 +73,7 @@ def test_a_prepared_dataset_holding_a_users_file_is_not_replaced(data_dir, corpu
     assert cli(*_args(command, corpus))[0] == 0
     (data_dir / name / "notes.txt").write_text("put here by the user\n")
     before = snapshot(data_dir)
-    assert_refused(cli(*_args(command, corpus)), 2, "notes.txt", "move it out")
+    assert_clean_error(cli(*_args(command, corpus)), 2, "notes.txt", "move it out")
     assert snapshot(data_dir) == before
     (data_dir / name / "notes.txt").unlink()
     status, _, err = cli(*_args(command, corpus))  # its own files only: replaced
@@ -95,7 +93,7 @@ def test_a_dataset_prepared_before_markers_is_replaced_and_a_look_alike_is_not(d
     meta = json.loads((folder / "meta.json").read_text())
     (folder / "meta.json").write_text(json.dumps({**meta, "mine": "a key glassgpt never writes"}))
     before = snapshot(data_dir)
-    assert_refused(cli(*args), 2, str(folder), "did not prepare")
+    assert_clean_error(cli(*args), 2, str(folder), "did not prepare")
     assert snapshot(data_dir) == before
 
 
@@ -178,7 +176,7 @@ def _hf_folder(tmp_path: Path, data_files) -> Path:
                                         {"train": ["data/train.jsonl", "data/../../x.jsonl"]}])
 def test_a_hf_folder_whose_card_points_outside_is_refused(data_dir, tmp_path, data_files):
     folder = _hf_folder(tmp_path, data_files)
-    assert_refused(cli("prepare", "hf", folder, "--name", "mine", "--max-tokens", 100), 2,
+    assert_clean_error(cli("prepare", "hf", folder, "--name", "mine", "--max-tokens", 100), 2,
                    str(folder / "README.md"), "outside")
     assert list(data_dir.iterdir()) == []
 
@@ -187,7 +185,7 @@ def test_a_hf_folder_is_read_only_inside_itself_unless_links_are_followed(data_d
     folder = _hf_folder(tmp_path, [{"split": "train", "path": "data/*.jsonl"}])
     check_local_folder(folder)  # its card names its own files: accepted
     (folder / "data" / "more.jsonl").symlink_to(outside / "victim")
-    assert_refused(cli("prepare", "hf", folder, "--name", "mine", "--max-tokens", 100), 2,
+    assert_clean_error(cli("prepare", "hf", folder, "--name", "mine", "--max-tokens", 100), 2,
                    str(folder / "data" / "more.jsonl"), "--follow-links")
     check_local_folder(folder, follow_links=True)
     with pytest.raises(UsageError, match="data_dir|outside"):
@@ -198,7 +196,7 @@ def test_a_hf_folder_is_read_only_inside_itself_unless_links_are_followed(data_d
 def test_a_runs_tensorboard_folder_that_is_a_link_is_refused(run_copy, outside):
     (run_copy / "tensorboard").symlink_to(outside, target_is_directory=True)
     outside_before = snapshot(outside)
-    assert_refused(cli("train", "--out", run_copy, "--resume", "max_iters=3", "tensorboard=true"), 1,
+    assert_clean_error(cli("train", "--out", run_copy, "--resume", "max_iters=3", "tensorboard=true"), 1,
                    str(run_copy / "tensorboard"), "symbolic link")
     assert snapshot(outside) == outside_before
 
@@ -208,6 +206,6 @@ def test_a_runs_sae_folder_that_is_a_link_is_refused(run_copy, outside, link):
     (run_copy / link).parent.mkdir(parents=True, exist_ok=True)
     (run_copy / link).symlink_to(outside, target_is_directory=True)
     outside_before = snapshot(outside)
-    assert_refused(cli("sae", run_copy, "--hook", "blocks.0.resid_post", "--tokens", 512, "--batch-size", 256,
+    assert_clean_error(cli("sae", run_copy, "--hook", "blocks.0.resid_post", "--tokens", 512, "--batch-size", 256,
                        "--width", 32, "--k", 4), 1, str(run_copy / link), "symbolic link")
     assert snapshot(outside) == outside_before
