@@ -378,8 +378,8 @@ def test_summarize_reads_its_findings_out_of_the_numbers():
     assert "Decoding the embedding alone gives 9.82 (top-1 10%), worse than uniform." in text
     assert "25% of heads sink into some single key, 25% into position 0 (by layer: 0%, 50%)" in text
     assert "1 head put at least 30% of their attention on the previous token (best: layer 0 head 0 (0.90))" in text
-    assert "The 4 heads by kind (each named by the first that holds, in this order): 1 induction, 1 previous-token, " \
-           "1 sink, 1 local." in text
+    assert "The 4 heads by kind (each named by the first that holds by two standard errors, in this order): " \
+           "1 induction, 1 previous-token, 1 sink, 1 local." in text
     assert "local: mean attention distance at most 6.4 tokens" in text
     assert "prefix matching (best: layer 1 head 0 (0.70))" in text
     assert "Most important heads by ablation (on 2 windows of 64 tokens)" in text
@@ -388,7 +388,7 @@ def test_summarize_reads_its_findings_out_of_the_numbers():
     assert "Most important heads by ablation (on 2 windows of 64 tokens): layer 0 head 0 (+0.500 nats)" in text
     assert "2 of 4 heads change the loss by less than 0.01" in text
     quiet = dict(results, sinks=[], induction=torch.full((2, 2), 0.05))
-    assert "No attention sinks" in summarize(quiet) and "No induction heads" in summarize(quiet)
+    assert "No attention sinks" in summarize(quiet) and "No induction head:" in summarize(quiet)
     assert summarize({"ablation": results["ablation"]}).startswith("Most important heads")
 
 

@@ -13,6 +13,7 @@ from glassgpt.checkpoint import load_run
 from glassgpt.config import load_run_config
 from glassgpt.model import GPT
 from glassgpt.training import train
+from glassgpt.training.log import read_metrics
 
 from conftest import assert_clean_error, run_cli, tiny_config
 
@@ -168,7 +169,7 @@ def test_the_demo_inside_tab_shows_the_curves_when_the_run_has_analysis_rows(ana
     from glassgpt.demo import Demo, build_app
 
     model, tokenizer, _ = load_run(analysed_run)
-    with_rows = Demo(model, tokenizer, metrics_rows=dynamics.read_metrics(analysed_run))
+    with_rows = Demo(model, tokenizer, metrics_rows=read_metrics(analysed_run))
     assert with_rows.dynamics() is not None and Demo(model, tokenizer).dynamics() is None
 
     def elem_ids(app):
