@@ -453,6 +453,18 @@ def test_analyze_writes_a_self_contained_report_with_every_section(report_dir):
     for key in ("depth_scan", "attention_distance", "induction", "ablation", "previous_token", "prefix_matching"):
         assert torch.tensor(numbers[key]).shape == (2, 2), key
     assert len(numbers["logit_lens"]["loss"]) == 3 and numbers["num_windows"] == 3
+    for key in ("depth_scan", "attention_distance", "induction", "ablation", "previous_token", "prefix_matching"):
+        assert torch.tensor(numbers[f"{key}_se"]).shape == (2, 2), key  # each score's standard error beside it
+    assert len(numbers["logit_lens"]["loss_se"]) == 3 and numbers["icl_score_se"] > 0
+    assert set(numbers["window_sink_scores"]) >= {"max_key_share_se", "first_position_share_se"}
+    assert [(h["layer"], h["head"]) for h in numbers["heads"]] == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    assert all(h["description"] and "share_se" in h and "kind" in h for h in numbers["heads"])
+    assert "id='heads'" in page and html.escape(numbers["heads"][0]["description"]) in page
+    from glassgpt.analysis.view import embedded_view_data
+
+    shown = {score["key"]: score for score in embedded_view_data(page)["scores"]}  # the view's per-head table
+    assert shown["depth_scan"]["se"] == [[round(v, 4) for v in row] for row in numbers["depth_scan_se"]]
+    assert shown["max_key_share"]["se"] is not None and shown["attribution"]["se"] is None
     assert all(html.escape(paragraph) in page for paragraph in numbers["summary"].split("\n\n"))
     pngs = sorted(p.name for p in out.glob("*.png"))
     assert pngs == sorted(["attention_layer0.png", "attention_layer1.png", "depth_scan.png", "sink_first_position.png",

@@ -46,6 +46,9 @@ def test_analysis_rows_are_written_every_interval_with_a_value_per_layer_and_a_p
             assert len(row[key]) == 2, key
         assert all(0.0 <= v <= 1.0 for key in ("entropy", "sink_share", "induction", "previous_token") for v in row[key])
         assert row["icl_score"] == pytest.approx(row["loss_late"] - row["loss_early"], abs=1e-5)
+        for key in ("entropy", "sink_share", "first_position_share", "induction", "previous_token"):
+            assert len(row[f"{key}_se"]) == 2 and all(0.0 <= v < 0.2 for v in row[f"{key}_se"]), key
+        assert 0.0 < row["icl_score_se"] < 0.5 and row["loss_early_se"] > 0 and row["loss_late_se"] > 0
     assert (tmp_path / "run" / dynamics.DYNAMICS).stat().st_size > 10_000
     assert any("not counted in tok/s" in line for line in lines)
     assert "analysis_seconds" in rows_of(tmp_path / "run", "final")[0]

@@ -92,9 +92,7 @@ def token_classes(tokenizer, model_vocab: int | None = None) -> tuple[torch.Tens
     texts = token_strings(tokenizer)
     V = max(model_vocab or 0, len(texts))
     masks = torch.zeros(len(CLASSES), V, dtype=torch.bool)
-    for i, text in enumerate(texts):
-        for k, holds in enumerate(_class_of(text).values()):
-            masks[k, i] = holds
+    masks[:, :len(texts)] = torch.tensor([list(_class_of(text).values()) for text in texts]).T  # (K, V)
     words = dict(CLASSES)
     space = masks[list(CLASSES).index("space")].nonzero().flatten().tolist()
     if any(texts[i].strip() for i in space):

@@ -98,6 +98,20 @@ def difference_and_se(totals_a: torch.Tensor, counts_a: torch.Tensor, totals_b: 
     return float(ra - rb), float(torch.sqrt((z * z).sum() / (n * (n - 1))))
 
 
+def paired_ratio_and_se(numerator: torch.Tensor, denominator: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """mean(numerator) / mean(denominator) over the same n sequences (numerator (..., n), denominator
+    (n,)), and its standard error by linearisation: z = (num - R den) / mean(den), SE^2 = sum z^2 /
+    (n (n - 1)). NaN with one sequence, or where the denominator's mean is 0."""
+    num, den = numerator.double(), denominator.double()
+    n = den.numel()
+    mean_den = den.mean()
+    ratio = num.mean(dim=-1) / mean_den
+    if n < 2:
+        return ratio.float(), torch.full_like(ratio, float("nan")).float()
+    z = (num - ratio[..., None] * den) / mean_den
+    return ratio.float(), torch.sqrt((z * z).sum(dim=-1) / (n * (n - 1))).float()
+
+
 def bootstrap_se(statistic, totals: torch.Tensor, counts: torch.Tensor, resamples: int = 200,
                  generator: torch.Generator | None = None) -> torch.Tensor:
     """The standard error of `statistic(value)` (any function of the ratio `sum y / sum x`), by
