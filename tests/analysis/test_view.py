@@ -336,6 +336,8 @@ def test_the_demo_inside_tab_shows_the_view_offline(demo_server, open_page, mode
     ids = tokenizer.encode(TEXT)
     _, cache = model.run_with_cache(torch.tensor([ids]))
     check_selected_weights(inner, lambda layer: cache[f"blocks.{layer}.attn.pattern"][0], len(ids), [3, len(ids) - 1])
+    about = inner.text_content(".gg-about")  # the open head's sentence, measured on this text
+    assert about.startswith("Layer 2, head 0") and (" on " in about or "diffuse" in about), about  # the last one opened
 
 
 def test_the_demo_inside_tab_refuses_bad_input_in_one_sentence(demo_server):

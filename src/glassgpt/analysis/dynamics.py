@@ -126,10 +126,10 @@ def _best_per_layer(values: torch.Tensor, se: torch.Tensor) -> tuple[list[float]
     """(L, H) values and their standard errors -> the largest value in each layer, its error and the head."""
     best, head = values.max(dim=1)
     errors = se.gather(1, head[:, None])[:, 0]
-    return [round(float(v), 6) for v in best], [_rounded(e) for e in errors], [int(h) for h in head]
+    return [round(float(v), 6) for v in best], [_json_number(e) for e in errors], [int(h) for h in head]
 
 
-def _rounded(value) -> float | None:
+def _json_number(value) -> float | None:
     """6 digits, or None (JSON null) for a NaN error (one window)."""
     value = float(value)
     return None if value != value else round(value, 6)
@@ -149,7 +149,7 @@ def analysis_row(model, probe: AnalysisProbe, step: int) -> dict:
     row = {
         "kind": "analysis", "step": step,
         "entropy": [round(float(e), 6) for e in stats["entropy"][:, 0]],
-        "entropy_se": [_rounded(e) for e in stats["entropy_se"][:, 0]],
+        "entropy_se": [_json_number(e) for e in stats["entropy_se"][:, 0]],
         "sink_share": sink_share, "sink_share_se": sink_share_se, "sink_head": sink_head,
         "sink_key": [int(keys[layer, head]) for layer, head in enumerate(sink_head)],
         "first_position_share": first_share, "first_position_share_se": first_share_se,
@@ -164,7 +164,7 @@ def analysis_row(model, probe: AnalysisProbe, step: int) -> dict:
         row["induction_seq_len"] = probe.seq_len
     icl = in_context_learning(model, *((probe.icl_windows, probe.icl_targets) if probe.icl_windows is not None
                                        else (probe.windows, probe.targets)))
-    row.update({k: _rounded(v) for k, v in icl.items()})
+    row.update({k: _json_number(v) for k, v in icl.items()})
     row["analysis_seconds"] = round(time.perf_counter() - started, 4)
     return row
 
