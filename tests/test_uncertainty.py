@@ -112,7 +112,7 @@ def forced_previous_token(weights_of):
 
     def hook(pattern, _hook):
         idx = seen[-1]  # (b, T): the windows of this pass
-        b, _, T, _ = pattern.shape
+        T = pattern.size(-1)
         w = weights_of(idx[:, 0]).float()[:, None, None]  # (b, 1, 1)
         rest = torch.ones(T, T).tril()
         rest.diagonal(-1).zero_()  # every key up to the query but the previous token
@@ -203,7 +203,7 @@ def test_training_facts_count_the_tokens_and_time_a_recipe_from_the_runs_own_spe
 
     rc = load_run_config("cpu-baby")
     rows = [{"kind": "train", "step": 50, "tokens_per_s": 9000.0}, {"kind": "train", "step": 1600, "tokens_per_s": 8000.0},
-            {"kind": "final", "step": 1600, "tokens_per_s": 7680.0, "train_seconds": 160.0}]
+            {"kind": "final", "step": 1600, "tokens_per_s": 7680.0, "train_seconds": 100.0}]  # a resumed run: its last session
     facts = training_facts(rc, rows)
     assert facts["tokens_seen"] == 1600 * 12 * 64 and facts["tokens_per_s"] == 7680.0
     assert (facts["batch_size"], facts["block_size"], facts["dataset"]) == (12, 64, "shakespeare-char")

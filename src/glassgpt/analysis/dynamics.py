@@ -227,7 +227,8 @@ def plot_dynamics(rows: list[dict]) -> Figure:
     ax.plot(steps, icl, ".-", color="k", label="late - early loss")
     _band(ax, steps, icl, [r.get("icl_score_se") for r in found], "k")
     ax.axhline(0.0, color="grey", linewidth=0.8)
-    ax.set_title("in-context learning score (nats; below 0: context helps)", fontsize=10)
+    ax.set_title("in-context learning score (nats; below 0: context helps)\nshaded: two standard errors either side",
+                 fontsize=10)
     ax.set_xlabel("step")
     ax.grid(alpha=0.3)
 

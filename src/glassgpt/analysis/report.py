@@ -316,7 +316,8 @@ def _dynamics_section(pngs: dict[str, bytes]) -> str:
         return ""
     return ("<h2 id='dynamics'>During training</h2><p>The analysis rows of metrics.jsonl (the run's "
             "<code>analysis_interval</code>) against step: loss, in-context-learning score (loss late in the window "
-            "minus early), the best induction and previous-token scores, sink shares and entropy of each layer.</p>"
+            "minus early), the best induction and previous-token scores, sink shares and entropy of each layer, each in a "
+            "band of two standard errors either side.</p>"
             + _img(DYNAMICS, pngs[DYNAMICS]))
 
 
