@@ -27,7 +27,7 @@ import unicodedata
 
 import torch
 
-from glassgpt.analysis.measures import _device
+from glassgpt.analysis.measures import device_of
 from glassgpt.analysis.summary import DIFFUSE_ENTROPY, head_kinds
 from glassgpt.analysis.uncertainty import Mean, clears, plus_minus
 from glassgpt.errors import UsageError
@@ -221,7 +221,7 @@ def ov_promotions(model, received: torch.Tensor, ids: torch.Tensor, vocab_size: 
     V = vocab_size or cfg.vocab_size
     out = []
     with inference(model):
-        device = _device(model)
+        device = device_of(model)
         zero = model.unembed(torch.zeros(C, device=device), softcap=False)  # (V,): ln_f's bias alone
         for layer, block in enumerate(model.blocks):
             weight, bias = block.attn.c_attn.weight[2 * C:], block.attn.c_attn.bias  # the value rows: (C, C)
