@@ -175,9 +175,9 @@ def test_a_tokenizer_without_readable_strings_is_refused_in_one_line(tmp_path):
 def test_a_prompt_too_short_to_measure_alone_is_refused_in_one_line(tmp_path):
     run = make_tiny_run(tmp_path / "run")
     out = tmp_path / "report"
-    r = run_cli("analyze", str(run), "--prompt", "ROMEO: art", "--out", str(out),
+    r = run_cli("analyze", str(run), "--prompt", "ROMEO:", "--out", str(out),
                 env={"GLASSGPT_DATA_DIR": str(tmp_path / "none")})
-    assert_clean_error(r, 2, "--prompt is 10 tokens", "at least 16 tokens")
+    assert_clean_error(r, 2, "the prompt is 6 tokens", "at least 8 tokens", "give a longer --prompt")
     assert not out.exists()
 
 

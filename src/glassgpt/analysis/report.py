@@ -39,7 +39,8 @@ DEFAULT_PROMPT_TOKENS = 48  # prompt taken from the validation split when none i
 REPORT, NUMBERS = "report.html", "analysis.json"
 DEFAULT_TOKENS = 16384  # validation tokens measured by default: standard errors of about 0.01 on the shares
 MIN_WINDOWS, MAX_DEFAULT_WINDOWS = 8, 256
-MIN_MEASURE_TOKENS = 16  # a prompt measured alone (no validation split) needs this many tokens
+MIN_MEASURE_TOKENS = 8  # a prompt measured alone (no validation split) needs this many tokens: the offset
+# profile reaches 7 tokens back, and the in-context-learning score compares two bands of the window
 
 
 def default_windows(block_size: int) -> int:
@@ -425,7 +426,7 @@ def write_report(run_dir: str | Path, prompt: str | None = None, out: str | Path
         windows, targets, source = validation
     else:
         if len(ids) < MIN_MEASURE_TOKENS:
-            raise UsageError(f"--prompt is {len(ids)} tokens; the run's dataset {run_config.train.dataset!r} is not "
+            raise UsageError(f"the prompt is {len(ids)} tokens; the run's dataset {run_config.train.dataset!r} is not "
                              f"prepared here, so the measures run on the prompt alone and need at least "
                              f"{MIN_MEASURE_TOKENS} tokens: give a longer --prompt, or prepare the dataset")
         windows = torch.tensor([ids])  # (1, T): the prompt itself, each token predicting the next
