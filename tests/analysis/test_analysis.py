@@ -501,7 +501,7 @@ def test_analyze_rejects_bad_prompts_and_writes_nothing(trained_run, data_env, t
 
 
 def test_analyze_caps_the_number_of_windows(trained_run, capsys):
-    assert_clean_error(run_main(capsys, "analyze", str(trained_run), "--windows", "5000"), 2, "--windows is capped")
+    assert_clean_error(run_main(capsys, "analyze", str(trained_run), "--windows", "5000"), 2, "--windows", "is capped at 1,024")
     assert_clean_error(run_main(capsys, "analyze", str(trained_run), "--windows", "0"), 2, "--windows")
 
 
