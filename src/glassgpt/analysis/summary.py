@@ -266,8 +266,9 @@ def _sink_rate_sentence(results: dict) -> str:
     any_key = torch.as_tensor(rate["any_key"]).float()
     threshold = float(results.get("sink_threshold", 0.3))
     per_layer = ", ".join(f"{float(r):.0%}" for r in first)
-    return (f"Sink rate (Gu et al. 2024: heads whose sink share reaches {threshold:.0%}, over the validation "
-            f"windows): {float(any_key.mean()):.0%} of heads sink into some single key, "
+    by_errors = " by two standard errors" if "max_key_share_se" in _sink_scores(results) else ""
+    return (f"Sink rate (Gu et al. 2024: heads whose sink share reaches {threshold:.0%}{by_errors}, over the "
+            f"validation windows): {float(any_key.mean()):.0%} of heads sink into some single key, "
             f"{float(first.mean()):.0%} into position 0 (by layer: {per_layer}).")
 
 
