@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from glassgpt.analysis import analyze
-from glassgpt.analysis.heads import CLASSES, DESCRIBED_SHARE, described_count, token_classes
+from glassgpt.analysis.heads import CLASSES, described_count, token_classes
 from glassgpt.model import GPT
 from glassgpt.tokenizer import ByteTokenizer, CharTokenizer, get_tokenizer
 
@@ -181,6 +181,20 @@ def test_a_prompt_too_short_to_measure_alone_is_refused_in_one_line(tmp_path):
     assert not out.exists()
 
 
-def test_the_goal_share_and_diffuse_are_what_the_count_counts():
-    heads = [{"share": 0.41}, {"share": None}, {"share": DESCRIBED_SHARE - 0.01}]
-    assert described_count(heads) == 2
+def test_a_share_is_named_only_at_40_percent_and_well_above_what_uniform_attention_gives():
+    from glassgpt.analysis.heads import describable
+
+    share, baseline = torch.tensor([0.71, 0.45, 0.39, 0.60]), torch.tensor([0.71, 0.06, 0.06, 0.30])
+    counts = torch.tensor([100.0, 100.0, 100.0, 5.0])  # the last: measured on too few rows
+    assert describable(share, baseline, counts).tolist() == [False, True, False, False]
+    heads = [{"share": 0.41, "described": True}, {"share": None, "described": False},
+             {"share": 0.71, "described": False}]
+    assert described_count(heads) == 2, "a described head and a diffuse one; not one at what uniform attention gives"
+
+
+def test_on_a_short_text_an_untrained_head_is_not_described_by_what_uniform_attention_gives():
+    from glassgpt.analysis import view
+
+    model = GPT(tiny_config()).eval()
+    sentences = [h["description"] for h in view(model, list(range(10))).data["heads"]]
+    assert all(s.startswith(("diffuse", "no one behaviour")) for s in sentences), sentences

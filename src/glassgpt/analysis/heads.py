@@ -15,10 +15,11 @@ What it writes: its OV circuit, each source token's embedding through the layer'
 head's value and output weights and `GPT.unembed` (`ov_promotions`), averaged over the tokens the
 head attends to, weighted by the attention they receive: the tokens it promotes.
 
-One sentence per head (`describe_heads`): a share of at least `DESCRIBED_SHARE` with its error ("61% ±
-3% on the most recent newline (uniform attention: 4%)"), the one the head prefers most over uniform
-attention (`pick_behaviour`); or "diffuse" with its normalised entropy when no share reaches
-`DESCRIBED_SHARE` and the entropy clears `DIFFUSE_ENTROPY` by two standard errors; else its largest share.
+One sentence per head (`describe_heads`): a share of at least `DESCRIBED_SHARE` (and `MIN_LIFT` times
+uniform attention's) with its error ("61% ± 3% on the most recent newline (uniform attention: 4%)"),
+the one the head prefers most over uniform attention (`pick_behaviour`); or "diffuse" with its
+normalised entropy when there is none and the entropy clears `DIFFUSE_ENTROPY` by two standard
+errors; else its largest share.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ from glassgpt.inference.mode import inference
 
 OFFSETS = 8  # the offset profile: the query itself and 1 .. 7 tokens back
 LAST_TOKENS = 4  # local windows: the last 2, 3 .. LAST_TOKENS tokens, the query's own included
-DESCRIBED_SHARE = 0.40  # a head is described by a share from this much of its attention
+DESCRIBED_SHARE = 0.40  # a head is described by a share from this much of its attention ...
+MIN_LIFT = 1.5  # ... and this many times what uniform attention would put on the same keys
 MIN_ROW_FRACTION = 0.1  # a behaviour is named only over at least this fraction of the rows (a class that is there)
 TOP_SOURCES = 32  # source tokens (most attended first) whose OV outputs are averaged
 TOP_PROMOTED = 3
@@ -247,25 +249,33 @@ def ov_promotions(model, received: torch.Tensor, ids: torch.Tensor, vocab_size: 
 
 # ---------------------------------------------------------------- one sentence per head
 
-def pick_behaviour(share: torch.Tensor, baseline: torch.Tensor, counts: torch.Tensor) -> int:
-    """The candidate a head is described by, among those measured over at least MIN_ROW_FRACTION of
-    the rows: of those holding at least DESCRIBED_SHARE of its attention, the one it prefers most over
-    uniform attention (the largest share / baseline: the previous token over the last two tokens, the
-    most recent newline over all newlines); when none does, the largest share. share, baseline, counts
-    (S,) -> its index."""
+def describable(share: torch.Tensor, baseline: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """(S,) bool: the behaviours a head may be described by. A share of at least DESCRIBED_SHARE, at
+    least MIN_LIFT times what uniform attention gives there (on a short text the last 4 tokens hold
+    most of any head's attention), measured over at least MIN_ROW_FRACTION of the rows."""
     usable = counts >= MIN_ROW_FRACTION * counts.max()
-    described = usable & (share >= DESCRIBED_SHARE)
+    return usable & (share >= DESCRIBED_SHARE) & (share >= MIN_LIFT * baseline)
+
+
+def pick_behaviour(share: torch.Tensor, baseline: torch.Tensor, counts: torch.Tensor) -> int:
+    """The candidate a head is described by: of the `describable` ones, the one it prefers most over
+    uniform attention (the largest share / baseline: the previous token over the last two tokens, the
+    most recent newline over all newlines); when there is none, the largest share measured over at
+    least MIN_ROW_FRACTION of the rows. share, baseline, counts (S,) -> its index."""
+    described = describable(share, baseline, counts)
     if not bool(described.any()):
+        usable = counts >= MIN_ROW_FRACTION * counts.max()
         return int(torch.where(usable, share, torch.full_like(share, -1.0)).argmax())
     lift = share / baseline.clamp(min=1e-6)
     return int(torch.where(described, lift, torch.full_like(lift, -1.0)).argmax())
 
 
 def head_sentence(share: float, share_se: float, words: str, baseline: float, entropy: float, entropy_se: float,
-                  diffuse: bool) -> str:
-    """'61% ± 3% on the most recent newline (uniform attention: 4%)', or 'diffuse: normalised entropy 0.91'."""
+                  described: bool, diffuse: bool) -> str:
+    """'61% ± 3% on the most recent newline (uniform attention: 4%)' for a `described` behaviour;
+    else 'diffuse: normalised entropy 0.91 ...' when `diffuse`, else the largest share as an upper bound."""
     behaviour = f"{plus_minus(share, share_se, percent=True)} on {words} (uniform attention: {baseline:.0%})"
-    if share >= DESCRIBED_SHARE:
+    if described:
         return behaviour
     if diffuse:
         return f"diffuse: normalised entropy {plus_minus(entropy, entropy_se)} (at most {behaviour})"
@@ -289,11 +299,13 @@ def describe_heads(results: dict, label=None) -> list[dict]:
         for head in range(shares.size(1)):
             s = pick_behaviour(shares[layer, head], baseline, counts)
             share, se = float(shares[layer, head, s]), float(shares_se[layer, head, s])
-            called_diffuse = share < DESCRIBED_SHARE and bool(diffuse[layer, head])
+            described = bool(describable(shares[layer, head], baseline, counts)[s])
+            called_diffuse = not described and bool(diffuse[layer, head])
             entry = {
                 "layer": layer, "head": head,
                 "description": head_sentence(share, se, names[s][1], float(baseline[s]), float(entropy[layer, head]),
-                                             float(entropy_se[layer, head]), called_diffuse),
+                                             float(entropy_se[layer, head]), described, called_diffuse),
+                "described": described,
                 "share": None if called_diffuse else share, "share_se": None if called_diffuse else se,
                 "entropy": float(entropy[layer, head]), "entropy_se": float(entropy_se[layer, head]),
                 "kind": None if kinds[layer][head] == "none of these" else kinds[layer][head],
@@ -339,5 +351,6 @@ def prompt_heads(model, ids: list[int], patterns: torch.Tensor, tokenizer=None, 
 
 
 def described_count(heads: list[dict]) -> int:
-    """How many heads have a description with a share of at least DESCRIBED_SHARE, or are called diffuse."""
-    return sum(1 for h in heads if h["share"] is None or h["share"] >= DESCRIBED_SHARE)
+    """How many heads are described by a behaviour (a share of at least DESCRIBED_SHARE, `describable`),
+    or called diffuse."""
+    return sum(1 for h in heads if h["share"] is None or h["described"])
