@@ -181,8 +181,9 @@ def heads_html(results: dict) -> str:
     return ("<h2 id='heads'>Every head</h2><p>What each head does, measured on the validation windows: its largest "
             "share of attention (by offset, by token class, or on the most recent token of a class) with its standard "
             "error and what uniform attention would give, or its normalised entropy when it spreads its attention; "
-            f"then the tokens its OV circuit writes most. {described} of {len(results['heads'])} heads have a share "
-            "of at least 40% or are diffuse. Every score is ± one standard error.</p>"
+            f"then the tokens its OV circuit writes most. {described} of {len(results['heads'])} heads are described by a "
+            "share of at least 40% (and 1.5 times what uniform attention would give) or are diffuse. Every score is ± one "
+            "standard error.</p>"
             + _table(["layer", "head", "kind", "what it does", "previous token", "induction", "prefix matching",
                       "sink share", "entropy", "distance", "ablation (nats)"], rows, left=3))
 
