@@ -218,3 +218,26 @@ def test_plus_minus_shows_the_error_where_the_value_is_shown():
     assert plus_minus(0.61, 0.031, percent=True) == "61% ± 3%"
     assert plus_minus(0.61, 0.004, percent=True) == "61% ± 0.4%"
     assert plus_minus(0.61, float("nan")) == "0.61" and plus_minus(0.61, None) == "0.61"
+
+
+def test_patching_effects_carry_their_spread_over_the_prompt_pairs():
+    """Each pair patched alone gives its own restored logit difference; the batch's error is their
+    standard deviation over sqrt(B), and the fraction's is the paired ratio's."""
+    from glassgpt.analysis import activation_patching
+
+    model = GPT(tiny_config(n_layer=2)).eval()
+    clean, corrupted = torch.randint(0, 50, (6, 7)), torch.randint(0, 50, (6, 7))
+    batch = activation_patching(model, clean, corrupted, answer=3, wrong=5, over="heads")
+    alone = [activation_patching(model, clean[b:b + 1], corrupted[b:b + 1], answer=3, wrong=5, over="heads")
+             for b in range(6)]
+    restored = torch.stack([a["restored"] for a in alone])  # (6, L, H)
+    torch.testing.assert_close(batch["restored"], restored.mean(0))
+    torch.testing.assert_close(batch["restored_se"], restored.std(0) / math.sqrt(6))
+    gaps = torch.tensor([a["clean"] - a["corrupted"] for a in alone])
+    corrupted_diffs = torch.tensor([a["corrupted"] for a in alone])
+    moved = restored - corrupted_diffs[:, None, None]  # (6, L, H): what each pair's patch brought back
+    fraction = moved.mean(0) / gaps.mean()
+    z = (moved - fraction * gaps[:, None, None]) / gaps.mean()  # each pair's pull on the ratio
+    torch.testing.assert_close(batch["fraction"], fraction)
+    torch.testing.assert_close(batch["fraction_se"], torch.sqrt((z ** 2).sum(0) / (6 * 5)))
+    assert math.isnan(alone[0]["clean_se"]) and torch.isnan(alone[0]["restored_se"]).all(), "one pair: no spread"
