@@ -142,7 +142,8 @@ class Demo:
 
     def inside_view(self, text: str, layer: int = 0, head: int = 0) -> tuple[str, list[list]]:
         """The interactive view (glassgpt.analysis.view) of `text`, its last block_size tokens, opened
-        at `layer`, `head`, as an iframe for the page; and the sink heads' rows."""
+        at `layer`, `head`, as an iframe for the page (with one sentence per head, measured on the text);
+        and the sink heads' rows."""
         from glassgpt import analysis
         from glassgpt.analysis.view import View, page, srcdoc_iframe, view_data
 
@@ -157,7 +158,8 @@ class Demo:
         patterns = analysis.attention_patterns(self.model, torch.tensor([ids]))  # (L, H, T, T)
         data = view_data(self.model, ids, labels, lambda i: analysis.token_labels(self.tokenizer, [i])[0],
                          patterns=patterns, title=f"The last {len(ids)} tokens of the text (context {cfg.block_size}).",
-                         notes={"scores": "Measured on this text."})
+                         notes={"scores": "Measured on this one text: no standard errors (glassgpt analyze gives them)."},
+                         tokenizer=self.tokenizer)
         sinks = analysis.find_sinks(analysis.sink_scores(patterns), tokens=labels)
         rows = [[s["layer"], s["head"], round(float(s["share"]), 3), s["token"]] for s in sinks]
         return srcdoc_iframe(page(View(data, layer, head).fragment), height=1150), rows

@@ -378,8 +378,8 @@ def test_summarize_reads_its_findings_out_of_the_numbers():
     assert "Decoding the embedding alone gives 9.82 (top-1 10%), worse than uniform." in text
     assert "25% of heads sink into some single key, 25% into position 0 (by layer: 0%, 50%)" in text
     assert "1 head put at least 30% of their attention on the previous token (best: layer 0 head 0 (0.90))" in text
-    assert "The 4 heads by kind (each named by the first that holds, in this order): 1 induction, 1 previous-token, " \
-           "1 sink, 1 local." in text
+    assert "The 4 heads by kind (each named by the first that holds by two standard errors, in this order): " \
+           "1 induction, 1 previous-token, 1 sink, 1 local." in text
     assert "local: mean attention distance at most 6.4 tokens" in text
     assert "prefix matching (best: layer 1 head 0 (0.70))" in text
     assert "Most important heads by ablation (on 2 windows of 64 tokens)" in text
@@ -388,7 +388,7 @@ def test_summarize_reads_its_findings_out_of_the_numbers():
     assert "Most important heads by ablation (on 2 windows of 64 tokens): layer 0 head 0 (+0.500 nats)" in text
     assert "2 of 4 heads change the loss by less than 0.01" in text
     quiet = dict(results, sinks=[], induction=torch.full((2, 2), 0.05))
-    assert "No attention sinks" in summarize(quiet) and "No induction heads" in summarize(quiet)
+    assert "No attention sinks" in summarize(quiet) and "No induction head:" in summarize(quiet)
     assert summarize({"ablation": results["ablation"]}).startswith("Most important heads")
 
 
@@ -453,6 +453,18 @@ def test_analyze_writes_a_self_contained_report_with_every_section(report_dir):
     for key in ("depth_scan", "attention_distance", "induction", "ablation", "previous_token", "prefix_matching"):
         assert torch.tensor(numbers[key]).shape == (2, 2), key
     assert len(numbers["logit_lens"]["loss"]) == 3 and numbers["num_windows"] == 3
+    for key in ("depth_scan", "attention_distance", "induction", "ablation", "previous_token", "prefix_matching"):
+        assert torch.tensor(numbers[f"{key}_se"]).shape == (2, 2), key  # each score's standard error beside it
+    assert len(numbers["logit_lens"]["loss_se"]) == 3 and numbers["icl_score_se"] > 0
+    assert set(numbers["window_sink_scores"]) >= {"max_key_share_se", "first_position_share_se"}
+    assert [(h["layer"], h["head"]) for h in numbers["heads"]] == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    assert all(h["description"] and "share_se" in h and "kind" in h for h in numbers["heads"])
+    assert "id='heads'" in page and html.escape(numbers["heads"][0]["description"]) in page
+    from glassgpt.analysis.view import embedded_view_data
+
+    shown = {score["key"]: score for score in embedded_view_data(page)["scores"]}  # the view's per-head table
+    assert shown["depth_scan"]["se"] == [[round(v, 4) for v in row] for row in numbers["depth_scan_se"]]
+    assert shown["max_key_share"]["se"] is not None and shown["attribution"]["se"] is None
     assert all(html.escape(paragraph) in page for paragraph in numbers["summary"].split("\n\n"))
     pngs = sorted(p.name for p in out.glob("*.png"))
     assert pngs == sorted(["attention_layer0.png", "attention_layer1.png", "depth_scan.png", "sink_first_position.png",
@@ -489,7 +501,7 @@ def test_analyze_rejects_bad_prompts_and_writes_nothing(trained_run, data_env, t
 
 
 def test_analyze_caps_the_number_of_windows(trained_run, capsys):
-    assert_clean_error(run_main(capsys, "analyze", str(trained_run), "--windows", "5000"), 2, "--windows is capped")
+    assert_clean_error(run_main(capsys, "analyze", str(trained_run), "--windows", "5000"), 2, "--windows", "is capped at 1,024")
     assert_clean_error(run_main(capsys, "analyze", str(trained_run), "--windows", "0"), 2, "--windows")
 
 

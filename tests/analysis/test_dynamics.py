@@ -13,6 +13,7 @@ from glassgpt.checkpoint import load_run
 from glassgpt.config import load_run_config
 from glassgpt.model import GPT
 from glassgpt.training import train
+from glassgpt.training.log import read_metrics
 
 from conftest import assert_clean_error, run_cli, tiny_config
 
@@ -45,6 +46,9 @@ def test_analysis_rows_are_written_every_interval_with_a_value_per_layer_and_a_p
             assert len(row[key]) == 2, key
         assert all(0.0 <= v <= 1.0 for key in ("entropy", "sink_share", "induction", "previous_token") for v in row[key])
         assert row["icl_score"] == pytest.approx(row["loss_late"] - row["loss_early"], abs=1e-5)
+        for key in ("entropy", "sink_share", "first_position_share", "induction", "previous_token"):
+            assert len(row[f"{key}_se"]) == 2 and all(0.0 <= v < 0.2 for v in row[f"{key}_se"]), key
+        assert 0.0 < row["icl_score_se"] < 0.5 and row["loss_early_se"] > 0 and row["loss_late_se"] > 0
     assert (tmp_path / "run" / dynamics.DYNAMICS).stat().st_size > 10_000
     assert any("not counted in tok/s" in line for line in lines)
     assert "analysis_seconds" in rows_of(tmp_path / "run", "final")[0]
@@ -168,7 +172,7 @@ def test_the_demo_inside_tab_shows_the_curves_when_the_run_has_analysis_rows(ana
     from glassgpt.demo import Demo, build_app
 
     model, tokenizer, _ = load_run(analysed_run)
-    with_rows = Demo(model, tokenizer, metrics_rows=dynamics.read_metrics(analysed_run))
+    with_rows = Demo(model, tokenizer, metrics_rows=read_metrics(analysed_run))
     assert with_rows.dynamics() is not None and Demo(model, tokenizer).dynamics() is None
 
     def elem_ids(app):

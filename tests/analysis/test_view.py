@@ -286,9 +286,12 @@ def test_report_in_the_browser(report, run, open_page, model_and_tokenizer):
     o.page.click(".gg-tabs [data-tab=scores]")
     cell = o.page.locator(".gg-score[data-score=ablation] .gg-cell[data-layer='2'][data-head='1']")
     assert abs(float(cell.get_attribute("data-value")) - numbers["ablation"][2][1]) < 1e-4
+    sentence = next(h["description"] for h in numbers["heads"] if (h["layer"], h["head"]) == (2, 1))
+    assert o.page.text_content(".gg-heads tr[data-layer='2'][data-head='1']").endswith(sentence)
     cell.click()
     assert o.page.get_attribute(".gg-view", "data-tab") == "attention"
     assert (o.page.get_attribute(".gg-attention", "data-layer"), o.page.get_attribute(".gg-attention", "data-head")) == ("2", "1")
+    assert o.page.text_content(".gg-about").endswith(sentence), "the open head's sentence"
     # per-token loss and the logit lens
     o.page.click(".gg-tabs [data-tab=loss]")
     losses = o.page.eval_on_selector_all(".gg-panel-loss [data-pos]", "els => els.map(e => e.getAttribute('data-loss'))")
@@ -333,6 +336,8 @@ def test_the_demo_inside_tab_shows_the_view_offline(demo_server, open_page, mode
     ids = tokenizer.encode(TEXT)
     _, cache = model.run_with_cache(torch.tensor([ids]))
     check_selected_weights(inner, lambda layer: cache[f"blocks.{layer}.attn.pattern"][0], len(ids), [3, len(ids) - 1])
+    about = inner.text_content(".gg-about")  # the open head's sentence, measured on this text
+    assert about.startswith("Layer 2, head 0") and (" on " in about or "diffuse" in about), about  # the last one opened
 
 
 def test_the_demo_inside_tab_refuses_bad_input_in_one_sentence(demo_server):

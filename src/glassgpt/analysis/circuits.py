@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from glassgpt.analysis.measures import as_batch, device_of
+from glassgpt.analysis.uncertainty import paired_ratio_and_se, ratio_and_se
 from glassgpt.inference.mode import inference
 from glassgpt.model import GPT
 
@@ -35,8 +36,13 @@ def check_pair(clean: torch.Tensor, corrupted: torch.Tensor) -> tuple[torch.Tens
 
 def logit_difference(logits: torch.Tensor, answer: int, wrong: int) -> torch.Tensor:
     """logit(answer) - logit(wrong) at the last position, averaged over the batch: (B, T, V) -> ()."""
+    return logit_differences(logits, answer, wrong).mean()
+
+
+def logit_differences(logits: torch.Tensor, answer: int, wrong: int) -> torch.Tensor:
+    """logit(answer) - logit(wrong) at the last position of each sequence: (B, T, V) -> (B,)."""
     last = logits[:, -1].float()  # (B, V)
-    return (last[:, answer] - last[:, wrong]).mean()
+    return (last[:, answer] - last[:, wrong]).cpu()
 
 
 def replace_at(clean: torch.Tensor, position: int | None = None, head: int | None = None):
@@ -74,7 +80,8 @@ def activation_patching(model: GPT, clean: torch.Tensor, corrupted: torch.Tensor
     `attn.z` at every position: -> (L, H)), and measure the logit difference answer - wrong at
     the last position. Returns `restored` (the patched logit differences), `clean` and
     `corrupted` (the two without patching) and `fraction` ((restored - corrupted) / (clean - corrupted)):
-    1 where the patch brings the clean answer all the way back."""
+    1 where the patch brings the clean answer all the way back; each with its standard error over the
+    B prompt pairs (`restored_se`, `clean_se`, `corrupted_se`, `fraction_se`; NaN for one pair)."""
     clean, corrupted = check_pair(clean, corrupted)
     answer, wrong = check_token(model, answer, "answer"), check_token(model, wrong, "wrong")
     if over not in ("positions", "heads"):
@@ -88,16 +95,23 @@ def activation_patching(model: GPT, clean: torch.Tensor, corrupted: torch.Tensor
     with inference(model):
         clean_logits, cache = model.run_with_cache(clean.to(device), names=names)
         corrupted_logits, _ = model(corrupted.to(device))
-    restored = torch.zeros(L, H if over == "heads" else T)
+    per_pair = torch.zeros(L, H if over == "heads" else T, clean.size(0))  # (L, N, B)
     for layer, name in enumerate(names):
-        for i in range(restored.size(1)):
+        for i in range(per_pair.size(1)):
             where = {"head": i} if over == "heads" else {"position": i}
-            restored[layer, i] = logit_difference(patched_logits(model, corrupted, cache, name, **where), answer, wrong)
-    clean_diff = float(logit_difference(clean_logits, answer, wrong))
-    corrupted_diff = float(logit_difference(corrupted_logits, answer, wrong))
-    gap = clean_diff - corrupted_diff
-    fraction = (restored - corrupted_diff) / gap if gap != 0 else torch.full_like(restored, float("nan"))
-    return {"restored": restored, "clean": clean_diff, "corrupted": corrupted_diff, "fraction": fraction}
+            per_pair[layer, i] = logit_differences(patched_logits(model, corrupted, cache, name, **where), answer, wrong)
+    clean_pairs = logit_differences(clean_logits, answer, wrong)  # (B,)
+    corrupted_pairs = logit_differences(corrupted_logits, answer, wrong)  # (B,)
+    restored, restored_se = ratio_and_se(per_pair.permute(2, 0, 1), torch.ones(clean.size(0)))  # (L, N) each
+    clean_diff, clean_se = ratio_and_se(clean_pairs, torch.ones(clean.size(0)))
+    corrupted_diff, corrupted_se = ratio_and_se(corrupted_pairs, torch.ones(clean.size(0)))
+    if float(clean_diff) != float(corrupted_diff):
+        fraction, fraction_se = paired_ratio_and_se(per_pair - corrupted_pairs, clean_pairs - corrupted_pairs)
+    else:
+        fraction = fraction_se = torch.full_like(restored, float("nan"))
+    return {"restored": restored, "clean": float(clean_diff), "corrupted": float(corrupted_diff), "fraction": fraction,
+            "restored_se": restored_se, "clean_se": float(clean_se), "corrupted_se": float(corrupted_se),
+            "fraction_se": fraction_se}
 
 
 def direct_logit_attribution(model: GPT, idx: torch.Tensor, token: int, position: int = -1) -> dict:

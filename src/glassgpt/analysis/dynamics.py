@@ -15,7 +15,9 @@ Per layer, each row holds the largest value over the layer's heads (and which he
 - `previous_token`: attention to the previous token on the same batch (`previous_token_stripe`).
 And one number for the model, the in-context-learning score of Olsson et al. (2022):
 the mean loss at late positions of a window minus that at early positions (negative:
-the model predicts better with more context).
+the model predicts better with more context), read on ICL_TOKENS tokens of windows.
+Every number has its standard error beside it (`<name>_se`: over the probe's windows, or
+its random sequences for induction), drawn as a band of two standard errors.
 
 The measures are the report's own (`glassgpt.analysis.streaming`): each layer's attention is
 reduced inside its hook and dropped, a few windows at a time, so the probe of a GPT-2-shaped
@@ -34,16 +36,23 @@ import torch.nn.functional as F
 from matplotlib.figure import Figure
 
 from glassgpt.analysis.measures import (
-    SINK_EPSILON, induction_probe_length, normalized_entropy, previous_token_stripe, repeated_random_tokens,
+    SINK_EPSILON, induction_probe_length, previous_token_stripe, repeated_random_tokens,
 )
 from glassgpt.inference.mode import inference
-from glassgpt.analysis.streaming import SINK_REDUCERS, induction_reducer, per_window, stream_patterns, window_sink_scores
+from glassgpt.analysis.streaming import (
+    SINK_REDUCERS, WINDOW_REDUCERS, induction_reducer, per_window, stream_patterns, window_sink_scores,
+)
+from glassgpt.analysis.uncertainty import difference_and_se, ratio_and_se
 
 DYNAMICS = "dynamics.png"
 PROBE_WINDOWS = 16  # validation windows measured at every analysis step
-PROBE_REPEATS = 8  # sequences of repeated random tokens
+PROBE_REPEATS = 16  # sequences of repeated random tokens
 MIN_INDUCTION_CONTEXT = 4  # two repeats of at least 2 tokens
 PROBE_BATCH = 2  # windows per forward pass of the probe: one layer of their attention is held at a time
+ICL_TOKENS = 8192  # validation tokens the in-context-learning score reads (at least PROBE_WINDOWS windows): its
+# bands hold T/16 positions each, so at T = 64 the 16 windows alone leave a standard error of about 0.3 nats,
+# 8,192 tokens (128 windows) about 0.1, for 0.4 s of CPU per row on cpu-baby (16,384: 0.07, 0.8 s)
+LOGIT_BUDGET = 2 ** 24  # logits (windows x positions x vocabulary) one pass of `token_losses` may hold
 
 
 @dataclass
@@ -54,24 +63,30 @@ class AnalysisProbe:
     targets: torch.Tensor  # (B, T) their next tokens (-1: none)
     repeated: torch.Tensor | None  # (R, 2 S) distinct random tokens, then the same again; None if T < 4
     seq_len: int  # S
+    icl_windows: torch.Tensor | None = None  # (B', T) the windows of the in-context-learning score (default: windows)
+    icl_targets: torch.Tensor | None = None
 
     @classmethod
     def build(cls, val_data: np.ndarray, block_size: int, vocab_size: int, seed: int,
               num_windows: int = PROBE_WINDOWS, num_repeats: int = PROBE_REPEATS) -> "AnalysisProbe":
         """Windows spread evenly over the validation split, and a repeated-random-token batch drawn
-        from `seed` over the tokenizer's `vocab_size` tokens (the model's may be padded)."""
+        from `seed` over the tokenizer's `vocab_size` tokens (the model's may be padded); the
+        in-context-learning score reads ICL_TOKENS tokens of windows (at least `num_windows`)."""
         from glassgpt.data import eval_windows
 
         windows, targets = next(eval_windows(val_data, block_size, num_windows, max_batches=1))
+        icl_count = max(num_windows, ICL_TOKENS // block_size)
+        icl_windows, icl_targets = next(eval_windows(val_data, block_size, icl_count, max_batches=1))
         seq_len = induction_probe_length(block_size, vocab_size)
         repeated = None
         if 2 * seq_len >= MIN_INDUCTION_CONTEXT:
             repeated = repeated_random_tokens(vocab_size, seq_len, num_repeats, torch.Generator().manual_seed(seed))
-        return cls(windows, targets, repeated, seq_len)
+        return cls(windows, targets, repeated, seq_len, icl_windows, icl_targets)
 
     def to(self, device) -> "AnalysisProbe":
-        repeated = self.repeated.to(device) if self.repeated is not None else None
-        return AnalysisProbe(self.windows.to(device), self.targets.to(device), repeated, self.seq_len)
+        move = lambda t: t.to(device) if t is not None else None  # noqa: E731
+        return AnalysisProbe(move(self.windows), move(self.targets), move(self.repeated), self.seq_len,
+                             move(self.icl_windows), move(self.icl_targets))
 
 
 def icl_bands(T: int) -> tuple[slice, slice]:
@@ -82,50 +97,75 @@ def icl_bands(T: int) -> tuple[slice, slice]:
     return slice(start, start + width), slice(T - width, T)
 
 
+def token_losses(model, windows: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """The loss on every target of the windows (B, T): -> (B, T), 0 where the target is -1. A few
+    windows per pass, so that their logits (b, T, V) stay under LOGIT_BUDGET numbers."""
+    chunk = max(1, LOGIT_BUDGET // (windows.size(1) * model.config.vocab_size))
+    with inference(model):
+        return torch.cat([F.cross_entropy(model(windows[i: i + chunk])[0].float().transpose(1, 2),
+                                          targets[i: i + chunk], ignore_index=-1, reduction="none")
+                          for i in range(0, windows.size(0), chunk)]).cpu()  # (B, T)
+
+
 def in_context_learning(model, windows: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
-    """`loss_early`, `loss_late` (nats) and `icl_score` = late - early over the windows (B, T)."""
-    with inference(model):  # one window at a time: (1, T, V) logits, not (B, T, V)
-        losses = torch.cat([F.cross_entropy(model(windows[i: i + 1])[0].float().transpose(1, 2), targets[i: i + 1],
-                                            ignore_index=-1, reduction="none") for i in range(windows.size(0))])  # (B, T)
-    keep = (targets != -1).float()
+    """`loss_early`, `loss_late` (nats) and `icl_score` = late - early over the windows (B, T), each with
+    its standard error over the windows (`_se`; the score's keeps the pairing of early and late)."""
+    losses = token_losses(model, windows, targets)  # (B, T)
+    keep = (targets != -1).float().cpu()
     early, late = icl_bands(windows.size(1))
-    loss_early = float((losses[:, early] * keep[:, early]).sum() / keep[:, early].sum().clamp(min=1))
-    loss_late = float((losses[:, late] * keep[:, late]).sum() / keep[:, late].sum().clamp(min=1))
-    return {"icl_score": loss_late - loss_early, "loss_early": loss_early, "loss_late": loss_late}
+    sums = {band: ((losses[:, where] * keep[:, where]).sum(dim=1), keep[:, where].sum(dim=1))  # (B,) each
+            for band, where in (("early", early), ("late", late))}
+    score, score_se = difference_and_se(*sums["late"], *sums["early"])
+    out = {"icl_score": score, "icl_score_se": score_se}
+    for band, (totals, counts) in sums.items():
+        value, se = ratio_and_se(totals, counts)
+        out[f"loss_{band}"], out[f"loss_{band}_se"] = float(value), float(se)
+    return out
 
 
-def _best_per_layer(values: torch.Tensor) -> tuple[list[float], list[int]]:
-    """(L, H) -> the largest value in each layer and the head that has it."""
+def _best_per_layer(values: torch.Tensor, se: torch.Tensor) -> tuple[list[float], list[float], list[int]]:
+    """(L, H) values and their standard errors -> the largest value in each layer, its error and the head."""
     best, head = values.max(dim=1)
-    return [round(float(v), 6) for v in best], [int(h) for h in head]
+    errors = se.gather(1, head[:, None])[:, 0]
+    return [round(float(v), 6) for v in best], [_json_number(e) for e in errors], [int(h) for h in head]
+
+
+def _json_number(value) -> float | None:
+    """6 digits, or None (JSON null) for a NaN error (one window)."""
+    value = float(value)
+    return None if value != value else round(value, 6)
 
 
 def analysis_row(model, probe: AnalysisProbe, step: int) -> dict:
-    """One row of kind "analysis" for metrics.jsonl (see the module's docstring)."""
+    """One row of kind "analysis" for metrics.jsonl (see the module's docstring); every score has its
+    standard error over the probe's windows (or sequences) beside it as `<name>_se`."""
     started = time.perf_counter()
-    stats = stream_patterns(model, probe.windows, {"entropy": per_window(normalized_entropy), **SINK_REDUCERS},
+    stats = stream_patterns(model, probe.windows, {"entropy": WINDOW_REDUCERS["layer_entropy"], **SINK_REDUCERS},
                             batch_size=PROBE_BATCH)
-    entropy = stats["entropy"]  # (L, H)
     scores = window_sink_scores(stats)  # each (L, H), over the windows: the report's sink share
-    sink_share, sink_head = _best_per_layer(scores["max_key_share"])
+    sink_share, sink_share_se, sink_head = _best_per_layer(scores["max_key_share"], scores["max_key_share_se"])
     keys = scores["max_key_index"]  # (L, H): the key most often each head's sink
-    first_share, first_head = _best_per_layer(scores["first_position_share"])
+    first_share, first_share_se, first_head = _best_per_layer(scores["first_position_share"],
+                                                              scores["first_position_share_se"])
     row = {
         "kind": "analysis", "step": step,
-        "entropy": [round(float(e), 6) for e in entropy.mean(dim=1)],
-        "sink_share": sink_share, "sink_head": sink_head,
+        "entropy": [round(float(e), 6) for e in stats["entropy"][:, 0]],
+        "entropy_se": [_json_number(e) for e in stats["entropy_se"][:, 0]],
+        "sink_share": sink_share, "sink_share_se": sink_share_se, "sink_head": sink_head,
         "sink_key": [int(keys[layer, head]) for layer, head in enumerate(sink_head)],
-        "first_position_share": first_share, "first_position_head": first_head,
-        "sink_threshold": SINK_EPSILON,
+        "first_position_share": first_share, "first_position_share_se": first_share_se,
+        "first_position_head": first_head, "sink_threshold": SINK_EPSILON,
     }
     if probe.repeated is not None:
         repeated = stream_patterns(model, probe.repeated, {"induction": induction_reducer(probe.seq_len),
                                                            "previous_token": per_window(previous_token_stripe)},
                                    batch_size=PROBE_BATCH)  # (L, H) each
-        row["induction"], row["induction_head"] = _best_per_layer(repeated["induction"])
-        row["previous_token"], row["previous_token_head"] = _best_per_layer(repeated["previous_token"])
+        for name in ("induction", "previous_token"):
+            row[name], row[f"{name}_se"], row[f"{name}_head"] = _best_per_layer(repeated[name], repeated[f"{name}_se"])
         row["induction_seq_len"] = probe.seq_len
-    row.update({k: round(v, 6) for k, v in in_context_learning(model, probe.windows, probe.targets).items()})
+    icl = in_context_learning(model, *((probe.icl_windows, probe.icl_targets) if probe.icl_windows is not None
+                                       else (probe.windows, probe.targets)))
+    row.update({k: _json_number(v) for k, v in icl.items()})
     row["analysis_seconds"] = round(time.perf_counter() - started, 4)
     return row
 
@@ -140,12 +180,22 @@ def analysis_rows(rows: list[dict]) -> list[dict]:
 
 # ---------------------------------------------------------------- the picture
 
+def _band(ax, steps: list, values: list, errors: list, color: str) -> None:
+    """A shaded band of two standard errors either side of a curve (rows written before errors
+    were kept, or with one window, have none: no band there)."""
+    low = [v - 2 * e if e is not None else float("nan") for v, e in zip(values, errors)]
+    high = [v + 2 * e if e is not None else float("nan") for v, e in zip(values, errors)]
+    ax.fill_between(steps, low, high, color=color, alpha=0.18, linewidth=0)
+
+
 def _per_layer(ax, rows: list[dict], key: str, title: str, style: str = "-", label: str = "") -> None:
     steps = [r["step"] for r in rows]
     for layer in range(len(rows[-1][key])):
         values = [r[key][layer] if layer < len(r.get(key, [])) else float("nan") for r in rows]
-        ax.plot(steps, values, style, marker=".", markersize=3, linewidth=1.2,
-                color=f"C{layer % 10}", label=f"{label}layer {layer}")
+        color = f"C{layer % 10}"
+        ax.plot(steps, values, style, marker=".", markersize=3, linewidth=1.2, color=color, label=f"{label}layer {layer}")
+        errors = [r[f"{key}_se"][layer] if layer < len(r.get(f"{key}_se") or []) else None for r in rows]
+        _band(ax, steps, values, errors, color)
     ax.set_title(title, fontsize=10)
     ax.set_xlabel("step")
     ax.grid(alpha=0.3)
@@ -153,7 +203,8 @@ def _per_layer(ax, rows: list[dict], key: str, title: str, style: str = "-", lab
 
 def plot_dynamics(rows: list[dict]) -> Figure:
     """The analysis rows of a run (with its train and eval rows) against step: loss, in-context
-    learning score, induction and previous-token scores, sink shares and entropy, per layer."""
+    learning score, induction and previous-token scores, sink shares and entropy, per layer; each
+    curve in a band of two standard errors either side."""
     found = analysis_rows(rows)
     if not found:
         raise ValueError("no analysis rows: train with analysis_interval > 0")
@@ -173,9 +224,12 @@ def plot_dynamics(rows: list[dict]) -> Figure:
 
     ax = axes[0, 1]
     steps = [r["step"] for r in found]
-    ax.plot(steps, [r["icl_score"] for r in found], ".-", color="k", label="late - early loss")
+    icl = [r["icl_score"] for r in found]
+    ax.plot(steps, icl, ".-", color="k", label="late - early loss")
+    _band(ax, steps, icl, [r.get("icl_score_se") for r in found], "k")
     ax.axhline(0.0, color="grey", linewidth=0.8)
-    ax.set_title("in-context learning score (nats; below 0: context helps)", fontsize=10)
+    ax.set_title("in-context learning score (nats; below 0: context helps)\nshaded: two standard errors either side",
+                 fontsize=10)
     ax.set_xlabel("step")
     ax.grid(alpha=0.3)
 

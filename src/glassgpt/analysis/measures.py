@@ -14,9 +14,11 @@ shares, distance) average over query rows 1..T-1, where a head has a choice.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
-from glassgpt.model import GPT
+from glassgpt.analysis.uncertainty import Mean, clears
 from glassgpt.inference.mode import inference
+from glassgpt.model import GPT
 
 def pattern_names(model: GPT) -> list[str]:
     return [f"blocks.{i}.attn.pattern" for i in range(model.config.n_layer)]
@@ -127,30 +129,41 @@ def sink_scores_of_shares(shares: torch.Tensor) -> dict[str, torch.Tensor]:
     return {"first_position_share": shares[..., 0], "max_key_share": max_share, "max_key_index": max_index}
 
 
+def _reaches(scores: dict[str, torch.Tensor], name: str, threshold: float) -> torch.Tensor:
+    """Where `scores[name]` reaches `threshold`, by two standard errors when `scores` has `name_se`."""
+    value = torch.as_tensor(scores[name]).float()
+    if f"{name}_se" not in scores:
+        return value >= threshold
+    return clears(value, scores[f"{name}_se"], threshold)
+
+
 def sink_rate(scores: dict[str, torch.Tensor], epsilon: float = SINK_EPSILON) -> dict[str, torch.Tensor]:
     """The metric of Gu et al. (2024), "When Attention Sink Emerges": per layer, the fraction of
-    heads whose mean attention to a key reaches `epsilon` (as `find_sinks` names them). From `sink_scores` of
-    (L, H) heads:
+    heads whose mean attention to a key reaches `epsilon` (as `find_sinks` names them; by two standard
+    errors when the scores carry them, `<name>_se`). From `sink_scores` of (L, H) heads:
     `first_position` (L,): heads sinking into key 0 (the paper's figure);
     `any_key` (L,): heads sinking into any one key."""
     if not 0.0 < epsilon < 1.0:
         raise ValueError(f"epsilon must be in (0, 1), got {epsilon}")
-    first = torch.as_tensor(scores["first_position_share"]).float()
-    best = torch.as_tensor(scores["max_key_share"]).float()
-    return {"first_position": (first >= epsilon).float().mean(dim=-1), "any_key": (best >= epsilon).float().mean(dim=-1)}
+    return {"first_position": _reaches(scores, "first_position_share", epsilon).float().mean(dim=-1),
+            "any_key": _reaches(scores, "max_key_share", epsilon).float().mean(dim=-1)}
 
 
 def find_sinks(scores: dict[str, torch.Tensor], threshold: float = SINK_EPSILON, tokens: list[str] | None = None) -> list[dict]:
-    """Heads whose most-attended key takes at least `threshold` of their attention, most
-    extreme first: [{layer, head, key_index, share, first_position_share, token}] (token
-    is the label at key_index when `tokens` is given, else None)."""
+    """Heads whose most-attended key takes at least `threshold` of their attention (by two standard
+    errors when the scores carry `max_key_share_se`), most extreme first: [{layer, head, key_index,
+    share, share_se, first_position_share, token}] (share_se None without errors; token is the label
+    at key_index when `tokens` is given, else None)."""
     share, index, first = scores["max_key_share"], scores["max_key_index"], scores["first_position_share"]
+    errors = scores.get("max_key_share_se")
     sinks = []
-    for layer, head in (share >= threshold).nonzero().tolist():
+    for layer, head in _reaches(scores, "max_key_share", threshold).nonzero().tolist():
         key = int(index[layer, head])
+        se = float(errors[layer, head]) if errors is not None else None
         sinks.append({
             "layer": layer, "head": head, "key_index": key,
-            "share": float(share[layer, head]), "first_position_share": float(first[layer, head]),
+            "share": float(share[layer, head]), "share_se": None if se is None or se != se else se,
+            "first_position_share": float(first[layer, head]),
             "token": tokens[key] if tokens is not None and key < len(tokens) else None,
         })
     return sorted(sinks, key=lambda s: -s["share"])
@@ -208,14 +221,14 @@ def prefix_matching(patterns: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     token (key j with idx[j - 1] == idx[i], j <= i), averaged over those queries.
     patterns (..., B, H, T, T) with idx (B, T) -> (..., H). On repeated distinct random tokens it
     equals `induction_stripe`; on natural text it asks whether the head does induction there."""
-    total, count = prefix_matching_sums(patterns, idx)
-    return total / count.clamp(min=1)
+    total, count = prefix_matching_sums(patterns, idx)  # (..., B, H), (B,)
+    return total.sum(dim=-2) / count.sum().clamp(min=1)
 
 
 def prefix_matching_sums(patterns: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """What `prefix_matching` averages, before dividing: the attention on the keys that followed an
-    earlier occurrence of the query's token, summed over the queries that have one (..., H), and
-    how many queries those are (); the streamed reducer adds these up over windows."""
+    """What `prefix_matching` averages, before dividing, per sequence: the attention on the keys that
+    followed an earlier occurrence of the query's token, summed over the queries that have one
+    (..., B, H), and how many queries those are (B,); the streamed reducer adds these up over windows."""
     idx = as_batch(idx).to(patterns.device)
     T = idx.size(1)
     same = idx[:, :, None] == idx[:, None, :]  # (B, T, T): token i equals token j
@@ -224,7 +237,7 @@ def prefix_matching_sums(patterns: torch.Tensor, idx: torch.Tensor) -> tuple[tor
     follows &= causal_keys(T, patterns.device)  # j - 1 < j <= i: an earlier occurrence
     weight = (patterns.float() * follows[:, None]).sum(dim=-1)  # (..., B, H, T)
     has_match = follows.any(dim=-1)[:, None].float()  # (B, 1, T)
-    return (weight * has_match).sum(dim=(-1, -3)), has_match.sum()  # (..., H), ()
+    return (weight * has_match).sum(dim=-1), has_match.sum(dim=(-1, -2))  # (..., B, H), (B,)
 
 
 def causal_keys(T: int, device=None) -> torch.Tensor:
@@ -267,20 +280,34 @@ def head_ablation(model: GPT, idx: torch.Tensor, targets: torch.Tensor, mode: st
     hook on `blocks.{i}.attn.z`, before the output projection): -> (L, H).
     `mode="zero"` sets it to 0; `mode="mean"` to its mean over every position of `reference`
     (B', T') token ids (default: idx), which keeps the head's constant part and removes what it
-    says about this particular text. `progress(done, total)` is told after each head."""
+    says about this particular text. `progress(done, total)` is told after each head.
+    `head_ablation_statistics` gives the same with its standard error over the sequences."""
+    return head_ablation_statistics(model, idx, targets, mode, reference, progress)["ablation"]
+
+
+def head_ablation_statistics(model: GPT, idx: torch.Tensor, targets: torch.Tensor, mode: str = "zero",
+                             reference: torch.Tensor | None = None, progress=None) -> dict[str, torch.Tensor]:
+    """`head_ablation` (L, H) as `ablation`, and `ablation_se` (L, H): its standard error over the
+    B sequences of idx (each sequence's loss rise, paired with itself unablated)."""
     if mode not in ABLATION_MODES:
         raise ValueError(f"mode must be one of {ABLATION_MODES}, got {mode!r}")
     idx, targets = as_batch(idx).to(device_of(model)), as_batch(targets).to(device_of(model))
     L, H = model.config.n_layer, model.config.n_head
     means = mean_z(model, idx if reference is None else reference) if mode == "mean" else None
-    increase = torch.zeros(L, H)
+    counts = (targets != -1).sum(dim=-1)  # (B,)
+
+    def losses(hooks: list) -> torch.Tensor:  # -> (B,): each sequence's summed loss
+        logits, _ = model.run_with_hooks(idx, fwd_hooks=hooks)
+        return F.cross_entropy(logits.float().transpose(1, 2), targets, ignore_index=-1, reduction="none").sum(dim=-1)
+
+    rise = [[Mean() for _ in range(H)] for _ in range(L)]
     with inference(model):
-        _, base = model(idx, targets)
+        base = losses([])
         for layer in range(L):
             for head in range(H):
                 ablate = zero_head(head) if means is None else mean_head(head, means[layer, head])
-                _, loss = model.run_with_hooks(idx, fwd_hooks=[(f"blocks.{layer}.attn.z", ablate)], targets=targets)
-                increase[layer, head] = (loss - base).item()
+                rise[layer][head].add(losses([(f"blocks.{layer}.attn.z", ablate)]) - base, counts)
                 if progress is not None:
                     progress(layer * H + head + 1, L * H)
-    return increase
+    return {"ablation": torch.stack([torch.stack([m.value for m in row]) for row in rise]),
+            "ablation_se": torch.stack([torch.stack([m.se for m in row]) for row in rise])}

@@ -25,9 +25,12 @@ from matplotlib.figure import Figure
 from glassgpt.analysis.dynamics import DYNAMICS, analysis_rows, plot_dynamics
 from glassgpt.training.log import read_metrics
 from glassgpt.analysis.plots import plot_attention_grid, plot_head_heatmap, plot_logit_lens, token_labels
+from glassgpt.analysis.run_facts import training_facts
 from glassgpt.analysis.suite import analyze
+from glassgpt.analysis.heads import described_count
 from glassgpt.atomic import write_error
 from glassgpt.analysis.summary import definitions, layer_lines, summarize
+from glassgpt.analysis.uncertainty import plus_minus
 from glassgpt.errors import UsageError
 from glassgpt.limits import check_fits, inference_bytes
 from glassgpt.inference.text import check_text
@@ -35,6 +38,15 @@ from glassgpt.inference.text import check_text
 DEFAULT_PROMPT = "First Citizen:\nBefore we proceed any further, hear me speak."
 DEFAULT_PROMPT_TOKENS = 48  # prompt taken from the validation split when none is given
 REPORT, NUMBERS = "report.html", "analysis.json"
+DEFAULT_TOKENS = 16384  # validation tokens measured by default: standard errors of about 0.01 on the shares
+MIN_WINDOWS, MAX_DEFAULT_WINDOWS = 8, 256
+MIN_MEASURE_TOKENS = 8  # a prompt measured alone (no validation split) needs this many tokens: the offset
+# profile reaches 7 tokens back, and the in-context-learning score compares two bands of the window
+
+
+def default_windows(block_size: int) -> int:
+    """Validation windows measured when --windows is not given: DEFAULT_TOKENS tokens of them, 8 to 256."""
+    return min(MAX_DEFAULT_WINDOWS, max(MIN_WINDOWS, -(-DEFAULT_TOKENS // block_size)))
 
 
 # ---------------------------------------------------------------- inputs
@@ -81,14 +93,17 @@ def prompt_ids(prompt: str | None, tokenizer, block_size: int, fallback: list[in
 # ---------------------------------------------------------------- outputs
 
 def to_jsonable(value):
-    """Tensors to (nested) lists of numbers rounded to 6 digits, recursively."""
+    """Tensors to (nested) lists of numbers rounded to 6 digits, recursively; NaN (an error that could
+    not be measured) to null."""
     if isinstance(value, torch.Tensor):
         value = value.detach().cpu()
-        return value.tolist() if not value.is_floating_point() else value.double().round(decimals=6).tolist()
+        return to_jsonable(value.tolist() if not value.is_floating_point() else value.double().round(decimals=6).tolist())
     if isinstance(value, dict):
         return {k: to_jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [to_jsonable(v) for v in value]
+    if isinstance(value, float) and value != value:
+        return None
     return value
 
 
@@ -137,7 +152,7 @@ STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em aut
 h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:2em}
 img{max-width:100%;height:auto;border:1px solid #eee}table{border-collapse:collapse;margin:.5em 0}
 td,th{border:1px solid #ddd;padding:.25em .6em;text-align:right}th{background:#f4f4f4}
-pre{background:#f7f7f7;padding:.6em;white-space:pre-wrap}.note{color:#555}"""
+pre{background:#f7f7f7;padding:.6em;white-space:pre-wrap}.note{color:#555}td.words{text-align:left}"""
 
 
 def _img(name: str, png: bytes) -> str:
@@ -145,9 +160,40 @@ def _img(name: str, png: bytes) -> str:
     return f'<p><img alt="{html.escape(name)}" src="data:image/png;base64,{data}"></p>'
 
 
-def _table(header: list[str], rows: list[list]) -> str:
+def _pm(results: dict, name: str, layer: int, head: int, fmt: str = ".2f") -> str:
+    """One head's `results[name]` with its error ('0.45 ± 0.02'), or '' when the results lack it."""
+    if name not in results:
+        return ""
+    se = results.get(f"{name}_se")
+    return plus_minus(results[name][layer, head], None if se is None else se[layer, head], fmt)
+
+
+def heads_html(results: dict) -> str:
+    """The table of every head: its description, its kind and its scores with their errors."""
+    sinks = results["window_sink_scores"]
+    rows = []
+    for h in results["heads"]:
+        layer, head = h["layer"], h["head"]
+        rows.append([layer, head, h["kind"] or "", h["description"], _pm(results, "previous_token", layer, head),
+                     _pm(results, "induction", layer, head), _pm(results, "prefix_matching", layer, head),
+                     _pm(sinks, "max_key_share", layer, head), _pm(results, "depth_scan", layer, head),
+                     _pm(results, "attention_distance", layer, head, ".1f"), _pm(results, "ablation", layer, head, ".3f")])
+    described = described_count(results["heads"])
+    return ("<h2 id='heads'>Every head</h2><p>What each head does, measured on the validation windows: its largest "
+            "share of attention (by offset, by token class, or on the most recent token of a class) with its standard "
+            "error and what uniform attention would give, or its normalised entropy when it spreads its attention; "
+            f"then the tokens its OV circuit writes most. {described} of {len(results['heads'])} heads are described by a "
+            "share of at least 40% (and 1.5 times what uniform attention would give) or are diffuse. Every score is ± one "
+            "standard error.</p>"
+            + _table(["layer", "head", "kind", "what it does", "previous token", "induction", "prefix matching",
+                      "sink share", "entropy", "distance", "ablation (nats)"], rows, left=3))
+
+
+def _table(header: list[str], rows: list[list], left: int | None = None) -> str:
+    """An HTML table; column `left` (the one of words) is aligned left."""
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
+    cell = lambda i, c: f"<td{' class=words' if i == left else ''}>{html.escape(str(c))}</td>"  # noqa: E731
+    body = "".join("<tr>" + "".join(cell(i, c) for i, c in enumerate(row)) + "</tr>" for row in rows)
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
@@ -167,6 +213,7 @@ def render_html(run_dir: Path, results: dict, pngs: dict[str, bytes], prompt_tex
         "".join(f"<p>{e(p)}</p>" for p in summarize(results).split("\n\n")),
         "<p class='note'>The words above, as the numbers decide them:</p><ul class='note'>"
         + "".join(f"<li>{e(d)}</li>" for d in definitions(results)) + "</ul>",
+        heads_html(results) if "heads" in results else "",
         ("<h2 id='interactive'>Interactive view</h2><p class='note'>Every head and every token of the prompt; works "
          "offline. The pictures below are the same numbers as images, for papers.</p>" + view_html) if view_html else "",
         "<h2 id='attention-maps'>Attention maps</h2><p>Every head of every layer on the prompt: queries down, "
@@ -182,8 +229,8 @@ def render_html(run_dir: Path, results: dict, pngs: dict[str, bytes], prompt_tex
         _img("sink_first_position.png", pngs["sink_first_position.png"]),
         _img("sink_max_key.png", pngs["sink_max_key.png"]),
         _table(["layer", "head", "position", "token", "share", "share on position 0"],
-               [[s["layer"], s["head"], s["key_index"], s["token"], f"{s['share']:.1%}", f"{s['first_position_share']:.1%}"]
-                for s in sinks]) if sinks else "<p>No sink heads.</p>",
+               [[s["layer"], s["head"], s["key_index"], s["token"], plus_minus(s["share"], s.get("share_se"), percent=True),
+                 f"{s['first_position_share']:.1%}"] for s in sinks]) if sinks else "<p>No sink heads.</p>",
         f"<p>Sink rate of Gu et al. (2024) over the validation windows: per layer, the fraction of heads whose "
         f"sink share (into any one key), or mean share on position 0, is at least {results['sink_threshold']:g}: "
         "the heads of the list above.</p>",
@@ -206,8 +253,9 @@ def render_html(run_dir: Path, results: dict, pngs: dict[str, bytes], prompt_tex
         "token frequencies).</p>",
         _img("logit_lens.png", pngs["logit_lens.png"]),
         _table(["after", "loss (nats)", "top-1 accuracy"],
-               [[label, f"{float(loss):.4f}", f"{float(acc):.1%}"]
-                for label, loss, acc in zip(lens["labels"], lens["loss"], lens["accuracy"])]),
+               [[label, plus_minus(lens["loss"][i], _at(lens.get("loss_se"), i), ".4f"),
+                 plus_minus(lens["accuracy"][i], _at(lens.get("accuracy_se"), i), percent=True)]
+                for i, label in enumerate(lens["labels"])]),
         "<h2 id='induction'>Induction heads</h2>",
         (f"<p>Mean attention from each token of a repeated random sequence ({results['induction_seq_len']} tokens, "
          "twice) to the token that followed its earlier occurrence.</p>" + _img("induction.png", pngs["induction.png"]))
@@ -221,6 +269,10 @@ def render_html(run_dir: Path, results: dict, pngs: dict[str, bytes], prompt_tex
         "<p class='note'>All numbers: analysis.json next to this file.</p></body></html>",
     ]
     return "\n".join(parts)
+
+
+def _at(values, i: int):
+    return None if values is None else values[i]
 
 
 def eval_task_rows(run_dir: Path) -> list[dict]:
@@ -267,7 +319,8 @@ def _dynamics_section(pngs: dict[str, bytes]) -> str:
         return ""
     return ("<h2 id='dynamics'>During training</h2><p>The analysis rows of metrics.jsonl (the run's "
             "<code>analysis_interval</code>) against step: loss, in-context-learning score (loss late in the window "
-            "minus early), the best induction and previous-token scores, sink shares and entropy of each layer.</p>"
+            "minus early), the best induction and previous-token scores, sink shares and entropy of each layer, each in a "
+            "band of two standard errors either side.</p>"
             + _img(DYNAMICS, pngs[DYNAMICS]))
 
 
@@ -275,13 +328,17 @@ def report_view(model, tokenizer, ids: list[int], tokens: list[str], results: di
     """The interactive view of the prompt, with the suite's per-head scores (validation windows)."""
     from glassgpt.analysis.view import render, view_data
 
-    scores = {key: results[key] for key in ("induction", "previous_token", "prefix_matching", "depth_scan",
-                                            "attention_distance", "ablation") if key in results}
-    scores.update({key: results["window_sink_scores"][key] for key in ("first_position_share", "max_key_share")})
-    note = (f"Measured on {source}; induction on repeated random tokens; attribution (direct, to the true next "
-            "token) on the prompt.")
+    keys = [key for key in ("induction", "previous_token", "prefix_matching", "depth_scan", "attention_distance",
+                            "ablation") if key in results]
+    sinks = results["window_sink_scores"]
+    scores = {key: results[key] for key in keys} | {key: sinks[key] for key in ("first_position_share", "max_key_share")}
+    errors = {key: results[f"{key}_se"] for key in keys if f"{key}_se" in results}
+    errors |= {key: sinks[f"{key}_se"] for key in ("first_position_share", "max_key_share") if f"{key}_se" in sinks}
+    note = (f"Measured on {source} (± one standard error over them); induction on repeated random tokens; attribution "
+            "(direct, to the true next token) on the prompt.")
     data = view_data(model, ids, tokens, lambda i: token_labels(tokenizer, [i])[0], scores=scores,
-                     patterns=results["prompt_patterns"], notes={"scores": note})
+                     patterns=results["prompt_patterns"], notes={"scores": note}, scores_se=errors,
+                     heads=results.get("heads"))
     return render(data)
 
 
@@ -348,11 +405,13 @@ def replace_dir(tmp: Path, out: Path) -> None:
 
 
 def write_report(run_dir: str | Path, prompt: str | None = None, out: str | Path | None = None,
-                 num_windows: int = 8, device: str = "cpu", seed: int = 0, dtype: str = "float32",
+                 num_windows: int | None = None, device: str = "cpu", seed: int = 0, dtype: str = "float32",
                  progress=None, warn=None) -> Path:
     """Analyse a run and write report.html, analysis.json and the PNGs into `out`
-    (default RUN_DIR/analysis). `dtype` is load_run's; `progress(stage, done, total)` hears
-    how far it is, `warn(text)` of lines of metrics.jsonl that could not be read. Returns `out`."""
+    (default RUN_DIR/analysis). `num_windows` validation windows (default `default_windows`);
+    `dtype` is load_run's; `progress(stage, done, total)` hears how far it is, `warn(text)` of lines
+    of metrics.jsonl that could not be read. Returns `out`."""
+    from glassgpt.analysis.heads import token_strings
     from glassgpt.checkpoint import load_run
 
     run_dir = Path(run_dir)
@@ -360,13 +419,18 @@ def write_report(run_dir: str | Path, prompt: str | None = None, out: str | Path
     block_size = model.config.block_size
     out = Path(out) if out is not None else run_dir / "analysis"
     check_out_dir(out)
+    token_strings(tokenizer)  # the head descriptions need readable tokens: refused now, before any work
 
-    validation = validation_windows(run_config, tokenizer, num_windows)
+    validation = validation_windows(run_config, tokenizer, num_windows or default_windows(block_size))
     default_ids = validation[0][0, :DEFAULT_PROMPT_TOKENS].tolist() if validation is not None else None
     ids = prompt_ids(prompt, tokenizer, block_size, default_ids)
     if validation is not None:
         windows, targets, source = validation
     else:
+        if len(ids) < MIN_MEASURE_TOKENS:
+            raise UsageError(f"the prompt is {len(ids)} tokens; the run's dataset {run_config.train.dataset!r} is not "
+                             f"prepared here, so the measures run on the prompt alone and need at least "
+                             f"{MIN_MEASURE_TOKENS} tokens: give a longer --prompt, or prepare the dataset")
         windows = torch.tensor([ids])  # (1, T): the prompt itself, each token predicting the next
         targets = torch.tensor([ids[1:] + [-1]])
         source = (f"the prompt itself ({len(ids)} tokens), because the run's dataset "
@@ -376,10 +440,11 @@ def write_report(run_dir: str | Path, prompt: str | None = None, out: str | Path
 
     tokens = token_labels(tokenizer, ids)
     generator = torch.Generator().manual_seed(seed)
-    results = analyze(model, torch.tensor(ids), windows, targets, tokens=tokens, generator=generator,
-                      progress=progress, vocab_size=tokenizer.vocab_size)
-    pngs = {name: png_bytes(fig) for name, fig in figures(results, tokens).items()}
     metrics_rows = read_metrics(run_dir, warn)
+    results = analyze(model, torch.tensor(ids), windows, targets, tokens=tokens, generator=generator,
+                      progress=progress, vocab_size=tokenizer.vocab_size, tokenizer=tokenizer)
+    results["training"] = training_facts(run_config, metrics_rows)
+    pngs = {name: png_bytes(fig) for name, fig in figures(results, tokens).items()}
     if analysis_rows(metrics_rows):  # trained with analysis_interval: the curves of the run
         pngs[DYNAMICS] = png_bytes(plot_dynamics(metrics_rows))
     prompt_text = tokenizer.decode(ids)

@@ -6,9 +6,11 @@ is reduced to a few numbers per head by a hook on `blocks.{i}.attn.pattern` as s
 as that layer has made it, and dropped; windows go through `batch_size` at a time.
 At most one layer's (b, H, T, T) pattern lives at once.
 
-A reducer is `fn(pattern (b, H, T, T) float32, idx (b, T)) -> (total, count)`: the
-sum of a per-head statistic over what it saw, and how many things it summed. The
-stream adds totals and counts over windows and layers apart, and divides at the end.
+A reducer is `fn(pattern (b, H, T, T) float32, idx (b, T)) -> (totals, counts)`: for each
+of the b windows, the sum of a per-head statistic over what it saw (b, ...), and how many
+things it summed (b,), or one number for every window. The stream adds them up over windows,
+layers apart, and divides at the end; the spread of the windows gives each measure its
+standard error (`glassgpt.analysis.uncertainty`), returned beside it as `<name>_se`.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from glassgpt.analysis.measures import (
     device_of, as_batch, attention_distance, default_induction_seq_len, induction_stripe, key_shares,
     normalized_entropy, prefix_matching_sums, previous_token_stripe, repeated_random_tokens, sink_scores_of_shares,
 )
+from glassgpt.analysis.uncertainty import Mean, bootstrap_se
 from glassgpt.inference.mode import inference
 from glassgpt.model import GPT
 
@@ -32,7 +35,7 @@ Progress = Callable[[int], None]  # called with the number of windows just finis
 def per_window(measure) -> Reducer:
     """A reducer from a measure `(b, H, T, T) -> (b, H)`: the mean over windows."""
     def reduce(pattern: torch.Tensor, idx: torch.Tensor):
-        return measure(pattern).sum(dim=0), pattern.size(0)  # (H,), b
+        return measure(pattern), 1  # (b, H), one value per window
     return reduce
 
 
@@ -46,25 +49,35 @@ class _Stripe:
         return induction_stripe(pattern, self.seq_len)
 
 
+class LayerMean:
+    """A measure `(b, H, T, T) -> (b, H)` averaged over the layer's heads: -> (b, 1) (picklable)."""
+
+    def __init__(self, measure):
+        self.measure = measure
+
+    def __call__(self, pattern: torch.Tensor) -> torch.Tensor:
+        return self.measure(pattern).mean(dim=-1, keepdim=True)
+
+
 key_share_reducer = per_window(key_shares)  # (H, T): mean weight on each key from the rows that can see it
 
 
 def sink_share_reducer(pattern: torch.Tensor, idx: torch.Tensor):
     """Each window's sink share (`sink_scores`' max_key_share), over windows: (H,)."""
-    return sink_scores_of_shares(key_shares(pattern))["max_key_share"].sum(dim=0), pattern.size(0)
+    return sink_scores_of_shares(key_shares(pattern))["max_key_share"], 1  # (b, H)
 
 
 def sink_key_votes_reducer(pattern: torch.Tensor, idx: torch.Tensor):
-    """How many windows have each key as a head's sink (max_key_index): (H, T); its argmax is the
-    most frequent sink key."""
+    """The fraction of windows that have each key as a head's sink (max_key_index): (H, T); its
+    argmax is the most frequent sink key."""
     index = sink_scores_of_shares(key_shares(pattern))["max_key_index"]  # (b, H)
-    return F.one_hot(index, pattern.size(-1)).float().sum(dim=0), 1
+    return F.one_hot(index, pattern.size(-1)).float(), 1  # (b, H, T)
 
 
 def prefix_matching_reducer(pattern: torch.Tensor, idx: torch.Tensor):
     """`prefix_matching` pooled over windows (its sums, `prefix_matching_sums`): attention on the keys
     that followed an earlier occurrence of the query's token, and how many queries have one."""
-    return prefix_matching_sums(pattern, idx)  # (H,), ()
+    return prefix_matching_sums(pattern, idx)  # (b, H), (b,)
 
 
 def induction_reducer(seq_len: int) -> Reducer:
@@ -80,23 +93,10 @@ WINDOW_REDUCERS: dict[str, Reducer] = {
     "key_shares": key_share_reducer,  # (L, H, T)
     "sink_share": sink_share_reducer,  # (L, H)
     "sink_key_votes": sink_key_votes_reducer,  # (L, H, T)
+    "layer_entropy": per_window(LayerMean(normalized_entropy)),  # (L, 1): each layer's mean over its heads
+    "layer_distance": per_window(LayerMean(attention_distance)),  # (L, 1)
 }
 SINK_REDUCERS = {k: WINDOW_REDUCERS[k] for k in ("key_shares", "sink_share", "sink_key_votes")}
-
-
-class Mean:
-    """A running total and count; `value` is their ratio."""
-
-    def __init__(self):
-        self.total, self.count = 0.0, 0.0
-
-    def add(self, total, count) -> None:
-        self.total = self.total + total.detach().float().cpu()
-        self.count = self.count + float(count)
-
-    @property
-    def value(self) -> torch.Tensor:
-        return self.total / max(self.count, 1.0)
 
 
 def pattern_hooks(model: GPT, reducers: dict[str, Reducer], sums: dict[str, list[Mean]], idx: torch.Tensor):
@@ -118,7 +118,8 @@ def stream_patterns(model: GPT, windows: torch.Tensor, reducers: dict[str, Reduc
                     extra_hooks: Callable[[torch.Tensor, torch.Tensor], list] | None = None,
                     progress: Progress | None = None) -> dict[str, torch.Tensor]:
     """Run `windows` (B, T) through the model `batch_size` at a time and reduce every layer's
-    attention pattern inside its hook: `{name: (L, ...)}`, each reducer's mean over the windows.
+    attention pattern inside its hook: `{name: (L, ...)}`, each reducer's mean over the windows, and
+    `{name_se: (L, ...)}` its standard error over them (NaN for one window).
     `extra_hooks(chunk, start)` may add hooks to the same passes (the logit lens does)."""
     windows = as_batch(windows).to(device_of(model))
     sums = {name: [Mean() for _ in range(model.config.n_layer)] for name in reducers}
@@ -131,7 +132,8 @@ def stream_patterns(model: GPT, windows: torch.Tensor, reducers: dict[str, Reduc
             model.run_with_hooks(chunk, fwd_hooks=hooks, last_position_only=True)  # the hooks read what they need
             if progress is not None:
                 progress(chunk.size(0))
-    return {name: torch.stack([mean.value for mean in layers]) for name, layers in sums.items()}
+    stats = {name: torch.stack([mean.value for mean in layers]) for name, layers in sums.items()}
+    return stats | {f"{name}_se": torch.stack([mean.se for mean in layers]) for name, layers in sums.items()}
 
 
 def depth_scan(model: GPT, windows: torch.Tensor, batch_size: int = 1) -> torch.Tensor:
@@ -149,20 +151,30 @@ def induction_scores(model: GPT, seq_len: int | None = None, batch: int = 8,
     `seq_len` defaults to a quarter of the context, at most 64 and at most the vocabulary size.
     `vocab_size` (default the model's) bounds the random tokens: pass the tokenizer's for a
     model with a padded vocabulary, whose padding ids were never trained."""
+    return induction_statistics(model, seq_len, batch, generator, vocab_size)["induction"]
+
+
+def induction_statistics(model: GPT, seq_len: int | None = None, batch: int = 8,
+                         generator: torch.Generator | None = None, vocab_size: int | None = None) -> dict:
+    """`induction_scores` (L, H) as `induction`, with `induction_se` its standard error over the `batch`
+    random sequences."""
     seq_len = seq_len or default_induction_seq_len(model.config, vocab_size)
     if seq_len < 2 or 2 * seq_len > model.config.block_size:
         raise ValueError(f"seq_len must be between 2 and block_size / 2 = {model.config.block_size // 2}, got {seq_len}")
     tokens = repeated_random_tokens(vocab_size or model.config.vocab_size, seq_len, batch, generator)  # (B, 2 seq_len)
-    return stream_patterns(model, tokens, {"induction": induction_reducer(seq_len)}, batch_size=batch)["induction"]
+    return stream_patterns(model, tokens, {"induction": induction_reducer(seq_len)}, batch_size=batch)
 
 
 def window_sink_scores(stats: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """`sink_scores` over windows, from the stream's `SINK_REDUCERS`: `max_key_share` (L, H) the mean of
     the windows' sink shares (the one definition of *sink share*, used by the report, the sink rate
     and the training-time analysis alike), `max_key_index` (L, H) the key most often the sink,
-    `first_position_share` (L, H) the mean weight on key 0."""
-    return {"first_position_share": stats["key_shares"][..., 0], "max_key_share": stats["sink_share"],
-            "max_key_index": stats["sink_key_votes"].argmax(dim=-1)}
+    `first_position_share` (L, H) the mean weight on key 0; and the shares' `_se` when the stream gave them."""
+    scores = {"first_position_share": stats["key_shares"][..., 0], "max_key_share": stats["sink_share"],
+              "max_key_index": stats["sink_key_votes"].argmax(dim=-1)}
+    if "sink_share_se" in stats:  # their standard errors over the windows
+        scores |= {"first_position_share_se": stats["key_shares_se"][..., 0], "max_key_share_se": stats["sink_share_se"]}
+    return scores
 
 
 # ---------------------------------------------------------------- the logit lens, streamed
@@ -175,24 +187,53 @@ def lens_positions(T: int, max_positions: int | None) -> torch.Tensor:
     return torch.arange(0, T, stride)
 
 
-def lens_hooks(model: GPT, targets: torch.Tensor, positions: torch.Tensor, losses: list[Mean],
-               correct: list[Mean]):
+class LensSums:
+    """The logit lens's running sums: per point (the embedding, then each block), the loss and the
+    top-1 hits over each window's decoded positions. The losses keep their per-window values, for the
+    bootstrap of the share of the loss gap each point closes."""
+
+    def __init__(self, points: int):
+        self.losses = [Mean(keep_windows=True) for _ in range(points)]
+        self.correct = [Mean() for _ in range(points)]
+
+    def result(self, model: GPT, targets: torch.Tensor, generator: torch.Generator | None = None) -> dict:
+        """`loss`, `accuracy` (L+1,) and their `_se`; `gap_closed` (L,): the share of the gap from uniform
+        (ln V) to the final loss closed after each block, with `gap_closed_se` (bootstrap over windows);
+        `labels`; the baselines."""
+        L = len(self.losses) - 1
+        baselines = lens_baselines(model, targets)
+        uniform = baselines["uniform_loss"]
+        totals = torch.stack([m.windows()[0] for m in self.losses], dim=-1)  # (n, L+1)
+        counts = self.losses[0].windows()[1]  # (n,)
+
+        def closed(loss: torch.Tensor) -> torch.Tensor:  # (L+1,) -> (L,)
+            return (uniform - loss[1:]) / (uniform - loss[-1])
+        loss = torch.stack([m.value for m in self.losses])
+        return {"loss": loss, "loss_se": torch.stack([m.se for m in self.losses]),
+                "accuracy": torch.stack([m.value for m in self.correct]),
+                "accuracy_se": torch.stack([m.se for m in self.correct]),
+                "gap_closed": closed(loss), "gap_closed_se": bootstrap_se(closed, totals, counts, generator=generator),
+                "labels": ["embed"] + [f"block {i}" for i in range(L)], **baselines}
+
+
+def lens_hooks(model: GPT, targets: torch.Tensor, positions: torch.Tensor, sums: LensSums):
     """`extra_hooks` for `stream_patterns`: decode the residual stream after the embedding and after
-    every block at `positions`, through `model.unembed`, and add up loss and top-1 hits."""
+    every block at `positions`, through `model.unembed`, and add up each window's loss and top-1 hits."""
     names = ["embed"] + [f"blocks.{i}.resid_post" for i in range(model.config.n_layer)]
     targets = as_batch(targets).to(device_of(model))
 
     def make(chunk: torch.Tensor, start: int) -> list:
         chunk_targets = targets[start: start + chunk.size(0)][:, positions]  # (b, P)
         keep = chunk_targets != -1
+        counts = keep.sum(dim=-1)  # (b,)
 
         def hook_for(point: int):
             def decode(resid: torch.Tensor, _hook) -> None:
                 logits = model.unembed(resid[:, positions])  # (b, P, C) -> (b, P, V)
-                loss = F.cross_entropy(logits.flatten(0, 1), chunk_targets.flatten(), ignore_index=-1,
-                                       reduction="sum")
-                losses[point].add(loss, keep.sum())
-                correct[point].add(((logits.argmax(dim=-1) == chunk_targets) & keep).sum(), keep.sum())
+                loss = F.cross_entropy(logits.transpose(1, 2), chunk_targets, ignore_index=-1,
+                                       reduction="none")  # (b, P), 0 where skipped
+                sums.losses[point].add(loss.sum(dim=-1), counts)
+                sums.correct[point].add(((logits.argmax(dim=-1) == chunk_targets) & keep).sum(dim=-1), counts)
             return decode
         return [(name, hook_for(point)) for point, name in enumerate(names)]
     return make
@@ -202,18 +243,18 @@ def logit_lens(model: GPT, idx: torch.Tensor, targets: torch.Tensor) -> dict:
     """Decode the residual stream after the embedding and after every block through
     `model.unembed` (final norm, head, softcap), as if the model stopped there: `loss` (L+1,)
     mean cross-entropy and `accuracy` (L+1,) top-1 accuracy against targets (B, T)
-    (-1 marks positions to skip); `labels` names the L+1 points. The last point is the model itself:
-    it equals forward's loss. Beside them, the baselines a loss is read against: `uniform_loss`
-    (ln V, knowing nothing) and `unigram_entropy` (the targets' own token frequencies, knowing nothing
-    of the context). With tied weights the embedding alone can do worse than uniform, so it is no
-    baseline. The same decoding as `window_statistics`'s lens (`lens_hooks`), every position, one pass."""
+    (-1 marks positions to skip), each with its standard error over the sequences (`_se`); `labels`
+    names the L+1 points. The last point is the model itself: it equals forward's loss. Beside them,
+    the baselines a loss is read against: `uniform_loss` (ln V, knowing nothing) and `unigram_entropy`
+    (the targets' own token frequencies, knowing nothing of the context), and `gap_closed`: how much
+    of the way from uniform to the final loss each block has come. With tied weights the embedding
+    alone can do worse than uniform, so it is no baseline. The same decoding as `window_statistics`'s
+    lens (`lens_hooks`), every position, one pass."""
     idx, targets = as_batch(idx), as_batch(targets)
-    L = model.config.n_layer
     positions = lens_positions(idx.size(1), None)
-    losses, correct = [Mean() for _ in range(L + 1)], [Mean() for _ in range(L + 1)]
-    stream_patterns(model, idx, {}, batch_size=idx.size(0), extra_hooks=lens_hooks(model, targets, positions, losses, correct))
-    return {"loss": torch.stack([m.value for m in losses]), "accuracy": torch.stack([m.value for m in correct]),
-            "labels": ["embed"] + [f"block {i}" for i in range(L)], **lens_baselines(model, targets)}
+    sums = LensSums(model.config.n_layer + 1)
+    stream_patterns(model, idx, {}, batch_size=idx.size(0), extra_hooks=lens_hooks(model, targets, positions, sums))
+    return sums.result(model, targets)
 
 
 def unigram_entropy(targets: torch.Tensor) -> float:
@@ -236,21 +277,19 @@ def lens_baselines(model: GPT, targets: torch.Tensor) -> dict:
 
 
 def window_statistics(model: GPT, windows: torch.Tensor, targets: torch.Tensor, batch_size: int = 1,
-                      max_lens_positions: int | None = None, progress: Progress | None = None) -> dict:
+                      max_lens_positions: int | None = None, progress: Progress | None = None,
+                      reducers: dict[str, Reducer] | None = None, generator: torch.Generator | None = None) -> dict:
     """Everything measured on validation windows, in one pass over them, never holding more than
     one layer's attention of `batch_size` windows:
     `depth_scan`, `attention_distance`, `previous_token`, `prefix_matching` (L, H); `key_shares`
-    (L, H, T): mean weight on each key from the rows that see it; `logit_lens`: `loss`, `accuracy`
-    (L+1,), `labels`, the baselines, and the positions decoded per window."""
+    (L, H, T): mean weight on each key from the rows that see it; each with its `_se`; `logit_lens`
+    (`LensSums.result`) and the positions it decoded per window. `reducers` adds more measures to the
+    same pass (the head descriptions' shares); `generator` seeds the lens's bootstrap."""
     windows, targets = as_batch(windows), as_batch(targets)
-    L = model.config.n_layer
     positions = lens_positions(windows.size(1), max_lens_positions)
-    losses, correct = [Mean() for _ in range(L + 1)], [Mean() for _ in range(L + 1)]
-    stats = stream_patterns(model, windows, WINDOW_REDUCERS, batch_size=batch_size,
-                            extra_hooks=lens_hooks(model, targets, positions, losses, correct), progress=progress)
-    stats["logit_lens"] = {
-        "loss": torch.stack([m.value for m in losses]), "accuracy": torch.stack([m.value for m in correct]),
-        "labels": ["embed"] + [f"block {i}" for i in range(L)], "positions_per_window": int(positions.numel()),
-        **lens_baselines(model, targets[:, positions]),
-    }
+    sums = LensSums(model.config.n_layer + 1)
+    stats = stream_patterns(model, windows, {**WINDOW_REDUCERS, **(reducers or {})}, batch_size=batch_size,
+                            extra_hooks=lens_hooks(model, targets, positions, sums), progress=progress)
+    stats["logit_lens"] = {**sums.result(model, targets[:, positions], generator),
+                           "positions_per_window": int(positions.numel())}
     return stats

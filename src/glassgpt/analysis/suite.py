@@ -14,17 +14,27 @@ from typing import Callable
 
 import torch
 
-from glassgpt.analysis.measures import (
-    SINK_EPSILON, attention_patterns, default_induction_seq_len, find_sinks, head_ablation, normalized_entropy,
-    sink_rate, sink_scores,
+from glassgpt.analysis.dynamics import in_context_learning
+from glassgpt.analysis.heads import (
+    candidate_names, classes_for, describe_heads, ov_flops, ov_promotions, received_reducer, shares_reducer,
+    uniform_shares,
 )
-from glassgpt.analysis.streaming import induction_scores, window_sink_scores, window_statistics
+from glassgpt.analysis.measures import (
+    SINK_EPSILON, attention_patterns, default_induction_seq_len, find_sinks, head_ablation_statistics,
+    normalized_entropy, sink_rate, sink_scores,
+)
+from glassgpt.analysis.plots import token_labels
+from glassgpt.analysis.streaming import induction_statistics, window_sink_scores, window_statistics
 from glassgpt.model import GPT
 
 MIN_INDUCTION_CONTEXT = 4  # two repeats of at least 2 tokens
 LENS_FLOPS = 1e12  # forward FLOPs the logit lens may spend decoding (2 C V per position and point)
 ABLATION_FLOPS = 1e12  # forward FLOPs head ablation may spend (one pass per head)
+OV_FLOPS = 1e12  # FLOPs reading what each head writes may spend (`ov_flops`): GPT-2 small spends 1.8e11
 MIN_ABLATION_TOKENS = 16
+INDUCTION_BATCH = 32  # repeated random sequences: the induction score's error about 0.01 where a head is near 0.3
+WINDOW_MEASURES = ("depth_scan", "attention_distance", "previous_token", "prefix_matching",  # (L, H), with _se
+                   "layer_entropy", "layer_distance")  # (L, 1): each layer's mean over its heads
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
@@ -64,21 +74,26 @@ def _windows_are_the_prompt(windows: torch.Tensor, prompt_ids: torch.Tensor) -> 
 
 
 def analyze(model: GPT, prompt_ids: torch.Tensor, windows: torch.Tensor, targets: torch.Tensor,
-            tokens: list[str] | None = None, sink_threshold: float = SINK_EPSILON, induction_batch: int = 8,
+            tokens: list[str] | None = None, sink_threshold: float = SINK_EPSILON, induction_batch: int = INDUCTION_BATCH,
             generator: torch.Generator | None = None, progress: Progress | None = None,
-            vocab_size: int | None = None) -> dict:
+            vocab_size: int | None = None, tokenizer=None) -> dict:
     """Run the analysis suite.
 
     prompt_ids (T,): the sequence whose attention is drawn and whose sinks are named
     (`tokens` labels its positions); windows, targets (B, Tw): validation text for the
     depth scan, attention distance, sink rate, previous-token and prefix-matching scores,
-    logit lens and head ablation. `progress(stage, done, total)` is told as windows pass.
+    the in-context-learning score, the head descriptions, logit lens and head ablation, each with
+    its standard error over the windows (`<name>_se`). `tokenizer` gives the token classes the
+    heads are described by (without it: offsets, the first position and copies of the same token)
+    and names the tokens they write. `progress(stage, done, total)` is told as windows pass.
     Returns a dict of tensors (and lists) that `summarize` and the report read.
     """
     report = progress or (lambda stage, done, total: None)
     B = windows.size(0)
     patterns = attention_patterns(model, prompt_ids)  # (L, H, T, T): the prompt only, short
     scores = sink_scores(patterns)
+    masks, words = classes_for(tokenizer, model.config.vocab_size)
+    ids = windows.unique()  # (U,) sorted: the tokens the heads' received attention is counted over
     done = [0]
 
     def windows_done(n: int) -> None:
@@ -87,17 +102,17 @@ def analyze(model: GPT, prompt_ids: torch.Tensor, windows: torch.Tensor, targets
 
     report("validation windows", 0, B)
     stats = window_statistics(model, windows, targets, max_lens_positions=lens_position_budget(model, B),
-                              progress=windows_done)
+                              progress=windows_done, generator=generator,
+                              reducers={"head_shares": shares_reducer(masks), "received": received_reducer(ids)})
     window_sinks = window_sink_scores(stats)
+    baseline, row_counts = uniform_shares(windows, masks)
     results = {
         "prompt_patterns": patterns,
         "prompt_entropy": normalized_entropy(patterns),  # (L, H)
         "window_length": int(windows.size(-1)),
         "num_windows": int(B),
-        "depth_scan": stats["depth_scan"],  # (L, H)
-        "attention_distance": stats["attention_distance"],  # (L, H)
-        "previous_token": stats["previous_token"],  # (L, H)
-        "prefix_matching": stats["prefix_matching"],  # (L, H)
+        **{name: stats[name] for name in WINDOW_MEASURES},  # (L, H) each
+        **{f"{name}_se": stats[f"{name}_se"] for name in WINDOW_MEASURES},  # (L, H) each: over the windows
         "sink_scores": scores,
         "sink_threshold": sink_threshold,
         "sinks": find_sinks(window_sinks, threshold=sink_threshold,  # over the windows: the sink rate's heads
@@ -105,18 +120,26 @@ def analyze(model: GPT, prompt_ids: torch.Tensor, windows: torch.Tensor, targets
         "window_sink_scores": window_sinks,
         "sink_rate": sink_rate(window_sinks, epsilon=sink_threshold),  # (L,) each: fraction of heads sinking
         "logit_lens": stats["logit_lens"],
+        **in_context_learning(model, windows, targets),
+        "head_shares": stats["head_shares"], "head_shares_se": stats["head_shares_se"],  # (L, H, S)
+        "head_baseline": baseline, "head_counts": row_counts,  # (S,) each
+        "candidate_names": candidate_names(words),
     }
+    if ov_flops(model) <= OV_FLOPS:
+        results["ov"] = ov_promotions(model, stats["received"], ids, vocab_size)
     seq_len = default_induction_seq_len(model.config, vocab_size)  # vocab_size: the tokenizer's (padding)
     if 2 * seq_len >= MIN_INDUCTION_CONTEXT:
         report("induction", 0, 1)
-        results["induction"] = induction_scores(model, seq_len=seq_len, batch=induction_batch, generator=generator,
-                                                vocab_size=vocab_size)
+        results.update(induction_statistics(model, seq_len=seq_len, batch=induction_batch, generator=generator,
+                                            vocab_size=vocab_size))
         results["induction_seq_len"] = seq_len
         report("induction", 1, 1)
     ablation_windows, ablation_targets = ablation_slice(model, windows, targets)
     heads = model.config.n_layer * model.config.n_head
     report("head ablation", 0, heads)
-    results["ablation"] = head_ablation(model, ablation_windows, ablation_targets,
-                                        progress=lambda done, total: report("head ablation", done, total))  # (L, H)
+    results.update(head_ablation_statistics(model, ablation_windows, ablation_targets,
+                                            progress=lambda done, total: report("head ablation", done, total)))
     results["ablation_tokens"] = [int(ablation_windows.size(0)), int(ablation_windows.size(1))]
+    label = (lambda i: token_labels(tokenizer, [i])[0]) if tokenizer is not None else None
+    results["heads"] = describe_heads(results, label)
     return results

@@ -6,11 +6,20 @@ numbers do not show. The thresholds used to name things are module constants, an
 One name, one number: a head is a *sink* when its sink share (`window_sink_scores`, over the
 validation windows) reaches the sink threshold, in the list of sinks, the sink rate and the
 per-head kinds alike.
+
+Every number a sentence reads carries its standard error ("0.45 ± 0.02") where the results hold
+one (`<name>_se`), and a head is named by a threshold only when its score clears it by two
+standard errors (`glassgpt.analysis.uncertainty.clears`). When a measure finds nothing, the
+sentence says why that is expected and which recipe grows it (`results["training"]`, from the run).
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
+
+from glassgpt.analysis.uncertainty import clears, plus_minus
 
 FOCUSED_ENTROPY = 0.35  # mean normalised entropy below this: the layer's heads pick a few keys
 DIFFUSE_ENTROPY = 0.70  # above this: they spread attention over most of the past
@@ -22,10 +31,24 @@ NEGLIGIBLE_ABLATION = 0.01  # nats: removing such a head barely matters
 PREFIX_MATCHING_THRESHOLD = 0.4  # prefix-matching score from which a head is counted as prefix matching
 CIRCUIT_THRESHOLD = PREFIX_MATCHING_THRESHOLD  # its former name
 HEAD_KINDS = ("induction", "previous-token", "sink", "local", "none of these")  # in this order of precedence
+INDUCTION_TOKENS_PER_ROOT = 10 ** 5.7  # Aoyama et al. 2025: induction heads after about 10^5.7 sqrt(B C) tokens
+INDUCTION_RECIPE, SINK_RECIPE = "induction-text", "depth-scan"  # the presets that grow them on natural text
 
 
 def _head(layer: int, head: int) -> str:
     return f"layer {layer} head {head}"
+
+
+def _se(results: dict, name: str, like: torch.Tensor) -> torch.Tensor:
+    """`results[name_se]` as a tensor, or NaN (unknown) where the results carry no error."""
+    if f"{name}_se" in results:
+        return torch.as_tensor(results[f"{name}_se"], dtype=torch.float32)
+    return torch.full_like(like, float("nan"))
+
+
+def _value_and_se(results: dict, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    value = torch.as_tensor(results[name]).float()
+    return value, _se(results, name, value)
 
 
 def local_distance(window: int) -> float:
@@ -45,18 +68,27 @@ def layer_kind(entropy: float, distance: float, window: int) -> str:
     return "mixed"
 
 
+def _layer_means(results: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Each layer's mean entropy and distance over its heads (L,) and their errors (NaN without them)."""
+    entropy = torch.as_tensor(results["depth_scan"]).float().mean(dim=1)  # (L,)
+    distance = torch.as_tensor(results["attention_distance"]).float().mean(dim=1)  # (L,)
+    entropy_se = _se(results, "layer_entropy", entropy[:, None])[:, 0]
+    distance_se = _se(results, "layer_distance", distance[:, None])[:, 0]
+    return entropy, entropy_se, distance, distance_se
+
+
 def layer_lines(results: dict) -> list[str]:
     """One line per layer: its kind, mean normalised entropy (and range over heads), mean distance."""
     entropy = torch.as_tensor(results["depth_scan"]).float()  # (L, H)
-    distance = torch.as_tensor(results["attention_distance"]).float()  # (L, H)
+    means, means_se, distance, distance_se = _layer_means(results)
     window = int(results.get("window_length", 0))
     lines = []
     for layer in range(entropy.size(0)):
-        e, d = float(entropy[layer].mean()), float(distance[layer].mean())
+        e, d = float(means[layer]), float(distance[layer])
         lines.append(
-            f"layer {layer}: {layer_kind(e, d, window)} - normalised entropy {e:.2f} "
+            f"layer {layer}: {layer_kind(e, d, window)} - normalised entropy {plus_minus(e, means_se[layer])} "
             f"(heads {float(entropy[layer].min()):.2f} to {float(entropy[layer].max()):.2f}), "
-            f"mean attention distance {d:.1f} tokens"
+            f"mean attention distance {plus_minus(d, distance_se[layer], '.1f')} tokens"
         )
     return lines
 
@@ -74,9 +106,11 @@ def _layers_sentence(results: dict) -> str:
                 f"at most {local_distance(window):g} tokens and entropy at most {DIFFUSE_ENTROPY}; focused: mean "
                 f"normalised entropy below {FOCUSED_ENTROPY}; diffuse: above {DIFFUSE_ENTROPY}; mixed: between).")
     most, least = int(entropy.argmin()), int(entropy.argmax())
+    entropy_se = _layer_means(results)[1]
     if float(entropy[least] - entropy[most]) > 0.05:
-        sentence += (f" Layer {most} is the most focused (normalised entropy {float(entropy[most]):.2f}), "
-                     f"layer {least} the most diffuse ({float(entropy[least]):.2f}).")
+        sentence += (f" Layer {most} is the most focused (normalised entropy "
+                     f"{plus_minus(entropy[most], entropy_se[most])}), layer {least} the most diffuse "
+                     f"({plus_minus(entropy[least], entropy_se[least])}).")
     return sentence
 
 
@@ -87,33 +121,75 @@ def _sink_scores(results: dict) -> dict:
 
 def _sinks_sentence(results: dict) -> str:
     sinks = results["sinks"]
+    threshold = float(results.get("sink_threshold", 0.3))
     if not sinks:
-        share = torch.as_tensor(_sink_scores(results)["max_key_share"]).float()
-        flat = int(share.argmax())
-        layer, head = divmod(flat, share.size(1))
-        threshold = float(results.get("sink_threshold", 0.3))
-        return (f"No attention sinks: no head's sink share reaches {threshold:.0%} "
-                f"(the most concentrated, {_head(layer, head)}, gives {float(share.max()):.0%}).")
-    described = [f"{_head(s['layer'], s['head'])} ({s['share']:.0%} onto position {s['key_index']}"
-                 + (f", {s['token']!r}" if s.get("token") is not None else "") + ")" for s in sinks[:5]]
+        scores = _sink_scores(results)
+        share, share_se = _value_and_se(scores, "max_key_share")
+        layer, head = divmod(int(share.argmax()), share.size(1))
+        return (f"No attention sinks: no head's sink share reaches {threshold:.0%} by two standard errors "
+                f"(the most concentrated, {_head(layer, head)}, gives "
+                f"{plus_minus(share[layer, head], share_se[layer, head], percent=True)}).{_no_sink_advice(results)}")
+    described = [f"{_head(s['layer'], s['head'])} ({plus_minus(s['share'], s.get('share_se'), percent=True)} onto "
+                 f"position {s['key_index']}" + (f", {s['token']!r}" if s.get("token") is not None else "") + ")"
+                 for s in sinks[:5]]
     more = f" and {len(sinks) - 5} more" if len(sinks) > 5 else ""
     noun = "head is an attention sink" if len(sinks) == 1 else "heads are attention sinks"
-    threshold = float(results.get("sink_threshold", 0.3))
     return f"{len(sinks)} {noun} (sink share at least {threshold:.0%}): {', '.join(described)}{more}."
 
 
+def _minutes(training: dict, recipe: str) -> str:
+    minutes = (training.get("recipe_minutes") or {}).get(recipe)
+    return f" in about {minutes:.0f} minutes on this machine" if minutes else ""
+
+
+def _no_sink_advice(results: dict) -> str:
+    """Why no sink, and the recipe that grows them (when the results know the run)."""
+    training = results.get("training")
+    if not training:
+        return ""
+    layers = torch.as_tensor(results["depth_scan"]).size(0)
+    return (f" Sinks need enough optimisation, sit on the first token of a sequence and do not appear in layers 0-1 "
+            f"(Gu et al. 2024); this model has {layers} layer{'s' if layers != 1 else ''} and its training windows "
+            f"start anywhere in the text, with no beginning-of-sequence token. "
+            f"`glassgpt train {SINK_RECIPE} dataset={training['dataset']}` grows them{_minutes(training, SINK_RECIPE)}.")
+
+
+def expected_induction_tokens(batch_size: int, block_size: int) -> float:
+    """Tokens after which an induction head is expected (Aoyama et al. 2025): 10^5.7 sqrt(B C)."""
+    return INDUCTION_TOKENS_PER_ROOT * math.sqrt(batch_size * block_size)
+
+
+def _tokens(n: float) -> str:
+    return f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.0f}k" if n >= 1e3 else f"{n:.0f}"
+
+
+def _no_induction_advice(results: dict) -> str:
+    """When an induction head is expected, how far this run got, and the recipe that grows one."""
+    training = results.get("training")
+    if not training:
+        return ""
+    B, C = int(training["batch_size"]), int(training["block_size"])
+    return (f" At batch {B} and context {C} one is expected after about {_tokens(expected_induction_tokens(B, C))} "
+            f"tokens (Aoyama et al. 2025: 10^5.7 x sqrt(B x C)); this run saw {_tokens(training['tokens_seen'])}. "
+            f"`glassgpt train {INDUCTION_RECIPE} dataset={training['dataset']}` grows one"
+            f"{_minutes(training, INDUCTION_RECIPE)}.")
+
+
 def _induction_sentence(results: dict) -> str:
-    scores = torch.as_tensor(results["induction"]).float()  # (L, H)
+    scores, errors = _value_and_se(results, "induction")  # (L, H)
     seq_len = results.get("induction_seq_len")
     baseline = f"; even attention would score about {1 / (1.5 * seq_len):.2f}" if seq_len else ""
-    found = (scores >= INDUCTION_THRESHOLD).nonzero().tolist()
+    found = clears(scores, errors, INDUCTION_THRESHOLD).nonzero().tolist()
     if not found:
-        flat = int(scores.argmax())
-        layer, head = divmod(flat, scores.size(1))
-        return (f"No induction heads: the best induction score is {float(scores.max()):.2f} "
-                f"({_head(layer, head)}{baseline}).")
+        layer, head = divmod(int(scores.argmax()), scores.size(1))
+        best = plus_minus(scores[layer, head], errors[layer, head])
+        if float(scores[layer, head]) >= INDUCTION_THRESHOLD:  # above the threshold, within the noise
+            return (f"No induction head that the noise allows: {_head(layer, head)} scores {best}, above "
+                    f"{INDUCTION_THRESHOLD} but not by two standard errors{baseline}.")
+        return f"No induction head: the best induction score is {best} ({_head(layer, head)}{baseline}).{_no_induction_advice(results)}"
     found.sort(key=lambda lh: -float(scores[lh[0], lh[1]]))
-    named = ", ".join(f"{_head(layer, head)} ({float(scores[layer, head]):.2f})" for layer, head in found[:5])
+    named = ", ".join(f"{_head(layer, head)} ({plus_minus(scores[layer, head], errors[layer, head])})"
+                      for layer, head in found[:5])
     noun = "head looks like an induction head" if len(found) == 1 else "heads look like induction heads"
     return f"{len(found)} {noun} on repeated random tokens: {named}{baseline}.{_previous_token_clause(results, found[0][0])}"
 
@@ -122,14 +198,14 @@ def _previous_token_clause(results: dict, induction_layer: int) -> str:
     """The previous-token head in a layer before the best induction head: the circuit's first half."""
     if "previous_token" not in results:
         return ""
-    scores = torch.as_tensor(results["previous_token"]).float()[:induction_layer]  # (layers before, H)
+    scores, errors = (t[:induction_layer] for t in _value_and_se(results, "previous_token"))  # (layers before, H)
     if scores.numel() == 0:
         return " No layer comes before it, so it cannot be the second half of an induction circuit."
     layer, head = divmod(int(scores.argmax()), scores.size(1))
-    best = float(scores.max())
-    if best < PREVIOUS_TOKEN_THRESHOLD:
-        return f" No previous-token head before it (the best, {_head(layer, head)}, gives {best:.2f})."
-    return (f" Before it, {_head(layer, head)} is a previous-token head ({best:.2f} of its attention on the "
+    best = plus_minus(scores[layer, head], errors[layer, head])
+    if not bool(clears(scores[layer, head], errors[layer, head], PREVIOUS_TOKEN_THRESHOLD)):
+        return f" No previous-token head before it (the best, {_head(layer, head)}, gives {best})."
+    return (f" Before it, {_head(layer, head)} is a previous-token head ({best} of its attention on the "
             "previous token): the two halves of the induction circuit.")
 
 
@@ -140,7 +216,7 @@ def _logit_lens_sentence(results: dict) -> str:
     import math
 
     lens = results["logit_lens"]
-    loss = torch.as_tensor(lens["loss"]).float()
+    loss, loss_se = _value_and_se(lens, "loss")
     labels = lens.get("labels") or [str(i) for i in range(loss.numel())]
     accuracy = torch.as_tensor(lens["accuracy"]).float()
     final, embed = float(loss[-1]), float(loss[0])
@@ -154,29 +230,34 @@ def _logit_lens_sentence(results: dict) -> str:
         return (f"Logit lens: the final loss {final:.2f} is no better than knowing nothing ({against}). "
                 + embed_note)
     gap = uniform - final
-    closed = ", ".join(f"{labels[i]} {(uniform - float(loss[i])) / gap:.0%}" for i in range(1, loss.numel()))
+    fraction = (uniform - loss[1:]) / gap  # (L,)
+    fraction_se = _se(lens, "gap_closed", fraction)
+    closed = ", ".join(f"{labels[i]} {plus_minus(fraction[i - 1], fraction_se[i - 1], percent=True)}"
+                       for i in range(1, loss.numel()))
     good_at = next(i for i in range(1, loss.numel()) if float(loss[i]) - final <= LENS_GOOD_FRACTION * gap)
     early = (f" {labels[good_at]} already comes within {LENS_GOOD_FRACTION:.0%} of the gap of the final loss "
-             f"(loss {float(loss[good_at]):.2f} there)." if good_at < loss.numel() - 1 else "")
-    return (f"Logit lens (baselines: {against}; final loss {final:.2f}, top-1 {float(accuracy[-1]):.0%}): "
-            f"share of the gap from uniform to the final loss closed after {closed}.{early} {embed_note}")
+             f"(loss {plus_minus(loss[good_at], loss_se[good_at])} there)." if good_at < loss.numel() - 1 else "")
+    return (f"Logit lens (baselines: {against}; final loss {plus_minus(final, loss_se[-1])}, top-1 "
+            f"{float(accuracy[-1]):.0%}): share of the gap from uniform to the final loss closed after {closed}."
+            f"{early} {embed_note}")
 
 
 def _circuit_heads_sentence(results: dict) -> str:
     """The two halves of the induction circuit on the validation text: previous-token heads and
     prefix-matching heads."""
-    previous = torch.as_tensor(results["previous_token"]).float()  # (L, H)
-    prefix = torch.as_tensor(results["prefix_matching"]).float()  # (L, H)
+    previous, previous_se = _value_and_se(results, "previous_token")  # (L, H)
+    prefix, prefix_se = _value_and_se(results, "prefix_matching")  # (L, H)
 
-    def best(scores: torch.Tensor) -> str:
+    def best(scores: torch.Tensor, errors: torch.Tensor) -> str:
         layer, head = divmod(int(scores.argmax()), scores.size(1))
-        return f"{_head(layer, head)} ({float(scores.max()):.2f})"
-    n_prev = int((previous >= PREVIOUS_TOKEN_THRESHOLD).sum())
-    n_prefix = int((prefix >= PREFIX_MATCHING_THRESHOLD).sum())
+        return f"{_head(layer, head)} ({plus_minus(scores[layer, head], errors[layer, head])})"
+    n_prev = int(clears(previous, previous_se, PREVIOUS_TOKEN_THRESHOLD).sum())
+    n_prefix = int(clears(prefix, prefix_se, PREFIX_MATCHING_THRESHOLD).sum())
     return (f"On the validation text, {n_prev} head{'s' if n_prev != 1 else ''} put at least "
-            f"{PREVIOUS_TOKEN_THRESHOLD:.0%} of their attention on the previous token (best: {best(previous)}) and "
-            f"{n_prefix} at least {PREFIX_MATCHING_THRESHOLD:.0%} on the token after an earlier occurrence of the "
-            f"current one, prefix matching (best: {best(prefix)}).")
+            f"{PREVIOUS_TOKEN_THRESHOLD:.0%} of their attention on the previous token (best: "
+            f"{best(previous, previous_se)}) and {n_prefix} at least {PREFIX_MATCHING_THRESHOLD:.0%} on the token after "
+            f"an earlier occurrence of the current one, prefix matching (best: {best(prefix, prefix_se)}), each by "
+            "two standard errors.")
 
 
 def _sink_rate_sentence(results: dict) -> str:
@@ -185,16 +266,18 @@ def _sink_rate_sentence(results: dict) -> str:
     any_key = torch.as_tensor(rate["any_key"]).float()
     threshold = float(results.get("sink_threshold", 0.3))
     per_layer = ", ".join(f"{float(r):.0%}" for r in first)
-    return (f"Sink rate (Gu et al. 2024: heads whose sink share reaches {threshold:.0%}, over the validation "
-            f"windows): {float(any_key.mean()):.0%} of heads sink into some single key, "
+    by_errors = " by two standard errors" if "max_key_share_se" in _sink_scores(results) else ""
+    return (f"Sink rate (Gu et al. 2024: heads whose sink share reaches {threshold:.0%}{by_errors}, over the "
+            f"validation windows): {float(any_key.mean()):.0%} of heads sink into some single key, "
             f"{float(first.mean()):.0%} into position 0 (by layer: {per_layer}).")
 
 
 def _ablation_sentence(results: dict) -> str:
-    increase = torch.as_tensor(results["ablation"]).float()  # (L, H)
+    increase, errors = _value_and_se(results, "ablation")  # (L, H)
     H = increase.size(1)
     order = increase.flatten().argsort(descending=True).tolist()
-    top = ", ".join(f"{_head(*divmod(i, H))} ({round(float(increase.flatten()[i]), 3) + 0.0:+.3f} nats)" for i in order[:3])
+    top = ", ".join(f"{_head(*divmod(i, H))} ({_signed(increase.flatten()[i], errors.flatten()[i])} nats)"
+                    for i in order[:3])
     negligible = int((increase.abs() < NEGLIGIBLE_ABLATION).sum())
     where = ""
     if "ablation_tokens" in results:
@@ -204,24 +287,46 @@ def _ablation_sentence(results: dict) -> str:
             f"by less than {NEGLIGIBLE_ABLATION} nats when zeroed.")
 
 
+def _signed(value, se) -> str:
+    """'+0.500 ± 0.010' (3 decimals, a sign, no '-0.000')."""
+    return plus_minus(round(float(value), 3) + 0.0, se, "+.3f").replace("± +", "± ")
+
+
+def _icl_sentence(results: dict) -> str:
+    """The in-context-learning score, and only what its error supports."""
+    score, se = float(results["icl_score"]), results.get("icl_score_se")
+    window = int(results.get("window_length", 0))
+    measured = (f"In-context learning score (Olsson et al. 2022: the loss over the last sixteenth of each window minus "
+                f"that a tenth of the way in, over {results.get('num_windows', '?')} windows of {window} tokens): "
+                f"{_signed(score, se)} nats")
+    if se is None or se != se:
+        return measured + " (one window: no standard error, so no conclusion)."
+    if score + 2 * se < 0:
+        return measured + ": the context helps, later tokens are predicted better than early ones."
+    if score - 2 * se > 0:
+        return measured + ": later tokens are predicted worse than early ones, which the context should not do."
+    return measured + ": no measurable in-context learning at this context length."
+
+
 def head_kinds(results: dict) -> list[list[str]]:
     """Each head's kind, (L, H) words from HEAD_KINDS, the first that holds: induction (induction score
     at least INDUCTION_THRESHOLD), previous-token (attention on the previous token of the validation
     text at least PREVIOUS_TOKEN_THRESHOLD), sink (sink share at least the sink threshold), local
-    (mean attention distance at most `local_distance`), else none of these. A measure missing from
-    `results` names no head."""
+    (mean attention distance at most `local_distance`), else none of these; each by two standard
+    errors where the results carry them. A measure missing from `results` names no head."""
     L, H = torch.as_tensor(results["depth_scan"]).shape
     window = int(results.get("window_length", 0))
     tests = []
     if "induction" in results:
-        tests.append(("induction", torch.as_tensor(results["induction"]).float() >= INDUCTION_THRESHOLD))
+        tests.append(("induction", clears(*_value_and_se(results, "induction"), INDUCTION_THRESHOLD)))
     if "previous_token" in results:
-        tests.append(("previous-token", torch.as_tensor(results["previous_token"]).float() >= PREVIOUS_TOKEN_THRESHOLD))
+        tests.append(("previous-token", clears(*_value_and_se(results, "previous_token"), PREVIOUS_TOKEN_THRESHOLD)))
     if "window_sink_scores" in results or "sink_scores" in results:
-        share = torch.as_tensor(_sink_scores(results)["max_key_share"]).float()
-        tests.append(("sink", share >= float(results.get("sink_threshold", 0.3))))
+        share = _value_and_se(_sink_scores(results), "max_key_share")
+        tests.append(("sink", clears(*share, float(results.get("sink_threshold", 0.3)))))
     if "attention_distance" in results:
-        tests.append(("local", torch.as_tensor(results["attention_distance"]).float() <= local_distance(window)))
+        distance = _value_and_se(results, "attention_distance")
+        tests.append(("local", clears(*distance, local_distance(window), above=False)))
     return [[next((kind for kind, holds in tests if bool(holds[layer, head])), "none of these")
              for head in range(H)] for layer in range(L)]
 
@@ -230,7 +335,8 @@ def _head_kinds_sentence(results: dict) -> str:
     kinds = head_kinds(results)
     flat = [kind for row in kinds for kind in row]
     counts = ", ".join(f"{flat.count(kind)} {kind}" for kind in HEAD_KINDS if flat.count(kind))
-    return f"The {len(flat)} heads by kind (each named by the first that holds, in this order): {counts}."
+    return (f"The {len(flat)} heads by kind (each named by the first that holds by two standard errors, in this "
+            f"order): {counts}.")
 
 
 def definitions(results: dict) -> list[str]:
@@ -252,6 +358,8 @@ def definitions(results: dict) -> list[str]:
         f"focused: a layer's mean normalised entropy below {FOCUSED_ENTROPY}; diffuse: above {DIFFUSE_ENTROPY}; "
         "mixed: in between",
         f"head kinds: the first of {', '.join(HEAD_KINDS[:-1])} that holds, else none of these",
+        "± is one standard error over the validation windows (over the random sequences for induction); a head is "
+        "named by a threshold only when its score clears it by two standard errors",
     ]
 
 
@@ -262,6 +370,7 @@ SECTIONS = [
     (("previous_token", "prefix_matching"), _circuit_heads_sentence),
     (("depth_scan",), _head_kinds_sentence),
     (("induction",), _induction_sentence),
+    (("icl_score",), _icl_sentence),
     (("logit_lens",), _logit_lens_sentence),
     (("ablation",), _ablation_sentence),
 ]

@@ -19,7 +19,9 @@ root `.gg-attention` carries `data-layer`, `data-head`, `data-mode`
 ("from": where token i looks, "to": what looks at it) and `data-selected`;
 while token i is selected every visible key token j carries `data-weight`. The
 per-token loss strip's tokens carry `data-loss`, each per-head score cell
-`data-layer`, `data-head`, `data-value`; the logit lens's cells `data-rank`.
+`data-layer`, `data-head`, `data-value` (and `data-se`, its standard error, where
+measured); the logit lens's cells `data-rank`; the head sentences' rows
+(`table.gg-heads tr`) `data-layer`, `data-head`, and `.gg-about` the open head's.
 """
 
 from __future__ import annotations
@@ -144,11 +146,14 @@ SCORES = [  # key, title, what the value is, colour scale ("share": 0..1, "signe
 
 
 def view_data(model, ids: list[int], tokens: list[str], decode=None, scores: dict | None = None,
-              patterns: torch.Tensor | None = None, title: str = "", notes: dict | None = None) -> dict:
+              patterns: torch.Tensor | None = None, title: str = "", notes: dict | None = None,
+              scores_se: dict | None = None, heads: list[dict] | None = None, tokenizer=None) -> dict:
     """Everything a view shows, as JSON-ready numbers: the prompt's attention patterns (quantised),
     the logit lens's top predictions per layer and position with the rank of the true next token,
-    the loss on each token and the per-head scores (`scores`: name -> (L, H); the prompt's own
-    are measured when it is None). `decode(id)` names a predicted token."""
+    the loss on each token, the per-head scores (`scores`: name -> (L, H); the prompt's own
+    are measured when it is None) with their standard errors (`scores_se`: name -> (L, H)), and one
+    sentence per head (`heads`, as `glassgpt.analysis.heads.describe_heads` gives them; measured on
+    the prompt, with `tokenizer`'s token classes, when None). `decode(id)` names a predicted token."""
     from glassgpt.analysis.measures import pattern_names
     from glassgpt.inference.mode import inference
 
@@ -185,6 +190,11 @@ def view_data(model, ids: list[int], tokens: list[str], decode=None, scores: dic
         if T >= 2:
             own["attribution"] = head_attribution(model, cache, logits, ids)
     all_scores = {**own, **(scores or {})}
+    if heads is None:
+        from glassgpt.analysis.heads import prompt_heads
+
+        heads = prompt_heads(model, ids, patterns, tokenizer) if T >= 2 else []
+    scores_se = scores_se or {}
     used = sorted({int(i) for t in top_ids for i in t.flatten().tolist()} | set(int(i) for i in ids))
     decode = decode or (lambda i: f"#{i}")
     return {
@@ -200,8 +210,12 @@ def view_data(model, ids: list[int], tokens: list[str], decode=None, scores: dic
         "loss": [None] + _round(token_loss, 3),  # loss[i]: predicting token i from the tokens before it
         "uniform_loss": round(math.log(cfg.vocab_size), 3),
         "scores": [{"key": key, "title": name, "what": what, "scale": scale,
-                    "values": [_round(row) for row in torch.as_tensor(all_scores[key]).float().cpu()]}
+                    "values": [_round(row) for row in torch.as_tensor(all_scores[key]).float().cpu()],
+                    "se": ([_round(row) for row in torch.as_tensor(scores_se[key]).float().cpu()]
+                           if key in scores_se else None)}
                    for key, name, what, scale in SCORES if key in all_scores],
+        "heads": [{"layer": h["layer"], "head": h["head"], "kind": h["kind"], "description": h["description"]}
+                  for h in heads],
         "notes": notes or {},
     }
 
@@ -311,4 +325,4 @@ def view(model, text, tokenizer=None, layer: int = 0, head: int = 0, title: str 
         tokens, decode = token_labels(tokenizer, ids), lambda i: token_labels(tokenizer, [i])[0]
     else:
         tokens, decode = [f"#{i}" for i in ids], None
-    return View(view_data(model, ids, tokens, decode, title=title), layer, head)
+    return View(view_data(model, ids, tokens, decode, title=title, tokenizer=tokenizer), layer, head)

@@ -16,8 +16,8 @@ def add_arguments(parser) -> None:
     add_run_dir(parser)
     parser.add_argument("--prompt", default=None, help="text whose attention is drawn (default: from the validation split)")
     parser.add_argument("--out", type=Path, default=None, help="report folder (default: RUN_DIR/analysis)")
-    parser.add_argument("--windows", type=capped_int(MAX_ANALYSIS_WINDOWS), default=8,
-                        help="validation windows to measure on")
+    parser.add_argument("--windows", type=capped_int(MAX_ANALYSIS_WINDOWS), default=None,
+                        help="validation windows to measure on (default: 16,384 tokens of them, 8 to 256)")
     parser.add_argument("--seed", type=seed_int, default=0, help="seed of the random tokens for the induction scores")
     add_device(parser)
     add_dtype(parser)

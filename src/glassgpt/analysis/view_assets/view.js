@@ -82,6 +82,10 @@
     A.appendChild(controls);
     var msg = el("p", { "class": "gg-msg", role: "status" });
     A.appendChild(msg);
+    var described = {};  // "layer/head" -> the head's entry of d.heads
+    (d.heads || []).forEach(function (e) { described[e.layer + "/" + e.head] = e; });
+    var about = el("p", { "class": "gg-about", "aria-live": "polite" });
+    A.appendChild(about);
     A.appendChild(el("p", { "class": "gg-note" }, "Hover or focus a token (Tab, arrow keys) to see where it looks; click to pin it. " +
       "Shade grows with the weight (square root, so small weights show); hover a shaded token for its weight, shown to 3 decimals and within \u00b1" + d.precision.toFixed(4) + " of the model's (8 bits)."));
     var strip = el("div", { "class": "gg-strip", role: "group", "aria-label": "tokens" }), spans = [];
@@ -209,6 +213,8 @@
       if (newLayer) drawThumbs();
       thumbs.forEach(function (b, h) { b.setAttribute("aria-pressed", String(h === head)); });
       mapTitle.textContent = "Layer " + layer + ", head " + head + ": queries down, keys across";
+      var e = described[layer + "/" + head];
+      about.textContent = e ? "Layer " + layer + ", head " + head + (e.kind ? " (" + e.kind + ")" : "") + ": " + e.description : "";
       paint(); drawMap();
       return true;
     };
@@ -332,11 +338,13 @@
       sc.values.forEach(function (row, l) {
         var tr = el("tr"); tr.appendChild(el("th", null, "L" + l));
         row.forEach(function (x, h) {
-          var b = el("button", { type: "button", "class": "gg-cell", "data-layer": l, "data-head": h, "data-value": x === null ? "nan" : x.toFixed(4) },
+          var se = sc.se ? sc.se[l][h] : null;
+          var b = el("button", { type: "button", "class": "gg-cell", "data-layer": l, "data-head": h, "data-value": x === null ? "nan" : x.toFixed(4),
+                                 "data-se": se === null ? null : se.toFixed(4) },
                      x === null ? "\u2013" : Math.abs(x) >= 10 ? x.toFixed(0) : x.toFixed(2));
           var a = x === null ? 0 : sc.scale === "share" ? x : sc.scale === "signed" ? Math.abs(x) / span : (x - lo) / Math.max(hi - lo, 1e-9);
           b.style.background = sc.scale === "signed" && x < 0 ? red(a) : blue(a); b.style.color = ink(a);
-          b.title = sc.title + ", layer " + l + ", head " + h + ": " + (x === null ? "not measured" : x.toFixed(4));
+          b.title = sc.title + ", layer " + l + ", head " + h + ": " + (x === null ? "not measured" : x.toFixed(4) + (se === null ? "" : " \u00b1 " + se.toFixed(4) + " (one standard error)"));
           var td = el("td"); td.appendChild(b); tr.appendChild(td);
         });
         t.appendChild(tr);
@@ -344,6 +352,17 @@
       box.appendChild(t); boxes.appendChild(box);
     });
     SC.appendChild(boxes); SC.appendChild(scoreInfo);
+    if (d.heads && d.heads.length) {  // one sentence per head
+      var ht = el("table", { "class": "gg-heads" }), hh = el("tr");
+      ["head", "kind", "what it does"].forEach(function (c) { hh.appendChild(el("th", null, c)); });
+      ht.appendChild(hh);
+      d.heads.forEach(function (e) {
+        var tr = el("tr", { "data-layer": e.layer, "data-head": e.head });
+        tr.appendChild(el("td", null, "L" + e.layer + " h" + e.head)); tr.appendChild(el("td", null, e.kind || "")); tr.appendChild(el("td", null, e.description));
+        ht.appendChild(tr);
+      });
+      SC.appendChild(el("h4", null, "Every head, in one sentence")); SC.appendChild(ht);
+    }
     function scoreHover(e) { if (e.target.classList && e.target.classList.contains("gg-cell")) scoreInfo.textContent = e.target.title; }
     boxes.addEventListener("mouseover", scoreHover); boxes.addEventListener("focusin", scoreHover);
     boxes.addEventListener("click", function (e) {
