@@ -5,7 +5,7 @@
     tokenizer.json     the tokenizer
     trainer_state.safetensors  optimizer, step, RNG and data position: tensors in safetensors, the
                        rest as JSON in its header (glassgpt.tensor_tree; no pickle)
-    shards-<step>-<id>/ parallel=fsdp: the weights and optimizer state in shards (glassgpt.training.sharded);
+    shards-<step>-<id>/ parallel=fsdp: the weights and optimizer state in shards (glassgpt.shard_folders, glassgpt.training.sharded);
                        the trainer state names the folder and holds the rest
     metrics.jsonl      one JSON object per logged step or eval
     loss.png           train and val curves
@@ -45,6 +45,7 @@ from glassgpt.errors import RunError, UsageError
 from glassgpt.model import GPT
 from glassgpt.ownership import MARKERS, RUN, has_marker, write_marker
 from glassgpt.precision import inference_dtype, prepare_for_inference, row_major
+from glassgpt.shard_folders import check_folder_name, drop_stale
 from glassgpt.revision import git_revision
 from glassgpt.tensor_tree import load_tree, save_tree
 from glassgpt.tokenizer import Tokenizer, tokenizer_from_dict
@@ -132,9 +133,7 @@ def drop_stale_shards(run_dir: Path) -> None:
     known to be stale, and all are left. Call after `recover`, as the run's writer."""
     if not (run_dir / STATE).is_file() or not any(p.name.startswith("shards-") for p in run_dir.iterdir()):
         return
-    from glassgpt.training import sharded
-
-    sharded.drop_stale(run_dir, keep=load_trainer_state(run_dir).get("sharded"))
+    drop_stale(run_dir, keep=load_trainer_state(run_dir).get("sharded"))
 
 
 # ---------------------------------------------------------------- saving
@@ -376,7 +375,5 @@ def load_trainer_state(run_dir: Path) -> dict:
     if state["step"] < 0 or not state["rng"]:
         raise RunError(f"{path} holds an impossible step or no RNG state: restore it, or train into a new --out")
     if "sharded" in state:  # parallel=fsdp: the weights and optimizer state are in the folder it names
-        from glassgpt.training.sharded import check_folder_name
-
         check_folder_name(state["sharded"], path)
     return state

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from glassgpt import shard_folders
 from glassgpt import checkpoint as ckpt
-from glassgpt.training import sharded
 from glassgpt.errors import RunError
 from glassgpt.tensor_tree import dumps_plain, load_tree, loads_plain, save_tree
 
@@ -153,7 +153,7 @@ def test_a_pickled_shard_index_with_a_dotted_name_never_runs(sharded_run, outsid
     folder = shard_folder(sharded_run)
     (folder / ".metadata").write_bytes(dotted_payload("touch PWNED"))
     if not keep_index:
-        (folder / sharded.INDEX).unlink()
+        (folder / shard_folders.INDEX).unlink()
         assert_clean_error(cli("train", "--out", sharded_run, "--resume", "max_iters=3"), 1, "refusing",
                        str(folder / ".metadata"), "init_from=")
     else:
@@ -167,13 +167,13 @@ def test_a_pickle_in_place_of_a_shard_value_never_runs(sharded_run, outside, mon
     weights_only=False. A pickle planted as one is refused, and its code never runs."""
     monkeypatch.chdir(outside)
     folder = shard_folder(sharded_run)
-    index = json.loads((folder / sharded.INDEX).read_text())
+    index = json.loads((folder / shard_folders.INDEX).read_text())
     shard = folder / "__0_0.distcp"
     at, payload = shard.stat().st_size, pickle.dumps(_Payload())
     with open(shard, "ab") as f:
         f.write(payload)
     index["values"]["optim.param_groups.0.lr"] = {"file": shard.name, "at": at, "length": len(payload)}
-    (folder / sharded.INDEX).write_text(json.dumps(index))
+    (folder / shard_folders.INDEX).write_text(json.dumps(index))
     before = snapshot(sharded_run)
     assert_clean_error(cli("train", "--out", sharded_run, "--resume", "max_iters=3"), 1,
                    "optim.param_groups.0.lr is not a value glassgpt wrote")

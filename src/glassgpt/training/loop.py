@@ -25,6 +25,7 @@ import torch
 import torch.distributed as dist
 
 from glassgpt import checkpoint as ckpt
+from glassgpt import shard_folders
 from glassgpt.atomic import atomic_write, kill_point, recover
 from glassgpt.config import GPTConfig, RunConfig, TrainConfig, changed, fixed_on, show
 from glassgpt.data import BatchLoader, Prefetcher, TokenDataset, eval_windows
@@ -476,7 +477,7 @@ def _save_checkpoint(job: Job, state: TrainState) -> None:
         from glassgpt.training import sharded
 
         folder = parallel.same_on_every_rank(
-            sharded.new_folder_name(job.run_dir, state.step) if job.dist_info.is_main else None, job.dist_info)
+            shard_folders.new_folder_name(job.run_dir, state.step) if job.dist_info.is_main else None, job.dist_info)
         with_optimizer = sharded.save_shards(job.run_dir / folder, job.raw_model, job.optimizer)
         trainer_state.update(optimizer={}, sharded=folder, sharded_optimizer=with_optimizer)
         weights = sharded.full_weights(job.raw_model) if parallel.is_sharded(job.raw_model) else None
@@ -488,7 +489,7 @@ def _save_checkpoint(job: Job, state: TrainState) -> None:
         ckpt.save_run(job.run_dir, job.raw_model, job.dataset.tokenizer, job.rc, trainer_state,
                       origin=job.origin, weights=weights)
         if job.tc.parallel == "fsdp":
-            sharded.drop_stale(job.run_dir, keep=trainer_state["sharded"])
+            shard_folders.drop_stale(job.run_dir, keep=trainer_state["sharded"])
     if job.dist_info.world_size > 1 and job.tc.parallel == "fsdp":
         dist.barrier()  # no rank writes the next checkpoint's shards before this one is committed
 

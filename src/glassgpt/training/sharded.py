@@ -35,8 +35,6 @@ import io
 import json
 import math
 import os
-import re
-import secrets
 import warnings
 from pathlib import Path
 
@@ -55,13 +53,10 @@ from torch.distributed.checkpoint.storage import WriteResult
 
 from glassgpt.atomic import UNCHANGED, atomic_write_text, fsync_dir, write_error
 from glassgpt.errors import GlassGPTError, RunError
-from glassgpt.ownership import refuse_link, remove_owned_folder, temp_name_of
+from glassgpt.ownership import refuse_link, remove_owned_folder
+from glassgpt.shard_folders import INDEX, SHARD_FILE, owns
 from glassgpt.tensor_tree import TreeError, dumps_plain, loads_plain
 
-FOLDER = re.compile(r"shards-\d{9}-[0-9a-f]{8}")
-SHARD_FILE = re.compile(r"__\d+_\d+\.distcp")
-INDEX = ".metadata.json"
-LEGACY_INDEX = re.compile(r"(__\d+)?\.metadata(\.tmp)?")  # DCP's pickled index: removed when stale, never read
 FORMAT = "glassgpt-shards"
 MAX_INDEX_BYTES = 100_000_000
 MAX_VALUE_BYTES = 1 << 20  # one non-tensor value (a learning rate, a list of parameter names)
@@ -69,31 +64,6 @@ MAX_DIMS = 8
 DTYPES = {name: getattr(torch, name) for name in ("float64", "float32", "float16", "bfloat16", "int64", "int32",
                                                   "int16", "int8", "uint8", "bool")}
 REDO = "restore the checkpoint, or train into a new --out"
-
-
-def owns(name: str) -> bool:
-    """The file names glassgpt (or DCP, for an older glassgpt) writes inside a shard folder."""
-    return bool(SHARD_FILE.fullmatch(name) or LEGACY_INDEX.fullmatch(name)) or name == INDEX \
-        or temp_name_of(name) == INDEX
-
-
-def new_folder_name(run_dir: Path, step: int) -> str:
-    """A new shard folder in the run, made now (so the name is this checkpoint's alone): the
-    step, and 8 random hex digits. Called by rank 0, which tells the others the name."""
-    while True:
-        name = f"shards-{step:09d}-{secrets.token_hex(4)}"
-        try:
-            (run_dir / name).mkdir()
-        except FileExistsError:
-            continue
-        return name
-
-
-def check_folder_name(name: object, where: Path) -> str:
-    if not (isinstance(name, str) and FOLDER.fullmatch(name)):
-        raise RunError(f"{where} names {str(name)[:80]!r} as its shard folder, which is no name glassgpt writes: "
-                       "restore the run's own trainer state")
-    return name
 
 
 # ---------------------------------------------------------------- writing
@@ -129,15 +99,6 @@ def full_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     others get an empty dict), named as in the model's state_dict."""
     options = StateDictOptions(full_state_dict=True, cpu_offload=True)
     return get_model_state_dict(model, options=options)
-
-
-def drop_stale(run_dir: Path, keep: str | None) -> None:
-    """Remove the shard folders of `run_dir` other than `keep` (the one the committed trainer state
-    names): those of older checkpoints and one a killed writer left half written. Only the files
-    glassgpt writes in them go; a folder holding anything else stays."""
-    for path in run_dir.iterdir():
-        if path.name != keep and FOLDER.fullmatch(path.name) and path.is_dir() and not path.is_symlink():
-            remove_owned_folder(path, owns)
 
 
 class _JsonSavePlanner(DefaultSavePlanner):
