@@ -1,0 +1,104 @@
+"""Scores for every edge: how much the metric moves when that edge carries the corrupted run's value.
+
+- `exact_edge_effects`: the reference. One patched forward pass per edge:
+  metric(clean, edge patched) - metric(clean), averaged over the pairs.
+- `eap_scores` (edge attribution patching; Syed, Rager & Conmy 2023): the same effect to first
+  order, for every edge at once: (corrupted output of u - clean output of u) . d metric / d input of d,
+  the gradient taken on the clean run. One forward and one backward pass per batch.
+- EAP-IG (`eap_scores(..., steps=k)`; Hanna, Pezzelle & Belinkov 2024): the gradient averaged
+  over k runs whose embeddings go in a straight line from the corrupted prompt's to the clean
+  one's (alpha = 1/k, 2/k, ..., 1): integrated gradients, which follow the effect where it
+  is far from linear (an attention pattern that flips). k forward and backward passes per batch;
+  steps=1 is EAP.
+
+A score's sign is the metric's: for a loss, a positive score means patching the edge raises the
+loss. Scores are (U, D) tensors over the graph's sources and slots, 0 where there is no edge.
+`node_scores` sums a node's outgoing edges: the effect, to first order, of patching its output.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from glassgpt.circuits.patching import PairRuns, wired_forward
+
+
+def eap_scores(runs: PairRuns, steps: int = 5, path: str = 'inputs') -> torch.Tensor:
+    """EAP-IG edge scores (U, D) with `steps` interpolation steps (1: plain EAP)."""
+    if steps < 1:
+        raise ValueError(f"steps must be at least 1, got {steps}")
+    graph, model, N = runs.graph, runs.model, runs.n_pairs
+    scores = torch.zeros(graph.mask.shape, dtype=torch.float64)
+    was_training = model.training
+    model.eval()
+    try:
+        for run in runs.runs:
+            idx = run.batch.clean.to(runs.device)
+            clean_embed, corrupted_embed = run.clean[0], run.corrupted[0]  # (B, T, C): source 0 is the embeddings
+            grads = None
+            for step in range(1, steps + 1):
+                with torch.enable_grad():
+                    if path == "inputs":
+                        embed = corrupted_embed + (step / steps) * (clean_embed - corrupted_embed)
+                        wired = wired_forward(model, graph, idx, embed=embed, track=True)
+                    else:
+                        alpha = (step - 1) / steps if path == "left" else (step - 0.5) / steps
+                        wired = wired_forward(model, graph, idx, patch=alpha * graph.mask.float().to(idx.device),
+                                              corrupted=run.corrupted, track=True)
+                    metric = run.batch.metric(wired.logits).sum() / N  # this batch's share of the mean
+                    step_grads = torch.autograd.grad(metric, wired.inputs)
+                step_grads = torch.cat(step_grads, dim=1)  # (B, D, T, C)
+                grads = step_grads if grads is None else grads + step_grads
+            diff = run.corrupted - run.clean  # (U, B, T, C)
+            scores += torch.einsum("ubtc,bdtc->ud", diff.double(), grads.double() / steps).cpu()
+    finally:
+        model.train(was_training)
+    return (scores * graph.mask).float()
+
+
+def exact_edge_effects(runs: PairRuns, edges: torch.Tensor | None = None) -> torch.Tensor:
+    """metric(edge patched) - metric(clean), averaged over the pairs, for every edge where `edges`
+    (U, D) bool is True (default: all): (U, D), 0 elsewhere. One forward pass per edge."""
+    graph = runs.graph
+    todo = graph.mask if edges is None else edges.bool() & graph.mask
+    clean = runs.clean_metric.double().mean()
+    effects = torch.zeros(graph.mask.shape)
+    for u, d in todo.nonzero().tolist():
+        patch = torch.zeros(graph.mask.shape)
+        patch[u, d] = 1
+        effects[u, d] = float(runs.patched_metric(patch).double().mean() - clean)
+    return effects
+
+
+def exact_node_effects(runs: PairRuns) -> torch.Tensor:
+    """metric(node's output patched everywhere) - metric(clean), per source node (U,)."""
+    graph = runs.graph
+    clean = runs.clean_metric.double().mean()
+    effects = torch.zeros(len(graph.sources))
+    for u in range(len(graph.sources)):
+        patch = torch.zeros(graph.mask.shape)
+        patch[u] = 1
+        effects[u] = float(runs.patched_metric(patch).double().mean() - clean)
+    return effects
+
+
+def node_scores(scores: torch.Tensor) -> torch.Tensor:
+    """Each source node's score (U,): the sum of its outgoing edges' (U, D) scores."""
+    return scores.sum(dim=1)
+
+
+def rank_correlation(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Spearman's rank correlation of two equal-length vectors (ties get their mean rank)."""
+    def ranks(x: torch.Tensor) -> torch.Tensor:
+        x = x.double().flatten()
+        order = x.argsort()
+        r = torch.empty_like(x)
+        r[order] = torch.arange(len(x), dtype=torch.float64)
+        for value in x.unique():  # ties: the mean of their ranks
+            same = x == value
+            r[same] = r[same].mean()
+        return r
+
+    ra, rb = ranks(a), ranks(b)
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    return float((ra * rb).sum() / (ra.norm() * rb.norm()))
