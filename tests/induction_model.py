@@ -54,3 +54,15 @@ def handmade_induction_model(vocab_size: int = 12, block_size: int = 16, n_head:
             write(model.blocks[1].attn.c_proj.weight.view(C, n_head, hs), COPY + t, 0.2, 0, t)  # ... into COPY
             model.lm_head.weight[t, COPY + t] += 3.0  # which the unembedding reads
     return model.eval()
+
+
+def make_induction_run(run_dir, **model_options):
+    """A run directory holding the hand-made induction model, with a char tokenizer of its 12 letters."""
+    from glassgpt.checkpoint import save_run
+    from glassgpt.config import RunConfig, TrainConfig
+    from glassgpt.tokenizer import get_tokenizer
+
+    tokenizer = get_tokenizer("char", text="abcdefghijkl")
+    model = handmade_induction_model(vocab_size=tokenizer.vocab_size, block_size=24, seed=1, **model_options)
+    save_run(run_dir, model, tokenizer, RunConfig(model.config, TrainConfig()))
+    return run_dir
