@@ -214,4 +214,14 @@ def test_the_graph_view_shows_numbers_and_opens_a_head_offline(written, open_pag
     assert page.get_attribute(".gg-circuit-view", "data-opened") == "L1.H2"
 
 
+def test_the_report_names_the_runs_circuit(written, induction_run, tmp_path):
+    from glassgpt.analysis.report import write_report
+
+    out = write_report(induction_run, prompt="abcdefabcdef", out=tmp_path / "analysis")
+    page = (out / "report.html").read_text()
+    record = json.loads((written[1] / "circuit.json").read_text())
+    assert "<h2 id='circuit'>Circuit</h2>" in page and str(written[1] / "circuit.html") in page
+    assert record["summary"].splitlines()[3].replace("'", "&#x27;") in page
+
+
 from test_view import browser, open_page  # noqa: E402,F401  (the browser fixtures: no network, console errors fail)

@@ -26,7 +26,8 @@ import torch
 from glassgpt.circuits.faithfulness import Circuit, faithfulness_curve, smallest_circuit
 from glassgpt.circuits.graph import Graph, slot_node
 from glassgpt.circuits.patching import PairRuns
-from glassgpt.circuits.scoring import eap_scores, exact_edge_effects, exact_node_effects, node_scores, rank_correlation
+from glassgpt.circuits.scoring import (eap_scores, exact_edge_effects, exact_node_effects, node_scores, rank_correlation,
+                                       rank_correlation_se)
 from glassgpt.circuits.tasks import Task, induction_task, read_pairs, repeat_task
 from glassgpt.circuits.view import render
 from glassgpt.errors import RunError, UsageError
@@ -86,12 +87,12 @@ def validation_tokens(run_config, tokenizer):
     return dataset.split("val")
 
 
-def zeroed_heads(runs: PairRuns) -> dict[str, float]:
-    """The mean change of the metric on the clean prompts when each head's output is zeroed."""
+def zeroed_heads(runs: PairRuns) -> dict[str, torch.Tensor]:
+    """The change of the metric on each clean prompt (N,) when each head's output is zeroed."""
     from glassgpt.analysis.measures import zero_head
     from glassgpt.inference.mode import inference
 
-    clean = float(runs.clean_metric.double().mean())
+    clean = runs.clean_metric.double()
     changes = {}
     with inference(runs.model):
         for layer in range(runs.graph.n_layer):
@@ -99,7 +100,7 @@ def zeroed_heads(runs: PairRuns) -> dict[str, float]:
                 values = [r.batch.metric(runs.model.run_with_hooks(
                     r.batch.clean.to(runs.device), fwd_hooks=[(f"blocks.{layer}.attn.z", zero_head(head))])[0]).cpu()
                     for r in runs.runs]
-                changes[f"L{layer}.H{head}"] = float(torch.cat(values).double().mean()) - clean
+                changes[f"L{layer}.H{head}"] = torch.cat(values).double() - clean
     return changes
 
 
@@ -121,6 +122,12 @@ def head_descriptions(run_dir: Path, graph: Graph) -> dict[str, str]:
                 for head in range(graph.n_head) if layer < len(kinds) and head < len(kinds[layer])}
     except (RunError, KeyError, TypeError, ValueError, IndexError, RuntimeError, AttributeError):
         return {}  # an analysis of another shape (or damaged) describes nothing
+
+
+def with_se(name: str, values: torch.Tensor) -> dict:
+    """{name: the mean of per-pair values, name_se: its standard error}, as circuit.json holds them."""
+    mean, se = mean_se(values)
+    return {name: round_score(mean), f"{name}_se": round_score(se)}
 
 
 def mean_se(values: torch.Tensor) -> tuple[float, float]:
@@ -156,7 +163,7 @@ def find_circuit(run_dir: str | Path, *, task: str | None = None, pairs: str | P
     curve = faithfulness_curve(runs, scores)
     best = smallest_circuit(runs, scores, target, curve) or curve[-1]
     seconds["curve"] = elapsed() - sum(seconds.values())
-    checks = {"patched": dict(zip(graph.sources, exact_node_effects(runs).tolist())), "zeroed": zeroed_heads(runs),
+    checks = {"patched": dict(zip(graph.sources, exact_node_effects(runs, per_pair=True))), "zeroed": zeroed_heads(runs),
               "descriptions": head_descriptions(run_dir, graph)}
     record = make_record(run_dir, the_task, runs, scores, exact, curve, best, target, steps, checks)
     record["view_prompt"] = "the first clean prompt of the task: " + repr(the_task.examples[0]["clean"])
@@ -196,13 +203,16 @@ def make_record(run_dir: Path, task: Task, runs: PairRuns, scores: torch.Tensor,
     totals = node_scores(scores)
     heads = [{"node": name, "layer": layer, "head": head, "in_circuit": name in in_circuit,
               "score": round_score(float(totals[graph.source_index(name)])),
-              "patched": round_score(checks["patched"][name]), "zeroed": round_score(checks["zeroed"][name]),
+              **with_se("patched", checks["patched"][name]), **with_se("zeroed", checks["zeroed"][name]),
               "description": checks["descriptions"].get(name)}
              for layer in range(graph.n_layer) for head in range(graph.n_head) for name in [f"L{layer}.H{head}"]]
     agreement = None
     if exact is not None:
-        agreement = {"spearman_abs": rank_correlation(scores[graph.mask].abs(), exact[graph.mask].abs()),
-                     "spearman": rank_correlation(scores[graph.mask], exact[graph.mask]), "edges": graph.n_edges}
+        values, effects = scores[graph.mask], exact[graph.mask]  # (E,) each
+        agreement = {"spearman_abs": rank_correlation(values.abs(), effects.abs()),
+                     "spearman_abs_se": rank_correlation_se(values.abs(), effects.abs()),
+                     "spearman": rank_correlation(values, effects), "spearman_se": rank_correlation_se(values, effects),
+                     "edges": graph.n_edges}
     record = {
         "title": f"Circuit for the {task.name} task in {run_dir.name}", "run_dir": str(run_dir),
         "task": {"name": task.name, "description": task.description, "pairs": task.n_pairs, "examples": task.examples},
@@ -212,7 +222,7 @@ def make_record(run_dir: Path, task: Task, runs: PairRuns, scores: torch.Tensor,
                    "corrupted_se": corrupted_se},
         "nodes": graph.nodes,
         "node_scores": {name: round_score(float(totals[u])) for u, name in enumerate(graph.sources)},
-        "node_patching": {name: round_score(v) for name, v in checks["patched"].items()},
+        "node_patching": {name: round_score(float(v.double().mean())) for name, v in checks["patched"].items()},
         "heads": heads, "edges": edges, "circuit": circuit,
         "faithfulness": best.faithfulness.value, "faithfulness_se": best.faithfulness.se, "target": target,
         "reached_target": best.faithfulness.value >= target, "circuit_top": best.top,
@@ -224,8 +234,10 @@ def make_record(run_dir: Path, task: Task, runs: PairRuns, scores: torch.Tensor,
     return record
 
 
-def _pm(value: float, se: float) -> str:
-    return f"{value:.3f} \u00b1 {se:.3f}" if math.isfinite(se) else f"{value:.3f}"
+def _pm(value: float, se: float | None, digits: int = 3) -> str:
+    if se is None or not math.isfinite(se):
+        return f"{value:.{digits}f}"
+    return f"{value:.{digits}f} \u00b1 {se:.{digits}f}"
 
 
 def summary(r: dict) -> str:
@@ -237,8 +249,9 @@ def summary(r: dict) -> str:
     a = r["agreement"]
     method = f"{r['method']['name']} ({r['method']['steps']} steps)" if r["method"]["steps"] > 1 else "EAP"
     lines.append(f"Edges scored by {method}: {r['total_edges']}." + (
-        f" Against exact patching of each edge on its own: Spearman {a['spearman_abs']:.2f} on |score| "
-        f"(the order the circuit is cut in), {a['spearman']:.2f} signed." if a else
+        f" Against exact patching of each edge on its own: Spearman {_pm(a['spearman_abs'], a['spearman_abs_se'], 2)} "
+        f"on |score| (the order the circuit is cut in), {_pm(a['spearman'], a['spearman_se'], 2)} signed "
+        "(standard errors over the edges)." if a else
         f" (Over {EXACT_LIMIT} edges: not checked edge by edge.)"))
     share = r["circuit_edges"] / r["total_edges"]
     f = _pm(r["faithfulness"], r["faithfulness_se"])
@@ -252,7 +265,7 @@ def summary(r: dict) -> str:
     heads = [h for h in r["heads"] if h["in_circuit"]]
     if heads:
         described = [f"{h['node']} ({h['description'] or 'not described: run glassgpt analyze'}; its output patched "
-                     f"{h['patched']:+.3f}, zeroed {h['zeroed']:+.3f})" for h in heads]
+                     f"{_pm(h['patched'], h['patched_se'])}, zeroed {_pm(h['zeroed'], h['zeroed_se'])})" for h in heads]
         lines.append(f"Its heads, with the change of the {m['name']} when each head's output alone is patched from "
                      f"the corrupted run or zeroed: {', '.join(described)}.")
     return "\n".join(lines)

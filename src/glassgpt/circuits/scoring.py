@@ -70,16 +70,17 @@ def exact_edge_effects(runs: PairRuns, edges: torch.Tensor | None = None) -> tor
     return effects
 
 
-def exact_node_effects(runs: PairRuns) -> torch.Tensor:
-    """metric(node's output patched everywhere) - metric(clean), per source node (U,)."""
+def exact_node_effects(runs: PairRuns, per_pair: bool = False) -> torch.Tensor:
+    """metric(node's output patched everywhere) - metric(clean), per source node: averaged over the
+    pairs (U,), or for each pair (U, N) with `per_pair`."""
     graph = runs.graph
-    clean = runs.clean_metric.double().mean()
-    effects = torch.zeros(len(graph.sources))
+    clean = runs.clean_metric.double()
+    effects = torch.zeros(len(graph.sources), runs.n_pairs, dtype=torch.float64)
     for u in range(len(graph.sources)):
         patch = torch.zeros(graph.mask.shape)
         patch[u] = 1
-        effects[u] = float(runs.patched_metric(patch).double().mean() - clean)
-    return effects
+        effects[u] = runs.patched_metric(patch).double() - clean
+    return effects.float() if per_pair else effects.mean(1).float()
 
 
 def node_scores(scores: torch.Tensor) -> torch.Tensor:
@@ -87,17 +88,21 @@ def node_scores(scores: torch.Tensor) -> torch.Tensor:
     return scores.sum(dim=1)
 
 
+def rank_correlation_se(a: torch.Tensor, b: torch.Tensor, resamples: int = 200, seed: int = 0) -> float:
+    """The standard error of `rank_correlation(a, b)` over the items (edges), by the bootstrap."""
+    generator = torch.Generator().manual_seed(seed)
+    rows = torch.randint(0, a.numel(), (resamples, a.numel()), generator=generator)
+    values = torch.tensor([rank_correlation(a.flatten()[r], b.flatten()[r]) for r in rows])
+    values = values[values.isfinite()]
+    return float(values.std()) if values.numel() > 1 else float("nan")
+
+
 def rank_correlation(a: torch.Tensor, b: torch.Tensor) -> float:
     """Spearman's rank correlation of two equal-length vectors (ties get their mean rank)."""
-    def ranks(x: torch.Tensor) -> torch.Tensor:
-        x = x.double().flatten()
-        order = x.argsort()
-        r = torch.empty_like(x)
-        r[order] = torch.arange(len(x), dtype=torch.float64)
-        for value in x.unique():  # ties: the mean of their ranks
-            same = x == value
-            r[same] = r[same].mean()
-        return r
+    def ranks(x: torch.Tensor) -> torch.Tensor:  # (n,) -> (n,) 0-based ranks, ties at the mean of theirs
+        _, inverse, counts = x.double().flatten().unique(return_inverse=True, return_counts=True)
+        first = (counts.cumsum(0) - counts).double()  # the rank of each distinct value's first copy
+        return first[inverse] + (counts[inverse] - 1) / 2
 
     ra, rb = ranks(a), ranks(b)
     ra, rb = ra - ra.mean(), rb - rb.mean()
