@@ -36,6 +36,7 @@ JSON, PNG, HTML = "circuit.json", "circuit.png", "circuit.html"
 CIRCUIT_FILES = (JSON, PNG, HTML)
 EXACT_LIMIT = 2000  # edges: up to this many, each is also patched on its own (one forward pass each)
 TASKS = ("induction", "repeat")
+MAX_NAMED_HEADS = 8  # heads the summary names, by |score|
 
 
 def round_score(x: float) -> float | None:
@@ -198,6 +199,7 @@ def make_record(run_dir: Path, task: Task, runs: PairRuns, scores: torch.Tensor,
     circuit = [{k: by_edge[e][k] for k in ("src", "dst", "score")} for e in graph.edges_in(best.keep)]
     clean, clean_se = mean_se(runs.clean_metric)
     corrupted, corrupted_se = mean_se(runs.corrupted_metric)
+    gap, gap_se = mean_se(runs.clean_metric - runs.corrupted_metric)  # paired: the same prompts but the corruption
     in_circuit = {graph.sources[u] for u in best.keep.nonzero()[:, 0].tolist()} | {
         slot_node(graph.slots[d]) for d in best.keep.nonzero()[:, 1].tolist()}
     totals = node_scores(scores)
@@ -219,7 +221,8 @@ def make_record(run_dir: Path, task: Task, runs: PairRuns, scores: torch.Tensor,
         "method": {"name": "EAP-IG" if steps > 1 else "EAP", "steps": steps,
                    "path": "embeddings, corrupted to clean" if steps > 1 else "the clean run's gradient"},
         "metric": {"name": task.metric, "clean": clean, "clean_se": clean_se, "corrupted": corrupted,
-                   "corrupted_se": corrupted_se},
+                   "corrupted_se": corrupted_se, "gap": gap, "gap_se": gap_se,
+                   "gap_significant": not math.isfinite(gap_se) or abs(gap) >= 2 * gap_se},
         "nodes": graph.nodes,
         "node_scores": {name: round_score(float(totals[u])) for u, name in enumerate(graph.sources)},
         "node_patching": {name: round_score(float(v.double().mean())) for name, v in checks["patched"].items()},
@@ -246,6 +249,9 @@ def summary(r: dict) -> str:
     lines = [f"Task: {r['task']['description']}.",
              f"Metric ({m['name']}, mean over {r['task']['pairs']} pairs): {_pm(m['clean'], m['clean_se'])} on the "
              f"clean prompts, {_pm(m['corrupted'], m['corrupted_se'])} on the corrupted ones."]
+    if not m["gap_significant"]:
+        lines.append(f"The corruption moves the metric by only {_pm(m['gap'], m['gap_se'])}, less than twice its "
+                     "standard error: the model does not measurably do this task, so no circuit below means much.")
     a = r["agreement"]
     method = f"{r['method']['name']} ({r['method']['steps']} steps)" if r["method"]["steps"] > 1 else "EAP"
     lines.append(f"Edges scored by {method}: {r['total_edges']}." + (
@@ -262,12 +268,15 @@ def summary(r: dict) -> str:
     else:
         lines.append(f"No circuit of top edges reaches faithfulness {r['target']:g}; the whole graph is kept "
                      f"({r['circuit_edges']} edges, faithfulness {f}).")
-    heads = [h for h in r["heads"] if h["in_circuit"]]
+    heads = sorted((h for h in r["heads"] if h["in_circuit"]), key=lambda h: -abs(h["score"] or 0))
     if heads:
-        described = [f"{h['node']} ({h['description'] or 'not described: run glassgpt analyze'}; its output patched "
-                     f"{_pm(h['patched'], h['patched_se'])}, zeroed {_pm(h['zeroed'], h['zeroed_se'])})" for h in heads]
-        lines.append(f"Its heads, with the change of the {m['name']} when each head's output alone is patched from "
-                     f"the corrupted run or zeroed: {', '.join(described)}.")
+        described = [f"{h['node']} ({h['description'] + '; ' if h['description'] else ''}patched "
+                     f"{_pm(h['patched'], h['patched_se'])}, zeroed {_pm(h['zeroed'], h['zeroed_se'])})"
+                     for h in heads[:MAX_NAMED_HEADS]]
+        more = f", and {len(heads) - MAX_NAMED_HEADS} more" if len(heads) > MAX_NAMED_HEADS else ""
+        hint = "" if any(h["description"] for h in heads) else " (glassgpt analyze RUN first describes each head)"
+        lines.append(f"Its heads, by score, with the change of the {m['name']} when each head's output alone is patched "
+                     f"from the corrupted run or zeroed{hint}: {', '.join(described)}{more}.")
     return "\n".join(lines)
 
 
