@@ -256,10 +256,13 @@ def test_the_induction_circuit_is_found_and_is_faithful(induction):
 def test_pruning_keeps_the_faithfulness_and_drops_what_cannot_matter(induction):
     runs, scores, _ = induction
     graph = runs.graph
-    keep = top_edges(graph, scores, 12) | graph.edge_mask([("L0.H2", "L1.H3:q")])  # L1.H3 reaches no kept edge
+    top = top_edges(graph, scores, 12)
+    assert not top[graph.source_index("L1.H3")].any() and not top[:, graph.slot_index("L0.H2:v")].any()
+    dangling = [("embed", "L1.H3:q"), ("L0.H2", "logits")]  # L1.H3 feeds no kept edge; nothing kept feeds L0.H2
+    keep = top | graph.edge_mask(dangling)
     pruned = prune(graph, keep)
-    assert not pruned[graph.edge_index(("L0.H2", "L1.H3:q"))]
-    assert pruned.sum() < keep.sum()
+    assert not any(pruned[graph.edge_index(edge)] for edge in dangling)
+    assert torch.equal(pruned, prune(graph, top)) and torch.equal(prune(graph, pruned), pruned)
     assert faithfulness(runs, pruned).value == pytest.approx(faithfulness(runs, keep).value, abs=1e-5)
 
 
