@@ -66,7 +66,8 @@ def test_the_views_numbers_are_the_jsons(written):
     scores = {(e["src"], e["dst"]): e["score"] for e in record["edges"]}
     assert {(s, d): float(v) for s, d, v, _ in drawn} == scores
     assert {(s, d) for s, d, _, kept in drawn if kept == "1"} == {(e["src"], e["dst"]) for e in record["circuit"]}
-    assert page.count('class="gg-node"') == len(record["nodes"]) and 'data-node="L1.H0" data-layer="1" data-head="0"' in page
+    assert page.count('class="gg-node"') == len(record["nodes"])
+    assert 'data-node="L1.H0" data-layer="1" data-head="0"' in page
     assert 'class="gg-view"' in page and "http://" not in page.replace("http://www.w3.org/2000/svg", "")
 
 
@@ -107,7 +108,8 @@ def test_the_induction_task_repeats_the_second_half_and_corrupts_only_the_first(
     batch = task.batches[0]
     n = 8
     assert batch.clean.shape == batch.corrupted.shape == (5, 16)
-    assert torch.equal(batch.clean[:, :n], batch.clean[:, n:]) and torch.equal(batch.corrupted[:, n:], batch.clean[:, n:])
+    assert torch.equal(batch.clean[:, :n], batch.clean[:, n:])
+    assert torch.equal(batch.corrupted[:, n:], batch.clean[:, n:])
     for clean, corrupted in zip(batch.clean, batch.corrupted):
         assert not set(clean[:n].tolist()) & set(corrupted[:n].tolist())  # nothing of the repeat before it
     targets = batch.metric.targets

@@ -26,8 +26,8 @@ import torch
 from glassgpt.circuits.faithfulness import Circuit, faithfulness_curve, smallest_circuit
 from glassgpt.circuits.graph import Graph, slot_node
 from glassgpt.circuits.patching import PairRuns
-from glassgpt.circuits.scoring import (eap_scores, exact_edge_effects, exact_node_effects, node_scores, rank_correlation,
-                                       rank_correlation_se)
+from glassgpt.circuits.scoring import (eap_scores, exact_edge_effects, exact_node_effects, node_scores,
+                                       rank_correlation, rank_correlation_se)
 from glassgpt.circuits.tasks import Task, induction_task, read_pairs, repeat_task
 from glassgpt.circuits.view import render
 from glassgpt.errors import RunError, UsageError
@@ -164,8 +164,8 @@ def find_circuit(run_dir: str | Path, *, task: str | None = None, pairs: str | P
     curve = faithfulness_curve(runs, scores)
     best = smallest_circuit(runs, scores, target, curve) or curve[-1]
     seconds["curve"] = elapsed() - sum(seconds.values())
-    checks = {"patched": dict(zip(graph.sources, exact_node_effects(runs, per_pair=True))), "zeroed": zeroed_heads(runs),
-              "descriptions": head_descriptions(run_dir, graph)}
+    checks = {"patched": dict(zip(graph.sources, exact_node_effects(runs, per_pair=True))),
+              "zeroed": zeroed_heads(runs), "descriptions": head_descriptions(run_dir, graph)}
     record = make_record(run_dir, the_task, runs, scores, exact, curve, best, target, steps, checks)
     record["view_prompt"] = "the first clean prompt of the task: " + repr(the_task.examples[0]["clean"])
     seconds["total"] = elapsed()
@@ -275,8 +275,8 @@ def summary(r: dict) -> str:
                      for h in heads[:MAX_NAMED_HEADS]]
         more = f", and {len(heads) - MAX_NAMED_HEADS} more" if len(heads) > MAX_NAMED_HEADS else ""
         hint = "" if any(h["description"] for h in heads) else " (glassgpt analyze RUN first describes each head)"
-        lines.append(f"Its heads, by score, with the change of the {m['name']} when each head's output alone is patched "
-                     f"from the corrupted run or zeroed{hint}: {', '.join(described)}{more}.")
+        lines.append(f"Its heads, by score, with the change of the {m['name']} when each head's output alone is "
+                     f"patched from the corrupted run or zeroed{hint}: {', '.join(described)}{more}.")
     return "\n".join(lines)
 
 
