@@ -18,7 +18,6 @@ Writes benchmarks/results/circuit-<time>.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile

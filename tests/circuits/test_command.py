@@ -3,7 +3,6 @@ numbers are the JSON's), its tasks (induction, repeat, a pairs file) and its ref
 
 import json
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -224,6 +223,3 @@ def test_the_report_names_the_runs_circuit(written, induction_run, tmp_path):
     record = json.loads((written[1] / "circuit.json").read_text())
     assert "<h2 id='circuit'>Circuit</h2>" in page and str(written[1] / "circuit.html") in page
     assert record["summary"].splitlines()[3].replace("'", "&#x27;") in page
-
-
-from test_view import browser, open_page  # noqa: E402,F401  (the browser fixtures: no network, console errors fail)
