@@ -223,3 +223,10 @@ def test_the_report_names_the_runs_circuit(written, induction_run, tmp_path):
     record = json.loads((written[1] / "circuit.json").read_text())
     assert "<h2 id='circuit'>Circuit</h2>" in page and str(written[1] / "circuit.html") in page
     assert record["summary"].splitlines()[3].replace("'", "&#x27;") in page
+    assert page.count('class="gg-circuit-view"') == 1 and page.count('<line class="gg-edge"') == len(record["edges"])
+    (written[1] / "circuit.json").write_text(json.dumps({**record, "nodes": ["embed", "logits"]}))  # damaged
+    try:
+        damaged = write_report(induction_run, prompt="abcdefabcdef", out=tmp_path / "again")
+        assert "gg-circuit-view" not in (damaged / "report.html").read_text()  # left out, not a traceback
+    finally:
+        (written[1] / "circuit.json").write_text(json.dumps(record, indent=1))

@@ -306,17 +306,20 @@ MAX_CIRCUIT_BYTES = 64 * 1024 * 1024
 def _circuit_html(run_dir: Path) -> str:
     """The run's circuit (glassgpt circuit), in its own sentences, and where its graph view is."""
     path = run_dir / "circuit" / "circuit.json"
+    from glassgpt.circuits.view import graph_view
+
     try:
         if not path.is_file() or path.is_symlink() or path.stat().st_size > MAX_CIRCUIT_BYTES:
             return ""
-        summary = json.loads(path.read_text(encoding="utf-8"))["summary"]
-        lines = [line for line in summary.splitlines() if line.strip()] if isinstance(summary, str) else []
-    except (OSError, ValueError, KeyError, TypeError, RecursionError):
+        record = json.loads(path.read_text(encoding="utf-8"))
+        lines = [line for line in record["summary"].splitlines() if line.strip()]
+        view = graph_view(record)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
         return ""  # a circuit folder that cannot be read is left out of the report
     page = path.parent / "circuit.html"
-    return ("<h2 id='circuit'>Circuit</h2><p>From <code>glassgpt circuit</code>; the graph view (hover an edge for "
-            f"its score, click a head for its attention): <code>{html.escape(str(page))}</code></p>"
-            + "".join(f"<p>{html.escape(line)}</p>" for line in lines))
+    return ("<h2 id='circuit'>Circuit</h2><p>From <code>glassgpt circuit</code> (its page: "
+            f"<code>{html.escape(str(page))}</code>). Click a head to open it in the interactive view above.</p>"
+            + "".join(f"<p>{html.escape(line)}</p>" for line in lines) + view)
 
 
 def _evaluations_html(rows: list[dict]) -> str:

@@ -83,6 +83,16 @@ class Graph:
         cfg = model.config
         return cls(cfg.n_layer, cfg.n_head, bool(cfg.attn_only))
 
+    @classmethod
+    def from_nodes(cls, nodes: list[str]) -> "Graph":
+        """The graph whose `nodes` these are (as circuit.json lists them); ValueError if none is."""
+        heads = [n for n in nodes if isinstance(n, str) and n.startswith("L") and ".H" in n]
+        layers = {n.split(".")[0] for n in heads}
+        graph = cls(len(layers), len(heads) // max(len(layers), 1), not any("mlp" in str(n) for n in nodes))
+        if graph.nodes != list(nodes):
+            raise ValueError("these nodes are not the graph of a glassgpt model")
+        return graph
+
     # ------------------------------------------------------------ names
 
     @property

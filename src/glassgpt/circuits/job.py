@@ -302,7 +302,7 @@ def write_folder(out: Path, graph: Graph, record: dict, scores: torch.Tensor, be
         (tmp / JSON).write_text(json.dumps(finite_or_none(record), indent=1, ensure_ascii=False, allow_nan=False),
                                 encoding="utf-8")
         (tmp / PNG).write_bytes(png)
-        (tmp / HTML).write_text(render(graph, record, fragment), encoding="utf-8")
+        (tmp / HTML).write_text(render(record, fragment), encoding="utf-8")
         replace_dir(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

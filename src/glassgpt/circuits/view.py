@@ -98,12 +98,13 @@ def drawn_edges(edges: list[dict]) -> list[dict]:
     return kept + others
 
 
-def render(graph: Graph, record: dict, attention_fragment: str) -> str:
-    """The whole page: title, summary, the graph view, the curve's numbers, the attention view."""
-    from glassgpt.analysis.view import page
-
+def graph_view(record: dict) -> str:
+    """The graph view of a circuit.json record, as an HTML fragment with its CSS and script: for
+    circuit.html and for the run's report. A record whose nodes are no model's graph raises ValueError."""
+    graph = Graph.from_nodes(record["nodes"])
     in_circuit = {(e["src"], e["dst"]) for e in record["circuit"]}
-    edges = [{**e, "in_circuit": (e["src"], e["dst"]) in in_circuit} for e in record["edges"]]
+    edges = [{"src": e["src"], "dst": e["dst"], "score": float(e["score"]), "exact": e.get("exact"),
+              "in_circuit": (e["src"], e["dst"]) in in_circuit} for e in record["edges"]]
     used = {e["src"] for e in record["circuit"]} | {slot_node(e["dst"]) for e in record["circuit"]}
     described = {h["node"]: h["description"] for h in record["heads"]}
     nodes = {n: {"score": record["node_scores"].get(n), "in_circuit": n in used, "description": described.get(n)}
@@ -111,11 +112,8 @@ def render(graph: Graph, record: dict, attention_fragment: str) -> str:
     shown = drawn_edges(edges)
     note = (f"{len(shown)} of {len(edges)} edges drawn (the circuit's and the strongest others)."
             if len(shown) < len(edges) else "")
-    e = html.escape
-    body = [
+    return "".join([
         f"<style>{asset('circuit.css')}</style>",
-        f"<h1>{e(record['title'])}</h1>",
-        "".join(f"<p>{e(p)}</p>" for p in record["summary"].split("\n")),
         '<div class="gg-circuit-view">',
         ('<div class="gg-controls"><label><input type="checkbox" class="gg-only"> the circuit\'s edges only'
          "</label></div>"),
@@ -123,15 +121,27 @@ def render(graph: Graph, record: dict, attention_fragment: str) -> str:
          "three inputs are the query, key and value points along the bottom of its box, left to right. Line width "
          "grows with |score|: blue where patching the edge from the corrupted run raises the metric, red where it "
          "lowers it. Hover or focus an edge or a node for its numbers; click a head to open its attention. "
-         f"{e(note)}</p>"),
+         f"{html.escape(note)}</p>"),
         f'<div class="gg-graphwrap">{svg(graph, shown, nodes)}</div>',
         '<p class="gg-info" aria-live="polite"></p>',
         "</div>",
+        f"<script>{asset('circuit.js')}</script>",
+    ])
+
+
+def render(record: dict, attention_fragment: str) -> str:
+    """The whole page: title, summary, the graph view, the curve's numbers, the attention view."""
+    from glassgpt.analysis.view import page
+
+    e = html.escape
+    body = [
+        f"<h1>{e(record['title'])}</h1>",
+        "".join(f"<p>{e(p)}</p>" for p in record["summary"].split("\n")),
+        graph_view(record),
         "<h2>Faithfulness against size</h2>",
         '<table class="gg-curve"><tr><th>edges</th><th>faithfulness</th></tr>' + "".join(
             f"<tr><td>{n}</td><td>{f:.3f}</td></tr>" for n, f in record["curve"]) + "</table>",
         f"<h2>Attention on one of the task's prompts</h2><p>{e(record['view_prompt'])}</p>",
         attention_fragment,
-        f"<script>{asset('circuit.js')}</script>",
     ]
     return page("".join(body), record["title"])
