@@ -23,37 +23,38 @@ import torch
 from glassgpt.circuits.patching import PairRuns, wired_forward
 
 
-def eap_scores(runs: PairRuns, steps: int = 5, path: str = 'inputs') -> torch.Tensor:
+def eap_scores(runs: PairRuns, steps: int = 5) -> torch.Tensor:
     """EAP-IG edge scores (U, D) with `steps` interpolation steps (1: plain EAP)."""
     if steps < 1:
         raise ValueError(f"steps must be at least 1, got {steps}")
-    graph, model, N = runs.graph, runs.model, runs.n_pairs
+    graph, model = runs.graph, runs.model
     scores = torch.zeros(graph.mask.shape, dtype=torch.float64)
     was_training = model.training
     model.eval()
     try:
         for run in runs.runs:
-            idx = run.batch.clean.to(runs.device)
-            clean_embed, corrupted_embed = run.clean[0], run.corrupted[0]  # (B, T, C): source 0 is the embeddings
-            grads = None
-            for step in range(1, steps + 1):
-                with torch.enable_grad():
-                    if path == "inputs":
-                        embed = corrupted_embed + (step / steps) * (clean_embed - corrupted_embed)
-                        wired = wired_forward(model, graph, idx, embed=embed, track=True)
-                    else:
-                        alpha = (step - 1) / steps if path == "left" else (step - 0.5) / steps
-                        wired = wired_forward(model, graph, idx, patch=alpha * graph.mask.float().to(idx.device),
-                                              corrupted=run.corrupted, track=True)
-                    metric = run.batch.metric(wired.logits).sum() / N  # this batch's share of the mean
-                    step_grads = torch.autograd.grad(metric, wired.inputs)
-                step_grads = torch.cat(step_grads, dim=1)  # (B, D, T, C)
-                grads = step_grads if grads is None else grads + step_grads
-            diff = run.corrupted - run.clean  # (U, B, T, C)
-            scores += torch.einsum("ubtc,bdtc->ud", diff.double(), grads.double() / steps).cpu()
+            diff = run.corrupted - run.clean  # (U, B, T, C): each source's corrupted output minus its clean one
+            grads = slot_gradients(runs, run, steps)  # (B, D, T, C)
+            scores += torch.einsum("ubtc,bdtc->ud", diff.double(), grads.double()).cpu()
     finally:
         model.train(was_training)
     return (scores * graph.mask).float()
+
+
+def slot_gradients(runs: PairRuns, run, steps: int) -> torch.Tensor:
+    """d (mean metric) / d (each slot's input) for one batch, averaged over the `steps` runs whose
+    embeddings are corrupted + alpha (clean - corrupted), alpha = 1/steps, ..., 1: (B, D, T, C)."""
+    idx = run.batch.clean.to(runs.device)
+    clean_embed, corrupted_embed = run.clean[0], run.corrupted[0]  # (B, T, C): source 0 is the embeddings
+    total = None
+    for step in range(1, steps + 1):
+        embed = corrupted_embed + (step / steps) * (clean_embed - corrupted_embed)
+        with torch.enable_grad():
+            wired = wired_forward(runs.model, runs.graph, idx, embed=embed, track=True)
+            metric = run.batch.metric(wired.logits).sum() / runs.n_pairs  # this batch's share of the mean
+            grads = torch.cat(torch.autograd.grad(metric, wired.inputs), dim=1)  # (B, D, T, C)
+        total = grads if total is None else total + grads
+    return total / steps
 
 
 def exact_edge_effects(runs: PairRuns, edges: torch.Tensor | None = None) -> torch.Tensor:
