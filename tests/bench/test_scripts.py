@@ -16,6 +16,9 @@ def tiny_args(out: Path, data_dir: Path = Path("data")) -> dict[str, list[str]]:
     """The arguments that make each script run in seconds (`data_dir`: shakespeare-char, prepared)."""
     return {
         "analyze_gpt2_shape": ["--tiny", "--windows", "2", "--threads", "1", "--out", str(out)],
+        "bench_circuit": ["--runs", "cpu-baby:induction", "--pairs", "4", "--threads", "1", "--out", str(out), "--set",
+                          "max_iters=2", "eval_interval=2", "eval_iters=1", "n_layer=1", "n_head=2", "n_embd=16",
+                          "batch_size=2", "block_size=16", "device=cpu"],
         "bench_compile": ["--set", "n_layer=1", "n_head=2", "n_embd=16", "block_size=16", "batch_size=2",
                           "eval_interval=2", "eval_iters=1", "--steps", "2", "--rounds", "1", "--repeats", "1",
                           "--inner", "1", "--backend", "eager", "--threads", "1", "--out", str(out)],

@@ -521,12 +521,13 @@ COMMANDS = {
     "eval": lambda run: ["eval", run, "--max-tokens", 64, "--append-metrics"],
     "analyze": lambda run: ["analyze", run, "--windows", 1],
     "resume": lambda run: ["train", "--out", run, "--resume", "max_iters=3"],
+    "circuit": lambda run: ["circuit", run, "--task", "induction", "--num-pairs", 4, "--steps", 1],
 }
 
 
-# Corrupted runs per command: sampling and eval take a fraction of a second each, a resume
-# trains a step and an analysis draws every picture, so those two see fewer.
-EXAMPLES = {"sample": 30, "eval": 30, "analyze": 15, "resume": 15}
+# Corrupted runs per command: sampling and eval take a fraction of a second each; a resume trains a
+# step, an analysis draws every picture and a circuit patches every edge, so those three see fewer.
+EXAMPLES = {"sample": 30, "eval": 30, "analyze": 15, "resume": 15, "circuit": 15}
 
 
 @pytest.mark.slow

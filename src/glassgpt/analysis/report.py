@@ -265,6 +265,7 @@ def render_html(run_dir: Path, results: dict, pngs: dict[str, bytes], prompt_tex
         _img("ablation.png", pngs["ablation.png"]),
         _evaluations_html(eval_task_rows(run_dir)),
         _saes_html(run_dir),
+        _circuit_html(run_dir),
         _dynamics_section(pngs),
         "<p class='note'>All numbers: analysis.json next to this file.</p></body></html>",
     ]
@@ -297,6 +298,28 @@ def _saes_html(run_dir: Path) -> str:
         return ""
     return ("<h2 id='saes'>Sparse autoencoders</h2><p>From <code>glassgpt sae</code>; each feature page lists "
             f"the features' top contexts and logit effects.</p><ul>{''.join(items)}</ul>")
+
+
+MAX_CIRCUIT_BYTES = 64 * 1024 * 1024
+
+
+def _circuit_html(run_dir: Path) -> str:
+    """The run's circuit (glassgpt circuit), in its own sentences, and where its graph view is."""
+    path = run_dir / "circuit" / "circuit.json"
+    from glassgpt.circuits.view import graph_view
+
+    try:
+        if not path.is_file() or path.is_symlink() or path.stat().st_size > MAX_CIRCUIT_BYTES:
+            return ""
+        record = json.loads(path.read_text(encoding="utf-8"))
+        lines = [line for line in record["summary"].splitlines() if line.strip()]
+        view = graph_view(record)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
+        return ""  # a circuit folder that cannot be read is left out of the report
+    page = path.parent / "circuit.html"
+    return ("<h2 id='circuit'>Circuit</h2><p>From <code>glassgpt circuit</code> (its page: "
+            f"<code>{html.escape(str(page))}</code>). Click a head to open it in the interactive view above.</p>"
+            + "".join(f"<p>{html.escape(line)}</p>" for line in lines) + view)
 
 
 def _evaluations_html(rows: list[dict]) -> str:

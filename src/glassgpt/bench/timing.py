@@ -45,6 +45,14 @@ def stopwatch(device: torch.device | str = "cpu") -> Callable[[], float]:
     return elapsed
 
 
+def cpu_stopwatch() -> Callable[[], float]:
+    """Start a clock of this process's CPU time (every thread's, user and system); the function
+    returned gives the CPU seconds since. On a shared machine the wall time grows with the load
+    and this does not: about what the work takes on one idle core (per thread used)."""
+    start = time.process_time()
+    return lambda: time.process_time() - start
+
+
 def calls_per_sample(variants: dict[str, Callable[[], object]], device: torch.device, min_sample_s: float) -> int:
     """How many back-to-back calls make one timed sample last at least `min_sample_s`
     for the fastest variant (the same count for every variant). Tiny workloads timed

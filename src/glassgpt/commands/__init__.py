@@ -5,4 +5,4 @@
 `COMMANDS` and turns errors into one line."""
 
 COMMANDS = ("prepare", "datasets", "train", "plan", "sample", "analyze", "eval", "compare", "demo", "convert_hf",
-            "sae", "bench", "learn")
+            "sae", "circuit", "bench", "learn")
