@@ -84,6 +84,10 @@ class Progress:
         elif self.clock() - self.last_line >= self.every_s:
             self._line()
 
+    def advance(self, amount: int) -> None:
+        """`amount` more done."""
+        self.update(self.done + amount)
+
     def line(self) -> str:
         """The plain progress line for the state now."""
         elapsed = self.clock() - self.started

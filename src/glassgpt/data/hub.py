@@ -13,6 +13,7 @@ its own fixed split (first documents as validation) and parallel GPT-2 tokenizin
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Iterator
@@ -47,7 +48,7 @@ def prepare_hf(out: Path, req: TextRequest, chunk_bytes: int) -> dict:
                 break
     if n_docs == 0:
         raise UsageError(f"{where} holds no text in column {req.text_column!r}")
-    staged = TextRequest(**{**req.__dict__, "text_column": "text"})
+    staged = dataclasses.replace(req, text_column="text")
     try:
         meta = prepare_text(out, staged, chunk_bytes, [Source(stage, "jsonl", False)])
     finally:
