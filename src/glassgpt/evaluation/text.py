@@ -148,9 +148,9 @@ def _pm(value: float, se: float | None, spec: str = ".3f") -> str:
 
 def describe_text(result: dict) -> str:
     """The lines `eval --text` prints."""
+    cap = "" if result["max_tokens"] is None else f", the first {result['max_tokens']:,} tokens of each file"
     lines = [f"scored with the run's {result['tokenizer']} tokenizer, context {result['context']}, stride "
-             f"{result['stride']}{'' if result['max_tokens'] is None else f', the first {result['max_tokens']:,} tokens of each file'}; "
-             "± is one standard error over blocks of context tokens"]
+             f"{result['stride']}{cap}; ± is one standard error over blocks of context tokens"]
     rows = result["files"] + ([{"file": "all files", **result["total"]}] if len(result["files"]) > 1 else [])
     for r in rows:
         lines.append(f"{r['file']}: {r['tokens']:,} tokens, {r['bytes']:,} bytes | loss {_pm(r['loss'], r['loss_se'])} "
@@ -158,7 +158,7 @@ def describe_text(result: dict) -> str:
     for f in result["files"]:
         if f["worst_spans"]:
             lines.append(f"worst-predicted spans of {f['file']} (bits per byte, the span in [brackets]):")
-            for s in f["worst_spans"]:
-                shown = (s["before"] + "[" + s["text"] + "]").replace("\n", "\\n")
-                lines.append(f"  {s['bits_per_byte']:6.2f}  line {s['line']}: {shown}")
+            for span in f["worst_spans"]:
+                shown = (span["before"] + "[" + span["text"] + "]").replace("\n", "\\n")
+                lines.append(f"  {span['bits_per_byte']:6.2f}  line {span['line']}: {shown}")
     return "\n".join(lines)
