@@ -401,8 +401,10 @@ def _start(rc: RunConfig, run_dir: Path, resume: bool, log, dist_info: Dist,
         finished = metrics.final_row(state.step) if state.position >= tc.max_iters else None
         if finished is not None:
             val = finished.get("val_loss")
-            log(f"{run_dir} is complete: {state.step} of max_iters={tc.max_iters} steps, val loss "
-                f"{'n/a' if val is None else format(val, '.4f')}; nothing to do (raise max_iters to train further)")
+            steps = (f"{state.step} of max_iters={tc.max_iters} steps" if state.step >= tc.max_iters else
+                     f"its time ended its schedule at step {state.step}")
+            log(f"{run_dir} is complete: {steps}, val loss {'n/a' if val is None else format(val, '.4f')}; "
+                "nothing to do (raise max_iters to train further)")
             return None, None, finished
         metrics.load(up_to_step=state.step, warn=log)  # every rank reads it, so all agree on which evals are done
     metrics.open_tensorboard(state.step if resume else None)
