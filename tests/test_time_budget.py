@@ -63,6 +63,7 @@ def test_the_eta_counts_the_steps_evaluations_checkpoints_and_the_final_evaluati
     assert limited.eta_s(10_000, 0, 0, 1_000) == pytest.approx(4.0)  # at most what is left of the time
 
 
+@pytest.mark.slow
 def test_max_minutes_ends_on_time_with_the_final_evaluation_a_checkpoint_and_a_compressed_schedule(
         tmp_path, small_data_env):
     train(load_run_config("cpu-baby", TINY), tmp_path / "warm-up", log=lambda line: None)  # a process's first run
@@ -111,6 +112,7 @@ def test_plain_progress_lines_come_off_a_terminal_with_an_eta(capsys):
     assert eta_seconds(0, 10, 5.0) is None and eta_seconds(5, 10, 5.0) == 5.0
 
 
+@pytest.mark.slow
 def test_a_training_process_stopped_by_sigterm_leaves_within_seconds_of_its_checkpoint(tmp_path, small_data_env):
     """A thread that would keep the interpreter alive for two minutes stands for what a torch process
     can be held by at exit (compile workers, a slow teardown): the process leaves all the same."""
