@@ -468,6 +468,9 @@ def _announce(job: Job, source) -> None:
     log(f"training {job.raw_model.num_params():,} parameters on {job.device} ({tc.dtype}), "
         f"{job.tokens_per_step:,} tokens per step, {job.dist_info.world_size} process(es), into {job.run_dir}"
         + (f", peak {job.peak / 1e12:.0f} TFLOP/s for MFU" if job.peak else ""))
+    tokens = job.dataset.meta.get("tokens", {})
+    log(f"data: {tc.dataset} in {job.dataset.path} ({tokens.get('train', 0):,} training and "
+        f"{tokens.get('val', 0):,} validation tokens, {job.dataset.tokenizer.name} tokenizer)")
     if source is not None:
         log(f"fine-tuning from {source.run_dir}: its weights, shape and tokenizer, a fresh optimizer")
     if job.probe is not None:
