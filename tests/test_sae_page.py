@@ -110,6 +110,10 @@ def test_features_are_found_by_number_and_by_token_and_a_dead_one_is_said_to_be(
         want = {f["feature"] for f in features if f["density"] > 0 and (
             any(c["tokens"][c["at"]] == peak for c in f["contexts"]) or peak in f["promotes"])}
         assert 3 in found and set(found) == want
+        inside = features[5]["contexts"][0]["tokens"][12].replace("\u2423", "")[1:4]  # part of a peak token
+        p.fill("#search", inside)
+        show_all(p)
+        assert "features peaking inside" in p.inner_text("#shown") and p.locator("section.feature").count() >= 1
         p.fill("#search", "")
         p.click("#text-tokens a.fires >> nth=2")  # a token of the text shows the feature firing on it
         assert p.locator("section.feature").count() == 1

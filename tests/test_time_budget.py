@@ -70,16 +70,16 @@ def test_max_minutes_ends_on_time_with_the_final_evaluation_a_checkpoint_and_a_c
     lines = []  # pays for lazy imports and first calls: seconds on a busy machine, before any budget could start
     budget = 3.0  # max_minutes=0.05
     rc = load_run_config("cpu-baby", [*TINY, "max_iters=1000000", "max_minutes=0.05", "eval_interval=100",
-                                      "log_interval=20", "warmup_iters=100000", "learning_rate=1e-3", "min_lr=1e-4"])
+                                      "log_interval=1", "warmup_iters=100000", "learning_rate=1e-3", "min_lr=1e-4"])
     started = time.monotonic()
     final = train(rc, tmp_path / "run", log=lines.append)
     wall = time.monotonic() - started
     assert budget * 0.6 < wall <= budget + 1.5, (wall, lines[-3:])  # used the time, and ended on it
-    assert final["kind"] == "final" and final["stopped_by"] == "max_minutes" and 20 < final["step"] < 1_000_000
+    assert final["kind"] == "final" and final["stopped_by"] == "max_minutes" and 10 < final["step"] < 1_000_000
     assert ckpt.load_trainer_state(tmp_path / "run")["step"] == final["step"]  # the last step's checkpoint
     rows = [r for r in read_metrics(tmp_path / "run") if r["kind"] == "train"]
     peak = max(r["lr"] for r in rows)
-    assert peak > 5e-4 and rows[-1]["lr"] == pytest.approx(1e-4, rel=0.05)  # warmed up and decayed, in 3 s
+    assert peak > 5e-4 and rows[-1]["lr"] == pytest.approx(1e-4, rel=0.05), [r["lr"] for r in rows]  # up, down
     assert "stopped by max_minutes=0.05" in lines[-1]
     assert all("| ETA " in line for line in lines if "| loss " in line)
     assert all(isinstance(r["eta_s"], float) for r in rows)

@@ -335,7 +335,7 @@ def _loop(job: Job, state: TrainState, stop: StopFlag, progress=None) -> None:
         if job.threads is not None and job.threads.recheck() is not None:
             state.window_start, state.window_tokens, state.window_paused = time.time(), 0, 0.0  # a new pace
         if progress is not None:
-            progress(min(round(state.position), tc.max_iters), tc.max_iters, _eta(job, state))
+            progress(state.step, _expected_steps(state, tc.max_iters), _eta(job, state))
 
         if state.step % tc.log_interval == 0 or state.stopping:
             _log_train(job, state, loss, grad_norm, lr)
@@ -506,6 +506,15 @@ def _periodic_eval(job: Job, state: TrainState) -> None:
     job.clock.add_eval(job.clock.final_eval_tokens if whole else _periodic_eval_tokens(job), time.time() - started)
     job.metrics.append({**_eval_row(job, state, val_loss), "elapsed_s": time.time() - state.started})
     job.log(f"step {state.step:>6} | val loss {val_loss:.4f}")
+
+
+def _expected_steps(state: TrainState, max_iters: int) -> int:
+    """The steps the run will have taken when it ends: max_iters, or under max_minutes, as many as
+    the pace so far fits in the time (the steps over the share of the schedule they covered)."""
+    if state.position <= state.step:
+        return max_iters
+    covered = (state.position - state.start_position) / max(max_iters - state.start_position, 1e-9)
+    return max(state.step, round(state.start_step + (state.step - state.start_step) / max(covered, 1e-9)))
 
 
 def _eta(job: Job, state: TrainState) -> float | None:

@@ -104,9 +104,29 @@
       var promotes = (f.p || []).some(function (id) { return norm(vocab[id]) === want; });
       if (peaks || promotes) scored.push([2 * peaks + (promotes ? 1 : 0), f]);
     });
+    var what = "features peaking on or promoting \u201c" + q + "\u201d";
+    if (!scored.length) {  // no such token (a word, for a model of characters): peaks inside the text
+      ordered().forEach(function (f) {
+        var inside = f.c.filter(function (c) { return peaksInside(c, want); }).length;
+        if (inside) scored.push([inside, f]);
+      });
+      what = "features peaking inside \u201c" + q + "\u201d";
+    }
     scored.sort(function (a, b) { return b[0] - a[0]; });
-    return {found: scored.map(function (s) { return s[1]; }), what: "features peaking on or promoting \u201c" + q +
-      "\u201d", missing: "no live feature peaks on or promotes \u201c" + q + "\u201d"};
+    return {found: scored.map(function (s) { return s[1]; }), what: what,
+      missing: "no live feature peaks on, inside or promotes \u201c" + q + "\u201d"};
+  }
+
+  // Whether the context's text holds `want` (lower case) over the token where the feature peaks.
+  function peaksInside(c, want) {
+    var texts = c[2].map(function (id) { return vocab[id].replace(/\u2423/g, " ").toLowerCase(); });
+    var start = texts.slice(0, c[0]).join("").length, end = start + texts[c[0]].length;
+    var text = texts.join(""), at = text.indexOf(want);
+    while (at >= 0) {
+      if (at < end && at + want.length > start) return true;
+      at = text.indexOf(want, at + 1);
+    }
+    return false;
   }
 
   function drawMore() {
