@@ -319,3 +319,72 @@ def make_tiny_run(run_dir: Path, text: str = "ROMEO: wherefore art thou?\nJULIET
     model_cfg = tiny_config(vocab_size=tokenizer.vocab_size, block_size=32, **cfg)
     save_run(run_dir, GPT(model_cfg), tokenizer, RunConfig(model_cfg, TrainConfig()))
     return run_dir
+
+
+# ---------------------------------------------------------------- the browser tests' pages
+
+CHROMIUM = "/usr/bin/chromium"  # Debian's (Playwright cannot download its own browser here)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    assert Path(CHROMIUM).is_file(), "Debian's chromium is needed: make test installs it (apt-get install chromium)"
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"])
+        yield b
+        b.close()
+
+
+class Opened:
+    """A page with every request beyond its own origin refused and counted, and its console errors."""
+
+    def __init__(self, browser, url: str, width: int = 1280):
+        from urllib.parse import urlsplit
+
+        own = urlsplit(url)
+        self.foreign, self.errors = [], []
+        self.context = browser.new_context(viewport={"width": width, "height": 900})
+
+        def route(r):
+            u = urlsplit(r.request.url)
+            if (u.scheme, u.netloc) == (own.scheme, own.netloc) or u.scheme in ("data", "blob", "about"):
+                r.continue_()
+            else:
+                self.foreign.append(r.request.url)
+                r.abort()
+
+        self.context.route("**/*", route)
+        self.page = self.context.new_page()
+
+        def request(req):
+            u = urlsplit(req.url)
+            if own.scheme == "file" and u.scheme not in ("file", "data", "blob", "about"):
+                self.foreign.append(req.url)
+
+        self.page.on("request", request)
+        self.page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
+        self.page.on("pageerror", lambda e: self.errors.append(str(e)))
+        self.page.goto(url)
+
+    def close(self):
+        self.context.close()
+        assert self.errors == [], self.errors
+        assert self.foreign == [], self.foreign
+
+
+@pytest.fixture
+def open_page(browser):
+    opened = []
+
+    def make(url, width=1280):
+        o = Opened(browser, url, width)
+        opened.append(o)
+        return o
+
+    yield make
+    for o in opened:
+        o.close()

@@ -20,7 +20,7 @@ import html
 import json
 from importlib import resources
 
-from glassgpt.analysis.view import _json_for_script
+from glassgpt.analysis.view import json_for_script
 from glassgpt.sae.evaluate import DENSE
 
 SHADES = 100  # the activations around a peak are sent as whole percents of the feature's max
@@ -112,5 +112,5 @@ def render_features_html(title: str, evaluation: dict, features: list[dict], lim
         f"<h1>{html.escape(title)}</h1>", _figures(evaluation), intro, text,
         f"<h2>Features</h2>{controls}<div id='features'><p class='meta'>The features are drawn by the page's "
         "script: it needs JavaScript.</p></div><button id='more' type='button' hidden>Show more</button>",
-        f"{DATA_OPEN}{_json_for_script(data)}</script>",
+        f"{DATA_OPEN}{json_for_script(data)}</script>",
         f"<script>{asset('features.js')}</script></body></html>"])

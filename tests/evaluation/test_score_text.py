@@ -16,8 +16,7 @@ from glassgpt.evaluation.text import worst_spans
 from glassgpt.model import GPT
 from glassgpt.tokenizer import get_tokenizer
 
-from conftest import make_tiny_run, tiny_config
-from test_hostile import assert_refused, cli
+from conftest import assert_clean_error, cli, make_tiny_run, tiny_config
 
 TEXT = "ROMEO: wherefore art thou?\nJULIET: here, at the window.\n" * 3  # 168 characters
 
@@ -82,14 +81,14 @@ def test_the_worst_spans_are_the_worst_and_never_overlap():
 def test_bad_text_is_one_line_naming_the_file(char_run, tmp_path, content, fragment):
     path = tmp_path / "bad.txt"
     path.write_bytes(content)
-    assert_refused(cli("eval", char_run, "--text", path), 2, fragment, "bad.txt")
+    assert_clean_error(cli("eval", char_run, "--text", path), 2, fragment, "bad.txt")
 
 
 def test_text_options_that_belong_to_a_split_are_refused(char_run, tmp_path):
     path = tmp_path / "a.txt"
     path.write_text(TEXT)
-    assert_refused(cli("eval", char_run, "--text", path, "--dataset", "shakespeare-char"), 2, "--dataset", "--text")
-    assert_refused(cli("eval", char_run, "--text", tmp_path / "missing.txt"), 2, "missing.txt")
+    assert_clean_error(cli("eval", char_run, "--text", path, "--dataset", "shakespeare-char"), 2, "--dataset", "--text")
+    assert_clean_error(cli("eval", char_run, "--text", tmp_path / "missing.txt"), 2, "missing.txt")
 
 
 def test_prepare_text_with_a_runs_tokenizer_gives_data_the_run_evaluates_on(char_run, dirs, tmp_path):
@@ -105,7 +104,7 @@ def test_prepare_text_with_a_runs_tokenizer_gives_data_the_run_evaluates_on(char
     status, out, err = cli("eval", char_run, "--dataset", "more")
     assert status == 0 and "more val split" in out, err
     (tmp_path / "odd.txt").write_text(TEXT + "\u00e9")
-    assert_refused(cli("prepare", "text", tmp_path / "odd.txt", "--name", "odd", "--tokenizer-from", char_run), 2,
+    assert_clean_error(cli("prepare", "text", tmp_path / "odd.txt", "--name", "odd", "--tokenizer-from", char_run), 2,
                    "never seen", "'\u00e9'")
-    assert_refused(cli("prepare", "text", tmp_path / "more.txt", "--name", "x", "--tokenizer-from", char_run,
+    assert_clean_error(cli("prepare", "text", tmp_path / "more.txt", "--name", "x", "--tokenizer-from", char_run,
                        "--tokenizer", "char"), 2, "not both")

@@ -12,8 +12,7 @@ from glassgpt.errors import UsageError
 from glassgpt.training.log import read_metrics
 from glassgpt.training.loop import train
 
-from conftest import run_cli
-from test_hostile import TINY
+from conftest import TINY, run_cli
 
 
 @pytest.mark.parametrize("usable, busy, expected", [

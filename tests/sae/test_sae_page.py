@@ -12,7 +12,7 @@ from glassgpt.sae import SAE, SAEConfig, feature_stats, render_features_html
 from glassgpt.sae.page import decode_page_data
 
 from conftest import tiny_config
-from test_view import Opened, browser  # noqa: F401  (the module's chromium)
+from conftest import Opened
 
 LONG = ["\u2423" + "incomprehensibilities"[: 4 + k % 18] for k in range(40)]  # BPE-like long tokens
 
@@ -74,7 +74,7 @@ def show_all(p) -> None:
 
 
 @pytest.mark.parametrize("width", [1280, 800])
-def test_no_feature_is_drawn_over_another_at_any_width(browser, page, width):  # noqa: F811
+def test_no_feature_is_drawn_over_another_at_any_width(browser, page, width):
     path, features = page
     opened = Opened(browser, path.as_uri(), width)
     try:
@@ -92,7 +92,7 @@ def test_no_feature_is_drawn_over_another_at_any_width(browser, page, width):  #
         opened.close()
 
 
-def test_features_are_found_by_number_and_by_token_and_a_dead_one_is_said_to_be(browser, page):  # noqa: F811
+def test_features_are_found_by_number_and_by_token_and_a_dead_one_is_said_to_be(browser, page):
     path, features = page
     opened = Opened(browser, path.as_uri())
     try:

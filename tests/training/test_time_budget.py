@@ -16,7 +16,7 @@ from glassgpt.training.log import read_metrics
 from glassgpt.training.loop import train
 from glassgpt.training.optim import lr_at
 
-from test_hostile import TINY
+from conftest import TINY
 
 
 class Clock:

@@ -5,7 +5,7 @@ import fnmatch
 import tomllib
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_the_licence_is_an_spdx_string_read_by_the_setuptools_required():
