@@ -389,7 +389,7 @@ def shard_folder(run_dir: Path) -> Path:
 
 # ---------------------------------------------------------------- pages in a real browser, offline
 
-CHROMIUM = "/usr/bin/chromium"
+CHROMIUM = "/usr/bin/chromium"  # Debian's (Playwright cannot download its own browser here)
 
 
 @pytest.fixture(scope="module")

@@ -72,7 +72,8 @@ GRAPH = {name: imports_of(path) for name, path in MODULES.items()}
 # The design's layers, lowest first: an import may go down or sideways, never up.
 LAYERS = (
     ("leaves", ("glassgpt.errors", "glassgpt.config", "glassgpt.device", "glassgpt.revision", "glassgpt.atomic",
-                "glassgpt.ownership", "glassgpt.tensor_tree", "glassgpt.tokenizer")),
+                "glassgpt.ownership", "glassgpt.tensor_tree", "glassgpt.tokenizer", "glassgpt.progress",
+                "glassgpt.threads")),
     ("model", ("glassgpt", "glassgpt.model", "glassgpt.hooks", "glassgpt.kv_cache", "glassgpt.precision",
                "glassgpt.limits", "glassgpt.inference.mode")),
     ("data", ("glassgpt.data",)),

@@ -381,6 +381,47 @@ def memory_page() -> str:
                      "activations", "total", "fits (GB)"], rows))
 
 
+# ---------------------------------------------------------------- the analysis API
+
+ANALYSIS_API = {  # module -> its public functions on the page (None: every function defined in it, in order)
+    "glassgpt.analysis.measures": None,
+    "glassgpt.analysis.circuits": ["activation_patching", "direct_logit_attribution", "logit_difference",
+                                   "patched_logits"],
+    "glassgpt.analysis.streaming": ["stream_patterns", "unigram_entropy", "window_statistics"],
+    "glassgpt.analysis.dynamics": ["analysis_row", "in_context_learning", "plot_dynamics"],
+    "glassgpt.analysis.plots": None,
+    "glassgpt.analysis.summary": ["summarize", "layer_lines"],
+    "glassgpt.analysis.report": ["write_report"],
+    "glassgpt.analysis.suite": ["analyze"],
+}
+
+
+def _public_functions(module) -> list[str]:
+    found = [(obj.__code__.co_firstlineno, name) for name, obj in vars(module).items()
+             if inspect.isfunction(obj) and obj.__module__ == module.__name__ and not name.startswith("_")]
+    return [name for _, name in sorted(found)]
+
+
+def analysis_api_page() -> str:
+    """Every public function of the analysis package: its signature and its docstring, as Markdown
+    that reads the same in the source and on the site."""
+    import importlib
+
+    parts = [HEADER + "# `glassgpt.analysis`\n\n"
+             "Every measure is a function: a model and tokens in, tensors (or a matplotlib `Figure`) out. Shapes "
+             "are in the docstrings: L layers, H heads, T positions, V the vocabulary.\n"]
+    for module_name, names in ANALYSIS_API.items():
+        module = importlib.import_module(module_name)
+        doc = inspect.getdoc(module) or ""
+        parts.append(f"\n## `{module_name}`\n\n{doc.split(chr(10) + chr(10))[0]}\n")
+        for name in names or [n for n in _public_functions(module) if inspect.getdoc(getattr(module, n))]:
+            fn = getattr(module, name)
+            signature = str(inspect.signature(fn)).replace("'", "")
+            parts.append(f"\n### `{name}`\n\n```py\n{name}{signature}\n```\n\n"  # py: a signature, not run
+                         f"{inspect.getdoc(fn) or 'No description.'}\n")
+    return "".join(parts)
+
+
 # ---------------------------------------------------------------- all of them
 
 PAGES = {
@@ -389,6 +430,7 @@ PAGES = {
     "reference/presets.md": presets_page,
     "reference/hooks.md": hooks_page,
     "reference/memory.md": memory_page,
+    "reference/analysis-api.md": analysis_api_page,
 }
 
 

@@ -115,7 +115,23 @@ def write_temp(path: Path, write: Callable[[Path], None]) -> Path:
         write(tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
+            mode = user_file_mode()  # the user's umask, whatever the writer chose (safetensors writes 0600)
+            if os.fstat(f.fileno()).st_mode & 0o777 != mode:
+                os.fchmod(f.fileno(), mode)
     return tmp
+
+
+def user_file_mode() -> int:
+    """The mode `open()` gives a new file under this process's umask (0o666 less the umask)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)  # no other way to read it: set and put back at once
+    os.umask(mask)
+    return 0o666 & ~mask
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:

@@ -8,7 +8,6 @@ a traceback means a bug in glassgpt.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib
 import sys
 
@@ -87,7 +86,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         args.handler(args)
     except GlassGPTError as e:
-        fail(str(e), e.exit_code)
+        # a process stopped by a signal leaves at once: its checkpoint is on disk, and tearing down the
+        # interpreter (torch's objects, compiled graphs) can take a minute on a busy machine
+        fail(str(e), e.exit_code, leave_now=argv is None and getattr(e, "leave_now", False))
     except KeyboardInterrupt:
         fail("interrupted", 130)
     except BrokenPipeError:
@@ -117,27 +118,18 @@ def os_error_message(e: OSError) -> tuple[str, int]:
     return f"{path}: {e.strerror or e}", 1
 
 
-@contextlib.contextmanager
-def progress_bar(label: str):
-    """A tqdm bar on stderr (a terminal only), as `progress(done, total)`."""
-    from tqdm import tqdm
-
-    shown = tqdm(desc=label, disable=not sys.stderr.isatty(), file=sys.stderr, leave=False)
-    try:
-        def progress(done: int, total: int) -> None:
-            shown.total = total
-            shown.update(done - shown.n)
-        yield progress
-    finally:
-        shown.close()
-
-
 def note(message: str) -> None:
     print(f"glassgpt: note: {message}", file=sys.stderr)
 
 
-def fail(message: str, code: int) -> None:
+def fail(message: str, code: int, leave_now: bool = False) -> None:
     print(f"glassgpt: error: {message}", file=sys.stderr)
+    if leave_now:  # only where glassgpt is the process (main() read sys.argv), never inside a caller's
+        import os
+
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
     sys.exit(code)
 
 

@@ -3,8 +3,9 @@
 The page (no script, no network: the curves are inline SVG) shows the runs' train
 and val losses overlaid against step, tokens and wall time, the config keys that
 differ between the runs, and their final figures: val loss, bits per character
-(or byte) where the tokenizer has them, tokens/s. Every file read is untrusted:
-rows that do not look like glassgpt's are skipped by `read_metrics`.
+(or byte) where the tokenizer has them, tokens/s, and what the speed ran under: torch's
+CPU threads, the machine's load average while training, the machine. Every file read is
+untrusted: rows that do not look like glassgpt's are skipped by `read_metrics`.
 """
 
 from __future__ import annotations
@@ -57,6 +58,9 @@ def load(run_dir: Path) -> dict:
                 if r.get("kind") == kind and number(r, key) is not None]
 
     final = next((r for r in reversed(rows) if r.get("kind") == "final"), None)
+    trained = [r for r in rows if r.get("kind") == "train"]
+    threads = sorted({int(r["threads"]) for r in trained if isinstance(r.get("threads"), int)})
+    loads = [number(r, "load_average") for r in trained if number(r, "load_average") is not None]
     train, val = curve("train", "train_loss"), curve("eval", "val_loss")
     speeds = [number(r, "tokens_per_s") for r in rows if r.get("kind") == "train" and number(r, "tokens_per_s")]
     bits = next(((k, number(final or {}, k)) for k in (final or {}) if k.startswith("bits_per")), None)
@@ -74,7 +78,20 @@ def load(run_dir: Path) -> dict:
         (sum(speeds) / len(speeds) if speeds else None),
         "wall_s": number(final, "wall_seconds") if final is not None else
         max([t for _, _, t in train + val if t is not None], default=None),
+        "threads": threads, "load": sum(loads) / len(loads) if loads else None,
+        "machine": machine_of(final, run_dir),
     }
+
+
+def machine_of(final: dict | None, run_dir: Path) -> str | None:
+    """The CPU and its usable cores (the final row's), or the platform the run was saved on."""
+    if final is not None and isinstance(final.get("cpu"), str):
+        cores = final.get("usable_cores")
+        return final["cpu"][:80] + (f", {cores} cores" if isinstance(cores, int) else "")
+    from glassgpt.checkpoint import read_config
+
+    machine = (read_config(run_dir)[1].get("provenance") or {}).get("machine")
+    return machine[:80] if isinstance(machine, str) else None
 
 
 def differing(runs: list[dict]) -> list[tuple[str, list]]:
@@ -103,11 +120,34 @@ def _duration(seconds) -> str:
 
 def final_rows(runs: list[dict], names: list[str]) -> tuple[list[str], list[list[str]]]:
     bits_name = next((r["bits"][0].replace("_", " ") for r in runs if r["bits"]), "bits per character")
-    header = ["run", "steps", "tokens", "wall time", "val loss", bits_name, "tokens/s"]
+    header = ["run", "steps", "tokens", "wall time", "val loss", bits_name, "tokens/s", "threads", "load"]
     rows = [[name, f"{r['step']:,}" + ("" if r["finished"] else " (unfinished)"), f"{r['step'] * r['tokens_per_step']:,}",
              _duration(r["wall_s"]), _fmt(r["val_loss"]), _fmt(r["bits"][1] if r["bits"] else None),
-             _fmt(r["tokens_per_s"], ",.0f")] for name, r in zip(names, runs)]
+             _fmt(r["tokens_per_s"], ",.0f"), _threads(r["threads"]), _fmt(r["load"], ".1f")]
+            for name, r in zip(names, runs)]
     return header, rows
+
+
+def _threads(counts: list[int]) -> str:
+    """'2', or '1-2' for a run whose thread count changed while it trained; '-' when not recorded."""
+    if not counts:
+        return "-"
+    return str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
+
+
+def machines(runs: list[dict], names: list[str]) -> list[str]:
+    """One line per machine the runs trained on (the runs named when there are several)."""
+    seen: dict[str, list[str]] = {}
+    for name, r in zip(names, runs):
+        seen.setdefault(r["machine"] or "not recorded", []).append(name)
+    if len(seen) == 1:
+        return [f"machine: {next(iter(seen))}"]
+    return [f"machine: {machine} ({', '.join(who)})" for machine, who in seen.items()]
+
+
+SPEED_NOTE = ("tokens/s depends on the threads and on the machine's load (the 1-minute load average while "
+              "training; above the cores, other work shared them): compare speeds between runs with the same "
+              "threads on a quiet machine")
 
 
 def text_table(header: list[str], rows: list[list[str]]) -> str:
@@ -186,7 +226,8 @@ def render(runs: list[dict], names: list[str]) -> str:
                          + "</tr>" for k, values in diff) + "</table>") if diff else \
         "<p>The runs' configs are the same.</p>"
     table = ("<table><tr>" + "".join(f"<th>{e(h)}</th>" for h in header) + "</tr>" +
-             "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in rows) + "</table>")
+             "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in rows) + "</table>"
+             + "<p>" + "<br>".join(e(line) for line in machines(runs, names)) + "</p>")
     style = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
              "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ddd;padding:.25em .6em;text-align:right}"
              "th{background:#f4f4f4}td:first-child{text-align:left}h2{border-bottom:1px solid #ccc;margin-top:1.6em}"
@@ -196,7 +237,8 @@ def render(runs: list[dict], names: list[str]) -> str:
         f"<style>{style}</style></head><body><h1>{len(runs)} run{'s' if len(runs) != 1 else ''} compared</h1>",
         f"<ul>{legend}</ul>", "<h2 id='final'>Final figures</h2>", table,
         "<p>Tokens: steps x batch_size x block_size x grad_accum_steps (per process). Wall time and tokens/s are "
-        "the final row's (train seconds only for tokens/s); for an unfinished run, the last row's.</p>",
+        "the final row's (train seconds only for tokens/s); for an unfinished run, the last row's. "
+        f"Threads: torch's CPU threads while training; load: the machine's 1-minute load average then. {SPEED_NOTE}.</p>",
         "<h2 id='config'>Config keys that differ</h2>", diff_html, "<h2 id='curves'>Curves</h2>", *charts,
         "</body></html>"])
 
@@ -224,7 +266,7 @@ def compare(run_dirs: list[str | Path], out: str | Path = "compare.html") -> tup
     runs = [load(p) for p in paths]
     names = run_names(paths)
     header, rows = final_rows(runs, names)
-    table = text_table(header, rows)
+    table = text_table(header, rows) + "\n" + "\n".join(machines(runs, names)) + f"\n({SPEED_NOTE})"
     diff = differing(runs)
     if diff:
         table += "\n\nconfig keys that differ:\n" + text_table(["key", *names], [[k, *map(str, v)] for k, v in diff])

@@ -28,7 +28,7 @@ UPPER_BOUNDS = {
     "vocab_size": 2**24, "block_size": 2**17, "n_layer": 1024, "n_head": 1024, "n_embd": 2**16,
     "batch_size": 2**16, "grad_accum_steps": 2**16, "max_iters": 10**9, "eval_interval": 10**9,
     "eval_iters": 10**6, "log_interval": 10**9, "warmup_iters": 10**9, "lr_decay_iters": 10**9,
-    "max_bad_steps": 10**6, "analysis_interval": 10**9, "seed": 2**63 - 1,
+    "max_bad_steps": 10**6, "analysis_interval": 10**9, "seed": 2**63 - 1, "threads": 1024, "max_minutes": 10**7,
 }
 
 
@@ -180,11 +180,19 @@ class TrainConfig:
     parallel: str = option("ddp", finetune=True)
     # keep only each block's input for the backward pass and recompute the rest: less memory, more compute
     activation_checkpointing: bool = option(False, resume=True, finetune=True)
+    # torch's CPU threads: 0 or "auto" counts the cores free of other work, says so in the log and
+    # counts again while training (glassgpt.threads); a number fixes them
+    threads: int = option(0, resume=True, finetune=True)
+    # end within this many minutes (fractions too), final evaluation and checkpoint included, with the
+    # learning-rate schedule compressed to the time (glassgpt.training.budget); 0 = no time limit
+    max_minutes: float = option(0.0, resume=True, finetune=True)
 
     def __post_init__(self):
         self.validate()
 
     def validate(self) -> None:
+        if isinstance(self.threads, str) and self.threads.strip().lower() == "auto":
+            self.threads = 0
         _check_types(self)
         _check_upper_bounds(self)
         if self.seed < 0:
@@ -198,6 +206,10 @@ class TrainConfig:
                 raise UsageError(f"{name} must not be negative, got {getattr(self, name)}")
         if self.analysis_interval < 0:
             raise UsageError(f"analysis_interval must be 0 (off) or a number of steps, got {self.analysis_interval}")
+        if self.threads < 0:
+            raise UsageError(f"threads must be 0 or auto (count the free cores) or a number of threads, got {self.threads}")
+        if self.max_minutes < 0:
+            raise UsageError(f"max_minutes must be 0 (no time limit) or a number of minutes, got {self.max_minutes}")
         if self.learning_rate <= 0:
             raise UsageError(f"learning_rate must be positive, got {self.learning_rate}")
         if self.min_lr > self.learning_rate:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import os
+import threading
 import time
 from dataclasses import dataclass
 
@@ -55,14 +56,23 @@ class Demo:
     """The model and tokenizer behind the page, and the two things the page asks of them."""
 
     def __init__(self, model, tokenizer, limits: Limits = Limits(), metrics_rows: list[dict] | None = None,
-                 saes: dict | None = None):
+                 saes: dict | None = None, prompt: str = "ROMEO:", threads=None):
         self.model, self.tokenizer, self.limits = model.eval(), tokenizer, limits
+        self.prompt = prompt  # the page's first prompt (launch: the start of the run's own validation text)
+        self.threads = threads  # a glassgpt.threads.ThreadChooser: each request's torch threads, or None
+        self.busy = 0  # requests being computed now (they share the free cores)
+        self.busy_lock = threading.Lock()
         self.saes = saes or {}  # name -> (SAE, its sae.json): the run's sparse autoencoders (glassgpt sae)
         # The Inside tab reads a prompt plus its generation: up to max_new_tokens tokens,
         # each at most as long as the longest text one token decodes to.
         longest_token = max(len(tokenizer.decode([i])) for i in range(tokenizer.vocab_size))
         self.max_inside_chars = limits.max_prompt_chars + limits.max_new_tokens * longest_token
         self.metrics_rows = metrics_rows or []  # the run's metrics.jsonl, for the curves of its analysis rows
+
+    def fit_threads(self) -> None:
+        """In the thread about to compute a request: torch's threads for it (glassgpt.threads)."""
+        if self.threads is not None:
+            self.threads.for_request(sharing=self.busy)
 
     def dynamics(self):
         """The figure of the run's analysis rows (dynamics.png), or None when it was trained without them."""
@@ -210,38 +220,43 @@ class SAEDemo:
         return prompt + self.demo.tokenizer.decode(without_stopped(out[0])[len(ids):])
 
 
-def index_picker(gr, label: str, count: int):
-    """A slider over 0..count-1; a model with one layer (or one head) gets a fixed 0
-    (a slider needs its minimum below its maximum)."""
-    if count == 1:
-        return gr.Number(value=0, precision=0, interactive=False, label=f"{label} (the only one)")
-    return gr.Slider(0, count - 1, value=0, step=1, label=label)
-
-
 def build_app(demo: Demo, title: str = "glassgpt"):
     import gradio as gr
 
     cfg, limits = demo.model.config, demo.limits
 
     def on_error(fn):
-        """Turn our errors into a message in the page; the server keeps running."""
+        """Turn our errors into a message in the page; the server keeps running. Each piece of the
+        work runs with the threads the machine has free (Demo.fit_threads, in the thread doing it)."""
         @functools.wraps(fn)  # keeps the parameter names, which name the API's arguments
         def wrapped(*args):
+            with demo.busy_lock:
+                demo.busy += 1
             try:
+                demo.fit_threads()
                 result = fn(*args)
                 if hasattr(result, "__next__"):
-                    yield from result
+                    while True:
+                        demo.fit_threads()  # a generator's next step may run in another worker thread
+                        try:
+                            item = next(result)
+                        except StopIteration:
+                            break
+                        yield item
                 else:
                     yield result
             except GlassGPTError as e:
                 raise gr.Error(str(e)) from None
+            finally:
+                with demo.busy_lock:
+                    demo.busy -= 1
         return wrapped
 
     with gr.Blocks(title=title) as app:
         gr.Markdown(f"# {title}\n{demo.model.num_params():,} parameters · {cfg.n_layer} layers × "
                     f"{cfg.n_head} heads · context {cfg.block_size} · tokenizer `{demo.tokenizer.name}`")
         with gr.Tab("Generate"):
-            prompt = gr.Textbox(label="Prompt", value="ROMEO:", lines=3, max_length=limits.max_prompt_chars,
+            prompt = gr.Textbox(label="Prompt", value=demo.prompt, lines=3, max_length=limits.max_prompt_chars,
                                 elem_id="prompt")
             with gr.Row():
                 max_new = gr.Slider(1, limits.max_new_tokens, value=min(200, limits.max_new_tokens), step=1,
@@ -257,12 +272,10 @@ def build_app(demo: Demo, title: str = "glassgpt"):
             output = gr.Textbox(label="Text", lines=12, elem_id="output", interactive=False)
             stats = gr.Markdown(elem_id="stats")
         with gr.Tab("Inside", elem_id="inside-tab"):
-            gr.Markdown("Every head and every token of the prompt plus its generation (the last "
-                        f"{cfg.block_size} tokens): hover a token to see where it looks. Works offline.")
-            with gr.Row():
-                layer = index_picker(gr, "Layer", cfg.n_layer)
-                head = index_picker(gr, "Head", cfg.n_head)
-                inside_btn = gr.Button("Look inside", elem_id="show-attention")
+            gr.Markdown("Every head and every token of the generated text (before a generation, the prompt; the "
+                        f"last {cfg.block_size} tokens): pick a layer and head in the view, hover a token to see "
+                        "where it looks. Works offline.")
+            inside_btn = gr.Button("Look inside the latest text", elem_id="show-attention")
             inside_view = gr.HTML(elem_id="inside-view")
             sinks_table = gr.Dataframe(headers=["layer", "head", "share", "sinks onto"], label="Sink heads")
             dynamics_fig = demo.dynamics()
@@ -270,16 +283,16 @@ def build_app(demo: Demo, title: str = "glassgpt"):
                 gr.Plot(value=dynamics_fig, label="During training: loss, in-context learning, induction, sinks",
                         elem_id="dynamics-plot")
 
-        def inside(text: str, prompt: str, layer: int, head: int):
-            return demo.inside_view(text or prompt, layer, head)
+        def inside(text: str, prompt: str):
+            return demo.inside_view(text or prompt)
 
         if demo.saes:
             features_tab(gr, SAEDemo(demo), on_error, limits)
 
         generate_btn.click(on_error(demo.generate), [prompt, max_new, temperature, top_k, top_p, seed, stop],
                            [output, stats], api_name="generate")
-        inside_btn.click(on_error(inside), [output, prompt, layer, head], [inside_view, sinks_table],
-                         api_name="inside")
+        inside_btn.click(on_error(inside), [output, prompt], [inside_view, sinks_table], api_name="inside")
+        app.load(on_error(inside), [output, prompt], [inside_view, sinks_table])  # the view filled on load
     app.queue(default_concurrency_limit=limits.concurrency, max_size=limits.queue_size)
     return app
 
@@ -290,7 +303,7 @@ def features_tab(gr, sae_demo: SAEDemo, on_error, limits: Limits) -> None:
         gr.Markdown("Sparse autoencoder features (`glassgpt sae`): which fire on each token of a text, and a "
                     "generation with one feature's direction added at its hook point.")
         which = gr.Dropdown(names, value=names[0], label="SAE")
-        text = gr.Textbox(label="Text", value="ROMEO:", lines=2, max_length=limits.max_prompt_chars)
+        text = gr.Textbox(label="Text", value=sae_demo.demo.prompt, lines=2, max_length=limits.max_prompt_chars)
         show = gr.Button("Show features", elem_id="show-features")
         table = gr.Dataframe(headers=["position", "token", "most active features"], label="Features per token")
         with gr.Row():
@@ -306,16 +319,70 @@ def features_tab(gr, sae_demo: SAEDemo, on_error, limits: Limits) -> None:
                     api_name="steer")
 
 
-def launch(run_dir: str, host: str = "127.0.0.1", port: int = 7860, limits: Limits = Limits(), block: bool = True,
-           dtype: str = "auto"):
-    from glassgpt.checkpoint import load_run
+def validation_start(run_config, tokenizer, tokens: int) -> str:
+    """The first `tokens` tokens of the run's validation split as text, or "" when its dataset is not
+    prepared here with the run's tokenizer. End-of-text tokens become line breaks."""
+    from glassgpt.data import TokenDataset
 
+    try:
+        dataset = TokenDataset.load(run_config.train.dataset)
+        if dataset.tokenizer.to_dict() != tokenizer.to_dict():
+            return ""
+        ids = [int(i) for i in dataset.split("val")[:tokens]]
+    except (GlassGPTError, OSError, ValueError):
+        return ""
+    eot = tokenizer.eot_token
+    return "\n".join(tokenizer.decode(part) for part in _split_at(ids, eot)) if eot is not None else tokenizer.decode(ids)
+
+
+def _split_at(ids: list[int], separator: int) -> list[list[int]]:
+    parts: list[list[int]] = [[]]
+    for i in ids:
+        if i == separator:
+            parts.append([])
+        else:
+            parts[-1].append(i)
+    return parts
+
+
+def readable(tokenizer, text: str) -> bool:
+    """Whether the tokenizer encodes `text` (a char tokenizer knows only its own characters)."""
+    try:
+        return bool(text) and bool(tokenizer.encode(text))
+    except (GlassGPTError, ValueError, KeyError):
+        return False
+
+
+def default_prompt(run_config, tokenizer, max_chars: int = 120) -> str:
+    """The page's first prompt: the first two whole lines of the run's own validation text (up to
+    `max_chars`), or, without it, a word the tokenizer can read."""
+    lines = [line for line in validation_start(run_config, tokenizer, 4 * max_chars).split("\n")[1:] if line.strip()]
+    prompt = ""
+    for line in lines[:2]:  # the first line of the split may start mid-line: it is skipped
+        if prompt and len(prompt) + 1 + len(line) > max_chars:
+            break
+        prompt = f"{prompt}\n{line}" if prompt else line[:max_chars]
+    return next((p for p in (prompt, "ROMEO:", "The", tokenizer.decode([0])) if readable(tokenizer, p)), "\n")
+
+
+def launch(run_dir: str, host: str = "127.0.0.1", port: int = 7860, limits: Limits = Limits(), block: bool = True,
+           dtype: str = "auto", threads=0):
+    """Serve the demo of a run: `threads` is torch's CPU threads per request (0: the free cores,
+    glassgpt.threads; a number fixes them)."""
+    from glassgpt.checkpoint import load_run
+    from glassgpt.sae import discover_saes
+    from glassgpt.threads import ThreadChooser
     from glassgpt.training.log import read_metrics
 
-    model, tokenizer, _ = load_run(run_dir, dtype=dtype)  # generation and the Inside tab both use this dtype
-    from glassgpt.sae import discover_saes
-
-    app = build_app(Demo(model, tokenizer, limits, read_metrics(run_dir), discover_saes(run_dir)),
-                    title=f"glassgpt · {os.path.basename(os.path.normpath(run_dir))}")
-    app.launch(server_name=host, server_port=port, prevent_thread_lock=not block, show_error=True)
+    model, tokenizer, run_config = load_run(run_dir, dtype=dtype)  # generation and the Inside tab: this dtype
+    chooser = ThreadChooser(threads)
+    chooser.start()  # says "threads: ..." for the first request; each request measures again when stale
+    demo = Demo(model, tokenizer, limits, read_metrics(run_dir), discover_saes(run_dir),
+                prompt=default_prompt(run_config, tokenizer), threads=chooser)
+    app = build_app(demo, title=f"glassgpt · {os.path.basename(os.path.normpath(run_dir))}")
+    # quiet: Gradio's own lines include a share=True hint a command-line user cannot act on
+    app.launch(server_name=host, server_port=port, prevent_thread_lock=True, show_error=True, quiet=True)
+    print(f"demo of {run_dir} at {app.local_url} (Ctrl+C stops it)", flush=True)
+    if block:
+        app.block_thread()
     return app

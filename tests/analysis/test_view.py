@@ -281,10 +281,11 @@ def test_the_demo_inside_tab_refuses_bad_input_in_one_sentence(demo_server):
     url, demo = demo_server
     client = Client(url, verbose=False)
     with pytest.raises(Exception, match="the prompt is empty"):
-        client.predict(text="", prompt="", layer=0, head=0, api_name="/inside")
+        client.predict(text="", prompt="", api_name="/inside")
     with pytest.raises(UsageError, match="layer must be in 0..2 and head in 0..1"):
         demo.inside_view(TEXT, 0, 2)
     with pytest.raises(UsageError, match="1 token long"):
         demo.inside_view("R")
-    html_text, rows = client.predict(text="", prompt=TEXT, layer=1, head=1, api_name="/inside")
-    assert 'data-initial-layer=&quot;1&quot;' in html_text and "srcdoc" in html_text
+    html_text, rows = client.predict(text="", prompt=TEXT, api_name="/inside")  # the view picks layer and head
+    assert 'data-initial-layer=&quot;0&quot;' in html_text and "srcdoc" in html_text
+    assert 'data-initial-layer=&quot;1&quot;' in demo.inside_view(TEXT, 1, 1)[0]

@@ -27,6 +27,8 @@ def tiny_args(out: Path, data_dir: Path = Path("data")) -> dict[str, list[str]]:
                            "batch_size=2", "block_size=16", "device=cpu"],
         "bench_options": ["--rounds", "1", "--steps", "1", "--variants", "cpu-baby,qk_norm=true", "--out", str(out)],
         "bench_prepare": ["--megabytes", "0.02", "--workers", "1", "--repeats", "1", "--out", str(out)],
+        "bench_threads": ["--steps", "2", "--set", "n_layer=1", "n_embd=16", "block_size=16", "batch_size=2",
+                          "--out", str(out)],
         "bench_vs_nanogpt": ["--max-iters", "2", "--presets", "cpu-baby", "--threads", "1", "--out", str(out),
                              "--data-dir", str(data_dir)],
         "generate_vs_hf": ["--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--prompt-len", "4",

@@ -81,3 +81,21 @@ def test_compare_refuses_bad_input_in_one_line(two_runs, tmp_path):
 def test_compare_from_python(two_runs, tmp_path):
     out, table = compare(list(two_runs), tmp_path / "c.html")
     assert out.is_file() and "rope" in table and "learned" in table
+
+
+def test_compare_shows_the_threads_load_and_machine_each_run_trained_under(two_runs, tmp_path):
+    rope, learned = two_runs
+    for run, threads, load, cpu in ((rope, [2, 2], [0.4, 0.6], "CPU A"), (learned, [2, 1], [3.0, 3.2], "CPU B")):
+        rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()[:-1]]
+        trained = [r for r in rows if r["kind"] == "train"]
+        for row, n, avg in zip(trained, threads, load):
+            row.update(threads=n, load_average=avg)
+        rows.append({"kind": "final", "step": trained[-1]["step"], "val_loss": 2.0, "cpu": cpu, "usable_cores": 2})
+        (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    r = run_cli("compare", str(rope), str(learned), "--out", str(tmp_path / "c.html"))
+    assert r.returncode == 0, r.stderr
+    assert re.search(r"threads\s+load", r.stdout)
+    assert re.search(r"^rope\s.*\s2\s+0\.5$", r.stdout, re.M) and re.search(r"^learned\s.*\s1-2\s+3\.1$", r.stdout, re.M)
+    assert "machine: CPU A, 2 cores (rope)" in r.stdout and "machine: CPU B, 2 cores (learned)" in r.stdout
+    page = (tmp_path / "c.html").read_text()
+    assert "<th>threads</th>" in page and "CPU B, 2 cores" in page and "quiet machine" in page

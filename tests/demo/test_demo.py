@@ -66,6 +66,49 @@ def test_demo_command_rejects_a_bad_port(tmp_path):
     assert_clean_error(run_cli("demo", str(tmp_path), "--port", "70000"), 2, "port")
 
 
+def test_the_default_prompt_is_the_start_of_the_runs_own_validation_text(tmp_path, small_data_env):
+    from glassgpt.config import RunConfig, TrainConfig
+    from glassgpt.data import TokenDataset
+    from glassgpt.demo import default_prompt
+
+    dataset = TokenDataset.load("shakespeare-char")
+    val = dataset.tokenizer.decode([int(i) for i in dataset.split("val")[:400]])
+    prompt = default_prompt(RunConfig(train=TrainConfig(dataset="shakespeare-char")), dataset.tokenizer)
+    assert prompt and prompt != "ROMEO:" and "\n" + prompt + "\n" in val  # whole lines of the split
+    other = make_tiny_run(tmp_path / "run", text="xyz abc\n")  # its dataset is not here: a word it can read
+    model, tokenizer, run_config = load_run(other)
+    assert default_prompt(run_config, tokenizer) == tokenizer.decode([0])
+
+
+@pytest.mark.slow
+def test_the_demo_command_says_where_it_serves_and_gives_no_share_hint(tmp_path, small_data_env):
+    import subprocess
+    import sys
+    import time
+
+    run = make_tiny_run(tmp_path / "run")
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "glassgpt", "demo", str(run), "--port", str(port)],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    lines = []
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            line = process.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if line.startswith("demo of"):
+                break
+        assert any(line.startswith("demo of") and f":{port}" in line for line in lines), lines
+        assert any(line.startswith("threads: 1 (OMP_NUM_THREADS=1") for line in lines), lines
+    finally:
+        process.terminate()
+        rest, _ = process.communicate(timeout=60)
+    assert "share=True" not in "".join(lines) + rest
+
+
 CHROMIUM = "/usr/bin/chromium"
 
 
@@ -84,6 +127,11 @@ def test_in_a_real_browser_generate_then_look_inside(server, tmp_path):
         try:
             page = browser.new_page(viewport={"width": 1200, "height": 1400})
             page.goto(server)
+            page.get_by_role("tab", name="Inside").click()  # filled on load, before any click, with the prompt
+            on_load = page.frame_locator("#inside-view iframe").locator(".gg-view[data-state=ready] .gg-attention")
+            expect(on_load).to_be_visible(timeout=30_000)
+            assert page.locator("#inside-tab input[type=range], #inside-tab input[type=number]").count() == 0  # one set
+            page.get_by_role("tab", name="Generate").click()
             prompt = page.locator("#prompt textarea")
             prompt.fill("JULIET:")
             page.locator("#generate").click()
@@ -92,8 +140,7 @@ def test_in_a_real_browser_generate_then_look_inside(server, tmp_path):
             page.get_by_role("tab", name="Inside").click()
             page.locator("#show-attention").click()
             view = page.frame_locator("#inside-view iframe").locator(".gg-view[data-state=ready] .gg-attention")
-            expect(view).to_be_visible(timeout=30_000)
-            assert view.locator("[data-pos]").count() > 10
+            expect(view.locator("[data-pos]").nth(10)).to_be_attached(timeout=30_000)  # the generated text now
             page.screenshot(path=str(shots / "demo-inside.png"), full_page=True)
         finally:
             browser.close()

@@ -130,8 +130,11 @@ def test_the_command_trains_evaluates_and_writes_a_feature_page(run_dir):
     assert len(features) == 128
     alive = [f for f in features if f["density"] > 0]
     assert alive and all(len(f["promotes"]) == 8 and f["contexts"] for f in alive)
-    page = (folder / "features.html").read_text()
-    assert f"id='f{alive[0]['feature']}'" in page and "promotes" in page
+    from glassgpt.sae.page import decode_page_data
+
+    data = decode_page_data((folder / "features.html").read_text())
+    assert sorted(f["i"] for f in data["features"]) == [f["feature"] for f in alive]  # every live feature
+    assert all("p" in f for f in data["features"]) and data["tokens_read"] > 2048
     sae, identity = load_sae(folder)
     assert identity["hook"] == "blocks.0.resid_post" and sae.config.width == 128
 
@@ -207,8 +210,11 @@ def test_the_demo_shows_features_per_token_and_steering_changes_the_text(run_dir
             features.steer("ROMEO:", "blocks.0.resid_post", bad[0], bad[1], 10, 1)
     with pytest.raises(UsageError, match="no SAE named"):
         features.features("ROMEO:", "nope")
+    from glassgpt.sae.page import decode_page_data
+
     page = (run_dir / "sae" / "blocks.0.resid_post" / "features.html").read_text()
-    assert "Which features fire where" in page and "data-features=" in page
+    text = decode_page_data(page)["text"]  # the window's tokens, each with the features firing on it
+    assert "Which features fire where" in page and len(text) == 16 and any(fired for _, fired in text)
 
 
 def test_the_report_lists_the_runs_saes(run_dir):

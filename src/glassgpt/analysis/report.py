@@ -9,7 +9,6 @@ half report and the previous one, if any, stands.
 from __future__ import annotations
 
 import base64
-import contextlib
 import html
 import io
 import json
@@ -33,6 +32,7 @@ from glassgpt.analysis.summary import definitions, layer_lines, summarize
 from glassgpt.analysis.uncertainty import plus_minus
 from glassgpt.errors import UsageError
 from glassgpt.limits import check_fits, inference_bytes
+from glassgpt.progress import stages
 from glassgpt.inference.text import check_text
 
 DEFAULT_PROMPT = "First Citizen:\nBefore we proceed any further, hear me speak."
@@ -367,28 +367,11 @@ def report_view(model, tokenizer, ids: list[int], tokens: list[str], results: di
 
 # ---------------------------------------------------------------- progress
 
-@contextlib.contextmanager
 def progress_bars(disable: bool | None = None):
-    """A `progress(stage, done, total)` for `write_report` that draws one tqdm bar per stage on
-    stderr (on a terminal only, unless `disable=False`); the bars are closed when the block ends."""
-    from tqdm import tqdm
-
-    bars: dict[str, tqdm] = {}
-
-    def progress(stage: str, done: int, total: int) -> None:
-        bar = bars.get(stage)
-        if bar is None:
-            for other in bars.values():
-                other.close()
-            bar = bars[stage] = tqdm(total=total, desc=stage, unit="", leave=False, disable=disable)
-        bar.total = total
-        bar.update(done - bar.n)
-
-    try:
-        yield progress
-    finally:
-        for bar in bars.values():
-            bar.close()
+    """A `progress(stage, done, total)` for `write_report`, each stage shown in turn on stderr
+    (glassgpt.progress.stages: a bar on a terminal, plain lines with an ETA otherwise;
+    `disable=False` draws bars anyway, `disable=True` plain lines)."""
+    return stages(terminal=None if disable is None else not disable)
 
 
 # ---------------------------------------------------------------- writing

@@ -235,7 +235,7 @@ def asset(name: str) -> str:
     return resources.files("glassgpt.analysis").joinpath("view_assets", name).read_text(encoding="utf-8")
 
 
-def _json_for_script(data: dict) -> str:
+def json_for_script(data: dict) -> str:
     """JSON safe inside <script>: no `</`, no `<!--`, sorted keys (the same numbers give the same bytes)."""
     text = json.dumps(data, ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False)
     return text.replace("<", "\\u003c").replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
@@ -253,7 +253,7 @@ def render(data: dict | None, error: str | None = None, layer: int = 0, head: in
                          f"got layer {layer}, head {head}")
     parts = [f'<div class="gg-view" data-initial-layer="{layer}" data-initial-head="{head}">',
              '<p class="gg-loading">Loading the interactive view (it needs JavaScript).</p>',
-             f'<script type="application/json" class="gg-data">{_json_for_script(data)}</script></div>']
+             f'<script type="application/json" class="gg-data">{json_for_script(data)}</script></div>']
     if with_assets:
         parts = [f"<style>{asset('view.css')}</style>"] + parts + [f"<script>{asset('view.js')}</script>"]
     return "".join(parts)

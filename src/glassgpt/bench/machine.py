@@ -11,16 +11,7 @@ from pathlib import Path
 import torch
 
 from glassgpt.revision import git_revision
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+from glassgpt.threads import cpu_model
 
 
 def cpu_flags() -> list[str]:

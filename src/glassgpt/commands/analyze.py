@@ -6,7 +6,7 @@ import json
 import textwrap
 from pathlib import Path
 
-from glassgpt.commands.options import add_device, add_dtype, add_run_dir, capped_int, seed_int
+from glassgpt.commands.options import add_device, add_dtype, add_run_dir, add_threads, capped_int, seed_int
 
 HELP = "write a report of what a trained run learned"
 MAX_ANALYSIS_WINDOWS = 1024
@@ -21,14 +21,20 @@ def add_arguments(parser) -> None:
     parser.add_argument("--seed", type=seed_int, default=0, help="seed of the random tokens for the induction scores")
     add_device(parser)
     add_dtype(parser)
+    add_threads(parser)
 
 
 def run(args) -> None:
     from glassgpt.analysis.report import REPORT, progress_bars, write_report
     from glassgpt.cli import note
     from glassgpt.device import resolve_device
+    from glassgpt.threads import fitted_threads
 
-    with progress_bars() as progress:  # on stderr, on a terminal only
+    with fitted_threads(args.threads, log=note, say=False) as threads, progress_bars() as bars:  # on stderr
+        def progress(stage: str, done: int, total: int) -> None:
+            bars(stage, done, total)
+            threads.recheck()  # between windows: the machine may have got busier, or quieter
+
         out = write_report(args.run_dir, prompt=args.prompt, out=args.out, num_windows=args.windows,
                            device=str(resolve_device(args.device)), seed=args.seed, dtype=args.dtype,
                            progress=progress, warn=note)

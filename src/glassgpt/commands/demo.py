@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from glassgpt.commands.options import add_dtype, add_run_dir, port_number
+from glassgpt.commands.options import add_dtype, add_run_dir, add_threads, port_number
 
 HELP = "serve the web demo (needs glassgpt[demo])"
 
@@ -12,6 +12,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to serve other machines")
     parser.add_argument("--port", type=port_number, default=7860, help="the port to serve on")
     add_dtype(parser)
+    add_threads(parser)
 
 
 def run(args) -> None:
@@ -25,4 +26,4 @@ def run(args) -> None:
     from glassgpt.demo import launch
 
     check_run_dir(args.run_dir)
-    launch(str(args.run_dir), host=args.host, port=args.port, dtype=args.dtype)
+    launch(str(args.run_dir), host=args.host, port=args.port, dtype=args.dtype, threads=args.threads)

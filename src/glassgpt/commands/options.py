@@ -62,6 +62,23 @@ def float_arg(text: str) -> float:
     return value
 
 
+def threads_arg(text: str) -> int:
+    """--threads: auto (0) or a number of threads."""
+    from glassgpt.errors import UsageError
+    from glassgpt.threads import parse_threads
+
+    try:
+        return parse_threads(text)
+    except UsageError as e:
+        raise argparse.ArgumentTypeError(str(e).removeprefix("threads ")) from None
+
+
+def add_threads(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--threads", type=threads_arg, default="auto", metavar="auto|N",
+                        help="torch's CPU threads: auto counts the cores free of other work, and again as it runs "
+                             "(OMP_NUM_THREADS, when set, decides), or a number")
+
+
 def add_run_dir(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run directory (glassgpt train --out)")
 

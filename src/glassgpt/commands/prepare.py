@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 
 from glassgpt.commands.options import float_arg, positive_int
 
@@ -51,8 +52,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _own_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", required=True, help="the name of your dataset (train ... dataset=NAME)")
-    p.add_argument("--tokenizer", default="bpe:4096", metavar="char|byte|gpt2|bpe:N",
-                   help="the tokenizer; bpe:N trains a byte-level BPE of N tokens")
+    p.add_argument("--tokenizer", default=None, metavar="char|byte|gpt2|bpe:N",
+                   help="the tokenizer; bpe:N trains a byte-level BPE of N tokens (default: bpe:4096)")
+    p.add_argument("--tokenizer-from", type=Path, default=None, metavar="RUN_DIR",
+                   help="the tokenizer of a trained run, as it is: the run can then evaluate and fine-tune on the data")
     p.add_argument("--val-fraction", type=float_arg, default=0.1, help="documents kept for validation")
     p.add_argument("--text-column", default="text", help="jsonl, parquet, hf: the column holding the text")
     p.add_argument("--force", action="store_true", help="prepare again even if already prepared")
@@ -106,8 +109,23 @@ def _hf(args) -> None:
 
 
 def _common(args) -> dict:
-    return dict(tokenizer=args.tokenizer, text_column=args.text_column, val_fraction=args.val_fraction,
-                follow_links=True if args.follow_links else None)  # None: not recorded in meta.json
+    return {"tokenizer": args.tokenizer or "bpe:4096", "text_column": args.text_column,
+            "val_fraction": args.val_fraction, **_tokenizer_of_run(args),
+            "follow_links": True if getattr(args, "follow_links", False) else None}  # None: not in meta.json
+
+
+def _tokenizer_of_run(args) -> dict:
+    """`--tokenizer-from RUN_DIR`: the TextRequest fields that make prepare use the run's tokenizer as it is."""
+    if getattr(args, "tokenizer_from", None) is None:
+        return {}
+    if args.tokenizer is not None:
+        raise_usage("give --tokenizer or --tokenizer-from RUN_DIR, not both")
+    from glassgpt.checkpoint import check_run_dir, read_config, read_tokenizer
+
+    run_dir = check_run_dir(args.tokenizer_from)
+    tokenizer = read_tokenizer(run_dir, read_config(run_dir)[1])
+    spec = f"bpe:{tokenizer.vocab_size}" if tokenizer.name == "bpe" else tokenizer.name
+    return {"tokenizer": spec, "tokenizer_from": os.path.abspath(run_dir), "given_tokenizer": tokenizer}
 
 
 def _prepare_own(args, request) -> None:
@@ -115,5 +133,11 @@ def _prepare_own(args, request) -> None:
     from glassgpt.data import describe_dataset, prepare_user
 
     path = prepare_user(args.name, request, force=args.force, notice=note)
+    if request.tokenizer_from:
+        run = request.tokenizer_from
+        print(f"{args.name} is ready in {path}: {describe_dataset(path)}; evaluate the run on it with: glassgpt "
+              f"eval {run} --dataset {args.name}, or fine-tune it with: glassgpt train cpu-baby init_from={run} "
+              f"dataset={args.name}")
+        return
     print(f"{args.name} is ready in {path}: {describe_dataset(path)}; train on it with: "
           f"glassgpt train cpu-baby dataset={args.name}")

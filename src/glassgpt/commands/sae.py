@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from glassgpt.commands.options import add_device, add_run_dir, capped_int, float_arg, non_negative_int, positive_int, seed_int
+from glassgpt.commands.options import (add_device, add_run_dir, add_threads, capped_int, float_arg, non_negative_int,
+                                      positive_int, seed_int)
 
 HELP = "train a sparse autoencoder on a hook point of a run, evaluate it, page its features"
 DESCRIPTION = ("Streams the hook's activations on the run's training split (nothing stored but one shuffled chunk), "
@@ -27,18 +28,28 @@ def add_arguments(parser) -> None:
     add_device(parser)
     parser.add_argument("--out", type=Path, default=None, help="folder (default: RUN_DIR/sae/HOOK)")
     parser.add_argument("--resume", action="store_true", help="continue the SAE in --out (or the default folder)")
+    parser.add_argument("--pages-tokens", type=capped_int(1 << 24), default=65_536, metavar="N",
+                        help="validation tokens the feature page reads for each feature's top contexts (at most "
+                             "the whole split)")
+    add_threads(parser)
 
 
 def run(args) -> None:
-    from glassgpt.cli import progress_bar
+    from glassgpt.cli import note
     from glassgpt.device import resolve_device
+    from glassgpt.progress import stages
     from glassgpt.sae import run_sae
+    from glassgpt.threads import fitted_threads
 
-    with progress_bar("SAE steps") as progress:
+    with fitted_threads(args.threads, log=note, say=False) as threads, stages() as shown:  # on stderr
+        def progress(done: int, total: int, stage: str = "SAE steps") -> None:
+            shown(stage, done, total)
+            threads.recheck()  # between steps: the machine may have got busier, or quieter
+
         result = run_sae(args.run_dir, args.hook, head=args.head, width=args.width, k=args.k,
                          batch_topk=args.batch_topk, tokens=args.tokens, batch_tokens=args.batch_size, lr=args.lr,
                          seed=args.seed, device=str(resolve_device(args.device)), out=args.out, resume=args.resume,
-                         progress=progress)
+                         progress=progress, pages_tokens=args.pages_tokens)
     print(f"SAE at {args.hook}: L0 {result['l0']:.1f}, FVU {result['fvu']:.3f}, CE loss recovered "
           f"{result['ce_loss_recovered']:.3f}, {result['dead_features']} dead and {result['dense_features']} dense "
           f"of {result['width']} features, {result['tokens_per_s']:,.0f} training tokens/s")

@@ -42,9 +42,20 @@ def run(args) -> None:
         run_config = load_run_config(args.config, args.overrides)
     run_config = vocab_from_dataset(run_config, args.overrides)
     out = args.out or Path("runs") / f"{Path(args.config).stem}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
-    train(run_config, out, resume=args.resume, on_model=pieces_installer(learner_file) if learner_file else None)
-    if Dist.from_env().is_main:  # under torchrun, one line, not one per rank
-        print(f"run saved in {out}; sample it with: glassgpt sample {out}")
+    on_model = pieces_installer(learner_file) if learner_file else None
+    if not Dist.from_env().is_main:  # under torchrun, the main process speaks for all
+        train(run_config, out, resume=args.resume, on_model=on_model)
+        return
+    import sys
+
+    from glassgpt.progress import progress
+
+    # with the log on stdout: a bar on a terminal, else plain lines that fill long silences (stderr keeps
+    # only an error's one line)
+    with progress("training", unit="step", stream=sys.stdout) as shown:
+        train(run_config, out, resume=args.resume, log=shown.write, on_model=on_model,
+              progress=lambda done, total, eta: shown.update(done, total, eta))
+    print(f"run saved in {out}; sample it with: glassgpt sample {out}")
 
 
 def vocab_from_dataset(run_config, overrides: list[str]):

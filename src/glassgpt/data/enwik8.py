@@ -24,11 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from glassgpt.data.sources import RawFile, discard_if_cached, find_raw_file, prepare_chunk_bytes
 from glassgpt.data.writing import SplitWriter
 from glassgpt.errors import RunError
+from glassgpt.progress import progress
 from glassgpt.tokenizer import get_tokenizer
 
 ENWIK8_ZIP = RawFile(
@@ -87,8 +87,7 @@ def _unzip_into_splits(zip_path: Path, member: ZipMember, out: Path, chunk_bytes
     with zipfile.ZipFile(zip_path) as archive:
         info = _member_info(archive, member)
         sizes = split_sizes(info.file_size)
-        with archive.open(info) as source, tqdm(total=info.file_size, unit="B", unit_scale=True,
-                                                desc="enwik8", disable=None) as bar:
+        with archive.open(info) as source, progress("enwik8", info.file_size, "B") as bar:
             for split, size in sizes.items():
                 with SplitWriter(out / f"{split}.bin", np.uint8) as writer:
                     while writer.count < size:
@@ -97,7 +96,7 @@ def _unzip_into_splits(zip_path: Path, member: ZipMember, out: Path, chunk_bytes
                             raise EOFError(f"{member.name} ends after {writer.count} bytes of the {split} split")
                         digest.update(chunk)
                         writer.write(chunk)
-                        bar.update(len(chunk))
+                        bar.advance(len(chunk))
             if source.read(1):  # also makes zipfile check the CRC-32 at the end of the stream
                 raise zipfile.BadZipFile(f"{member.name} is longer than its recorded size")
     return sizes, digest.hexdigest()

@@ -31,11 +31,11 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 import numpy as np
-from tqdm import tqdm
 
 from glassgpt.data.sources import downloads_dir, mirror_dir, prepare_chunk_bytes
 from glassgpt.data.writing import SplitWriter
 from glassgpt.errors import RunError, UsageError
+from glassgpt.progress import progress
 from glassgpt.tokenizer import GPT2_EOT, get_tokenizer, gpt2_encoding
 
 HF_REPO = "HuggingFaceFW/fineweb-edu"
@@ -187,14 +187,14 @@ def write_splits(token_batches: Iterable[np.ndarray], out: Path, max_tokens: int
     """Write val (first documents) then train from batches of whole documents; cap the total."""
     budget = val_budget(max_tokens)
     with SplitWriter(out / "val.bin", np.uint16) as val, SplitWriter(out / "train.bin", np.uint16) as train, \
-            tqdm(total=max_tokens, unit="tok", unit_scale=True, desc="fineweb-edu", disable=None) as bar:
+            progress("fineweb-edu", max_tokens, "tok") as bar:
         for tokens in token_batches:
             if max_tokens is not None:
                 tokens = tokens[: max_tokens - val.count - train.count]
             cut = document_end(tokens, budget - val.count) if val.count < budget else 0
             val.write(tokens[:cut])
             train.write(tokens[cut:])
-            bar.update(len(tokens))
+            bar.advance(len(tokens))
             if max_tokens is not None and val.count + train.count >= max_tokens:
                 break
     return {"train": train.count, "val": val.count}

@@ -17,6 +17,7 @@ is a link that leads out of the folder, unless `--follow-links`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -55,7 +56,7 @@ def prepare_hf(out: Path, req: TextRequest, chunk_bytes: int) -> dict:
                 break
     if n_docs == 0:
         raise UsageError(f"{where} holds no text in column {req.text_column!r}")
-    staged = TextRequest(**{**req.__dict__, "text_column": "text"})
+    staged = dataclasses.replace(req, text_column="text")
     try:
         meta = prepare_text(out, staged, chunk_bytes, [Source(stage, "jsonl", False)])
     finally:

@@ -206,13 +206,15 @@ def prepare_user(name: str, req: TextRequest, *, force: bool = False,
     check_request(req)
     final = dataset_path(name)
     spec = user_spec(name)
-    request = {k: v for k, v in req.__dict__.items() if v is not None}
+    request = req.recorded()
     if is_prepared(final) and not force:
         try:
             meta = read_meta(final)
         except GlassGPTError:
             raise UsageError(f"dataset {name!r} exists but its meta.json is corrupt: add --force to prepare it again")
-        if meta.get("request") == request and meta.get("version") == USER_VERSION and _same_sources(meta, req):
+        same_tokenizer = req.given_tokenizer is None or meta.get("tokenizer") == req.given_tokenizer.to_dict()
+        if (meta.get("request") == request and meta.get("version") == USER_VERSION and _same_sources(meta, req)
+                and same_tokenizer):
             return final
         raise UsageError(f"dataset {name!r} already exists, prepared from other input or settings: "
                          "add --force to replace it, or choose another --name")

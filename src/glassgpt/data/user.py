@@ -32,12 +32,12 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
-from tqdm import tqdm
 
 from glassgpt.data.documents import Source, documents, find_sources, safe_cut
 from glassgpt.data.sources import sha256_of
 from glassgpt.data.writing import SplitWriter, token_dtype
 from glassgpt.errors import RunError, UsageError
+from glassgpt.progress import Progress
 from glassgpt.tokenizer import BPETokenizer, Tokenizer, get_tokenizer, parse_tokenizer_spec
 
 USER_VERSION = 1
@@ -62,6 +62,12 @@ class TextRequest:
     max_tokens: int | None = None
     hf: dict | None = field(default=None)  # prepare hf: dataset, config, split
     follow_links: bool | None = None  # True: read links that lead out of a folder (None: skip them, with a notice)
+    tokenizer_from: str | None = None  # `--tokenizer-from RUN`: the run whose tokenizer is used as it is ...
+    given_tokenizer: Tokenizer | None = field(default=None, repr=False, compare=False)  # ... that tokenizer
+
+    def recorded(self) -> dict:
+        """What meta.json records as the request (the given tokenizer is recorded as meta's tokenizer)."""
+        return {k: v for k, v in self.__dict__.items() if v is not None and k != "given_tokenizer"}
 
 
 def check_user_name(name: str, builtins) -> None:
@@ -97,6 +103,7 @@ class Scan:
     documents: int
     last_chars: int
     chars: set
+    total_chars: int = 0
 
 
 class Corpus:
@@ -121,7 +128,7 @@ class Corpus:
 
     def run_scan(self, collect_chars: bool) -> Scan:
         """Read everything once: refuse bad input, record each source, count documents."""
-        records, n_docs, last_chars, chars = [], 0, 0, set()
+        records, n_docs, last_chars, chars, total = [], 0, 0, set(), 0
         for source in self.sources:
             n_source = 0
             for pieces in self._documents_of(source):
@@ -132,12 +139,13 @@ class Corpus:
                         chars.update(piece)
                 n_source += 1
                 last_chars = length
+                total += length
             if n_source == 0:
                 raise UsageError(f"{source.path} holds no text: remove it or give a file with text")
             n_docs += n_source
             records.append({"path": str(source.path.resolve()), "kind": source.kind + (".gz" if source.gzipped else ""),
                             "bytes": source.size, "sha256": sha256_of(source.path), "documents": n_source})
-        self.scan = Scan(records, n_docs, last_chars, chars)
+        self.scan = Scan(records, n_docs, last_chars, chars, total)
         return self.scan
 
     @property
@@ -230,7 +238,15 @@ def _split(text: str, limit: int) -> Iterator[str]:
     yield text
 
 
-def fit_tokenizer(corpus: Corpus, spec: str) -> Tokenizer:
+def fit_tokenizer(corpus: Corpus, spec: str, given: Tokenizer | None = None, given_from: str | None = None) -> Tokenizer:
+    """The tokenizer of `spec`, fitted on the corpus; or `given` as it is (a run's), checked to read it."""
+    if given is not None:
+        unknown = sorted(corpus.scan.chars - set(given.chars)) if given.name == "char" else []
+        if unknown:
+            shown = " ".join(repr(c) for c in unknown[:8]) + (" ..." if len(unknown) > 8 else "")
+            raise UsageError(f"the text holds {len(unknown)} character(s) the char tokenizer of {given_from} has never "
+                             f"seen ({shown}): remove them, or prepare it with a tokenizer of its own (--tokenizer)")
+        return given
     name, n = parse_tokenizer_spec(spec)
     if name == "char":
         if not corpus.scan.chars:
@@ -268,12 +284,12 @@ def write_tokens(corpus: Corpus, tok: Tokenizer, out: Path, max_tokens: int | No
                 stats["documents"][split] += start
             return max_tokens is None or train.count + val.count < max_tokens
 
-        bar = tqdm(unit="char", unit_scale=True, desc=f"tokenizing ({tok.name})", disable=None)
+        bar = Progress(f"tokenizing ({tok.name})", corpus.scan.total_chars or None, "char")
         going = True
         for item in corpus.pieces():
             batch.append(item)
             size += len(item[2])
-            bar.update(len(item[2]))
+            bar.advance(len(item[2]))
             if size >= corpus.chunk_chars:
                 going = flush(batch)
                 batch, size = [], 0
@@ -298,7 +314,7 @@ def prepare_text(out: Path, req: TextRequest, chunk_bytes: int, sources: list[So
     corpus = Corpus(sources, req, chunk_bytes)
     name, _ = parse_tokenizer_spec(req.tokenizer)
     scan = corpus.run_scan(collect_chars=name == "char")
-    tok = fit_tokenizer(corpus, req.tokenizer)
+    tok = fit_tokenizer(corpus, req.tokenizer, req.given_tokenizer, req.tokenizer_from)
     stats = write_tokens(corpus, tok, out, req.max_tokens)
     tokens = stats["tokens"]
     if tokens["train"] < MIN_TRAIN_TOKENS or tokens["val"] < MIN_VAL_TOKENS:
@@ -311,6 +327,6 @@ def prepare_text(out: Path, req: TextRequest, chunk_bytes: int, sources: list[So
             if not corpus.tail_mode else
             f"fewer than 1/{corpus.fraction} documents: the last {corpus.fraction} of the last document, "
             "from a line start, is validation")
-    request = {k: v for k, v in req.__dict__.items() if v is not None}
+    request = req.recorded()
     return {"kind": "hf" if req.hf else "text", "tokenizer": tok.to_dict(), "tokenizer_spec": req.tokenizer,
             **stats, "sources": scan.sources, "val_rule": rule, "request": request}

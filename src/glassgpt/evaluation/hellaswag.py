@@ -20,11 +20,11 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from glassgpt.data.sources import RawFile
 from glassgpt.errors import RunError, UsageError
 from glassgpt.model import GPT
+from glassgpt.progress import Progress
 from glassgpt.tokenizer import Tokenizer
 
 HELLASWAG_VAL = RawFile(
@@ -118,7 +118,8 @@ class HellaSwagResult:
 def evaluate_hellaswag(model: GPT, tokenizer: Tokenizer, items: list[Item], device: str | torch.device = "cpu",
                        progress: bool = False) -> HellaSwagResult:
     right, right_norm = 0, 0
-    for item in tqdm(items, unit="item", desc="hellaswag", disable=None if progress else True, leave=False):
+    shown = Progress("hellaswag", len(items), "item") if progress else None
+    for i, item in enumerate(items):
         try:
             tokens, mask = render(item, tokenizer, model.config.block_size)
         except ValueError as e:  # a character outside a char vocabulary
@@ -126,4 +127,8 @@ def evaluate_hellaswag(model: GPT, tokenizer: Tokenizer, items: list[Item], devi
         total, mean = ending_losses(model, tokens.to(device), mask.to(device))
         right += int(total.argmin().item() == item.label)
         right_norm += int(mean.argmin().item() == item.label)
+        if shown is not None:
+            shown.update(i + 1)
+    if shown is not None:
+        shown.close()
     return HellaSwagResult(len(items), right / len(items), right_norm / len(items))

@@ -24,10 +24,9 @@ from typing import Iterator
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
-
 from glassgpt.errors import UsageError
 from glassgpt.model import GPT
+from glassgpt.progress import Progress
 from glassgpt.tokenizer import describe as describe_tokenizer  # `describe` below describes a result
 
 
@@ -87,24 +86,39 @@ class LossResult:
 
 
 @torch.no_grad()
-def sliding_window_loss(model: GPT, data: np.ndarray, context: int, stride: int, batch_size: int = 8,
-                        device: str | torch.device = "cpu", progress: bool = False) -> LossResult:
-    """Mean cross-entropy (nats) of every target of `data`, by sliding windows (module docstring)."""
+def token_losses(model: GPT, data: np.ndarray, context: int, stride: int, batch_size: int = 8,
+                 device: str | torch.device = "cpu", progress: bool = False, label: str = "eval") -> torch.Tensor:
+    """(len(data) - 1,) fp32 on the CPU: the cross-entropy (nats) of every target of `data`, in
+    order (entry i is the loss of token i + 1), by sliding windows (module docstring).
+    `progress`: say how far it has got on stderr (glassgpt.progress)."""
     check_window_args(context, stride, model.config.block_size)
     if len(data) < 2:
         raise UsageError(f"{len(data)} token(s) is too few to evaluate: one input and its next token at least")
     windows = sliding_windows(len(data), context, stride)
-    total = torch.zeros((), dtype=torch.float64, device=device)
-    bar = tqdm(total=len(windows), unit="window", desc="eval", disable=None if progress else True, leave=False)
+    out = torch.empty(len(data) - 1)
+    shown = Progress(label, len(windows), "window") if progress else None
+    done = 0
     for x, y in window_batches(data, windows, context, batch_size):
         x, y = x.to(device), y.to(device)  # (B, T) each
         logits, _ = model(x)  # (B, T, V)
-        losses = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=-1, reduction="sum")
-        total += losses.double()
-        bar.update(len(x))
-    bar.close()
-    n_scored = len(data) - 1
-    return LossResult((total / n_scored).item(), n_scored, len(windows))
+        losses = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=-1,
+                                 reduction="none").view(y.shape).cpu()  # (B, T): 0 where not scored
+        for row, w in enumerate(windows[done: done + len(x)]):
+            first = w.length - w.scored  # the row's first scored position: target w.start + first + 1
+            out[w.start + first: w.start + w.length] = losses[row, first: w.length]
+        done += len(x)
+        if shown is not None:
+            shown.update(done)
+    if shown is not None:
+        shown.close()
+    return out
+
+
+def sliding_window_loss(model: GPT, data: np.ndarray, context: int, stride: int, batch_size: int = 8,
+                        device: str | torch.device = "cpu", progress: bool = False) -> LossResult:
+    """Mean cross-entropy (nats) of every target of `data`, by sliding windows (module docstring)."""
+    losses = token_losses(model, data, context, stride, batch_size, device, progress)  # (N - 1,)
+    return LossResult(losses.double().mean().item(), len(losses), len(sliding_windows(len(data), context, stride)))
 
 
 def bits_per_unit(loss: float, tokenizer_name: str) -> dict[str, float]:

@@ -5,10 +5,10 @@ L0, FVU, CE loss recovered) and its features (`feature_stats`, the feature page)
 
 from glassgpt.sae.activations import ActivationStream, activation_rows, check_hook, from_rows, to_rows
 from glassgpt.sae.evaluate import evaluate_sae, splice, zero_ablate
-from glassgpt.sae.features import (feature_stats, features_per_token, logit_effects, render_features_html,
-                                   steering_hook)
+from glassgpt.sae.features import feature_stats, features_per_token, logit_effects, steering_hook
 from glassgpt.sae.job import discover_saes, load_sae, run_sae
 from glassgpt.sae.model import SAE, SAEConfig
+from glassgpt.sae.page import render_features_html
 from glassgpt.sae.training import SAETrainConfig, SAETrainer, fraction_unexplained, train_sae
 
 __all__ = ["SAE", "SAEConfig", "SAETrainConfig", "SAETrainer", "train_sae", "evaluate_sae", "feature_stats",

@@ -1,28 +1,32 @@
 """What each feature of an SAE is: where it fires, how strongly, and what it does to the logits.
 
-For every feature, on the validation windows:
-- its top-activating contexts: the `top` positions where it is largest, each with the
-  tokens around it and the feature's activation on each of them;
-- a histogram of its non-zero activations (log10 bins) and its density (the share of
-  tokens it is active on);
+For every feature, on validation windows (`--pages-tokens` of them in all):
+- its top-activating contexts: the `top` places where it is largest, each with the tokens around
+  it and the feature's activation on each of them; de-duplicated: a context whose tokens are the
+  same as a stronger one's, or that overlaps a stronger one in the same window, is passed over
+  for the next;
+- a histogram of its non-zero activations (log10 bins from its smallest to its largest) and its
+  density (the share of tokens it is active on);
 - its logit effect: its decoder direction read through the final norm's gain and the
   unembedding, the tokens it promotes and suppresses most (a linear reading: the norm's
   scale and a softcap are left out).
+
+The activations are read a batch of windows at a time and kept sparse (a TopK SAE has about k
+non-zero features per token), so many tokens cost memory in proportion to k, not to the width.
 """
 
 from __future__ import annotations
 
-import html
-import json
+from typing import Callable
 
 import torch
 
 from glassgpt.sae.activations import to_rows
-from glassgpt.sae.evaluate import DENSE
 from glassgpt.sae.model import SAE
 
 HISTOGRAM_BINS = 20
-
+BATCH_TOKENS = 8192  # tokens whose dense activations are held at once
+CANDIDATES = 64  # of a feature's strongest places, how many are looked at to find `top` distinct ones
 
 
 @torch.no_grad()
@@ -39,6 +43,31 @@ def feature_activations(model, sae: SAE, hook: str, windows: torch.Tensor, head:
 
 
 @torch.no_grad()
+def sparse_activations(model, sae: SAE, hook: str, windows: torch.Tensor, head: int | None = None,
+                       progress: Callable[[int, int], None] | None = None) -> tuple[torch.Tensor, torch.Tensor,
+                                                                                       torch.Tensor]:
+    """The non-zero activations on `windows` (B, T) as (token, feature, value), sorted by feature and
+    then token; token = b * T + t. Read BATCH_TOKENS at a time; `progress(done, total)` hears windows."""
+    sae.eval()
+    B, T = windows.shape
+    per_batch = max(1, BATCH_TOKENS // T)
+    tokens, features, values = [], [], []
+    for i in range(0, B, per_batch):
+        x = windows[i: i + per_batch]
+        _, cache = model.run_with_cache(x, names=[hook])
+        acts = sae.encode(to_rows(cache[hook], head).float()).cpu()  # (b*T, width)
+        row, feature = acts.nonzero(as_tuple=True)
+        tokens.append(row + i * T)
+        features.append(feature)
+        values.append(acts[row, feature])
+        if progress is not None:
+            progress(min(i + per_batch, B), B)
+    token, feature, value = torch.cat(tokens), torch.cat(features), torch.cat(values)
+    order = torch.argsort(feature * (B * T) + token)
+    return token[order], feature[order], value[order]
+
+
+@torch.no_grad()
 def logit_effects(model, sae: SAE, count: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
     """(width, count) ids of the tokens each feature's direction promotes most, and suppresses most.
     Only for SAEs of the residual stream's width."""
@@ -47,37 +76,63 @@ def logit_effects(model, sae: SAE, count: int = 8) -> tuple[torch.Tensor, torch.
     return effect.topk(count, dim=-1).indices, (-effect).topk(count, dim=-1).indices
 
 
+def histogram(values: torch.Tensor) -> dict | list:
+    """Counts of log10(values) in HISTOGRAM_BINS bins from the smallest to the largest ([] for none)."""
+    if not values.numel():
+        return []
+    logs = values.log10()
+    lo, hi = float(logs.min()), float(logs.max())
+    counts = torch.histc(logs, bins=HISTOGRAM_BINS, min=lo, max=hi if hi > lo else lo + 1e-6)
+    return {"log10_min": lo, "log10_max": hi, "counts": [int(c) for c in counts]}
+
+
+def distinct_contexts(tokens: torch.Tensor, values: torch.Tensor, windows: torch.Tensor, labels, top: int,
+                      context: int) -> list[dict]:
+    """A feature's `top` strongest places (from its `tokens`, sorted, and their `values`), de-duplicated
+    (the module's docstring), each with `context` tokens before it and 2 after, and the activation on each."""
+    B, T = windows.shape
+    chosen: list[tuple[int, int, int]] = []  # (window, start, end) of each context taken
+    seen: set[tuple[int, ...]] = set()
+    out = []
+    for k in values.topk(min(CANDIDATES, len(values))).indices.tolist():
+        b, t = divmod(int(tokens[k]), T)
+        start, end = max(0, t - context), min(T, t + 3)
+        ids = tuple(windows[b, start:end].tolist())
+        if ids in seen or any(b == cb and start < ce and cs < end for cb, cs, ce in chosen):
+            continue
+        seen.add(ids)
+        chosen.append((b, start, end))
+        span = torch.arange(b * T + start, b * T + end)  # the context's token numbers
+        where = torch.searchsorted(tokens, span).clamp(max=len(tokens) - 1)
+        around = torch.where(tokens[where] == span, values[where], torch.zeros(()))  # 0 where it is silent
+        out.append({"activation": round(float(values[k]), 4), "at": t - start, "tokens": labels(list(ids)),
+                    "activations": [round(float(a), 4) for a in around]})
+        if len(out) == top:
+            break
+    return out
+
+
 def feature_stats(model, sae: SAE, hook: str, windows: torch.Tensor, labels, head: int | None = None,
-                  top: int = 8, context: int = 12) -> list[dict]:
-    """One dict per feature (see the module's docstring); `labels(ids) -> [str]` names tokens."""
-    acts = feature_activations(model, sae, hook, windows, head)  # (B, T, W)
-    B, T, W = acts.shape
-    flat = acts.reshape(B * T, W)
-    density = (flat > 0).float().mean(dim=0)  # (W,)
-    best = flat.topk(min(top, B * T), dim=0)  # values, indices: (top, W)
+                  top: int = 8, context: int = 12,
+                  progress: Callable[[int, int], None] | None = None) -> list[dict]:
+    """One dict per feature (see the module's docstring); `labels(ids) -> [str]` names tokens;
+    `progress(done, total)` hears the windows read."""
+    B, T = windows.shape
+    token, feature, value = sparse_activations(model, sae, hook, windows, head, progress)
+    width = sae.config.width
+    counts = torch.bincount(feature, minlength=width)  # (W,)
+    ends = counts.cumsum(0)
     per_head = ".attn." in hook and not hook.endswith(".attn.out")  # q, k, v, z: not the residual basis
     residual = sae.config.d_in == model.config.n_embd and head is None and not per_head
     promoted, suppressed = logit_effects(model, sae) if residual else (None, None)
+    windows = windows.cpu()
     features = []
-    for f in range(W):
-        values = flat[:, f][flat[:, f] > 0]
-        histogram = []
-        if values.numel():
-            logs = values.log10()
-            lo, hi = float(logs.min()), float(logs.max())
-            counts = torch.histc(logs, bins=HISTOGRAM_BINS, min=lo, max=hi if hi > lo else lo + 1e-6)
-            histogram = {"log10_min": lo, "log10_max": hi, "counts": [int(c) for c in counts]}
-        contexts = []
-        for value, position in zip(best.values[:, f].tolist(), best.indices[:, f].tolist()):
-            if value <= 0:
-                break
-            b, t = divmod(position, T)
-            start = max(0, t - context)
-            ids = windows[b, start: t + 3].tolist()
-            contexts.append({"activation": round(value, 4), "at": t - start, "tokens": labels(ids),
-                             "activations": [round(float(a), 4) for a in acts[b, start: t + 3, f]]})
-        entry = {"feature": f, "density": float(density[f]), "max": float(values.max()) if values.numel() else 0.0,
-                 "histogram": histogram, "contexts": contexts}
+    for f in range(width):
+        lo, hi = int(ends[f] - counts[f]), int(ends[f])
+        tokens, values = token[lo:hi], value[lo:hi]  # this feature's, by token
+        entry = {"feature": f, "density": (hi - lo) / (B * T), "max": float(values.max()) if hi > lo else 0.0,
+                 "histogram": histogram(values),
+                 "contexts": distinct_contexts(tokens, values, windows, labels, top, context) if hi > lo else []}
         if promoted is not None:
             entry["promotes"], entry["suppresses"] = labels(promoted[f].tolist()), labels(suppressed[f].tolist())
         features.append(entry)
@@ -106,78 +161,3 @@ def steering_hook(sae: SAE, feature: int, strength: float, head: int | None = No
         rows = to_rows(act, head)
         return from_rows(rows + strength * direction.to(rows.dtype), act, head)
     return steer
-
-
-# ---------------------------------------------------------------- the page
-
-STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
-.feature{border-top:1px solid #ddd;padding:.6em 0}.ctx{font-family:ui-monospace,monospace;white-space:pre;
-margin:.15em 0;font-size:14px}.ctx span{border-radius:2px}.tok{color:#333}.meta{color:#666;font-size:13px}
-svg{vertical-align:middle}table{border-collapse:collapse}td,th{border:1px solid #ddd;padding:.2em .5em}"""
-
-
-def _context_html(ctx: dict, peak: float) -> str:
-    spans = []
-    for i, (token, a) in enumerate(zip(ctx["tokens"], ctx["activations"])):
-        alpha = 0 if peak <= 0 else min(1.0, a / peak)
-        border = "outline:1px solid #c33;" if i == ctx["at"] else ""
-        spans.append(f"<span title='{a:.3f}' style='background:rgba(230,80,40,{alpha:.2f});{border}'>"
-                     f"{html.escape(token)}</span>")
-    return f"<div class='ctx'>{''.join(spans)}  <span class='meta'>{ctx['activation']:.3f}</span></div>"
-
-
-def _histogram_svg(histogram) -> str:
-    if not histogram:
-        return ""
-    counts = histogram["counts"]
-    top = max(counts) or 1
-    bars = "".join(f"<rect x='{i * 6}' y='{30 - 30 * c / top:.1f}' width='5' height='{30 * c / top:.1f}' fill='#c55'/>"
-                   for i, c in enumerate(counts))
-    return (f"<svg width='{6 * len(counts)}' height='30' role='img' aria-label='activation histogram'>{bars}</svg> "
-            f"<span class='meta'>10^{histogram['log10_min']:.1f} .. 10^{histogram['log10_max']:.1f}</span>")
-
-
-def _token_view_html(tokens: list[str], per_token: list[list[tuple[int, float]]]) -> str:
-    """The text, each token carrying the features that fire on it (hover to read, click to go there)."""
-    spans = []
-    for token, fired in zip(tokens, per_token):
-        label = ", ".join(f"feature {f}: {v:.3f}" for f, v in fired) or "no feature"
-        target = f" href='#f{fired[0][0]}'" if fired else ""
-        spans.append(f"<a class='tok'{target} title='{html.escape(label)}' data-features='"
-                     f"{html.escape(json.dumps(fired))}'>{html.escape(token)}</a>")
-    return ("<h2>Which features fire where</h2><p>A validation window: hover a token for its most active "
-            f"features, click it to jump to the first.</p><div class='ctx'>{''.join(spans)}</div>")
-
-
-def render_features_html(title: str, evaluation: dict, features: list[dict], limit: int = 200,
-                         token_view: tuple[list[str], list] | None = None) -> str:
-    """A page of the most frequent live features (at most `limit`), with the SAE's figures on top
-    and, with `token_view=(tokens, features_per_token)`, the text with the features on each token."""
-    # the most frequent first, but the dense ones (active on more than a tenth of the tokens) last:
-    # they are rarely readable alone
-    alive = sorted((f for f in features if f["density"] > 0), key=lambda f: (f["density"] > DENSE, -f["density"]))
-    rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{v:.4g}</td></tr>" if isinstance(v, float)
-                   else f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>"
-                   for k, v in evaluation.items())
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-             f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>",
-             f"<table>{rows}</table>",
-             f"<p>{len(alive)} of {len(features)} features are active on the validation windows; the "
-             f"{min(limit, len(alive))} most frequent are shown (the dense ones, active on more than {DENSE:.0%} of "
-             "the tokens, last), each with its top contexts (the token where it "
-             "peaks is outlined; hover a token for the activation), a histogram of its activations and, for the "
-             "residual stream, the tokens its direction promotes and suppresses through the unembedding.</p>"]
-    if token_view is not None:
-        parts.append(_token_view_html(*token_view))
-    for f in alive[:limit]:
-        logits = ""
-        if "promotes" in f:
-            logits = (f"<div class='meta'>promotes {html.escape(' '.join(f['promotes']))} · suppresses "
-                      f"{html.escape(' '.join(f['suppresses']))}</div>")
-        contexts = "".join(_context_html(c, f["max"]) for c in f["contexts"])
-        dense = " · dense" if f["density"] > DENSE else ""
-        parts.append(f"<div class='feature' id='f{f['feature']}'><b>feature {f['feature']}</b> "
-                     f"<span class='meta'>density {f['density']:.2%}{dense} · max {f['max']:.3f}</span> "
-                     f"{_histogram_svg(f['histogram'])}{logits}{contexts}</div>")
-    parts.append("</body></html>")
-    return "\n".join(parts)

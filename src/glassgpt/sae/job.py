@@ -8,7 +8,7 @@ write its folder (default RUN_DIR/sae/<hook>):
     metrics.jsonl     one row per logged step
     evaluation.json   L0, FVU, CE loss recovered, dead and dense features, tokens/s
     features.json     every feature's contexts, histogram, density and logit effect
-    features.html     the page of the live features
+    features.html     the page of every live feature (glassgpt.sae.page)
 
 Checkpoints are all-or-nothing (`glassgpt.atomic.commit_files`), and a resume continues
 the same activation stream at the same step, so 2 x N steps equal N, then --resume, then N.
@@ -33,8 +33,9 @@ from glassgpt.errors import RunError, UsageError
 from glassgpt.ownership import refuse_link, refuse_links_below
 from glassgpt.sae.activations import ActivationStream, check_hook
 from glassgpt.sae.evaluate import evaluate_sae
-from glassgpt.sae.features import feature_stats, features_per_token, render_features_html
+from glassgpt.sae.features import feature_stats, features_per_token
 from glassgpt.sae.model import SAE, SAEConfig
+from glassgpt.sae.page import render_features_html
 from glassgpt.sae.training import SAETrainConfig, SAETrainer, train_sae
 from glassgpt.tensor_tree import load_tree, save_tree
 from glassgpt.training.log import read_metrics
@@ -43,6 +44,7 @@ WEIGHTS, CONFIG, STATE, METRICS = "sae.safetensors", "sae.json", "sae_state.safe
 LEGACY_STATE = "sae_state.pt"  # a pickle an older glassgpt wrote: refused, never read
 EVALUATION, FEATURES, PAGE = "evaluation.json", "features.json", "features.html"
 SAE_FILES = (WEIGHTS, CONFIG, STATE, METRICS, EVALUATION, FEATURES, PAGE, ckpt.COMMIT)
+PAGES_TOKENS = 65_536  # validation tokens the feature page reads: enough for distinct top contexts
 
 
 def default_out(run_dir: Path, hook: str, head: int | None) -> Path:
@@ -76,8 +78,10 @@ def run_sae(run_dir: str | Path, hook: str, *, head: int | None = None, width: i
             batch_topk: bool = False, tokens: int = 2_000_000, batch_tokens: int = 1024, lr: float = 1e-3,
             seed: int = 0, device: str = "cpu", out: str | Path | None = None, resume: bool = False,
             eval_windows: int = 32, checkpoint_every: int = 250, log: Callable[[str], None] = print,
-            progress: Callable[[int, int], None] | None = None) -> dict:
-    """Train, evaluate and describe an SAE at `hook` of the run in `run_dir`; returns the evaluation."""
+            progress: Callable[..., None] | None = None, pages_tokens: int | None = None) -> dict:
+    """Train, evaluate and describe an SAE at `hook` of the run in `run_dir`; returns the evaluation.
+    `progress(done, total)` hears the training steps, then `progress(done, total, stage="feature pages")`
+    the windows the page reads: `pages_tokens` of the validation split (PAGES_TOKENS by default)."""
     from glassgpt.data import TokenDataset, eval_windows as spread_windows
 
     run_dir = Path(run_dir)
@@ -151,13 +155,20 @@ def run_sae(run_dir: str | Path, hook: str, *, head: int | None = None, width: i
                   "train_tokens": trainer.step * batch_tokens, "hook": hook, "head": head}
     from glassgpt.analysis.plots import token_labels
 
-    features = feature_stats(model, sae, hook, windows, lambda ids: token_labels(tokenizer, ids), head)
+    page_windows = -(-(pages_tokens or PAGES_TOKENS) // model.config.block_size)  # whole windows, rounding up
+    page_windows = min(page_windows, max(1, (len(val) - 1) // model.config.block_size))  # ... of the split
+    windows, _ = next(spread_windows(val, model.config.block_size, page_windows, max_batches=1))
+    windows = windows.to(device)
+    on_windows = None if progress is None else (lambda done, total: progress(done, total, stage="feature pages"))
+    features = feature_stats(model, sae, hook, windows, lambda ids: token_labels(tokenizer, ids), head,
+                             progress=on_windows)
     text_ids = windows[0].tolist()
     token_view = (token_labels(tokenizer, text_ids), features_per_token(model, sae, hook, text_ids, head))
     atomic_write_text(out / EVALUATION, json.dumps(evaluation, indent=2))
     atomic_write_text(out / FEATURES, json.dumps(features))
     atomic_write_text(out / PAGE, render_features_html(f"SAE features of {run_dir.name} at {hook}", evaluation,
-                                                       features, token_view=token_view))
+                                                       features, token_view=token_view,
+                                                       tokens_read=windows.numel()))
     return evaluation
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import signal
 import time
 from dataclasses import dataclass, field
@@ -34,7 +35,10 @@ from glassgpt.errors import RunError, UsageError
 from glassgpt.inference.mode import inference
 from glassgpt.limits import check_fits
 from glassgpt.model import GPT
+from glassgpt.progress import duration
+from glassgpt.threads import ThreadChooser, machine_summary
 from glassgpt.training import finetune, parallel
+from glassgpt.training.budget import RunClock
 from glassgpt.training.flops import mfu, peak_flops
 from glassgpt.training.log import MetricsLog, check_tensorboard_available
 from glassgpt.training.optim import Optimizers, check_optimizer_available, configure_optimizer, lr_at
@@ -148,12 +152,17 @@ def check_same_recipe(saved: TrainConfig, new: TrainConfig, run_dir: Path) -> No
 # ---------------------------------------------------------------- the job
 
 def train(run_config: RunConfig, out_dir: str | Path, *, resume: bool = False,
-          log: Callable[[str], None] = print, on_model: Callable[[GPT], None] | None = None) -> dict:
+          log: Callable[[str], None] = print, on_model: Callable[[GPT], None] | None = None,
+          progress: Callable[[int, int, float | None], None] | None = None) -> dict:
     """Train a model and write its run directory. Returns a summary of the run.
 
     `on_model(model)` is called once with the bare model (weights loaded, before
     `torch.compile` and DDP wrap it): a place to attach hooks (`model.add_hook`)
-    that watch or alter activations during training."""
+    that watch or alter activations during training. `progress(done, max_iters, eta_seconds)`
+    hears after every step how far the schedule is (glassgpt.progress draws it).
+    On a CPU, torch's thread count is chosen for the run (`threads`, glassgpt.threads) and put
+    back when it ends."""
+    started = time.monotonic()  # max_minutes counts from here
     dist_info = Dist.from_env()
     started_group = dist_info.world_size > 1 and not dist.is_initialized()  # a caller's group is left to it
     if started_group:
@@ -163,7 +172,7 @@ def train(run_config: RunConfig, out_dir: str | Path, *, resume: bool = False,
     try:
         with ckpt.writer_lock(run_dir) if dist_info.is_main else contextlib.nullcontext():
             result = _train(run_config, run_dir, resume, log if dist_info.is_main else (lambda s: None),
-                            dist_info, on_model)
+                            dist_info, on_model, progress if dist_info.is_main else None, started)
         if dist_info.world_size > 1:  # tear down together: a gloo rank whose peer has already gone may abort
             dist.barrier()
         return result
@@ -203,9 +212,10 @@ def _read_resume_state(run_dir: Path, rc: RunConfig, dist_info: Dist, log) -> tu
 
 
 def _restore(state: dict, run_dir: Path, model: GPT, optimizer, scaler, loader: BatchLoader,
-             device: torch.device, dist_info: Dist, seed: int) -> tuple[int, int]:
+             device: torch.device, dist_info: Dist, seed: int) -> tuple[int, int, float]:
     """Put the optimizer (under fsdp, the weights too), scaler, data position and RNG back as they
-    were; returns (step, skipped steps). A rank the saved run did not have seeds its RNG afresh."""
+    were; returns (step, skipped steps, schedule position). A rank the saved run did not have seeds
+    its RNG afresh."""
     if "sharded" in state:
         from glassgpt.training import sharded
 
@@ -220,7 +230,8 @@ def _restore(state: dict, run_dir: Path, model: GPT, optimizer, scaler, loader: 
         set_rng_state(rng[dist_info.rank], device)
     else:
         torch.manual_seed(seed + dist_info.rank + 1_000_003 * int(state["step"]))
-    return int(state["step"]), int(state.get("skipped_steps", 0))
+    step = int(state["step"])
+    return step, int(state.get("skipped_steps", 0)), float(state.get("schedule_position", step))
 
 
 # ---------------------------------------------------------------- the loop, over an explicit state
@@ -247,6 +258,8 @@ class Job:
     peak: float | None  # the device's peak FLOP/s for MFU
     tokens_per_step: int
     flops_per_token: float
+    clock: RunClock  # the run's pace and its deadline (max_minutes)
+    threads: ThreadChooser | None  # on a CPU: torch's thread count, chosen and checked again
 
     @property
     def tc(self) -> TrainConfig:
@@ -262,6 +275,9 @@ class TrainState:
     skipped: int = 0  # steps skipped over a non-finite loss or gradient, over the whole run
     bad_in_a_row: int = 0
     start_step: int = 0  # where this process began (0, or the resumed step)
+    position: float = 0.0  # where the schedule is read: the step, or ahead of it under max_minutes
+    start_position: float = 0.0  # the position this process began at
+    stopping: bool = False  # the last step is done (max_iters, or the time of max_minutes)
     started: float = field(default_factory=time.time)
     paused: dict = field(default_factory=lambda: {"eval": 0.0, "checkpoint": 0.0, "analysis": 0.0})
     window_start: float = field(default_factory=time.time)  # the current log window: its start,
@@ -269,32 +285,37 @@ class TrainState:
     window_paused: float = 0.0  # and its seconds outside training steps
 
 
-def _train(rc: RunConfig, run_dir: Path, resume: bool, log, dist_info: Dist, on_model) -> dict:
-    job, state, finished = _start(rc, run_dir, resume, log, dist_info, on_model)
+def _train(rc: RunConfig, run_dir: Path, resume: bool, log, dist_info: Dist, on_model, progress,
+           started: float) -> dict:
+    job, state, finished = _start(rc, run_dir, resume, log, dist_info, on_model, started)
     if finished is not None:
         return finished
     try:
+        if job.threads is not None:
+            job.threads.start()
         with StopFlag() as stop:
-            _loop(job, state, stop)
+            _loop(job, state, stop, progress)
         return _finish(job, state)
     finally:
         job.metrics.close()
+        if job.threads is not None:
+            job.threads.close()
 
 
-def _loop(job: Job, state: TrainState, stop: StopFlag) -> None:
-    """The steps, from `state.step` to max_iters: evaluate, analyse, step, log, checkpoint."""
+def _loop(job: Job, state: TrainState, stop: StopFlag, progress=None) -> None:
+    """The steps, from `state.step` until the schedule's position reaches max_iters (the step
+    itself, or the time under max_minutes): evaluate, analyse, step, log, checkpoint."""
     tc = job.tc
     job.model.train()
-    while state.step < tc.max_iters:
-        if state.step % tc.eval_interval == 0 and not job.metrics.has_eval(state.step):
-            whole = state.step == 0 and tc.init_from  # fine-tuning starts from the exact figure
-            val_loss = _pause(state, "eval", lambda: _evaluate(job, None if whole else tc.eval_iters))
-            job.metrics.append({**_eval_row(job, state, val_loss), "elapsed_s": time.time() - state.started})
-            job.log(f"step {state.step:>6} | val loss {val_loss:.4f}")
+    while state.position < tc.max_iters and not state.stopping:
+        if (state.step % tc.eval_interval == 0 and not job.metrics.has_eval(state.step)
+                and job.clock.has_time_for(job.clock.eval_s(_periodic_eval_tokens(job)))):
+            _periodic_eval(job, state)
         if job.probe is not None and state.step % tc.analysis_interval == 0 and not _has_analysis(job, state):
             _pause(state, "analysis", lambda: _analyse(job, state))
 
-        lr = lr_at(state.step, tc)
+        step_started = time.time()
+        lr = lr_at(state.position, tc)
         for group in job.optimizer.param_groups:
             group["lr"] = lr
         loss = accumulate_gradients(job.model, job.batches.take(), job.device, tc.dtype, job.scaler)
@@ -309,11 +330,18 @@ def _loop(job: Job, state: TrainState, stop: StopFlag) -> None:
         state.window_tokens += job.tokens_per_step
         if not stepped:
             _refuse_too_many_bad_steps(job, state)
+        job.clock.add_steps(1, time.time() - step_started)
+        state.position = job.clock.position(state.step, state.start_position, tc.max_iters, state.position)
+        state.stopping = state.position >= tc.max_iters
+        if job.threads is not None and job.threads.recheck() is not None:
+            state.window_start, state.window_tokens, state.window_paused = time.time(), 0, 0.0  # a new pace
+        if progress is not None:
+            progress(state.step, _expected_steps(state, tc.max_iters), _eta(job, state))
 
-        if state.step % tc.log_interval == 0 or state.step == tc.max_iters:
+        if state.step % tc.log_interval == 0 or state.stopping:
             _log_train(job, state, loss, grad_norm, lr)
-        if state.step % tc.eval_interval == 0 or state.step == tc.max_iters:
-            _pause(state, "checkpoint", lambda: _save_checkpoint(job, state))
+        if state.step % tc.eval_interval == 0 or state.stopping:
+            _pause(state, "checkpoint", lambda: _checkpoint(job, state))
         if stop_requested(stop, job.dist_info, job.device):
             _save_checkpoint(job, state)
             job.metrics.plot()
@@ -323,13 +351,15 @@ def _loop(job: Job, state: TrainState, stop: StopFlag) -> None:
 
 
 def _start(rc: RunConfig, run_dir: Path, resume: bool, log, dist_info: Dist,
-           on_model) -> tuple[Job | None, TrainState | None, dict | None]:
+           on_model, started: float) -> tuple[Job | None, TrainState | None, dict | None]:
     """Check everything, build the job and its state (restored on resume): `(job, state, None)`,
     or `(None, None, final row)` when a resumed run is already complete."""
     tc = rc.train
     device = resolve_device(tc.device, dist_info.local_rank)
     if device.type == "cuda":
         torch.cuda.set_device(device)
+    # on a CPU, the first reading of how busy the machine is runs while the job sets itself up
+    threads = ThreadChooser(tc.threads, log) if device.type == "cpu" else None
     autocast_context(device, tc.dtype)  # fail early on a dtype this device cannot run
     check_optimizer_available(tc.optimizer)  # ... and on an optimizer this torch lacks
     parallel.check_parallel(tc, dist_info)  # ... and on what the parallel mode cannot run
@@ -360,20 +390,22 @@ def _start(rc: RunConfig, run_dir: Path, resume: bool, log, dist_info: Dist,
     scaler = torch.amp.GradScaler(device.type, enabled=tc.dtype == "float16")
     state = TrainState()
     if saved is not None:
-        state.step, state.skipped = _restore(saved, run_dir, raw_model, optimizer, scaler, loader, device,
-                                             dist_info, tc.seed)
-    state.start_step = state.step
+        state.step, state.skipped, state.position = _restore(saved, run_dir, raw_model, optimizer, scaler, loader,
+                                                             device, dist_info, tc.seed)
+    state.start_step, state.start_position = state.step, state.position
 
     batches = Prefetcher(loader, tc.grad_accum_steps, device)
     metrics = MetricsLog(run_dir, enabled=dist_info.is_main, tensorboard=tc.tensorboard)
     if dist_info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
     if resume:
-        finished = metrics.final_row(state.step) if state.step >= tc.max_iters else None
+        finished = metrics.final_row(state.step) if state.position >= tc.max_iters else None
         if finished is not None:
             val = finished.get("val_loss")
-            log(f"{run_dir} is complete: {state.step} of max_iters={tc.max_iters} steps, val loss "
-                f"{'n/a' if val is None else format(val, '.4f')}; nothing to do (raise max_iters to train further)")
+            steps = (f"{state.step} of max_iters={tc.max_iters} steps" if state.step >= tc.max_iters else
+                     f"its time ended its schedule at step {state.step}")
+            log(f"{run_dir} is complete: {steps}, val loss {'n/a' if val is None else format(val, '.4f')}; "
+                "nothing to do (raise max_iters to train further)")
             return None, None, finished
         metrics.load(up_to_step=state.step, warn=log)  # every rank reads it, so all agree on which evals are done
     metrics.open_tensorboard(state.step if resume else None)
@@ -384,11 +416,14 @@ def _start(rc: RunConfig, run_dir: Path, resume: bool, log, dist_info: Dist,
         probe = dynamics.AnalysisProbe.build(val_data, rc.model.block_size, dataset.tokenizer.vocab_size,
                                              tc.seed).to(device)
     tokens_per_step = tc.batch_size * rc.model.block_size * tc.grad_accum_steps * dist_info.world_size
+    clock = RunClock.start(tc.max_minutes, len(val_data) - 1, tokens_per_step, started)
     job = Job(rc, run_dir, device, dist_info, log, dataset, val_data, raw_model, model, optimizer, scaler, batches, metrics,
-              probe, origin, peak, tokens_per_step, raw_model.estimate_flops_per_token())
+              probe, origin, peak, tokens_per_step, raw_model.estimate_flops_per_token(), clock, threads)
     _announce(job, source)
+    if tc.max_minutes and dist_info.is_main:
+        import matplotlib.figure  # noqa: F401  (loss.png at the end: its import is paid now, not after the time)
     if state.step == 0:
-        _save_checkpoint(job, state)  # the run directory is a loadable run from the start
+        _checkpoint(job, state)  # the run directory is a loadable run from the start
     state.started = state.window_start = time.time()
     return job, state, None
 
@@ -434,6 +469,9 @@ def _announce(job: Job, source) -> None:
     log(f"training {job.raw_model.num_params():,} parameters on {job.device} ({tc.dtype}), "
         f"{job.tokens_per_step:,} tokens per step, {job.dist_info.world_size} process(es), into {job.run_dir}"
         + (f", peak {job.peak / 1e12:.0f} TFLOP/s for MFU" if job.peak else ""))
+    tokens = job.dataset.meta.get("tokens", {})
+    log(f"data: {tc.dataset} in {job.dataset.path} ({tokens.get('train', 0):,} training and "
+        f"{tokens.get('val', 0):,} validation tokens, {job.dataset.tokenizer.name} tokenizer)")
     if source is not None:
         log(f"fine-tuning from {source.run_dir}: its weights, shape and tokenizer, a fresh optimizer")
     if job.probe is not None:
@@ -455,6 +493,39 @@ def _pause(state: TrainState, kind: str, fn: Callable):
     return result
 
 
+def _periodic_eval_tokens(job: Job) -> int:
+    """The tokens one periodic evaluation reads in this process."""
+    return job.tc.eval_iters * job.tc.batch_size * job.rc.model.block_size
+
+
+def _periodic_eval(job: Job, state: TrainState) -> None:
+    """An "eval" row on `eval_iters` batches (the whole split when fine-tuning starts: the exact figure)."""
+    tc = job.tc
+    whole = state.step == 0 and bool(tc.init_from)
+    started = time.time()
+    val_loss = _pause(state, "eval", lambda: _evaluate(job, None if whole else tc.eval_iters))
+    job.clock.add_eval(job.clock.final_eval_tokens if whole else _periodic_eval_tokens(job), time.time() - started)
+    job.metrics.append({**_eval_row(job, state, val_loss), "elapsed_s": time.time() - state.started})
+    job.log(f"step {state.step:>6} | val loss {val_loss:.4f}")
+
+
+def _expected_steps(state: TrainState, max_iters: int) -> int:
+    """The steps the run will have taken when it ends: max_iters, or under max_minutes, as many as
+    the pace so far fits in the time (the steps over the share of the schedule they covered)."""
+    if state.position <= state.step:
+        return max_iters
+    covered = (state.position - state.start_position) / max(max_iters - state.start_position, 1e-9)
+    return max(state.step, round(state.start_step + (state.step - state.start_step) / max(covered, 1e-9)))
+
+
+def _eta(job: Job, state: TrainState) -> float | None:
+    """Seconds until the run is done (glassgpt.training.budget.RunClock.eta_s)."""
+    tc = job.tc
+    steps_left = max(0, tc.max_iters - state.step)
+    evals_left = steps_left // tc.eval_interval
+    return job.clock.eta_s(steps_left, evals_left, evals_left + 1, _periodic_eval_tokens(job))
+
+
 def _evaluate(job: Job, max_batches: int | None) -> float:
     return evaluate(job.raw_model, job.val_data, job.rc.model.block_size, job.tc.batch_size, job.device,
                     job.tc.dtype, max_batches, job.dist_info)
@@ -465,11 +536,19 @@ def _eval_row(job: Job, state: TrainState, val_loss: float) -> dict:
     return {"kind": "eval", "step": state.step, "val_loss": val_loss, **job.dataset.bits_per_unit(val_loss)}
 
 
+def _checkpoint(job: Job, state: TrainState) -> None:
+    """A checkpoint, its time measured for the ETA and max_minutes."""
+    started = time.time()
+    _save_checkpoint(job, state)
+    job.clock.add_checkpoint(time.time() - started)
+
+
 def _save_checkpoint(job: Job, state: TrainState) -> None:
     """Called on every rank: each gives its RNG state; the main process writes. Under fsdp every
     rank first writes its shard into a new folder, which the commit's trainer state then names."""
     rng = gather_rng_states(job.device, job.dist_info)
     trainer_state = {"step": state.step, "skipped_steps": state.skipped, "optimizer_name": job.tc.optimizer,
+                     "schedule_position": float(state.position),
                      "scaler": job.scaler.state_dict() if job.scaler.is_enabled() else None,
                      "loader": job.batches.state_dict(), "rng": rng}
     weights = None
@@ -529,15 +608,24 @@ def _log_train(job: Job, state: TrainState, loss: torch.Tensor, grad_norm: torch
     peak_mem = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
     elapsed = time.time() - state.window_start - state.window_paused  # training steps only
     tok_s = state.window_tokens / max(elapsed, 1e-9)
+    eta = _eta(job, state)
     row = {"kind": "train", "step": state.step, "train_loss": train_loss, "lr": lr,
            "grad_norm": grad_norm.item(), "tokens_per_s": tok_s,
            "mfu": mfu(job.flops_per_token, tok_s, job.peak),
            "peak_mem_mb": peak_mem,
-           "skipped_steps": state.skipped, "elapsed_s": time.time() - state.started}
+           "skipped_steps": state.skipped, "elapsed_s": time.time() - state.started, "eta_s": eta,
+           **_pace(job)}
     job.metrics.append(row)
     mfu_text = f" | mfu {row['mfu']:.1%}" if job.peak else ""
-    job.log(f"step {state.step:>6} | loss {train_loss:.4f} | lr {lr:.2e} | {tok_s:,.0f} tok/s{mfu_text}")
+    job.log(f"step {state.step:>6} | loss {train_loss:.4f} | lr {lr:.2e} | {tok_s:,.0f} tok/s{mfu_text} | "
+            f"ETA {duration(eta)}")
     state.window_start, state.window_tokens, state.window_paused = time.time(), 0, 0.0
+
+
+def _pace(job: Job) -> dict:
+    """What the speed of a row ran under: torch's threads, and the machine's 1-minute load average."""
+    return {"threads": torch.get_num_threads() if job.device.type == "cpu" else None,
+            "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
 
 
 def _finish(job: Job, state: TrainState) -> dict:
@@ -545,13 +633,15 @@ def _finish(job: Job, state: TrainState) -> dict:
     if job.probe is not None and not _has_analysis(job, state):
         _pause(state, "analysis", lambda: _analyse(job, state))  # the curves end where training ends
     val_loss = _pause(state, "eval", lambda: _evaluate(job, None))  # the whole validation split: a stable figure
+    stopped_by = "max_iters" if state.step >= job.tc.max_iters else "max_minutes"
     wall_seconds = time.time() - state.started
     paused = state.paused
     train_seconds = wall_seconds - sum(paused.values())  # the training steps alone
     final = {**_eval_row(job, state, val_loss), "kind": "final", "train_seconds": train_seconds,
              "tokens_per_s": (state.step - state.start_step) * job.tokens_per_step / max(train_seconds, 1e-9),
              "eval_seconds": paused["eval"], "checkpoint_seconds": paused["checkpoint"],
-             "wall_seconds": wall_seconds, "skipped_steps": state.skipped,
+             "wall_seconds": wall_seconds, "skipped_steps": state.skipped, "stopped_by": stopped_by,
+             "schedule_position": float(state.position), **_pace(job), **machine_summary(),
              **({"analysis_seconds": paused["analysis"]} if job.probe is not None else {})}
     if not job.metrics.has_eval(state.step):  # a run killed after this row and before the next resumes without a twin
         job.metrics.append({**_eval_row(job, state, val_loss), "elapsed_s": wall_seconds})
@@ -564,5 +654,7 @@ def _finish(job: Job, state: TrainState) -> dict:
             atomic_write(job.run_dir / dynamics.DYNAMICS, lambda p: dynamics.write_dynamics(job.metrics.rows, p))
     bits = next((f" | {v:.3f} {k.replace('_', ' ')}" for k, v in final.items() if k.startswith("bits_per")), "")
     job.log(f"done: val loss {val_loss:.4f} (whole val split){bits} | {train_seconds:.1f}s training, "
-            f"{paused['eval']:.1f}s evaluating, {paused['checkpoint']:.1f}s checkpointing")
+            f"{paused['eval']:.1f}s evaluating, {paused['checkpoint']:.1f}s checkpointing"
+            + (f" | stopped by max_minutes={job.tc.max_minutes:g} at step {state.step:,} of max_iters="
+               f"{job.tc.max_iters:,}, the schedule compressed to the time" if stopped_by == "max_minutes" else ""))
     return final

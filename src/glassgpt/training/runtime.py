@@ -86,3 +86,4 @@ class Interrupted(GlassGPTError):
     """Training stopped by a signal after saving a checkpoint."""
 
     exit_code = 130
+    leave_now = True  # the command line ends the process at once (glassgpt.cli.main): all is saved
