@@ -35,13 +35,12 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> None:
-    from glassgpt.cli import note
     from glassgpt.device import resolve_device
     from glassgpt.progress import stages
     from glassgpt.sae import run_sae
     from glassgpt.threads import fitted_threads
 
-    with fitted_threads(args.threads, log=note, say=False) as threads, stages() as shown:  # on stderr
+    with fitted_threads(args.threads, say=False) as threads, stages() as shown:  # threads said on stdout
         def progress(done: int, total: int, stage: str = "SAE steps") -> None:
             shown(stage, done, total)
             threads.recheck()  # between steps: the machine may have got busier, or quieter
