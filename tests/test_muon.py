@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import glassgpt.cpu as cpu
+import glassgpt.device as device_module
 import glassgpt.training.muon as muon
 from glassgpt.config import load_run_config
 from glassgpt.cpu import CpuCapability, computes_natively
@@ -164,7 +165,7 @@ def test_native_16_bit_matmul_is_decided_from_the_flags_then_a_timing(capability
 
 def test_muon_orthogonalises_in_bf16_on_ampere_and_native_cpus_else_float32(monkeypatch):
     for native, want in ((True, torch.bfloat16), (False, torch.float32)):
-        monkeypatch.setattr(muon, "native_matmul", lambda dtype, native=native: native and dtype == torch.bfloat16)
+        monkeypatch.setattr(device_module, "native_matmul", lambda dtype, native=native: native)
         assert orthogonalisation_dtype(torch.device("cpu")) == want
     for capability, want in (((8, 0), torch.bfloat16), ((9, 0), torch.bfloat16), ((7, 5), torch.float32)):
         monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None, c=capability: c)
@@ -182,6 +183,15 @@ def test_the_cpu_is_timed_once_per_process(monkeypatch):
         assert calls == [torch.bfloat16]
     finally:
         cpu.native_matmul.cache_clear()  # the next caller times the real CPU
+
+
+def test_timing_the_cpu_leaves_the_global_rng_alone():
+    """The first Muon step of a run times the CPU: a resumed run's random draws must not move."""
+    torch.manual_seed(0)
+    want = torch.rand(3)
+    torch.manual_seed(0)
+    cpu.matmul_slowdown(torch.bfloat16, repeats=1)
+    assert torch.equal(torch.rand(3), want)
 
 
 @pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="oneDNN's ISA cap is x86's")

@@ -48,7 +48,7 @@ def run(args) -> None:
     if args.task == "hellaswag" and given:
         raise UsageError(f"{', '.join(given)} apply to a split, not to --task hellaswag (use --limit N)")
     device = resolve_device(args.device)
-    model, tokenizer, run_config = load_run(args.run_dir, device, dtype=args.dtype)
+    model, tokenizer, run_config = load_run(args.run_dir, device, dtype=args.dtype, decoding=False)
     progress = not args.json
     if args.task == "hellaswag":
         result = evaluate.evaluate_hellaswag_file(model, tokenizer, args.limit, device, progress)

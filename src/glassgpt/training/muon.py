@@ -18,7 +18,7 @@ import math
 
 import torch
 
-from glassgpt.cpu import native_matmul
+from glassgpt.device import fast_matmul
 
 # The quintic Newton-Schulz step (Keller Jordan's): each singular value s of X becomes
 # p(s) = a s + b s^3 + c s^5, the singular vectors stay. a = 3.4445 is p's slope at 0, so small
@@ -32,12 +32,8 @@ EPS = 1e-7
 
 
 def orthogonalisation_dtype(device: torch.device) -> torch.dtype:
-    """bfloat16 where the device multiplies it natively, float32 elsewhere (MPS: not measured)."""
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.get_device_capability(device) >= (8, 0) else torch.float32
-    if device.type == "cpu":
-        return torch.bfloat16 if native_matmul(torch.bfloat16) else torch.float32
-    return torch.float32
+    """bfloat16 where the device multiplies it natively (`glassgpt.device.fast_matmul`), else float32."""
+    return torch.bfloat16 if fast_matmul(torch.bfloat16, device) else torch.float32
 
 
 def orthogonalise(update: torch.Tensor, dtype: torch.dtype, steps: int = NS_STEPS,
