@@ -185,13 +185,14 @@ def test_the_cpu_is_timed_once_per_process(monkeypatch):
         cpu.native_matmul.cache_clear()  # the next caller times the real CPU
 
 
-def test_timing_the_cpu_leaves_the_global_rng_alone():
+def test_timing_the_cpu_leaves_the_global_rng_and_the_threads_alone():
     """The first Muon step of a run times the CPU: a resumed run's random draws must not move."""
     torch.manual_seed(0)
     want = torch.rand(3)
     torch.manual_seed(0)
-    cpu.matmul_slowdown(torch.bfloat16, repeats=1)
-    assert torch.equal(torch.rand(3), want)
+    threads = torch.get_num_threads()
+    cpu.matmul_slowdown(torch.bfloat16, repeats=1)  # on one thread, then torch's count back
+    assert torch.equal(torch.rand(3), want) and torch.get_num_threads() == threads
 
 
 @pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="oneDNN's ISA cap is x86's")

@@ -26,7 +26,7 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
 
 
 def fast_matmul(dtype: torch.dtype, device: torch.device) -> bool:
-    """Whether `device` multiplies `dtype` matrices natively, about as fast as float32 or faster.
+    """Whether `device` multiplies `dtype` matrices natively, not by converting them to float32.
     CUDA: float16 on every GPU, bfloat16 from compute capability 8.0 (Ampere; older GPUs emulate
     it); a CPU: what `glassgpt.cpu.native_matmul` finds; MPS: float32 only (not measured)."""
     if dtype == torch.float32:
