@@ -5,6 +5,9 @@ in turns (so a busy machine slows every variant alike).
 
 Each variant is cpu-baby (batch 12, block 64) with one setting changed; the ratio is
 its step time over cpu-baby's in the same round, and the median over rounds is kept.
+The last two are cpu-speedrun with Muon's orthogonalisation held to one precision:
+bfloat16 (what torch.optim.Muon does on every device) and float32; the plain
+`cpu-speedrun` row is the precision glassgpt picks on this CPU (`muon_precision` in the JSON).
 What the options buy in loss is measured by training (see the README); this is the
 price side. Writes benchmarks/results/options-<time>.json.
 """
@@ -25,6 +28,7 @@ from glassgpt.bench.timing import measure
 from glassgpt.config import load_run_config
 from glassgpt.model import GPT
 from glassgpt.training.loop import accumulate_gradients, apply_gradients
+from glassgpt.training.muon import orthogonalisation_dtype
 from glassgpt.training.optim import configure_optimizer
 
 VARIANTS = {
@@ -36,15 +40,22 @@ VARIANTS = {
     "logit_softcap=15": ["logit_softcap=15.0"],
     "optimizer=muon": ["optimizer=muon"],
     "cpu-speedrun": None,  # the preset itself
+    "cpu-speedrun muon=bfloat16": torch.bfloat16,
+    "cpu-speedrun muon=float32": torch.float32,
 }
 
 
-def make_step(overrides: list[str] | None):
-    rc = load_run_config("cpu-speedrun") if overrides is None else load_run_config("cpu-baby", overrides)
+def make_step(variant: list[str] | torch.dtype | None):
+    """One train step of cpu-baby with `variant`'s overrides, or of cpu-speedrun (None, or the
+    dtype its Muon orthogonalises in)."""
+    speedrun = not isinstance(variant, list)
+    rc = load_run_config("cpu-speedrun") if speedrun else load_run_config("cpu-baby", variant)
     torch.manual_seed(0)
     model = GPT(rc.model)
     device = torch.device("cpu")
     optimizer = configure_optimizer(model, rc.train, device)
+    if isinstance(variant, torch.dtype):
+        optimizer.optimizers["muon"].ns_dtype = variant
     g = torch.Generator().manual_seed(0)
     B, T, V = rc.train.batch_size, rc.model.block_size, rc.model.vocab_size
     x, y = torch.randint(0, V, (B, T), generator=g), torch.randint(0, V, (B, T), generator=g)
@@ -78,6 +89,7 @@ def main(argv: list[str] | None = None) -> dict:
     for name, r in results.items():
         print(f"{name:<22} {r['median_step_s'] * 1e3:8.1f} ms  x{r['ratio_to_cpu_baby']:.3f}")
     record = {"what": "train step time of cpu-baby variants, in turns", "threads": args.threads,
+              "muon_precision": str(orthogonalisation_dtype(torch.device("cpu"))).removeprefix("torch."),
               "rounds": args.rounds, "steps_per_round": args.steps, "note": args.note,
               "machine": machine_with_load(torch.device("cpu"), load_before), "results": results}
     publish(record, args.out, "options")

@@ -16,13 +16,16 @@ batch 12, 2000 iterations, `--device=cpu --compile=False --eval_iters=20
 there first. Its code is run, never copied: the checkout is copied to a temporary
 folder so the original stays untouched. Without --nanogpt (or NANOGPT_DIR), or when
 the folder holds no nanoGPT, only glassgpt's runs are timed and the JSON says
-nanoGPT was skipped.
+nanoGPT was skipped. It runs on whatever CPU it finds and ends by printing the ratios
+under that CPU's description (its model, torch's `get_cpu_capability()`, whether it
+multiplies bfloat16 natively, the threads and the load).
 
 Recorded per run: wall time of the whole process (start-up, data, evals and
-checkpoints included), every periodic val loss with the wall time at which it was
-printed, the first time val loss <= the target (nanoGPT's final val loss of this
-sitting, or 1.8857 without it), and for glassgpt its whole-split final val loss
-and the training / eval / checkpoint split of its time. Periodic evals are
+checkpoints included), glassgpt's training time per step and its ratio to cpu-baby's,
+every periodic val loss with the wall time at which it was printed, the first time
+val loss <= the target (nanoGPT's final val loss of this sitting, or 1.8857 without
+it), and for glassgpt its whole-split final val loss and the training / eval /
+checkpoint split of its time. Periodic evals are
 estimates on 20 batches (nanoGPT: random ones; glassgpt: fixed ones); glassgpt's
 final figure reads every token of the val split.
 
@@ -217,7 +220,14 @@ def main(argv: list[str] | None = None) -> dict:
             if len(rounds) > 1:
                 row["wall_vs_nanogpt_per_round"] = [rd[name]["wall_s"] / rd["nanogpt"]["wall_s"] for rd in rounds]
                 row["wall_vs_nanogpt_median_of_rounds"] = statistics.median(row["wall_vs_nanogpt_per_round"])
+        steps = ((r.get("config") or {}).get("train") or {}).get("max_iters")
+        if r.get("final") and steps:
+            row["train_step_s"] = r["final"]["train_seconds"] / steps  # training alone: no evals, no checkpoints
         summary[name] = row
+    if "train_step_s" in summary.get("cpu-baby", {}):
+        for row in summary.values():
+            if "train_step_s" in row:
+                row["train_step_vs_cpu_baby"] = row["train_step_s"] / summary["cpu-baby"]["train_step_s"]
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     record = {
         "what": f"nanoGPT's {args.recipe} recipe vs glassgpt {', '.join(presets)}", "recipe": args.recipe,
@@ -230,9 +240,27 @@ def main(argv: list[str] | None = None) -> dict:
         **({"runs_per_round": rounds} if len(rounds) > 1 else {}),
     }
     publish(record, args.out, "vs-nanogpt")
+    print(ratios_table(summary, record["machine"], target))
     if skipped:
         print(f"nanoGPT skipped: {skipped}")
     return record
+
+
+def ratios_table(summary: dict, machine: dict, target: float) -> str:
+    """The ratios, one line a run, under the CPU they hold on."""
+    lines = [f"{machine['cpu_model']} ({machine['cpu_capability']}; native bf16 matmul: "
+             f"{machine['native_bfloat16_matmul']}), {machine['torch_threads']} threads, "
+             f"load {machine['load_average'][0]:.1f} before",
+             f"{'run':<14} {'wall':>8} {'x nanoGPT':>9} {'to ' + format(target, '.4f'):>14} {'final val':>9} "
+             f"{'step x cpu-baby':>15}"]
+    for name, row in summary.items():
+        hit = row["time_to_target"]
+        to_target = (f"{hit['wall_s']:.0f} s" + (f" {row['time_to_target_vs_nanogpt_wall']:.2f}x"
+                     if "time_to_target_vs_nanogpt_wall" in row else "")) if hit else "not reached"
+        lines.append(f"{name:<14} {row['wall_s']:>6.0f} s {row.get('wall_vs_nanogpt', float('nan')):>8.2f}x "
+                     f"{to_target:>14} {row['final_val_loss'] or float('nan'):>9.4f} "
+                     f"{row.get('train_step_vs_cpu_baby', float('nan')):>14.2f}x")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -51,14 +51,28 @@ def table(header: list[str], rows: list[list]) -> list[str]:
     return lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
 
 
+def cpu_kind(m: dict) -> str:
+    """What the CPU computes fast, in words: torch's kernel level (`get_cpu_capability()`, or from
+    the flags where an older file did not record it) and its 16-bit matrix instructions."""
+    flags = m.get("cpu_flags") or []
+    level = m.get("cpu_capability") or ("AVX512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "")
+    half = [f for f in ("avx512_bf16", "avx512_fp16", "amx_bf16", "bf16") if f in flags]
+    words = " + ".join([level, *half]) if level else ", ".join(half)
+    return f" ({words})" if words else ""
+
+
 def machine_of(d: dict) -> str:
-    """The machine in words, from either of the two machine records the benchmarks write."""
+    """The machine in words, from either of the two machine records the benchmarks write: the CPU,
+    what it computes fast and the threads torch used, or the GPU; the load before."""
     m = d.get("machine", {})
     gpu = m.get("gpu") or m.get("cuda_device")
     cores = m.get("cpu_count") or m.get("cpus")
-    words = f"one {gpu}" if gpu else f"{m.get('cpu_model', 'CPU')}, {cores} cores".replace("CPU, ", "")
+    words = f"one {gpu}" if gpu else f"{m.get('cpu_model', 'CPU')}{cpu_kind(m)}, {cores} cores".replace("CPU, ", "")
     if not gpu and "cpu_model" not in m:
-        words = f"a {cores}-core CPU"
+        words = f"a {cores}-core CPU{cpu_kind(m)}"
+    threads = m.get("torch_threads") or d.get("threads")
+    if not gpu and threads:
+        words += f", {threads} thread{'s' if threads != 1 else ''}"
     load = m.get("load_average") or m.get("loadavg_before")
     if load:
         words += f", load average {load[0]:.1f} before"

@@ -302,15 +302,17 @@ def check_weights_fit(config: GPTConfig, path: Path) -> None:
                        f"{CONFIG} has: restore the run's own files")
 
 
-def load_run(run_dir: str | Path, device: str | torch.device = "cpu",
-             dtype: str = "float32") -> tuple[GPT, Tokenizer, RunConfig]:
+def load_run(run_dir: str | Path, device: str | torch.device = "cpu", dtype: str = "float32",
+             decoding: bool = True) -> tuple[GPT, Tokenizer, RunConfig]:
     """Load a run for inference: `(model in eval mode, tokenizer, run config)`, ready to
     generate fast. `dtype` (auto, float32, bfloat16, float16) is the precision the weights
-    are cast to, in memory only; the weights get `prepare_for_inference`'s layout (the
-    same values, stored where batch-1 decoding reads them fastest), so `load_run` and
+    are cast to, in memory only (`auto`: the fastest here for decoding, or with
+    `decoding=False` for whole windows: `precision.inference_dtype`); the weights get
+    `prepare_for_inference`'s layout (the same values, stored where batch-1 decoding reads
+    them fastest), so `load_run` and
     `generate` need no other call. Training loads weights with `load_weights` instead,
     in the layout it was built with."""
-    torch_dtype = inference_dtype(dtype, device)
+    torch_dtype = inference_dtype(dtype, device, decoding)
     run_dir = check_run_dir(run_dir)
     run_config, raw = read_config(run_dir)
     tokenizer = read_tokenizer(run_dir, raw)

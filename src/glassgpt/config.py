@@ -171,7 +171,7 @@ class TrainConfig:
     tensorboard: bool = option(False, resume=True, finetune=True)  # also log to RUN_DIR/tensorboard (needs the tensorboard package)
     # a run directory to start from (fine-tuning): its weights, shape and tokenizer; a resumed run keeps its own
     init_from: str = option("", resume=True, finetune=True)
-    # "adamw" | "muon": torch.optim.Muon for the blocks' 2-D weights, AdamW for the rest
+    # "adamw" | "muon": Muon (torch.optim.Muon's update, in the precision the device is fast in) for the blocks' 2-D weights, AdamW for the rest
     optimizer: str = option("adamw", finetune=True)
     # every this many steps, an "analysis" row in metrics.jsonl and dynamics.png; 0 = off
     analysis_interval: int = option(0, resume=True, finetune=True)

@@ -1,10 +1,12 @@
-"""Which device to run on: one place for training, sampling, analysis and the benchmarks."""
+"""Which device to run on, and which precisions it multiplies matrices fast in: one place for
+training, sampling, analysis and the benchmarks."""
 
 from __future__ import annotations
 
 import torch
 
 from glassgpt.config import check_device_name
+from glassgpt.cpu import native_matmul
 from glassgpt.errors import UsageError
 
 
@@ -21,3 +23,14 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     if name == "mps" and not torch.backends.mps.is_available():
         raise UsageError("device=mps was asked for but MPS is not available: use device=cpu")
     return torch.device(name)
+
+
+def fast_matmul(dtype: torch.dtype, device: torch.device) -> bool:
+    """Whether `device` multiplies `dtype` matrices natively, not by converting them to float32.
+    CUDA: float16 on every GPU, bfloat16 from compute capability 8.0 (Ampere; older GPUs emulate
+    it); a CPU: what `glassgpt.cpu.native_matmul` finds; MPS: float32 only (not measured)."""
+    if dtype == torch.float32:
+        return True
+    if device.type == "cuda":
+        return dtype == torch.float16 or torch.cuda.get_device_capability(device) >= (8, 0)
+    return device.type == "cpu" and native_matmul(dtype)

@@ -12,6 +12,7 @@ import contextlib
 
 import torch
 
+from glassgpt.device import fast_matmul
 from glassgpt.errors import UsageError
 
 
@@ -19,16 +20,30 @@ INFERENCE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float
 DTYPE_CHOICES = ("auto", *INFERENCE_DTYPES)
 
 
-def inference_dtype(name: str, device: torch.device | str = "cpu") -> torch.dtype:
-    """A `--dtype` name -> the torch dtype the weights are cast to. `auto`: on CPU
-    float16, the fastest to decode in the benchmark (`glassgpt bench inference`: its
-    matrix-vector products run near memory speed, bfloat16's slower); on CUDA bfloat16
-    (float16 where the GPU has no bf16), not measured here: no GPU was available."""
+def inference_dtype(name: str, device: torch.device | str = "cpu", decoding: bool = True) -> torch.dtype:
+    """A `--dtype` name -> the torch dtype the weights are cast to. `auto`: the fastest for the
+    work, on this device (docs: explanation/cpu-speed).
+
+    - Decoding (`decoding`: sample, the demo): one token at a time, matrix-vector products that
+      read every weight once. On a CPU float16: half the bytes, and the kernels convert on the
+      fly on any x86 CPU (F16C) or ARM one; the fastest to decode on AMD Zen 4 (`glassgpt bench
+      inference`: 2.2x float32's tokens/s, bfloat16 1.5x).
+    - Whole windows (analyze, eval, sampling without the KV cache): matrix products. On a CPU the
+      16-bit dtype it multiplies natively (bfloat16 with AVX-512 BF16 or AMX, float16 with
+      AVX-512 FP16), else float32: an emulated one is 3-7x slower than float32 (Zen 4's float16,
+      an AVX2 CPU's bfloat16 and float16).
+    - CUDA: bfloat16 from Ampere on, float16 before (not measured here: no GPU was available);
+      MPS: float32.
+    """
     if name == "auto":
         device = torch.device(device)
         if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.float16 if device.type == "cpu" else torch.float32
+            return torch.bfloat16 if fast_matmul(torch.bfloat16, device) else torch.float16
+        if device.type != "cpu":
+            return torch.float32
+        if decoding:
+            return torch.float16
+        return next(dt for dt in (torch.bfloat16, torch.float16, torch.float32) if fast_matmul(dt, device))
     if name not in INFERENCE_DTYPES:
         raise UsageError(f"dtype must be one of {', '.join(DTYPE_CHOICES)}, got {name!r}")
     return INFERENCE_DTYPES[name]

@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import platform
 import threading
 import time
 from dataclasses import dataclass
@@ -111,20 +110,11 @@ def usable_cores() -> tuple[int, float | None]:
     return cores, quota
 
 
-def cpu_model() -> str:
-    """The CPU's name (from /proc/cpuinfo on Linux)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def machine_summary() -> dict:
     """What a run records of the machine it trained on: the CPU, its cores, the quota."""
     cores, quota = usable_cores()
+    from glassgpt.cpu import cpu_model
+
     return {"cpu": cpu_model(), "cores": os.cpu_count(), "usable_cores": cores, "cpu_quota": quota}
 
 

@@ -84,3 +84,21 @@ def test_each_benchmark_script_runs_at_a_tiny_size(name, tmp_path, monkeypatch, 
     for path in written:
         text = path.read_text()
         [json.loads(line) for line in text.splitlines()] if path.suffix == ".jsonl" else json.loads(text)
+
+
+def test_vs_nanogpt_prints_its_ratios_under_the_cpu_they_hold_on():
+    machine = {"cpu_model": "AMD EPYC 7B13", "cpu_capability": "AVX2", "native_bfloat16_matmul": False,
+               "torch_threads": 2, "load_average": [0.1, 0.2, 0.3]}
+    summary = {"nanogpt": {"wall_s": 144.0, "wall_vs_nanogpt": 1.0, "final_val_loss": 1.8857,
+                           "time_to_target": {"wall_s": 143.0}, "time_to_target_vs_nanogpt_wall": 0.99},
+               "cpu-baby": {"wall_s": 120.0, "wall_vs_nanogpt": 0.83, "final_val_loss": 1.7543, "train_step_s": 0.07,
+                            "train_step_vs_cpu_baby": 1.0, "time_to_target": None},
+               "cpu-speedrun": {"wall_s": 100.0, "wall_vs_nanogpt": 0.69, "final_val_loss": 1.6466,
+                                "train_step_s": 0.09, "train_step_vs_cpu_baby": 1.29,
+                                "time_to_target": {"wall_s": 40.0}, "time_to_target_vs_nanogpt_wall": 0.28}}
+    text = load("bench_vs_nanogpt").ratios_table(summary, machine, 1.8857)
+    assert text.splitlines()[0] == "AMD EPYC 7B13 (AVX2; native bf16 matmul: False), 2 threads, load 0.1 before"
+    speedrun = next(line for line in text.splitlines() if line.startswith("cpu-speedrun"))
+    assert speedrun.split() == ["cpu-speedrun", "100", "s", "0.69x", "40", "s", "0.28x", "1.6466", "1.29x"]
+    assert "not reached" in next(line for line in text.splitlines() if line.startswith("cpu-baby"))
+

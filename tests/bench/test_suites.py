@@ -8,6 +8,8 @@ import pytest
 import torch
 
 from glassgpt.bench import SUITES, format_markdown, format_table, run
+from glassgpt.bench.machine import machine_info
+from glassgpt.cpu import cpu_flags, native_matmul
 from glassgpt.bench.timing import measure, ratio_summary
 from glassgpt.bench.workloads import (build_model, hook_calls_per_forward, make_train_step, model_config,
                                       peak_matmul, random_batch, saved_activation_bytes, twin, without_hook_points)
@@ -17,7 +19,8 @@ from glassgpt.hooks import HookPoint
 from conftest import assert_clean_error, run_cli, tiny_config
 
 MACHINE_FIELDS = {"platform", "cpu_model", "cpu_count", "torch", "device", "cuda_device", "date", "git_revision",
-                  "torch_threads"}
+                  "torch_threads", "load_average", "cpu_capability", "cpu_flags", "native_bfloat16_matmul",
+                  "native_float16_matmul", "matmul_time_vs_float32"}
 COMPARISON_FIELDS = {"suite", "name", "workload", "shape", "a", "b", "times_s", "median_s", "ratio"}
 RATIO_FIELDS = {"definition", "median", "min", "max", "q1", "q3", "per_repeat"}
 
@@ -246,3 +249,16 @@ def test_scaling_suite_sees_manual_attention_memory_grow_faster_in_T(quick_all):
     manual, sdpa = figures["scaling manual memory exponent in T"], figures["scaling sdpa memory exponent in T"]
     assert abs(sdpa - 1.0) < 0.05, sdpa  # saved bytes, not timings: deterministic; SDPA's grow linearly in T
     assert manual > sdpa + 0.05, (manual, sdpa)  # quick mode's short T range: (T, T) patterns are a small share
+
+
+def test_machine_info_says_what_the_cpu_computes_fast():
+    """A figure's machine carries torch's kernel level, the 16-bit matmul precisions it runs
+    natively (and the time of one such product against float32's), the threads and the load."""
+    m = machine_info(torch.device("cpu"))
+    assert m["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert m["torch_threads"] == torch.get_num_threads() and len(m["load_average"]) == 3
+    for name in ("bfloat16", "float16"):
+        assert m[f"native_{name}_matmul"] is native_matmul(getattr(torch, name))
+        assert m["matmul_time_vs_float32"][name] > 0
+    assert m["cpu_flags"] == cpu_flags()
+

@@ -6,6 +6,7 @@ import copy
 import pytest
 import torch
 
+import glassgpt.device as device_module
 from glassgpt import cli
 from glassgpt.checkpoint import load_run, save_run
 from glassgpt.config import RunConfig, TrainConfig
@@ -90,6 +91,38 @@ def test_inference_dtype_names():
     assert inference_dtype("auto", "cpu") == torch.float16
     with pytest.raises(UsageError, match="dtype must be one of auto, float32, bfloat16, float16"):
         inference_dtype("float64")
+
+
+def natively(*dtypes):
+    """glassgpt.device.native_matmul for a CPU that multiplies `dtypes` natively."""
+    return lambda dtype: dtype in dtypes
+
+
+@pytest.mark.parametrize("native, windows", [((), torch.float32),  # AVX2: every 16-bit product emulated
+                                             ((torch.bfloat16,), torch.bfloat16),  # AVX-512 BF16 (Zen 4)
+                                             ((torch.float16,), torch.float16),  # AVX-512 FP16 only
+                                             ((torch.bfloat16, torch.float16), torch.bfloat16)])  # AMX
+def test_auto_is_float16_to_decode_and_a_native_dtype_for_whole_windows_on_cpu(monkeypatch, native, windows):
+    monkeypatch.setattr(device_module, "native_matmul", natively(*native))
+    assert inference_dtype("auto", "cpu") == torch.float16
+    assert inference_dtype("auto", "cpu", decoding=False) == windows
+    for capability, want in (((8, 0), torch.bfloat16), ((7, 0), torch.float16)):  # Ampere on; Volta emulates bf16
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None, c=capability: c)
+        assert inference_dtype("auto", "cuda:0") == inference_dtype("auto", "cuda:0", decoding=False) == want
+    assert inference_dtype("auto", "mps") == torch.float32
+
+
+def test_sample_and_load_run_resolve_auto_for_their_work(monkeypatch, char_run, capsys):
+    """sample decodes (float16 on a CPU); without the KV cache, and for analyze and eval, every
+    step is a whole window: float32 on a CPU without 16-bit instructions."""
+    monkeypatch.setattr(device_module, "native_matmul", natively())
+    cli.main(["sample", str(char_run), "--max-new-tokens", "3", "--dtype", "auto", "--seed", "0"])
+    assert "KV cache, float16]" in capsys.readouterr().err
+    cli.main(["sample", str(char_run), "--max-new-tokens", "3", "--dtype", "auto", "--seed", "0", "--no-cache"])
+    assert "no KV cache, float32]" in capsys.readouterr().err
+    assert load_run(char_run, dtype="auto", decoding=False)[0].wte.weight.dtype == torch.float32
+    monkeypatch.setattr(device_module, "native_matmul", natively(torch.bfloat16))
+    assert load_run(char_run, dtype="auto", decoding=False)[0].wte.weight.dtype == torch.bfloat16
 
 
 def test_load_run_casts_in_memory_and_leaves_the_run_untouched(tmp_path):

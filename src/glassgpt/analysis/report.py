@@ -421,7 +421,7 @@ def write_report(run_dir: str | Path, prompt: str | None = None, out: str | Path
     from glassgpt.checkpoint import load_run
 
     run_dir = Path(run_dir)
-    model, tokenizer, run_config = load_run(run_dir, device, dtype=dtype)
+    model, tokenizer, run_config = load_run(run_dir, device, dtype=dtype, decoding=False)
     block_size = model.config.block_size
     out = Path(out) if out is not None else run_dir / "analysis"
     check_out_dir(out)

@@ -1,4 +1,6 @@
-"""What a benchmark ran on: enough to tell two result files' machines apart."""
+"""What a benchmark ran on: enough to tell two result files' machines apart, and to know which
+CPUs a figure holds on (the instruction sets torch runs, the 16-bit precisions it multiplies
+natively, the threads and the load)."""
 
 from __future__ import annotations
 
@@ -6,25 +8,23 @@ import datetime
 import importlib.metadata
 import os
 import platform
-from pathlib import Path
 
 import torch
 
+from glassgpt.cpu import cpu_flags, cpu_model, matmul_slowdown, native_matmul, this_cpu
 from glassgpt.revision import git_revision
-from glassgpt.threads import cpu_model
 
 
-def cpu_flags() -> list[str]:
-    """The CPU features that decide matmul speed in fp32 and bf16 (x86 Linux only)."""
-    wanted = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                present = set(line.split(":", 1)[1].split())
-                return [f for f in wanted if f in present]
-    except OSError:
-        pass
-    return []
+def cpu_capability() -> dict:
+    """What decides matmul speed on this CPU: torch's kernel level (`get_cpu_capability()`:
+    DEFAULT, AVX2, AVX512 on x86), the flags that matter and whether bfloat16 and float16
+    matrix products run natively (`glassgpt.cpu.native_matmul`), with the time of one such
+    product against float32's, measured now."""
+    return {"cpu_capability": this_cpu().isa, "cpu_flags": cpu_flags(),
+            "native_bfloat16_matmul": native_matmul(torch.bfloat16),
+            "native_float16_matmul": native_matmul(torch.float16),
+            "matmul_time_vs_float32": {"bfloat16": round(matmul_slowdown(torch.bfloat16), 3),
+                                       "float16": round(matmul_slowdown(torch.float16), 3)}}
 
 
 def machine_info(device: torch.device) -> dict:
@@ -32,10 +32,11 @@ def machine_info(device: torch.device) -> dict:
         "platform": platform.platform(),
         "python": platform.python_version(),
         "cpu_model": cpu_model(),
-        "cpu_flags": cpu_flags(),
+        **cpu_capability(),
         "cpu_count": os.cpu_count(),
         "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
         "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "torch": torch.__version__,
         "device": str(device),

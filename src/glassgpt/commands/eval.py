@@ -56,7 +56,7 @@ def run(args) -> None:
     if args.text is not None:
         return score_text(args)
     device = resolve_device(args.device)
-    model, tokenizer, run_config = load_run(args.run_dir, device, dtype=args.dtype)
+    model, tokenizer, run_config = load_run(args.run_dir, device, dtype=args.dtype, decoding=False)
     progress = not args.json
     if args.task == "hellaswag":
         with fitted_threads(args.threads, say=False):

@@ -91,4 +91,6 @@ def add_device(parser: argparse.ArgumentParser) -> None:
 def add_dtype(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", choices=DTYPE_CHOICES, default="float32",
                         help="the weights are cast to it for this command (the run is untouched); auto: the "
-                             "fastest for decoding on the device (float16 on CPU, bfloat16 on CUDA)")
+                             "fastest on this device for what the command does (decoding on a CPU: float16; "
+                             "whole windows on a CPU: bfloat16 where it has bf16 instructions, else float32; "
+                             "CUDA: bfloat16)")

@@ -22,8 +22,9 @@ import torch
 from torch import nn
 
 CPU_NOTE = ("compile=true on a CPU: the first step compiles (a minute or more the first time, seconds from "
-            "inductor's cache after), then steps of a cpu-baby-size model run only 1.0-1.25x faster: it pays "
-            "on long runs, not short ones (benchmarks/bench_compile.py)")
+            "inductor's cache after), then steps of a cpu-baby-size model run 0.91x to 1.25x as fast as eager, "
+            "depending on the CPU (1.06x on an AMD Zen 4, 0.91x to 1.25x on AVX2 EPYCs): it pays, if at all, "
+            "on long runs, not short ones (benchmarks/bench_compile.py; docs: explanation/cpu-speed)")
 
 
 def compile_for_training(model: nn.Module, device: torch.device, log: Callable[[str], None] = print) -> nn.Module:

@@ -41,7 +41,7 @@ from glassgpt.training import finetune, parallel
 from glassgpt.training.budget import RunClock
 from glassgpt.training.flops import mfu, peak_flops
 from glassgpt.training.log import MetricsLog, check_tensorboard_available
-from glassgpt.training.optim import Optimizers, check_optimizer_available, configure_optimizer, lr_at
+from glassgpt.training.optim import Optimizers, configure_optimizer, lr_at
 from glassgpt.training.plan import memory_plan
 from glassgpt.training.runtime import Dist, Interrupted, StopFlag, gather_rng_states, set_rng_state, stop_requested
 
@@ -361,7 +361,6 @@ def _start(rc: RunConfig, run_dir: Path, resume: bool, log, dist_info: Dist,
     # on a CPU, the first reading of how busy the machine is runs while the job sets itself up
     threads = ThreadChooser(tc.threads, log) if device.type == "cpu" else None
     autocast_context(device, tc.dtype)  # fail early on a dtype this device cannot run
-    check_optimizer_available(tc.optimizer)  # ... and on an optimizer this torch lacks
     parallel.check_parallel(tc, dist_info)  # ... and on what the parallel mode cannot run
     peak = peak_flops(device, tc.dtype)  # ... and on a bad GLASSGPT_PEAK_FLOPS
     if tc.tensorboard:

@@ -1,8 +1,8 @@
 """The optimizers and the schedule: AdamW, the Muon split, warmup + cosine decay.
 
 `configure_optimizer(model, train_config, device)` is what the training loop steps:
-AdamW with weight decay on the 2-D weights, or (`optimizer=muon`) torch.optim.Muon on the
-blocks' 2-D weights and AdamW on the rest, stepped as one (`Optimizers`). `lr_at(step)`
+AdamW with weight decay on the 2-D weights, or (`optimizer=muon`) Muon (`glassgpt.training.muon`)
+on the blocks' 2-D weights and AdamW on the rest, stepped as one (`Optimizers`). `lr_at(step)`
 is the learning rate of a step; one schedule drives both optimizers.
 """
 
@@ -13,14 +13,7 @@ import math
 import torch
 
 from glassgpt.config import TrainConfig
-from glassgpt.errors import UsageError
-
-
-def check_optimizer_available(name: str) -> None:
-    """Refuse, in one line, an optimizer this torch does not have (Muon came with PyTorch 2.9)."""
-    if name == "muon" and not hasattr(torch.optim, "Muon"):
-        raise UsageError(f"optimizer=muon needs torch.optim.Muon, which torch {torch.__version__} does not have: "
-                         "upgrade torch (2.9 or later) or use optimizer=adamw")
+from glassgpt.training.muon import Muon
 
 
 class Optimizers:
@@ -59,15 +52,13 @@ def muon_params(model: torch.nn.Module) -> list[torch.nn.Parameter]:
 
 def configure_optimizer(model: torch.nn.Module, tc: TrainConfig, device: torch.device):
     """AdamW with weight decay on 2-D weights (matmuls, embeddings) only; fused on CUDA and CPU.
-    `optimizer=muon`: torch.optim.Muon for the blocks' 2-D weights (its learning rate
-    scaled to match AdamW's update size, so one schedule drives both), AdamW for the rest."""
-    check_optimizer_available(tc.optimizer)
+    `optimizer=muon`: Muon for the blocks' 2-D weights (its learning rate scaled to match
+    AdamW's update size, so one schedule drives both), AdamW for the rest."""
     if tc.optimizer == "muon":
         hidden = muon_params(model)
         hidden_ids = {id(p) for p in hidden}
         rest = [p for p in model.parameters() if p.requires_grad and id(p) not in hidden_ids]
-        muon = torch.optim.Muon(hidden, lr=tc.learning_rate, weight_decay=tc.weight_decay,
-                                adjust_lr_fn="match_rms_adamw")
+        muon = Muon(hidden, lr=tc.learning_rate, weight_decay=tc.weight_decay, adjust_lr_fn="match_rms_adamw")
         return Optimizers(adamw=adamw_for(rest, tc, device), muon=muon)
     return adamw_for([p for p in model.parameters() if p.requires_grad], tc, device)
 
