@@ -274,6 +274,18 @@ TINY = ["n_layer=1", "n_head=2", "n_embd=16", "block_size=16", "batch_size=2", "
         "eval_iters=1", "log_interval=1", "warmup_iters=1", "device=cpu"]
 
 
+def assert_consistent_checkpoint(run_dir: Path) -> int:
+    """The run loads, its weights match its config's hash, and its trainer state
+    belongs to the same checkpoint. Returns the checkpoint's step."""
+    from glassgpt import checkpoint as ckpt
+
+    ckpt.load_run(run_dir)  # repairs an interrupted write first, then checks the SHA-256
+    assert not (run_dir / ckpt.COMMIT).exists() and not list(run_dir.glob("*.tmp"))
+    state = ckpt.load_trainer_state(run_dir)
+    assert state["weights_sha256"] == json.loads((run_dir / "config.json").read_text())["weights_sha256"]
+    return int(state["step"])
+
+
 def snapshot(folder: Path) -> dict[str, str]:
     """Every entry below `folder` (links not followed) -> a digest of what it is."""
     found = {}

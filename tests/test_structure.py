@@ -71,9 +71,9 @@ GRAPH = {name: imports_of(path) for name, path in MODULES.items()}
 
 # The design's layers, lowest first: an import may go down or sideways, never up.
 LAYERS = (
-    ("leaves", ("glassgpt.errors", "glassgpt.config", "glassgpt.device", "glassgpt.revision", "glassgpt.atomic", "glassgpt.cpu",
-                "glassgpt.ownership", "glassgpt.tensor_tree", "glassgpt.tokenizer", "glassgpt.progress",
-                "glassgpt.threads")),
+    ("leaves", ("glassgpt.errors", "glassgpt.safe_read", "glassgpt.config", "glassgpt.device", "glassgpt.revision",
+                "glassgpt.atomic", "glassgpt.cpu", "glassgpt.ownership", "glassgpt.tensor_tree", "glassgpt.tokenizer",
+                "glassgpt.progress", "glassgpt.threads", "glassgpt.stop")),
     ("model", ("glassgpt", "glassgpt.model", "glassgpt.hooks", "glassgpt.kv_cache", "glassgpt.precision",
                "glassgpt.limits", "glassgpt.inference.mode")),
     ("data", ("glassgpt.data",)),

@@ -41,7 +41,9 @@ from glassgpt.atomic import (
 )
 from glassgpt.config import GPTConfig, RunConfig
 from glassgpt.data import sha256_of
-from glassgpt.errors import RunError, UsageError
+from glassgpt import safe_read
+from glassgpt.errors import GlassGPTError, RunError, UsageError, first_line
+from glassgpt.limits import check_fits, device_memory, parameter_count
 from glassgpt.model import GPT
 from glassgpt.ownership import MARKERS, RUN, has_marker, write_marker
 from glassgpt.precision import inference_dtype, prepare_for_inference, row_major
@@ -66,9 +68,11 @@ def is_run(run_dir: Path) -> bool:
     config.json that records glassgpt's provenance."""
     if has_marker(run_dir, RUN):
         return True
+    if not (run_dir / CONFIG).is_file():
+        return False
     try:
-        raw = json.loads((run_dir / CONFIG).read_bytes()[:10_000_000])
-    except (OSError, ValueError, RecursionError):
+        raw = read_json(run_dir / CONFIG)
+    except GlassGPTError:
         return False
     return isinstance(raw, dict) and isinstance(raw.get("provenance"), dict) and "glassgpt" in raw["provenance"]
 
@@ -218,34 +222,21 @@ def check_run_dir(run_dir: str | Path, repair: bool = True) -> Path:
 MAX_CONFIG_BYTES = 10_000_000  # a run's config.json is a few KiB
 
 
-def first_line(e: BaseException) -> str:
-    """The first non-empty line of an exception's message (or its type, when it has none)."""
-    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
-    return lines[0] if lines else type(e).__name__
-
-
 def read_json(path: Path, max_bytes: int = MAX_CONFIG_BYTES):
-    """A JSON file someone else may have written: parsed, or one clear RunError."""
-    try:
-        data = path.read_bytes()
-    except IsADirectoryError:
-        raise RunError(f"{path} is a folder, not a file") from None
-    if len(data) > max_bytes:
-        raise RunError(f"{path} is {len(data):,} bytes, more than the {max_bytes:,} such a file can be")
-    try:
-        return json.loads(data.decode("utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise RunError(f"{path} is not valid JSON ({first_line(e)}): restore it from a copy of the run") from None
-    except RecursionError:
-        raise RunError(f"{path} is nested too deeply to be a glassgpt file") from None
+    """A JSON file someone else may have written, through the bounded reader
+    (`glassgpt.safe_read`): parsed, or one clear RunError naming it."""
+    return safe_read.read_json(path, max_bytes, fix="restore it from a copy of the run")
 
 
 def read_config(run_dir: Path) -> tuple[RunConfig, dict]:
     raw = read_json(run_dir / CONFIG)
     if not isinstance(raw, dict):
         raise RunError(f"{run_dir / CONFIG} is not a JSON object")
-    sections = {k: raw[k] for k in ("model", "train") if k in raw}
-    return RunConfig.from_dict(sections, source=str(run_dir / CONFIG)), raw
+    missing = [k for k in ("model", "train") if not isinstance(raw.get(k), dict)]
+    if missing:  # every run glassgpt saves has both: defaults in their place would describe another run
+        raise RunError(f"{run_dir / CONFIG} has no {' and no '.join(repr(k) for k in missing)} section: it is not "
+                       "a run's config; restore it from a copy of the run")
+    return RunConfig.from_dict({k: raw[k] for k in ("model", "train")}, source=str(run_dir / CONFIG)), raw
 
 
 def read_tokenizer(run_dir: Path, raw_config: dict) -> Tokenizer:
@@ -267,6 +258,7 @@ def read_tokenizer(run_dir: Path, raw_config: dict) -> Tokenizer:
 def weights_shapes(path: Path) -> dict[str, tuple[int, ...]]:
     """Name -> shape of every tensor in a safetensors file, read from its header alone
     (nothing is loaded; the library checks the header against the file's size)."""
+    safe_read.check_regular(path, device_memory("cpu"), fix="restore the run's own weights")
     try:
         with safe_open(str(path), framework="pt") as f:
             return {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}
@@ -320,6 +312,8 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu", dtype: str
         raise RunError(f"{run_dir}'s tokenizer has {tokenizer.vocab_size} tokens but its model only "
                        f"{run_config.model.vocab_size}: the files come from different runs")
     check_weights_fit(run_config.model, run_dir / WEIGHTS)  # before a model of config.json's size is built
+    check_fits(parameter_count(run_config.model) * 4, "cpu", f"the model in {run_dir / CONFIG}",
+               "load it on a machine with more memory")  # built in fp32 on the CPU first
     model = GPT(run_config.model)
     load_weights(model, run_dir, device, expected_sha256=raw.get("weights_sha256"))
     return prepare_for_inference(model.to(device), torch_dtype), tokenizer, run_config

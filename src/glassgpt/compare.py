@@ -15,6 +15,7 @@ import math
 from pathlib import Path
 
 from glassgpt.errors import UsageError
+from glassgpt.safe_read import open_regular
 
 MARK = "<!-- glassgpt compare -->"  # the first line of a page this command wrote (it may replace only those)
 COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22"]
@@ -109,13 +110,15 @@ def differing(runs: list[dict]) -> list[tuple[str, list]]:
 # ---------------------------------------------------------------- the table
 
 def _fmt(value, spec: str = ".4f") -> str:
-    return "-" if value is None else format(value, spec)
+    if value is None:
+        return "-"
+    return format(value, spec) if abs(value) < 1e9 else f"{value:.4g}"  # no column of 300 digits
 
 
 def _duration(seconds) -> str:
     if seconds is None:
         return "-"
-    return f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+    return f"{seconds:.1f} s" if abs(seconds) < 120 else f"{_fmt(seconds / 60, '.1f')} min"
 
 
 def final_rows(runs: list[dict], names: list[str]) -> tuple[list[str], list[list[str]]]:
@@ -159,27 +162,44 @@ def text_table(header: list[str], rows: list[list[str]]) -> str:
 
 # ---------------------------------------------------------------- the page
 
+# The axes below work on finite floats of any size: a span is taken as hi/n - lo/n (or on halves),
+# never hi - lo, which overflows to infinity when the two are far apart (1e308 and -1e308).
+
 def _ticks(lo: float, hi: float, n: int = 5) -> list[float]:
     if hi <= lo:
         return [lo]
-    raw = (hi - lo) / n
-    step = 10 ** math.floor(math.log10(raw))
+    raw = hi / n - lo / n
+    step = 10.0 ** math.floor(math.log10(raw))
     step *= next(m for m in (1, 2, 5, 10) if raw <= m * step)
     first = math.ceil(lo / step) * step
-    return [first + i * step for i in range(int((hi - first) / step + 1e-9) + 1)]
+    return [first + i * step for i in range(int(hi / step - first / step + 1e-9) + 1)]
+
+
+def _widen(lo: float, hi: float) -> tuple[float, float]:
+    """One value (lo == hi) as a span that floats tell apart, widened towards zero."""
+    if hi > lo:
+        return lo, hi
+    d = max(1.0, abs(lo) * 1e-9)
+    return (lo - d, lo) if lo > 0 else (lo, lo + d)
+
+
+def _axis(lo: float, hi: float, start: float, end: float):
+    """The map from [lo, hi] onto [start, end] (a point's pixel)."""
+    half_span = hi / 2 - lo / 2
+    return lambda v: start + (v / 2 - lo / 2) / half_span * (end - start)
 
 
 def svg_chart(series: list[dict], xlabel: str, title: str, width: int = 760, height: int = 300) -> str:
     """Lines (and points) of `series` ({name, colour, points [(x, y)], dashed}) on shared axes, as SVG."""
+    series = [{**s, "points": [(float(x), float(y)) for x, y in s["points"]]} for s in series]
     pts = [p for s in series for p in s["points"]]
     if not pts:
         return f"<p>{html.escape(title)}: no points to draw.</p>"
     left, right, top, bottom = 60, 16, 28, 42
     x0, x1 = min(p[0] for p in pts), max(p[0] for p in pts)
     y0, y1 = min(p[1] for p in pts), max(p[1] for p in pts)
-    x1, y1 = (x1 if x1 > x0 else x0 + 1), (y1 if y1 > y0 else y0 + 1)
-    sx = lambda x: left + (x - x0) / (x1 - x0) * (width - left - right)  # noqa: E731
-    sy = lambda y: top + (y1 - y) / (y1 - y0) * (height - top - bottom)  # noqa: E731
+    (x0, x1), (y0, y1) = _widen(x0, x1), _widen(y0, y1)
+    sx, sy = _axis(x0, x1, left, width - right), _axis(y0, y1, height - bottom, top)
     out = [f'<svg class="chart" role="img" aria-label="{html.escape(title)}" viewBox="0 0 {width} {height}" '
            f'width="{width}" height="{height}" xmlns="http://www.w3.org/2000/svg" font-size="11" font-family="sans-serif">',
            f'<text x="{left}" y="16" font-size="13" font-weight="bold">{html.escape(title)}</text>']
@@ -247,7 +267,7 @@ def check_out(out: Path) -> None:
     if out.is_symlink() or out.is_dir():
         raise UsageError(f"{out} is a folder or a link: choose a file name for --out")
     if out.exists():
-        with open(out, "rb") as f:
+        with open_regular(out, error=UsageError, fix="choose another --out") as (f, _):
             if not f.read(len(MARK)).decode("utf-8", "replace") == MARK:
                 raise UsageError(f"{out} exists and is not a page glassgpt compare wrote: choose another --out")
 

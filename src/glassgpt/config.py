@@ -17,9 +17,12 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from glassgpt.errors import UsageError, did_you_mean
+from glassgpt.errors import UsageError, did_you_mean, first_line
+from glassgpt.safe_read import read_text
 
 PRESET_DIR = "presets"
+
+MAX_TOML_BYTES = 1 << 20  # a config file is a few hundred bytes
 
 # Upper bounds on sizes and counts (stated in docs/reliability.md): past these no run on one
 # machine makes sense, and a typo would otherwise end in an allocator error or a hang.
@@ -280,12 +283,13 @@ def load_run_config(preset_or_toml: str, overrides: typing.Sequence[str] = ()) -
     """A preset name or a path to a TOML file, then `key=value` overrides applied in order."""
     if preset_or_toml.endswith(".toml") or Path(preset_or_toml).is_file():
         path = Path(preset_or_toml)
-        if not path.is_file():
+        if not (path.exists() or path.is_symlink()):
             raise UsageError(f"config file {path} does not exist")
+        text = read_text(path, MAX_TOML_BYTES, error=UsageError)
         try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-            raise UsageError(f"{path} is not valid TOML: {e}") from None
+            data = tomllib.loads(text)
+        except (tomllib.TOMLDecodeError, ValueError) as e:  # ValueError: an integer of thousands of digits
+            raise UsageError(f"{path} is not valid TOML: {first_line(e)}") from None
         except RecursionError:
             raise UsageError(f"{path} nests its values too deeply to be a glassgpt config") from None
         base = RunConfig.from_dict(data, source=str(path))

@@ -78,7 +78,8 @@ class Demo:
         """The figure of the run's analysis rows (dynamics.png), or None when it was trained without them."""
         from glassgpt.analysis.dynamics import analysis_rows, plot_dynamics
 
-        return plot_dynamics(self.metrics_rows) if analysis_rows(self.metrics_rows) else None
+        n_layer = self.model.config.n_layer
+        return plot_dynamics(self.metrics_rows, n_layer) if analysis_rows(self.metrics_rows, n_layer) else None
 
     def encode_prompt(self, prompt: str, max_chars: int | None = None) -> list[int]:
         max_chars = max_chars or self.limits.max_prompt_chars

@@ -31,9 +31,9 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError
 
-from glassgpt.checkpoint import check_writable_run_dir, first_line, read_json, save_run, weights_shapes
+from glassgpt.checkpoint import check_writable_run_dir, read_json, save_run, weights_shapes
 from glassgpt.config import UPPER_BOUNDS, GPTConfig, RunConfig, TrainConfig, gpt2_refusals
-from glassgpt.errors import RunError, UsageError
+from glassgpt.errors import RunError, UsageError, first_line
 from glassgpt.model import GPT
 from glassgpt.tokenizer import get_tokenizer
 

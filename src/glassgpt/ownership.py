@@ -26,7 +26,8 @@ import secrets
 from pathlib import Path
 from typing import Callable, Collection
 
-from glassgpt.errors import RunError, UsageError
+from glassgpt.errors import GlassGPTError, RunError, UsageError
+from glassgpt.safe_read import read_json
 
 RUN, DATASET = "run directory", "dataset"  # the kinds a marker names (runs marked before versions: the same)
 MARKERS = {RUN: ".glassgpt-run", DATASET: ".glassgpt-dataset"}
@@ -66,14 +67,13 @@ def has_marker(folder: Path, kind: str) -> bool:
 
 
 def small_json(path: Path, max_bytes: int):
-    """The JSON in a small plain file (not a link, at most `max_bytes`), or None when there is none."""
-    if path.is_symlink() or not path.is_file():
+    """The JSON in a small plain file (not a link, at most `max_bytes`, read by the bounded
+    reader), or None when there is none: proof of ownership is never a file that cannot be read."""
+    if path.is_symlink():
         return None
     try:
-        if path.stat().st_size > max_bytes:
-            return None
-        return json.loads(path.read_bytes())
-    except (OSError, ValueError, RecursionError):
+        return read_json(path, max_bytes)
+    except GlassGPTError:
         return None
 
 

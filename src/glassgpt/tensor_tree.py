@@ -26,7 +26,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from glassgpt.errors import RunError
+from glassgpt.errors import GlassGPTError, RunError, first_line
+from glassgpt.safe_read import check_regular, loads_json
 
 FORMAT_KEY, FORMAT = "glassgpt.format", "tree/1"
 TREE_KEY = "glassgpt.tree"
@@ -127,18 +128,19 @@ def save_tree(path: Path, tree: object) -> None:
 def load_tree(path: Path, repair: str) -> object:
     """The tree in a file `save_tree` wrote, checked node by node; anything else is one RunError
     naming the file and ending with `repair` (what the user can do)."""
+    check_regular(path, fix=repair)  # a pipe in its place is refused, not waited on
     try:
         with safe_open(str(path), framework="pt") as f:
             header = f.metadata() or {}
             if header.get(FORMAT_KEY) != FORMAT or not isinstance(header.get(TREE_KEY), str):
                 raise TreeError("it has no glassgpt state in its header")
-            skeleton = json.loads(header[TREE_KEY])
+            skeleton = loads_json(header[TREE_KEY], path, fix=repair)
             tensors = {name: f.get_tensor(name) for name in f.keys()}
         return unflatten(skeleton, tensors)
     except (SafetensorError, OSError) as e:
-        raise RunError(f"cannot read {path} ({_first_line(e)}): it is corrupt or truncated; {repair}") from None
+        raise RunError(f"cannot read {path} ({first_line(e)}): it is corrupt or truncated; {repair}") from None
     except (TreeError, ValueError, RecursionError) as e:
-        raise RunError(f"{path} is not a state glassgpt wrote ({_first_line(e)}): {repair}") from None
+        raise RunError(f"{path} is not a state glassgpt wrote ({first_line(e)}): {repair}") from None
 
 
 def dumps_plain(obj: object) -> bytes:
@@ -152,12 +154,7 @@ def dumps_plain(obj: object) -> bytes:
 def loads_plain(data: bytes) -> object:
     """The value `dumps_plain` wrote; TreeError (a ValueError) for anything else."""
     try:
-        skeleton = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, RecursionError) as e:
-        raise TreeError(str(e) or type(e).__name__) from None
+        skeleton = loads_json(data, "the value")
+    except GlassGPTError as e:
+        raise TreeError(str(e)) from None
     return unflatten(skeleton)
-
-
-def _first_line(e: BaseException) -> str:
-    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
-    return lines[0][:200] if lines else type(e).__name__

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Iterable
 
 from glassgpt.errors import UsageError, did_you_mean
+from glassgpt.safe_read import loads_json, read_json
 
 GPT2_EOT = 50256
 # SHA-256 of OpenAI's GPT-2 vocabulary files, as tiktoken knows them.
@@ -142,6 +143,7 @@ def gpt2_encoding():
 EOT_TEXT = "<|endoftext|>"
 BPE_MIN_VOCAB = 257  # the 256 byte tokens and <|endoftext|>: bpe:257 learns no merges
 BPE_MAX_VOCAB = 65536  # token files stay uint16, as with GPT-2's 50257
+MAX_TOKENIZER_BYTES = 64 << 20  # a bpe:65536 tokenizer.json is about 2 MB
 
 
 class BPETokenizer(Tokenizer):
@@ -164,9 +166,8 @@ class BPETokenizer(Tokenizer):
             self.token_bytes[i] = EOT_TEXT.encode() if i == self.eot_token else bytes(byte_of[c] for c in token)
 
     def _check(self) -> None:
-        spec = json.loads(self.hf.to_str())
-        model, pre = spec.get("model") or {}, spec.get("pre_tokenizer") or {}
-        if model.get("type") != "BPE" or pre.get("type") != "ByteLevel" or self.eot_token is None:
+        check_bpe_pipeline(json.loads(self.hf.to_str()))
+        if self.eot_token is None:
             raise UsageError(f"not a glassgpt bpe tokenizer: a byte-level BPE with {EOT_TEXT} is needed")
         if not BPE_MIN_VOCAB <= self.vocab_size <= BPE_MAX_VOCAB:
             raise UsageError(f"bpe tokenizer has {self.vocab_size} tokens, outside {BPE_MIN_VOCAB}-{BPE_MAX_VOCAB}")
@@ -199,6 +200,8 @@ class BPETokenizer(Tokenizer):
         """From the `tokenizers` library's JSON (a `tokenizer.json` file's text, or it parsed)."""
         from tokenizers import Tokenizer as HFTokenizer
 
+        parsed = loads_json(spec, "the tokenizers JSON", error=UsageError) if isinstance(spec, str) else spec
+        check_bpe_pipeline(parsed)  # before the library compiles any pattern in it
         try:
             hf = HFTokenizer.from_str(spec if isinstance(spec, str) else json.dumps(spec))
         except Exception as e:  # the Rust parser raises its own exception type
@@ -231,6 +234,39 @@ class BPETokenizer(Tokenizer):
     def save(self, path: str | Path) -> None:
         """`tokenizer.json` in the `tokenizers` library's own format (`Tokenizer.from_file` reads it)."""
         Path(path).write_text(self.to_json(), encoding="utf-8")
+
+
+# The parts of a tokenizers pipeline a glassgpt bpe tokenizer may have: byte-level BPE and
+# nothing else. A normalizer or a `Split` pre-tokenizer runs a pattern from the file (a
+# backtracking regex never answers), a `Replace` can multiply the text, padding can make
+# a prompt of six characters a billion tokens: none of them is ever loaded.
+BPE_PIPELINE = {"normalizer": (None,), "pre_tokenizer": ("ByteLevel",), "post_processor": (None, "ByteLevel"),
+                "decoder": (None, "ByteLevel"), "truncation": (None,), "padding": (None,), "model": ("BPE",)}
+
+
+def check_bpe_pipeline(spec) -> None:
+    """Refuse a tokenizers JSON whose pipeline is not byte-level BPE alone (`BPE_PIPELINE`):
+    every stage is named by its `type`, and one outside the list is a UsageError naming it."""
+    if not isinstance(spec, dict):
+        raise UsageError("not a tokenizers JSON: an object is needed")
+    for stage, allowed in BPE_PIPELINE.items():
+        part = spec.get(stage)
+        if part is None and None in allowed:
+            continue
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind is None or kind not in allowed:
+            shown = repr(kind)[:40] if kind is not None else "none" if part is None else "set"
+            want = " or ".join("none" if a is None else repr(a) for a in allowed)
+            raise UsageError(f"not a glassgpt bpe tokenizer: its {stage} is {shown}, and glassgpt runs byte-level "
+                             f"BPE alone, whose {stage} is {want}")
+    pre, model = spec["pre_tokenizer"], spec["model"]
+    if pre.get("use_regex") is not True:
+        raise UsageError("not a glassgpt bpe tokenizer: its ByteLevel pre-tokenizer must split with GPT-2's pattern")
+    if model.get("dropout") is not None:
+        raise UsageError("not a glassgpt bpe tokenizer: BPE dropout makes encoding random")
+    added = spec.get("added_tokens") or []
+    if not isinstance(added, list) or any(not isinstance(t, dict) or t.get("content") != EOT_TEXT for t in added):
+        raise UsageError(f"not a glassgpt bpe tokenizer: its one added token may be {EOT_TEXT}")
 
 
 @functools.cache
@@ -315,10 +351,7 @@ def tokenizer_from_dict(d: dict) -> Tokenizer:
 
 def load_tokenizer(path: str | Path) -> Tokenizer:
     """A tokenizer file: glassgpt's own JSON, or a `tokenizers` library file (a bpe tokenizer)."""
-    try:
-        return tokenizer_from_dict(json.loads(Path(path).read_text()))
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UsageError(f"cannot read tokenizer {path}: {e}") from None
+    return tokenizer_from_dict(read_json(path, MAX_TOKENIZER_BYTES, error=UsageError))
 
 
 def describe(tokenizer: Tokenizer) -> str:

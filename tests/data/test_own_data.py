@@ -246,7 +246,7 @@ def test_bpe_sizes_and_tampered_descriptions_are_refused(bpe):
     spec["model"]["vocab"].pop("a")  # a byte missing from the vocabulary
     with pytest.raises(UsageError, match="out of vocabulary"):  # the library itself refuses it
         tokenizer_from_dict({**d, "tokenizers_json": json.dumps(spec)})
-    with pytest.raises(UsageError, match="not a valid tokenizers JSON"):
+    with pytest.raises(UsageError, match="tokenizers JSON is not valid JSON"):
         tokenizer_from_dict({**d, "tokenizers_json": "{broken"})
     with pytest.raises(UsageError, match="id"):
         bpe.decode([600])

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import assert_clean_error, dead_pid, run_cli, tiny_config
+from conftest import assert_clean_error, assert_consistent_checkpoint, dead_pid, run_cli, tiny_config
 
 from glassgpt import checkpoint as ckpt
 from glassgpt.checkpoint import load_run
@@ -270,16 +270,6 @@ def wait_for(condition, timeout: float = 120.0, what: str = "the condition") -> 
     while not condition():
         assert time.time() < deadline, f"timed out waiting for {what}"
         time.sleep(0.02)
-
-
-def assert_consistent_checkpoint(run_dir: Path) -> int:
-    """The run loads, its weights match its config's hash, and its trainer state
-    belongs to the same checkpoint. Returns the checkpoint's step."""
-    load_run(run_dir)  # repairs an interrupted write first, then checks the SHA-256
-    assert not (run_dir / ckpt.COMMIT).exists() and not list(run_dir.glob("*.tmp"))
-    state = ckpt.load_trainer_state(run_dir)
-    assert state["weights_sha256"] == json.loads((run_dir / "config.json").read_text())["weights_sha256"]
-    return int(state["step"])
 
 
 CHECKPOINT_FILES = (ckpt.WEIGHTS, ckpt.CONFIG, ckpt.TOKENIZER, ckpt.STATE)

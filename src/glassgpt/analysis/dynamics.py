@@ -26,6 +26,7 @@ model holds one layer of `PROBE_BATCH` windows at once, not every layer of all 1
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from matplotlib.figure import Figure
 
+from glassgpt.training.log import loss_curves, plottable
 from glassgpt.analysis.measures import (
     SINK_EPSILON, induction_probe_length, previous_token_stripe, repeated_random_tokens,
 )
@@ -174,26 +176,38 @@ def has_analysis(rows: list[dict], step: int) -> bool:
     return any(r.get("kind") == "analysis" and r.get("step") == step for r in rows)
 
 
-def analysis_rows(rows: list[dict]) -> list[dict]:
-    return sorted((r for r in rows if r.get("kind") == "analysis"), key=lambda r: r["step"])
+PER_LAYER = ("entropy", "sink_share", "first_position_share", "induction", "previous_token")
+
+
+def analysis_rows(rows: list[dict], n_layer: int | None = None) -> list[dict]:
+    """The rows of kind "analysis", by step; given the model's `n_layer`, only those with one
+    value per layer of it (a row of a thousand layers for a model of two is not this run's)."""
+    return sorted((r for r in rows if r.get("kind") == "analysis"
+                   and (n_layer is None or all(len(r[k]) == n_layer for k in PER_LAYER if k in r))),
+                  key=lambda r: r["step"])
 
 
 # ---------------------------------------------------------------- the picture
 
+LEGEND_LAYERS = 10  # matplotlib's colour cycle; a legend of hundreds of entries takes minutes to place
+
+
 def _band(ax, steps: list, values: list, errors: list, color: str) -> None:
     """A shaded band of two standard errors either side of a curve (rows written before errors
-    were kept, or with one window, have none: no band there)."""
-    low = [v - 2 * e if e is not None else float("nan") for v, e in zip(values, errors)]
-    high = [v + 2 * e if e is not None else float("nan") for v, e in zip(values, errors)]
+    were kept, or with one window, have none: no band there; nor where it is too wide to draw)."""
+    low = [plottable(v - 2 * plottable(e)) for v, e in zip(values, errors)]
+    high = [plottable(v + 2 * plottable(e)) for v, e in zip(values, errors)]
     ax.fill_between(steps, low, high, color=color, alpha=0.18, linewidth=0)
 
 
 def _per_layer(ax, rows: list[dict], key: str, title: str, style: str = "-", label: str = "") -> None:
-    steps = [r["step"] for r in rows]
+    steps = [float(r["step"]) for r in rows]
     for layer in range(len(rows[-1][key])):
-        values = [r[key][layer] if layer < len(r.get(key, [])) else float("nan") for r in rows]
+        values = [plottable(r[key][layer]) if layer < len(r.get(key, [])) else math.nan for r in rows]
         color = f"C{layer % 10}"
-        ax.plot(steps, values, style, marker=".", markersize=3, linewidth=1.2, color=color, label=f"{label}layer {layer}")
+        named = layer < LEGEND_LAYERS  # the colours repeat after ten: a longer legend would name a colour twice
+        ax.plot(steps, values, style, marker=".", markersize=3, linewidth=1.2, color=color,
+                label=f"{label}layer {layer}" if named else "_unnamed")
         errors = [r[f"{key}_se"][layer] if layer < len(r.get(f"{key}_se") or []) else None for r in rows]
         _band(ax, steps, values, errors, color)
     ax.set_title(title, fontsize=10)
@@ -201,18 +215,18 @@ def _per_layer(ax, rows: list[dict], key: str, title: str, style: str = "-", lab
     ax.grid(alpha=0.3)
 
 
-def plot_dynamics(rows: list[dict]) -> Figure:
+def plot_dynamics(rows: list[dict], n_layer: int | None = None) -> Figure:
     """The analysis rows of a run (with its train and eval rows) against step: loss, in-context
     learning score, induction and previous-token scores, sink shares and entropy, per layer; each
-    curve in a band of two standard errors either side."""
-    found = analysis_rows(rows)
+    curve in a band of two standard errors either side (given `n_layer`, the rows of a model of that
+    many layers only)."""
+    found = analysis_rows(rows, n_layer)
     if not found:
         raise ValueError("no analysis rows: train with analysis_interval > 0")
     fig = Figure(figsize=(15, 8), dpi=100, layout="constrained")
     axes = fig.subplots(2, 3)
     ax = axes[0, 0]
-    train = [(r["step"], r["train_loss"]) for r in rows if r.get("kind") == "train" and r.get("train_loss") is not None]
-    val = [(r["step"], r["val_loss"]) for r in rows if r.get("kind") == "eval" and r.get("val_loss") is not None]
+    train, val = loss_curves(rows)
     if train:
         ax.plot(*zip(*train), label="train", linewidth=1, alpha=0.8)
     if val:
@@ -223,8 +237,8 @@ def plot_dynamics(rows: list[dict]) -> Figure:
     ax.legend(fontsize=8)
 
     ax = axes[0, 1]
-    steps = [r["step"] for r in found]
-    icl = [r["icl_score"] for r in found]
+    steps = [float(r["step"]) for r in found]
+    icl = [plottable(r["icl_score"]) for r in found]
     ax.plot(steps, icl, ".-", color="k", label="late - early loss")
     _band(ax, steps, icl, [r.get("icl_score_se") for r in found], "k")
     ax.axhline(0.0, color="grey", linewidth=0.8)
@@ -263,5 +277,5 @@ def plot_dynamics(rows: list[dict]) -> Figure:
     return fig
 
 
-def write_dynamics(rows: list[dict], path: Path) -> None:
-    plot_dynamics(rows).savefig(path, format="png")
+def write_dynamics(rows: list[dict], path: Path, n_layer: int | None = None) -> None:
+    plot_dynamics(rows, n_layer).savefig(path, format="png")

@@ -27,14 +27,21 @@ def token_labels(tokenizer, ids: list[int]) -> list[str]:
     return labels
 
 
+def drawn_label(text: str) -> str:
+    """A label as matplotlib shows it literally: a `$` would start mathtext (`$$` or `$\\x$`
+    in a token is a parse error, or a formula), so each is escaped."""
+    return text.replace("$", r"\$")
+
+
 def _label_axes(ax, tokens: list[str], fontsize: float, queries: bool = True) -> None:
     """Token labels on both axes (keys along x, queries along y, unless `queries=False`); every
     k-th one when there are many."""
     step = max(1, -(-len(tokens) // MAX_LABELLED_TICKS))
     ticks = list(range(0, len(tokens), step))
-    ax.set_xticks(ticks, [tokens[t] for t in ticks], rotation=90, fontsize=fontsize)
+    labels = [drawn_label(tokens[t]) for t in ticks]
+    ax.set_xticks(ticks, labels, rotation=90, fontsize=fontsize)
     if queries:
-        ax.set_yticks(ticks, [tokens[t] for t in ticks], fontsize=fontsize)
+        ax.set_yticks(ticks, labels, fontsize=fontsize)
     else:
         ax.set_yticks(ticks, [])
 

@@ -30,14 +30,18 @@ from glassgpt.analysis.heads import described_count
 from glassgpt.atomic import write_error
 from glassgpt.analysis.summary import definitions, layer_lines, summarize
 from glassgpt.analysis.uncertainty import plus_minus
-from glassgpt.errors import UsageError
+from glassgpt.analysis.view import to_jsonable
+from glassgpt.errors import GlassGPTError, RunError, UsageError
 from glassgpt.limits import check_fits, inference_bytes
 from glassgpt.progress import stages
 from glassgpt.inference.text import check_text
+from glassgpt.safe_read import read_json
 
 DEFAULT_PROMPT = "First Citizen:\nBefore we proceed any further, hear me speak."
 DEFAULT_PROMPT_TOKENS = 48  # prompt taken from the validation split when none is given
 REPORT, NUMBERS = "report.html", "analysis.json"
+MAX_NUMBERS_BYTES = 1 << 30  # analysis.json: a few MB at GPT-2 scale
+MAX_EVALUATION_BYTES = 1 << 20  # an SAE's evaluation.json: a few hundred bytes
 DEFAULT_TOKENS = 16384  # validation tokens measured by default: standard errors of about 0.01 on the shares
 MIN_WINDOWS, MAX_DEFAULT_WINDOWS = 8, 256
 MIN_MEASURE_TOKENS = 8  # a prompt measured alone (no validation split) needs this many tokens: the offset
@@ -91,21 +95,6 @@ def prompt_ids(prompt: str | None, tokenizer, block_size: int, fallback: list[in
 
 
 # ---------------------------------------------------------------- outputs
-
-def to_jsonable(value):
-    """Tensors to (nested) lists of numbers rounded to 6 digits, recursively; NaN (an error that could
-    not be measured) to null."""
-    if isinstance(value, torch.Tensor):
-        value = value.detach().cpu()
-        return to_jsonable(value.tolist() if not value.is_floating_point() else value.double().round(decimals=6).tolist())
-    if isinstance(value, dict):
-        return {k: to_jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_jsonable(v) for v in value]
-    if isinstance(value, float) and value != value:
-        return None
-    return value
-
 
 def figures(results: dict, tokens: list[str]) -> dict[str, Figure]:
     """Every figure of the report, by file name."""
@@ -286,10 +275,10 @@ def _saes_html(run_dir: Path) -> str:
     items = []
     for path in sorted((run_dir / "sae").glob("*/evaluation.json")):
         try:
-            e = json.loads(path.read_text(encoding="utf-8"))
+            e = read_json(path, MAX_EVALUATION_BYTES)
             figures = (f"L0 {float(e['l0']):.1f}, FVU {float(e['fvu']):.3f}, CE loss recovered "
                        f"{float(e['ce_loss_recovered']):.3f}, {int(e['dead_features'])} dead of {int(e['width'])}")
-        except (OSError, ValueError, KeyError, TypeError, RecursionError):
+        except (GlassGPTError, ValueError, KeyError, TypeError):
             continue  # an SAE folder that cannot be read is left out of the report
         page = path.parent / "features.html"
         items.append(f"<li><code>{html.escape(path.parent.name)}</code>: {figures} — features: "
@@ -410,6 +399,14 @@ def replace_dir(tmp: Path, out: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def check_finite_weights(model, run_dir: Path) -> None:
+    """Refuse a model with NaN or infinite weights: every measure of it would be NaN."""
+    broken = sum(int((~torch.isfinite(p)).sum()) for p in model.parameters())
+    if broken:
+        raise RunError(f"{run_dir} holds {broken:,} NaN or infinite weight(s): there is nothing to measure; "
+                       "analyse an earlier checkpoint, or train again")
+
+
 def write_report(run_dir: str | Path, prompt: str | None = None, out: str | Path | None = None,
                  num_windows: int | None = None, device: str = "cpu", seed: int = 0, dtype: str = "float32",
                  progress=None, warn=None) -> Path:
@@ -422,6 +419,7 @@ def write_report(run_dir: str | Path, prompt: str | None = None, out: str | Path
 
     run_dir = Path(run_dir)
     model, tokenizer, run_config = load_run(run_dir, device, dtype=dtype, decoding=False)
+    check_finite_weights(model, run_dir)
     block_size = model.config.block_size
     out = Path(out) if out is not None else run_dir / "analysis"
     check_out_dir(out)
@@ -451,14 +449,14 @@ def write_report(run_dir: str | Path, prompt: str | None = None, out: str | Path
                       progress=progress, vocab_size=tokenizer.vocab_size, tokenizer=tokenizer)
     results["training"] = training_facts(run_config, metrics_rows)
     pngs = {name: png_bytes(fig) for name, fig in figures(results, tokens).items()}
-    if analysis_rows(metrics_rows):  # trained with analysis_interval: the curves of the run
-        pngs[DYNAMICS] = png_bytes(plot_dynamics(metrics_rows))
+    if analysis_rows(metrics_rows, model.config.n_layer):  # trained with analysis_interval: the run's curves
+        pngs[DYNAMICS] = png_bytes(plot_dynamics(metrics_rows, model.config.n_layer))
     prompt_text = tokenizer.decode(ids)
     view_html = report_view(model, tokenizer, ids, tokens, results, source)
     numbers = {
         "run_dir": str(run_dir), "prompt": prompt_text, "prompt_ids": ids, "prompt_tokens": tokens,
         "validation_source": source, "model": run_config.to_dict()["model"],
-        "summary": summarize(results), "layer_lines": layer_lines(results), **to_jsonable(results),
+        "summary": summarize(results), "layer_lines": layer_lines(results), **results,
     }
 
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -467,7 +465,8 @@ def write_report(run_dir: str | Path, prompt: str | None = None, out: str | Path
         tmp.chmod(0o755)  # mkdtemp makes it private; the report is an ordinary folder
         for name, png in pngs.items():
             (tmp / name).write_bytes(png)
-        (tmp / NUMBERS).write_text(json.dumps(numbers, indent=1, ensure_ascii=False), encoding="utf-8")
+        (tmp / NUMBERS).write_text(json.dumps(to_jsonable(numbers), indent=1, ensure_ascii=False, allow_nan=False),
+                                   encoding="utf-8")
         (tmp / REPORT).write_text(render_html(run_dir, results, pngs, prompt_text, source, view_html),
                                   encoding="utf-8")
         replace_dir(tmp, out)

@@ -26,6 +26,7 @@ from glassgpt.analysis.measures import (
 from glassgpt.analysis.plots import token_labels
 from glassgpt.analysis.streaming import induction_statistics, window_sink_scores, window_statistics
 from glassgpt.model import GPT
+from glassgpt.stop import check_stop
 
 MIN_INDUCTION_CONTEXT = 4  # two repeats of at least 2 tokens
 LENS_FLOPS = 1e12  # forward FLOPs the logit lens may spend decoding (2 C V per position and point)
@@ -88,7 +89,11 @@ def analyze(model: GPT, prompt_ids: torch.Tensor, windows: torch.Tensor, targets
     and names the tokens they write. `progress(stage, done, total)` is told as windows pass.
     Returns a dict of tensors (and lists) that `summarize` and the report read.
     """
-    report = progress or (lambda stage, done, total: None)
+    def report(stage: str, done: int, total: int) -> None:  # told after every forward pass
+        check_stop()  # a stop request ends the analysis here
+        if progress is not None:
+            progress(stage, done, total)
+
     B = windows.size(0)
     patterns = attention_patterns(model, prompt_ids)  # (L, H, T, T): the prompt only, short
     scores = sink_scores(patterns)

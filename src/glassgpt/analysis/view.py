@@ -235,9 +235,24 @@ def asset(name: str) -> str:
     return resources.files("glassgpt.analysis").joinpath("view_assets", name).read_text(encoding="utf-8")
 
 
+def to_jsonable(value):
+    """Tensors to (nested) lists of numbers rounded to 6 digits, recursively; a number that is
+    not finite (a measure that overflowed in float16, say) becomes null, so JSON stays JSON."""
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu()
+        value = value.tolist() if not value.is_floating_point() else value.double().round(decimals=6).tolist()
+    if isinstance(value, dict):
+        return {k: to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
 def json_for_script(data: dict) -> str:
     """JSON safe inside <script>: no `</`, no `<!--`, sorted keys (the same numbers give the same bytes)."""
-    text = json.dumps(data, ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    text = json.dumps(to_jsonable(data), ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False)
     return text.replace("<", "\\u003c").replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import textwrap
 from pathlib import Path
 
@@ -28,9 +27,10 @@ def run(args) -> None:
     from glassgpt.analysis.report import REPORT, progress_bars, write_report
     from glassgpt.cli import note
     from glassgpt.device import resolve_device
+    from glassgpt.stop import StopFlag
     from glassgpt.threads import fitted_threads
 
-    with fitted_threads(args.threads, say=False) as threads, progress_bars() as bars:  # bars on stderr
+    with StopFlag(), fitted_threads(args.threads, say=False) as threads, progress_bars() as bars:  # bars: stderr
         def progress(stage: str, done: int, total: int) -> None:
             bars(stage, done, total)
             threads.recheck()  # between windows: the machine may have got busier, or quieter
@@ -44,8 +44,11 @@ def run(args) -> None:
 
 def print_summary(out: Path) -> None:
     """The report's summary sentences, on stdout, after the progress bars."""
-    from glassgpt.analysis.report import NUMBERS
+    from glassgpt.analysis.report import MAX_NUMBERS_BYTES, NUMBERS
+    from glassgpt.safe_read import read_json
 
-    summary = json.loads((Path(out) / NUMBERS).read_text(encoding="utf-8")).get("summary", "")
+    numbers = read_json(Path(out) / NUMBERS, MAX_NUMBERS_BYTES)
+    summary = numbers.get("summary") if isinstance(numbers, dict) else None
+    summary = summary if isinstance(summary, str) else ""
     for paragraph in summary.split("\n\n"):
         print(textwrap.fill(paragraph, width=100) + "\n")

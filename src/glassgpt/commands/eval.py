@@ -43,7 +43,9 @@ def run(args) -> None:
     from glassgpt.errors import UsageError
     from glassgpt.evaluation import loss as evaluate
     from glassgpt.limits import check_fits, inference_bytes
+    from glassgpt.stop import StopFlag
     from glassgpt.threads import fitted_threads
+    from glassgpt.training.log import finite_row
 
     check_run_dir(args.run_dir)
     if args.task == "loss" and args.limit is not None:
@@ -59,13 +61,13 @@ def run(args) -> None:
     model, tokenizer, run_config = load_run(args.run_dir, device, dtype=args.dtype, decoding=False)
     progress = not args.json
     if args.task == "hellaswag":
-        with fitted_threads(args.threads, say=False):
+        with StopFlag(), fitted_threads(args.threads, say=False):  # a stop request ends it within an item
             result = evaluate.evaluate_hellaswag_file(model, tokenizer, args.limit, device, progress)
     else:
         context = args.context or model.config.block_size
         check_fits(inference_bytes(model.config, args.batch_size, context), device,
                    f"scoring {args.batch_size} windows of {context} tokens at once", "lower --batch-size or --context")
-        with fitted_threads(args.threads, say=False):
+        with StopFlag(), fitted_threads(args.threads, say=False):  # a stop request ends it within a batch
             result = evaluate.evaluate_split(model, tokenizer, args.dataset or run_config.train.dataset, args.split,
                                              context=context, stride=args.stride or context,
                                              max_tokens=args.max_tokens, batch_size=args.batch_size, device=device,
@@ -73,7 +75,7 @@ def run(args) -> None:
     result = {**result, "dtype": args.dtype}
     if args.append_metrics:
         evaluate.append_to_metrics(args.run_dir, result, run_config.train.tensorboard)
-    print(json.dumps(result) if args.json else evaluate.describe(result))
+    print(json.dumps(finite_row(result), allow_nan=False) if args.json else evaluate.describe(result))
 
 
 def score_text(args) -> None:
@@ -83,7 +85,9 @@ def score_text(args) -> None:
     from glassgpt.errors import UsageError
     from glassgpt.evaluation.text import describe_text, score_texts
     from glassgpt.limits import check_fits, inference_bytes
+    from glassgpt.stop import StopFlag
     from glassgpt.threads import fitted_threads
+    from glassgpt.training.log import finite_row
 
     wrong = [name for name, given in (("--dataset", args.dataset is not None), ("--split", args.split != "val"),
                                       ("--task", args.task != "loss"), ("--limit", args.limit is not None),
@@ -95,8 +99,9 @@ def score_text(args) -> None:
     context = args.context or model.config.block_size
     check_fits(inference_bytes(model.config, args.batch_size, context), device,
                f"scoring {args.batch_size} windows of {context} tokens at once", "lower --batch-size or --context")
-    with fitted_threads(args.threads, say=False):
+    with StopFlag(), fitted_threads(args.threads, say=False):  # a stop request ends it within a batch
         result = score_texts(model, tokenizer, args.text, context=context, stride=args.stride or context,
                              batch_size=args.batch_size, device=device, max_tokens=args.max_tokens,
                              progress=not args.json)
-    print(json.dumps({**result, "dtype": args.dtype}) if args.json else describe_text(result))
+    print(json.dumps(finite_row({**result, "dtype": args.dtype}), allow_nan=False) if args.json
+          else describe_text(result))

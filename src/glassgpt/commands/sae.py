@@ -38,9 +38,10 @@ def run(args) -> None:
     from glassgpt.device import resolve_device
     from glassgpt.progress import stages
     from glassgpt.sae import run_sae
+    from glassgpt.stop import StopFlag
     from glassgpt.threads import fitted_threads
 
-    with fitted_threads(args.threads, say=False) as threads, stages() as shown:  # threads said on stdout
+    with StopFlag(), fitted_threads(args.threads, say=False) as threads, stages() as shown:  # threads: stdout
         def progress(done: int, total: int, stage: str = "SAE steps") -> None:
             shown(stage, done, total)
             threads.recheck()  # between steps: the machine may have got busier, or quieter

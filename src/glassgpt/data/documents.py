@@ -18,23 +18,30 @@ such line break (one very long line), it is cut where it must be.
 
 Bad input is refused with one line naming the file: a path that does not exist,
 an empty file or folder, a binary file (a NUL byte), text that is not UTF-8 (unless
-`errors="replace"`), a corrupt `.gz`, a missing or non-text column.
+`errors="replace"`; parquet strings too), a corrupt `.gz`, a missing or non-text column,
+a `--glob` pathlib cannot use. Files are read through the bounded reader
+(`glassgpt.safe_read`: regular files only), and what a small file can inflate to is
+bounded: a JSON line at `MAX_LINE_BYTES`, a gzipped parquet file or one row group of a
+parquet column at `MAX_INFLATED_BYTES`.
 """
 
 from __future__ import annotations
 
 import codecs
+import contextlib
 import gzip
-import json
 import os
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import BinaryIO, Callable, Iterator
 
 from glassgpt.errors import UsageError
+from glassgpt.safe_read import check_regular, lines_of, loads_json, open_regular, read_capped
 
 KINDS = ("text", "jsonl", "parquet")
+MAX_LINE_BYTES = 64 << 20  # one JSON line (one document) of a .jsonl
+MAX_INFLATED_BYTES = 256 << 20  # a gzipped parquet file, inflated in memory; one row group of a parquet's column
 
 
 @dataclass(frozen=True)
@@ -75,7 +82,11 @@ def find_sources(paths: list[str | Path], glob: str | None = None, follow_links:
         if not path.exists():
             raise UsageError(f"{path} does not exist")
         if path.is_dir():
-            files = files_in(path, glob or "*", follow_links, notice)
+            try:
+                files = files_in(path, glob or "*", follow_links, notice)
+            except (ValueError, NotImplementedError) as e:  # pathlib refuses '**x', '/abs', ...
+                raise UsageError(f"--glob {glob!r} is not a pattern glassgpt can use ({e}): give a relative "
+                                 "pattern such as '*.md' or 'notes/*.txt'") from None
             if not files:
                 raise UsageError(f"{path} holds no files" + (f" matching --glob {glob!r}" if glob else "")
                                  + ": point at a folder of text files")
@@ -110,8 +121,15 @@ def files_in(folder: Path, pattern: str, follow_links: bool, notice: Callable[[s
 
 # ---------------------------------------------------------------- reading
 
-def _open_binary(source: Source):
-    return gzip.open(source.path, "rb") if source.gzipped else open(source.path, "rb")
+@contextlib.contextmanager
+def _open_binary(source: Source) -> Iterator[BinaryIO]:
+    """The source's bytes, inflated when it is gzipped: a regular file only (the bounded reader)."""
+    with open_regular(source.path, error=UsageError) as (file, _):
+        if not source.gzipped:
+            yield file
+            return
+        with gzip.GzipFile(fileobj=file, mode="rb") as inflated:
+            yield inflated
 
 
 def _gz_errors():
@@ -127,7 +145,7 @@ def documents(source: Source, *, chunk_chars: int, text_column: str = "text",
         for text in _guard(_jsonl_texts(source, text_column, errors), source):
             yield _cut(text, chunk_chars)
     else:
-        for text in _guard(_parquet_texts(source, text_column), source):
+        for text in _guard(_parquet_texts(source, text_column, errors), source):
             yield _cut(text, chunk_chars)
 
 
@@ -202,7 +220,10 @@ def _cut(text: str, chunk_chars: int) -> Iterator[str]:
 def _jsonl_texts(source: Source, column: str, errors: str) -> Iterator[str]:
     rows = 0
     with _open_binary(source) as f:
-        for number, raw in enumerate(f, 1):
+        for number, raw in enumerate(lines_of(f, MAX_LINE_BYTES), 1):
+            if raw is None:
+                raise UsageError(f"{source.path} line {number} is longer than {MAX_LINE_BYTES:,} bytes: "
+                                 "split the document into several lines")
             if b"\0" in raw:
                 raise UsageError(f"{source.path} is a binary file (a NUL byte on line {number}), not JSON lines")
             try:
@@ -212,10 +233,7 @@ def _jsonl_texts(source: Source, column: str, errors: str) -> Iterator[str]:
                                  "or pass --errors replace") from None
             if not line.strip():
                 continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise UsageError(f"{source.path} line {number} is not JSON ({e.msg})") from None
+            row = loads_json(line, f"{source.path} line {number}", error=UsageError)
             rows += 1
             yield _column_text(row, column, f"{source.path} line {number}")
     if rows == 0:
@@ -233,20 +251,29 @@ def _column_text(row, column: str, where: str) -> str:
     return row[column]
 
 
-def _parquet_texts(source: Source, column: str) -> Iterator[str]:
+def _parquet_handle(source: Source, pa):
+    """What pyarrow reads: the path of a regular file (read a row group at a time), or a gzipped
+    file's bytes inflated in memory (parquet needs seeking), refused past MAX_INFLATED_BYTES."""
+    if not source.gzipped:
+        check_regular(source.path, error=UsageError)
+        return str(source.path)
+    with _open_binary(source) as f:
+        data = read_capped(f, MAX_INFLATED_BYTES)
+    if data is None:
+        raise UsageError(f"{source.path} inflates to more than {MAX_INFLATED_BYTES:,} bytes: gunzip it, and "
+                         "glassgpt reads the .parquet a row group at a time")
+    return pa.BufferReader(data)
+
+
+def _parquet_texts(source: Source, column: str, errors: str) -> Iterator[str]:
     try:
         import pyarrow.parquet as pq
         import pyarrow as pa
     except ImportError:
         raise UsageError(f"reading {source.path} needs pyarrow: pip install pyarrow") from None
     try:
-        if source.gzipped:
-            with gzip.open(source.path, "rb") as g:  # parquet needs seeking: a gzipped one is inflated in memory
-                handle = pa.BufferReader(g.read())
-        else:
-            handle = str(source.path)
-        parquet = pq.ParquetFile(handle)
-    except _gz_errors():
+        parquet = pq.ParquetFile(_parquet_handle(source, pa))
+    except (*_gz_errors(), UsageError):
         raise
     except Exception as e:  # pyarrow raises ArrowInvalid, OSError, ...
         raise UsageError(f"{source.path} is not a readable parquet file ({str(e)[:120]})") from None
@@ -259,8 +286,23 @@ def _parquet_texts(source: Source, column: str) -> Iterator[str]:
         raise UsageError(f"{source.path}: column {column!r} holds {kind}, not text")
     if parquet.metadata.num_rows == 0:
         raise UsageError(f"{source.path} is empty: it holds no rows")
-    for batch in parquet.iter_batches(batch_size=1024, columns=[column]):
-        for text in batch.column(0).to_pylist():
-            if text is None:
-                raise UsageError(f"{source.path}: a row has no value in column {column!r}")
-            yield text
+    index = names.index(column)
+    for group in range(parquet.metadata.num_row_groups):  # what a row group claims it inflates to, first
+        size = parquet.metadata.row_group(group).column(index).total_uncompressed_size
+        if size > MAX_INFLATED_BYTES:
+            raise UsageError(f"{source.path}: row group {group} of column {column!r} inflates to {size:,} bytes, "
+                             f"more than {MAX_INFLATED_BYTES:,}: write it with smaller row groups")
+    row = 0
+    try:
+        for batch in parquet.iter_batches(batch_size=1024, columns=[column]):
+            for raw in batch.column(0).cast(pa.binary()).to_pylist():  # bytes: decoded as --errors says
+                row += 1
+                if raw is None:
+                    raise UsageError(f"{source.path}: row {row} has no value in column {column!r}")
+                try:
+                    yield raw.decode("utf-8", errors=errors)
+                except UnicodeDecodeError:
+                    raise UsageError(f"{source.path} row {row}: column {column!r} is not UTF-8 text: convert it, "
+                                     "or pass --errors replace") from None
+    except pa.ArrowException as e:
+        raise UsageError(f"{source.path} is not a readable parquet file ({str(e)[:120]})") from None

@@ -27,6 +27,7 @@ from glassgpt.data.documents import Source
 from glassgpt.data.fineweb import stream_rows
 from glassgpt.data.user import TextRequest, prepare_text
 from glassgpt.errors import RunError, UsageError
+from glassgpt.safe_read import read_bytes
 from glassgpt.tokenizer import get_tokenizer, parse_tokenizer_spec
 
 HF_STAGE_BYTES_PER_TOKEN = 6
@@ -93,9 +94,7 @@ def _readme_paths(readme: Path) -> list[str]:
     """The `data_files` and `data_dir` strings of a dataset card's `configs` (its YAML header)."""
     if readme.is_symlink() or not readme.is_file():
         return []
-    if readme.stat().st_size > README_MAX_BYTES:
-        raise UsageError(f"{readme} is larger than a dataset card is ({README_MAX_BYTES:,} bytes at most)")
-    text = readme.read_bytes().decode("utf-8", errors="replace")
+    text = read_bytes(readme, README_MAX_BYTES, error=UsageError).decode("utf-8", errors="replace")
     if not text.startswith("---"):
         return []
     end = text.find("\n---", 3)

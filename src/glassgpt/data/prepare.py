@@ -40,6 +40,7 @@ from glassgpt.atomic import write_error
 from glassgpt.errors import GlassGPTError, RunError, UsageError, did_you_mean
 from glassgpt.ownership import (DATASET, MARKERS, foreign_entries, has_marker, process_alive, remove_owned_folder,
                                 small_json, write_marker)
+from glassgpt.safe_read import loads_json, read_bytes
 from glassgpt.tokenizer import get_tokenizer, tokenizer_from_dict
 
 
@@ -140,17 +141,15 @@ def read_meta(path: Path) -> dict:
     def bad(what: str) -> RunError:
         return RunError(f"{meta_path} is corrupt ({what}): {repair}")
 
+    if not (meta_path.exists() or meta_path.is_symlink()):
+        raise UsageError(f"dataset {path.name!r} is not prepared: run `glassgpt prepare {path.name}`")
     try:
-        if meta_path.stat().st_size > MAX_META_BYTES:
-            raise bad(f"{meta_path.stat().st_size:,} bytes, more than a meta.json ever holds")
-        raw = meta_path.read_bytes()
-        if not raw.strip():
-            raise bad("empty")
-        meta = json.loads(raw.decode("utf-8"))
-    except FileNotFoundError:
-        raise UsageError(f"dataset {path.name!r} is not prepared: run `glassgpt prepare {path.name}`") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
-        raise bad(f"not JSON: {str(e)[:80]}" if str(e) else "empty") from None
+        raw = read_bytes(meta_path, MAX_META_BYTES)
+        meta = loads_json(raw, meta_path) if raw.strip() else None
+    except GlassGPTError as e:  # the bounded reader's sentence, inside this one's
+        raise bad(str(e).removeprefix(f"{meta_path} ")) from None
+    if not raw.strip():
+        raise bad("empty")
     if not isinstance(meta, dict):
         raise bad(f"a JSON {type(meta).__name__}, not an object")
     try:

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from glassgpt.atomic import atomic_write
 from glassgpt.errors import RunError, UsageError
+from glassgpt.safe_read import open_regular
 
 DEFAULT_CHUNK_BYTES = 8 << 20
 HASH_READ_BYTES = 1 << 20
@@ -82,21 +83,22 @@ TINY_SHAKESPEARE = RawFile(
 
 
 def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
+    """The SHA-256 of a regular file, read a piece at a time (a pipe or a device is refused)."""
+    with open_regular(path) as (f, _):
+        return _digest(f, hashlib.sha256()).hexdigest()
+
+
+def _digest(f, h):
     read_size = min(HASH_READ_BYTES, prepare_chunk_bytes())
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(read_size), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    for chunk in iter(lambda: f.read(read_size), b""):
+        h.update(chunk)
+    return h
 
 
 def git_blob_sha1_of(path: Path) -> str:
     """The id git gives the file's content (what `git hash-object` prints)."""
-    h = hashlib.sha1(f"blob {path.stat().st_size}\0".encode())
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(HASH_READ_BYTES), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    with open_regular(path) as (f, size):
+        return _digest(f, hashlib.sha1(f"blob {size}\0".encode())).hexdigest()
 
 
 def _verified(path: Path, raw: RawFile) -> bool:

@@ -25,6 +25,7 @@ from glassgpt.data.sources import RawFile
 from glassgpt.errors import RunError, UsageError
 from glassgpt.model import GPT
 from glassgpt.progress import Progress
+from glassgpt.stop import check_stop
 from glassgpt.tokenizer import Tokenizer
 
 HELLASWAG_VAL = RawFile(
@@ -120,6 +121,7 @@ def evaluate_hellaswag(model: GPT, tokenizer: Tokenizer, items: list[Item], devi
     right, right_norm = 0, 0
     shown = Progress("hellaswag", len(items), "item") if progress else None
     for i, item in enumerate(items):
+        check_stop()  # a stop request ends the evaluation within one item
         try:
             tokens, mask = render(item, tokenizer, model.config.block_size)
         except ValueError as e:  # a character outside a char vocabulary

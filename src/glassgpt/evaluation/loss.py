@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from glassgpt.errors import UsageError
 from glassgpt.model import GPT
 from glassgpt.progress import Progress
+from glassgpt.stop import check_stop
 from glassgpt.tokenizer import describe as describe_tokenizer  # `describe` below describes a result
 
 
@@ -99,6 +100,7 @@ def token_losses(model: GPT, data: np.ndarray, context: int, stride: int, batch_
     shown = Progress(label, len(windows), "window") if progress else None
     done = 0
     for x, y in window_batches(data, windows, context, batch_size):
+        check_stop()  # a stop request ends the evaluation within one batch
         x, y = x.to(device), y.to(device)  # (B, T) each
         logits, _ = model(x)  # (B, T, V)
         losses = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=-1,

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from glassgpt import safe_read
 from glassgpt.errors import UsageError
 from glassgpt.evaluation.loss import check_window_args, token_losses
 
@@ -33,20 +34,10 @@ CONTEXT_TOKENS = 8  # tokens shown before a span
 
 
 def read_text(path: Path, max_bytes: int = MAX_TEXT_BYTES) -> str:
-    """A file's text: a regular file, at most `max_bytes`, UTF-8 (else one sentence saying so)."""
-    if not path.is_file():
-        raise UsageError(f"--text {path}: no such file" if not path.exists() else
-                         f"--text {path} is not a regular file: give a text file")
-    size = path.stat().st_size
-    if size > max_bytes:
-        raise UsageError(f"--text {path} is {size:,} bytes, more than the {max_bytes:,} scored at once: "
-                         "split it, or score its start with --max-tokens N")
-    data = path.read_bytes()[: max_bytes + 1]
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise UsageError(f"--text {path} is not UTF-8 text (byte {e.start:,} is 0x{data[e.start]:02x}): "
-                         "convert it to UTF-8 first") from None
+    """A file's text, through the bounded reader: a regular file, at most `max_bytes`, UTF-8
+    (else one sentence naming it)."""
+    return safe_read.read_text(path, max_bytes, error=UsageError,
+                               fix="give a UTF-8 text file; score the start of a longer one with --max-tokens N")
 
 
 def encode_document(tokenizer, text: str, path: Path) -> tuple[list[int], bool]:

@@ -29,8 +29,10 @@ from safetensors.torch import load_model, save_model
 
 from glassgpt import checkpoint as ckpt
 from glassgpt.atomic import atomic_write_text, commit_files, recover
-from glassgpt.errors import RunError, UsageError
+from glassgpt.errors import RunError, UsageError, first_line
 from glassgpt.ownership import refuse_link, refuse_links_below
+from glassgpt.limits import check_fits
+from glassgpt.stop import Interrupted, StopRequested
 from glassgpt.sae.activations import ActivationStream, check_hook
 from glassgpt.sae.evaluate import evaluate_sae
 from glassgpt.sae.features import feature_stats, features_per_token
@@ -106,22 +108,7 @@ def run_sae(run_dir: str | Path, hook: str, *, head: int | None = None, width: i
 
     sae = SAE(sae_config, generator=torch.Generator().manual_seed(seed)).to(device)
     trainer = SAETrainer(sae, train_config)
-    rows: list[dict] = []
-    if resume:
-        recover(out, SAE_FILES)
-        saved = ckpt.read_json(out / CONFIG)
-        if saved != identity:
-            changed = [k for k in identity if not isinstance(saved, dict) or saved.get(k) != identity[k]]
-            raise UsageError(f"cannot resume {out} with other settings ({', '.join(changed)} differ): resume with "
-                             "the settings it was started with, or choose another --out")
-        state = read_state(out)
-        try:
-            load_model(sae, str(out / WEIGHTS), device=str(device))
-            trainer.load_state_dict(state)
-        except (OSError, RuntimeError, KeyError, TypeError, ValueError, AttributeError, SafetensorError) as e:
-            raise RunError(f"cannot resume the SAE in {out} ({ckpt.first_line(e)}): its files are corrupt; "
-                           "train into another --out") from None
-        rows = [r for r in read_metrics(out) if r["step"] <= trainer.step]  # the same file name as a run's
+    rows = restore(out, identity, trainer, device) if resume else []
     out.mkdir(parents=True, exist_ok=True)
 
     def save() -> None:
@@ -143,7 +130,12 @@ def run_sae(run_dir: str | Path, hook: str, *, head: int | None = None, width: i
         if progress is not None:
             progress(metrics["step"], train_config.steps)
 
-    train_sae(stream.batches(trainer.step), sae, train_config, on_step=on_step, trainer=trainer)
+    try:
+        train_sae(stream.batches(trainer.step), sae, train_config, on_step=on_step, trainer=trainer)
+    except StopRequested as stop:  # between two steps: the state is whole
+        save()
+        raise Interrupted(f"{stop} at SAE step {trainer.step} with a checkpoint saved; continue with: glassgpt sae "
+                          f"{run_dir} --hook {hook} --out {out} --resume (and the same settings)") from None
     seconds = time.perf_counter() - started
     tokens_per_s = (trainer.step - first_step) * batch_tokens / max(seconds, 1e-9)
     save()
@@ -172,6 +164,27 @@ def run_sae(run_dir: str | Path, hook: str, *, head: int | None = None, width: i
     return evaluation
 
 
+def restore(out: Path, identity: dict, trainer: SAETrainer, device: str) -> list[dict]:
+    """Load the SAE folder `out` into `trainer` (and its SAE) to resume, each file checked
+    first: the same settings in sae.json, weights of the SAE's sizes, a state glassgpt wrote
+    with a step of this training. Returns the metrics rows up to that step."""
+    recover(out, SAE_FILES)
+    saved = ckpt.read_json(out / CONFIG)
+    if saved != identity:
+        changed = [k for k in identity if not isinstance(saved, dict) or saved.get(k) != identity[k]]
+        raise UsageError(f"cannot resume {out} with other settings ({', '.join(changed)} differ): resume with "
+                         "the settings it was started with, or choose another --out")
+    check_sae_weights(trainer.sae.config, out / WEIGHTS, device)
+    state = read_state(out)
+    try:
+        load_model(trainer.sae, str(out / WEIGHTS), device=str(device))
+        trainer.load_state_dict(state)
+    except (OSError, RuntimeError, KeyError, TypeError, ValueError, AttributeError, SafetensorError) as e:
+        raise RunError(f"cannot resume the SAE in {out} ({first_line(e)}): its files are corrupt; "
+                       "train into another --out") from None
+    return [r for r in read_metrics(out) if r["step"] <= trainer.step]  # the same file name as a run's
+
+
 def read_state(out: Path) -> dict:
     """The SAE trainer's saved state (sae_state.safetensors), read without running code from it."""
     path, repair = out / STATE, "its files are corrupt; train into another --out"
@@ -191,11 +204,30 @@ def load_sae(folder: str | Path, device: str = "cpu") -> tuple[SAE, dict]:
     folder = Path(folder)
     identity = ckpt.read_json(folder / CONFIG)
     try:
-        sae = SAE(SAEConfig(**identity["sae"]))
+        config = SAEConfig(**identity["sae"])
+    except (KeyError, TypeError, UsageError) as e:
+        raise RunError(f"{folder / CONFIG} does not describe an SAE ({first_line(e)})") from None
+    check_sae_weights(config, folder / WEIGHTS, device)
+    try:
+        sae = SAE(config)
         load_model(sae, str(folder / WEIGHTS), device=str(device))
     except (KeyError, TypeError, RuntimeError, OSError, ValueError, SafetensorError) as e:
-        raise RunError(f"{folder} does not hold a readable SAE ({ckpt.first_line(e)})") from None
+        raise RunError(f"{folder} does not hold a readable SAE ({first_line(e)})") from None
     return sae.eval(), identity
+
+
+def check_sae_weights(config: SAEConfig, path: Path, device: str) -> None:
+    """Refuse an sae.json whose sizes are not those of the weights in `path` (read from its header:
+    nothing is loaded), or an SAE too large for the device, before one is built."""
+    shapes = ckpt.weights_shapes(path)
+    d, w = config.d_in, config.width
+    expected = {"W_dec": (w, d), "W_enc": (d, w), "b_enc": (w,), "b_dec": (d,), "threshold": ()}
+    if shapes != expected:
+        found = ", ".join(f"{name} {shape}" for name, shape in list(shapes.items())[:5])
+        raise RunError(f"{path.parent / CONFIG} and {path} disagree: d_in={d}, width={w}, but the weights hold "
+                       f"{found or 'no tensors'}; restore the SAE's own files")
+    check_fits(2 * (2 * d * w + w + d) * 4, device, f"the SAE in {path.parent}",  # its weights, and a copy on loading
+               "load it on a device with more memory")
 
 
 def discover_saes(run_dir: str | Path, device: str = "cpu") -> dict[str, tuple[SAE, dict]]:

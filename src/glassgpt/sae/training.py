@@ -21,6 +21,7 @@ from typing import Callable, Iterable
 import torch
 
 from glassgpt.errors import RunError, UsageError
+from glassgpt.stop import check_stop
 from glassgpt.sae.model import SAE
 
 
@@ -107,10 +108,21 @@ class SAETrainer:
                 "step": self.step, "threshold": self.sae.threshold.clone()}
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore a saved state, checked first against this trainer: a step outside
+        0..steps (a negative one would train for as many steps again), or tensors of another
+        width, are a ValueError naming the field; nothing is changed then."""
+        step, fired, threshold = state["step"], state["tokens_since_fired"], state["threshold"]
+        if type(step) is not int or not 0 <= step <= self.config.steps:
+            raise ValueError(f"its step {str(step)[:30]} is not one of 0..{self.config.steps}")
+        width = self.sae.config.width
+        if not isinstance(fired, torch.Tensor) or fired.shape != (width,) or fired.dtype != torch.long:
+            raise ValueError(f"its tokens_since_fired is not {width} whole numbers, one per feature")
+        if not isinstance(threshold, torch.Tensor) or threshold.numel() != 1 or not torch.isfinite(threshold).all():
+            raise ValueError("its threshold is not one finite number")
         self.optimizer.load_state_dict(state["optimizer"])
-        self.tokens_since_fired = state["tokens_since_fired"].clone()
-        self.step = int(state["step"])
-        self.sae.threshold.copy_(state["threshold"])
+        self.tokens_since_fired = fired.clone()
+        self.step = step
+        self.sae.threshold.copy_(threshold.reshape(()))
 
 
 def train_sae(batches: Iterable[torch.Tensor], sae: SAE, config: SAETrainConfig,
@@ -121,6 +133,7 @@ def train_sae(batches: Iterable[torch.Tensor], sae: SAE, config: SAETrainConfig,
     for x in batches:
         if trainer.step >= config.steps:
             break
+        check_stop()  # a stop request ends training between two steps
         metrics = trainer.train_step(x)
         if not math.isfinite(metrics["fvu"]):
             raise RunError("the SAE's loss is not finite: lower --lr")

@@ -15,12 +15,19 @@ from typing import Callable
 
 from glassgpt import checkpoint as ckpt
 from glassgpt.atomic import atomic_write, atomic_write_text
-from glassgpt.errors import RunError, UsageError
+from glassgpt.errors import GlassGPTError, RunError, UsageError
 from glassgpt.ownership import refuse_link
+from glassgpt.safe_read import loads_json, read_lines
 
 
 TENSORBOARD = "tensorboard"  # the run's folder of TensorBoard events (tensorboard=true)
 MAX_METRICS_BYTES = 1 << 30  # a run's metrics.jsonl is KiB to MiB; a larger one is not one glassgpt wrote
+# One row: an analysis row of a 1,024-layer model is ~200 KB. A longer line, a row of more
+# fields, or a list longer than a model has layers is not one glassgpt wrote: it is skipped
+# unparsed, so no row can keep a reader (or the pictures drawn from it) busy for long.
+MAX_ROW_BYTES = 1 << 20
+MAX_ROW_FIELDS = 256
+MAX_ROW_LIST = 1024  # = the bound on n_layer (glassgpt.config.UPPER_BOUNDS)
 
 
 def _number(v) -> bool:
@@ -42,14 +49,14 @@ def is_metrics_row(row) -> bool:
     """A row glassgpt could have written: an object with a `kind` and a whole `step`, plain
     values (numbers, strings, lists of them), numbers for its losses, and the fields its
     kind's pictures read."""
-    if not (isinstance(row, dict) and isinstance(row.get("kind"), str)):
+    if not (isinstance(row, dict) and isinstance(row.get("kind"), str)) or len(row) > MAX_ROW_FIELDS:
         return False
     step = row.get("step")
     if not isinstance(step, int) or isinstance(step, bool) or step < 0:
         return False
     plain = (str, bool, int, float, type(None))
-    if not all(isinstance(v, plain) or (isinstance(v, list) and all(isinstance(x, plain) for x in v))
-               for v in row.values()):
+    if not all(isinstance(v, plain) or (isinstance(v, list) and len(v) <= MAX_ROW_LIST
+                                        and all(isinstance(x, plain) for x in v)) for v in row.values()):
         return False
     if not all(_number(v) for k, v in row.items() if k.endswith("loss")):
         return False
@@ -58,22 +65,25 @@ def is_metrics_row(row) -> bool:
             and all(ok(row[k]) for k, ok in OPTIONAL_ROW_FIELDS.get(kind, {}).items() if k in row))
 
 
+def finite_row(row: dict) -> dict:
+    """The row with every number that is not finite as None: strict JSON (NaN is not JSON)."""
+    return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in row.items()}
+
+
 def read_metrics_counted(run_dir: str | Path) -> tuple[list[dict], int]:
     """The rows of a run's metrics.jsonl ([] when there is none) and how many lines were
     skipped as unreadable: cut short by a kill, not UTF-8, not JSON, not a row."""
     path = Path(run_dir) / ckpt.METRICS
-    if not path.is_file():
+    if not (path.exists() or path.is_symlink()):
         return [], 0
-    if path.stat().st_size > MAX_METRICS_BYTES:
-        raise RunError(f"{path} is {path.stat().st_size:,} bytes, more than a run's metrics can be: "
-                       "move it aside and the run loads without its curves")
     rows, skipped = [], 0
-    for line in path.read_bytes().splitlines():
-        if not line.strip():
+    lines = read_lines(path, MAX_METRICS_BYTES, MAX_ROW_BYTES, fix="move it aside and the run loads without its curves")
+    for line in lines:
+        if line is not None and not line.strip():
             continue
         try:
-            row = json.loads(line.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError, RecursionError):
+            row = None if line is None else loads_json(line, path)
+        except GlassGPTError:
             row = None  # e.g. a line half-written when the process died
         if is_metrics_row(row):
             rows.append(row)
@@ -161,7 +171,7 @@ class MetricsLog:
         return any(r["step"] == step and r.get("kind") == "eval" for r in self.rows)
 
     def append(self, row: dict) -> None:
-        row = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in row.items()}  # strict JSON
+        row = finite_row(row)
         self.rows.append(row)
         if not self.enabled:
             return
@@ -183,11 +193,29 @@ class MetricsLog:
             self.writer = None
 
 
+PLOTTED_MAGNITUDE = 1e300  # past it the span of two values overflows a float, and matplotlib's axes with it
+
+
+def plottable(value) -> float:
+    """A row's number as a point to draw: NaN (a gap in the line) where there is none, or
+    where it is too large to draw (a row edited by hand, or not written by glassgpt)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) <= PLOTTED_MAGNITUDE:
+        return float(value)
+    return math.nan
+
+
+def loss_curves(rows: list[dict]) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
+    """(step, train loss) and (step, val loss) of the rows, as points to draw."""
+    def curve(kind: str, key: str) -> list[tuple[float, float]]:
+        return [(float(r["step"]), plottable(r.get(key))) for r in rows if r.get("kind") == kind
+                and r.get(key) is not None]
+    return curve("train", "train_loss"), curve("eval", "val_loss")
+
+
 def plot_losses(rows: list[dict], path: Path) -> None:
     from matplotlib.figure import Figure  # the Figure API: no pyplot, no global backend switch
 
-    train = [(r["step"], r["train_loss"]) for r in rows if r.get("kind") == "train" and r["train_loss"] is not None]
-    val = [(r["step"], r["val_loss"]) for r in rows if r.get("kind") == "eval" and r["val_loss"] is not None]
+    train, val = loss_curves(rows)
     fig = Figure(figsize=(7, 4), dpi=110)
     ax = fig.subplots()
     if train:

@@ -43,7 +43,8 @@ from glassgpt.training.flops import mfu, peak_flops
 from glassgpt.training.log import MetricsLog, check_tensorboard_available
 from glassgpt.training.optim import Optimizers, configure_optimizer, lr_at
 from glassgpt.training.plan import memory_plan
-from glassgpt.training.runtime import Dist, Interrupted, StopFlag, gather_rng_states, set_rng_state, stop_requested
+from glassgpt.stop import Interrupted, StopFlag, StopRequested, check_stop, stop_requested
+from glassgpt.training.runtime import Dist, gather_rng_states, init_process_group, set_rng_state
 
 WHOLE_SPLIT_LOGITS_BYTES = 64 * 2**20  # a whole-split eval batch's logits, at most (fp32)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -76,6 +77,7 @@ def evaluate(model: GPT, data, block_size: int, batch_size: int, device: torch.d
     rows = slice(dist_info.rank * batch_size, (dist_info.rank + 1) * batch_size)
     with inference(model):
         for x, y in eval_windows(data, block_size, batch_size * dist_info.world_size, max_batches):
+            check_stop(dist_info, device)  # a stop request ends the evaluation here (on every rank alike)
             x, y = x[rows], y[rows]  # (B, T) each: this rank's share
             if len(x) == 0:  # the last, short batch may have no rows for this rank; it still runs the
                 # model (under FSDP every rank's forward gathers the weights), on one row with no targets
@@ -167,7 +169,7 @@ def train(run_config: RunConfig, out_dir: str | Path, *, resume: bool = False,
     started_group = dist_info.world_size > 1 and not dist.is_initialized()  # a caller's group is left to it
     if started_group:
         backend = "nccl" if torch.cuda.is_available() and run_config.train.device != "cpu" else "gloo"
-        dist.init_process_group(backend=backend)
+        init_process_group(backend)
     run_dir = Path(out_dir)
     try:
         with ckpt.writer_lock(run_dir) if dist_info.is_main else contextlib.nullcontext():
@@ -294,8 +296,11 @@ def _train(rc: RunConfig, run_dir: Path, resume: bool, log, dist_info: Dist, on_
         if job.threads is not None:
             job.threads.start()
         with StopFlag() as stop:
-            _loop(job, state, stop, progress)
-        return _finish(job, state)
+            try:
+                _loop(job, state, stop, progress)
+                return _finish(job, state)
+            except StopRequested:  # inside an evaluation or analysis: the step's state is whole
+                _stop(job, state, stop)
     finally:
         job.metrics.close()
         if job.threads is not None:
@@ -343,11 +348,16 @@ def _loop(job: Job, state: TrainState, stop: StopFlag, progress=None) -> None:
         if state.step % tc.eval_interval == 0 or state.stopping:
             _pause(state, "checkpoint", lambda: _checkpoint(job, state))
         if stop_requested(stop, job.dist_info, job.device):
-            _save_checkpoint(job, state)
-            job.metrics.plot()
-            name = signal.Signals(stop.signal).name if stop.signal else "a signal on another rank"
-            raise Interrupted(f"stopped by {name} at step {state.step} with a checkpoint saved; continue with: "
-                              f"glassgpt train --out {job.run_dir} --resume")
+            _stop(job, state, stop)
+
+
+def _stop(job: Job, state: TrainState, stop: StopFlag) -> None:
+    """Save a checkpoint of the step reached, and end with Interrupted (exit 130)."""
+    _save_checkpoint(job, state)
+    job.metrics.plot()
+    name = signal.Signals(stop.signal).name if stop.signal else "a signal on another rank"
+    raise Interrupted(f"stopped by {name} at step {state.step} with a checkpoint saved; continue with: "
+                      f"glassgpt train --out {job.run_dir} --resume")
 
 
 def _start(rc: RunConfig, run_dir: Path, resume: bool, log, dist_info: Dist,
@@ -649,8 +659,10 @@ def _finish(job: Job, state: TrainState) -> dict:
     if job.probe is not None:  # dynamics.png, drawn with loss.png
         from glassgpt.analysis import dynamics
 
-        if dynamics.analysis_rows(job.metrics.rows):
-            atomic_write(job.run_dir / dynamics.DYNAMICS, lambda p: dynamics.write_dynamics(job.metrics.rows, p))
+        n_layer = job.rc.model.n_layer
+        if dynamics.analysis_rows(job.metrics.rows, n_layer):
+            atomic_write(job.run_dir / dynamics.DYNAMICS,
+                         lambda p: dynamics.write_dynamics(job.metrics.rows, p, n_layer))
     bits = next((f" | {v:.3f} {k.replace('_', ' ')}" for k, v in final.items() if k.startswith("bits_per")), "")
     job.log(f"done: val loss {val_loss:.4f} (whole val split){bits} | {train_seconds:.1f}s training, "
             f"{paused['eval']:.1f}s evaluating, {paused['checkpoint']:.1f}s checkpointing"

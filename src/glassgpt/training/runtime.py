@@ -1,18 +1,22 @@
-"""The processes of a training run: where each sits in a `torchrun` job, their
-RNG states (saved per rank for an exact resume), and SIGINT/SIGTERM turned into
-a flag that every rank agrees on, so the loop can save a checkpoint before it stops.
+"""The processes of a training run: where each sits in a `torchrun` job (its variables
+checked before any rendezvous, which has a timeout), and their RNG states (saved per rank
+for an exact resume). Stop requests, which every rank agrees on: `glassgpt.stop`.
 """
 
 from __future__ import annotations
 
+import datetime
 import os
-import signal
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 
-from glassgpt.errors import GlassGPTError
+from glassgpt.errors import RunError, UsageError, first_line
+
+# How long a rank waits for the others to join (and, after, for any one collective): a
+# rank whose peers never come gives up with one line instead of waiting forever.
+RENDEZVOUS_TIMEOUT = datetime.timedelta(minutes=10)
 
 
 @dataclass
@@ -29,9 +33,47 @@ class Dist:
 
     @classmethod
     def from_env(cls) -> Dist:
-        if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        """This process's place, from the variables `torchrun` sets (none: one process). Each is
+        checked to be a whole number, the ranks inside the world: a UsageError naming the variable."""
+        world = _env_int("WORLD_SIZE", "1")
+        if world < 1:
+            raise UsageError(f"WORLD_SIZE={world} is not a number of processes: start the job with torchrun")
+        if world == 1:
             return cls()
-        return cls(int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"]), int(os.environ["WORLD_SIZE"]))
+        rank, local_rank = _env_int("RANK"), _env_int("LOCAL_RANK")
+        local_world = _env_int("LOCAL_WORLD_SIZE", str(world))
+        if not 0 <= rank < world:
+            raise UsageError(f"RANK={rank} is outside the world of WORLD_SIZE={world} processes (0..{world - 1}): "
+                             "start the job with torchrun")
+        if not 0 <= local_rank < min(local_world, world):
+            raise UsageError(f"LOCAL_RANK={local_rank} is outside the {min(local_world, world)} processes of this "
+                             "machine: start the job with torchrun")
+        return cls(rank, local_rank, world)
+
+
+def _env_int(name: str, default: str | None = None) -> int:
+    text = os.environ.get(name, default)
+    if text is None:
+        raise UsageError(f"WORLD_SIZE is set but {name} is not: start the job with torchrun, or unset WORLD_SIZE")
+    try:
+        return int(text.strip())
+    except ValueError:
+        raise UsageError(f"{name}={text[:40]!r} is not a whole number: start the job with torchrun") from None
+
+
+def init_process_group(backend: str) -> None:
+    """Join the job's process group (the `env://` rendezvous torchrun sets up), refusing in one
+    line what cannot meet: no MASTER_ADDR/MASTER_PORT, or peers that do not come within
+    RENDEZVOUS_TIMEOUT. Call after `Dist.from_env`, which has checked the ranks."""
+    port = os.environ.get("MASTER_PORT", "")
+    if not os.environ.get("MASTER_ADDR") or not port.strip().isdigit() or not 0 < int(port) < 65536:
+        raise UsageError("MASTER_ADDR and MASTER_PORT (a port from 1 to 65535) must name the rendezvous: "
+                         "start the job with torchrun")
+    try:
+        dist.init_process_group(backend=backend, timeout=RENDEZVOUS_TIMEOUT)
+    except (RuntimeError, ValueError) as e:  # DistStoreError and the like: a timeout, an unreachable address
+        raise RunError(f"the processes of this job did not meet ({first_line(e)[:200]}): check that every rank "
+                       "was started, with the same MASTER_ADDR and MASTER_PORT") from None
 
 
 def rng_state(device: torch.device) -> dict:
@@ -53,37 +95,3 @@ def gather_rng_states(device: torch.device, dist_info: Dist) -> list[dict]:
     states: list = [None] * dist_info.world_size
     dist.all_gather_object(states, mine)
     return states
-
-
-class StopFlag:
-    """Turns SIGINT/SIGTERM into a flag the loop checks between steps, so it can save first."""
-
-    def __init__(self):
-        self.signal: int | None = None
-
-    def __enter__(self):
-        self.previous = {s: signal.signal(s, self._set) for s in (signal.SIGINT, signal.SIGTERM)}
-        return self
-
-    def _set(self, signum, frame):
-        self.signal = signum
-
-    def __exit__(self, *exc):
-        for s, handler in self.previous.items():
-            signal.signal(s, handler)
-
-
-def stop_requested(stop: StopFlag, dist_info: Dist, device: torch.device) -> bool:
-    """Whether to stop now; under DDP every rank stops if any rank got the signal."""
-    if dist_info.world_size == 1:
-        return stop.signal is not None
-    flag = torch.tensor([0 if stop.signal is None else 1], device=device)
-    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-    return bool(flag.item())
-
-
-class Interrupted(GlassGPTError):
-    """Training stopped by a signal after saving a checkpoint."""
-
-    exit_code = 130
-    leave_now = True  # the command line ends the process at once (glassgpt.cli.main): all is saved

@@ -52,8 +52,9 @@ from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model
 from torch.distributed.checkpoint.storage import WriteResult
 
 from glassgpt.atomic import UNCHANGED, atomic_write_text, fsync_dir, write_error
-from glassgpt.errors import GlassGPTError, RunError
+from glassgpt.errors import GlassGPTError, RunError, first_line
 from glassgpt.ownership import refuse_link, remove_owned_folder
+from glassgpt.safe_read import open_regular, read_json
 from glassgpt.shard_folders import INDEX, SHARD_FILE, owns
 from glassgpt.tensor_tree import TreeError, dumps_plain, loads_plain
 
@@ -89,7 +90,7 @@ def save_shards(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Opt
         if isinstance(cause, GlassGPTError) or not isinstance(cause, Exception):
             raise cause from None
         raise write_error(cause, folder) or RunError(f"writing the sharded checkpoint {folder} failed "
-                                                     f"({_first_line(cause)}); {UNCHANGED}") from None
+                                                     f"({first_line(cause)}); {UNCHANGED}") from None
     fsync_dir(folder)  # ... and the folder's entries, before any commit names the folder
     return with_optimizer
 
@@ -205,13 +206,15 @@ def read_index(folder: Path) -> Metadata:
                            "and glassgpt reads no pickle from a run; train into a new --out, starting from this "
                            f"run's weights with init_from={folder.parent}")
         raise RunError(f"{path} is missing: the sharded checkpoint is incomplete; {REDO}")
-    if path.stat().st_size > MAX_INDEX_BYTES:
-        raise RunError(f"{path} is larger than a checkpoint's index can be; {REDO}")
     try:
-        raw = json.loads(path.read_bytes())
+        raw = read_json(path, MAX_INDEX_BYTES)
+    except GlassGPTError as e:  # the bounded reader's sentence, inside this one's
+        raise RunError(f"{path} is not a checkpoint index glassgpt wrote ({str(e).removeprefix(f'{path} ')}); "
+                       f"{REDO}") from None
+    try:
         return _metadata_from(raw)
     except (ValueError, TypeError, KeyError, RecursionError, OverflowError) as e:
-        raise RunError(f"{path} is not a checkpoint index glassgpt wrote ({_first_line(e)}); {REDO}") from None
+        raise RunError(f"{path} is not a checkpoint index glassgpt wrote ({first_line(e)}); {REDO}") from None
 
 
 def _whole(value, what: str, at_most: int | None = None) -> int:
@@ -311,7 +314,7 @@ class _JsonLoadPlanner(DefaultLoadPlanner):
             loaded = loads_plain(value.getvalue())
         except (TreeError, ValueError) as e:
             raise RunError(f"the sharded checkpoint's {fqn[:80]} is not a value glassgpt wrote "
-                           f"({_first_line(e)}); {REDO}") from None
+                           f"({first_line(e)}); {REDO}") from None
         if self.flatten_state_dict:
             _set_at(self.original_state_dict, self.mappings[fqn], loaded)
         else:
@@ -352,7 +355,7 @@ class _ShardReader(StorageReader):
         for item in plan.items:
             by_file.setdefault(self.metadata.storage_data[item.storage_index].file, []).append(item)
         for name, items in by_file.items():
-            with open(self.folder / name, "rb") as f:
+            with open_regular(self.folder / name, fix=REDO) as (f, _):  # a pipe in its place: refused, not waited on
                 for item in items:
                     stored = self.metadata.storage_data[item.storage_index]
                     f.seek(stored.at)
@@ -406,7 +409,7 @@ def _load(folder: Path, metadata: Metadata, state: dict) -> None:
             raise cause from None
         if not isinstance(cause, Exception):
             raise
-        raise RunError(f"cannot load the sharded checkpoint {folder} ({_first_line(cause)}): restore it, "
+        raise RunError(f"cannot load the sharded checkpoint {folder} ({first_line(cause)}): restore it, "
                        "or train into a new --out") from None
 
 
@@ -425,8 +428,3 @@ def _one_process_is_fine():
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="torch.distributed is disabled")
         yield
-
-
-def _first_line(e: BaseException) -> str:
-    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
-    return lines[0][:200] if lines else type(e).__name__
