@@ -163,7 +163,7 @@ BAD_PAIRS = {
     "unequal": ('{"clean": "abcab", "corrupted": "abcabc", "answer": "c", "wrong": "d"}', "must be the same length"),
     "outside": ('{"clean": "abcab", "corrupted": "dbcab", "answer": 99, "wrong": "d"}', "outside the vocabulary"),
     "empty": ("\n\n", "holds no pairs"),
-    "not json": ('{"clean": "abc",', "line 1 is not JSON"),
+    "not json": ('{"clean": "abc",', "line 1 is not valid JSON"),
     "two tokens": ('{"clean": "abcab", "corrupted": "dbcab", "answer": "cd", "wrong": "d"}', "is 2 tokens, not 1"),
     "no wrong": ('{"clean": "abcab", "corrupted": "dbcab", "answer": "c"}\n', "logit-diff cannot be computed"),
     "unknown character": ('{"clean": "abcaz", "corrupted": "dbcab", "answer": "c", "wrong": "d"}', "'z'"),

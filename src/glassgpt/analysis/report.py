@@ -297,13 +297,13 @@ def _circuit_html(run_dir: Path) -> str:
     path = run_dir / "circuit" / "circuit.json"
     from glassgpt.circuits.view import graph_view
 
+    if path.is_symlink() or not path.exists():
+        return ""
     try:
-        if not path.is_file() or path.is_symlink() or path.stat().st_size > MAX_CIRCUIT_BYTES:
-            return ""
-        record = json.loads(path.read_text(encoding="utf-8"))
+        record = read_json(path, MAX_CIRCUIT_BYTES)
         lines = [line for line in record["summary"].splitlines() if line.strip()]
         view = graph_view(record)
-    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
+    except (GlassGPTError, ValueError, KeyError, TypeError, AttributeError):
         return ""  # a circuit folder that cannot be read is left out of the report
     page = path.parent / "circuit.html"
     return ("<h2 id='circuit'>Circuit</h2><p>From <code>glassgpt circuit</code> (its page: "

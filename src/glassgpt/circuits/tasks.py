@@ -17,7 +17,6 @@ position by position.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +25,7 @@ import torch
 
 from glassgpt.circuits.metrics import Batch, LogitDifference, PositionLoss
 from glassgpt.errors import UsageError
+from glassgpt.safe_read import loads_json, read_text
 
 METRICS = ("loss", "logit-diff")
 MAX_PAIRS_BYTES = 64 * 1024 * 1024
@@ -193,24 +193,12 @@ class Pair:
 def read_pairs_file(path: Path) -> list[dict]:
     """The JSON objects of a JSON-lines file, bounded; one UsageError naming the line otherwise."""
     path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"--pairs {path}: no such file")
-    if path.stat().st_size > MAX_PAIRS_BYTES:
-        raise UsageError(f"--pairs {path} is {path.stat().st_size:,} bytes, more than {MAX_PAIRS_BYTES:,}: "
-                         "split it into smaller files")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise UsageError(f"--pairs {path} is not UTF-8 text: save it as UTF-8 JSON lines") from None
+    text = read_text(path, MAX_PAIRS_BYTES, error=UsageError, fix="give a UTF-8 file of JSON lines, split if larger")
     rows = []
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
-        try:
-            row = json.loads(line)
-        except (json.JSONDecodeError, RecursionError) as e:
-            raise UsageError(f"--pairs {path} line {number} is not JSON ({str(e).splitlines()[0]}): "
-                             "one object per line") from None
+        row = loads_json(line, f"--pairs {path} line {number}", error=UsageError, fix="one object per line")
         if not isinstance(row, dict):
             raise UsageError(f"--pairs {path} line {number} is not a JSON object: write {{\"clean\": ..., ...}}")
         rows.append(row)
