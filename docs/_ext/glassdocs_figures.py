@@ -301,6 +301,19 @@ def view_hover(d: dict) -> list[str]:
                   "slowest hover"], rows)
 
 
+def recipe(d: dict) -> list[str]:
+    """benchmarks/sweep_recipes.py --publish: a natural-text recipe's runs, each clause of its promise."""
+    rows = []
+    for r in d["runs"]:
+        cpu = f"{r['cpu_seconds']:.0f} s" if r.get("cpu_seconds") is not None else "-"
+        first = "-" if r["first_kept_step"] is None else f"step {r['first_kept_step']:,}"
+        rows.append([f"`{r['command']}`", f"{r['steps']:,} ({r['tokens'] / 1e6:.1f}M tokens)",
+                     f"{r['wall_seconds']:.0f} s (load {r['load_before'][0]:.1f})", cpu, first,
+                     "<br>".join(("✓ " if ok else "✗ ") + text for text, ok in r["clauses"])])
+    shared = " (a shared machine: wall times are the neighbours' as much as the run's)" if d.get("contended") else ""
+    return table(["command", "steps", f"wall{shared}", "CPU time, one thread", "every clause held from", "at the end"], rows)
+
+
 FIGURES: dict[str, Figure] = {
     "readme-vs-transformers": Figure("20261122-085448-all.json", "glassgpt bench", readme_transformers),
     "readme-vs-nanogpt": Figure("vs-nanogpt-20261201-220029.json",

@@ -32,6 +32,7 @@ UPPER_BOUNDS = {
     "batch_size": 2**16, "grad_accum_steps": 2**16, "max_iters": 10**9, "eval_interval": 10**9,
     "eval_iters": 10**6, "log_interval": 10**9, "warmup_iters": 10**9, "lr_decay_iters": 10**9,
     "max_bad_steps": 10**6, "analysis_interval": 10**9, "seed": 2**63 - 1, "threads": 1024, "max_minutes": 10**7,
+    "min_train_tokens": 2**62,
 }
 
 
@@ -148,8 +149,9 @@ class GPTConfig:
 
 @dataclass
 class TrainConfig:
-    """The training recipe. On resume every field but the optimizer may change (the saved moments
-    are the optimizer's); a fine-tuning run starts a fresh recipe, so any may."""
+    """The training recipe. On resume every field but the optimizer (the saved moments are the
+    optimizer's) and bos (the model has learned what its first token is) may change; a fine-tuning run
+    starts a fresh recipe, so any may."""
 
     dataset: str = option("shakespeare-char", resume=True, finetune=True)
     batch_size: int = option(12, resume=True, finetune=True)
@@ -178,6 +180,15 @@ class TrainConfig:
     optimizer: str = option("adamw", finetune=True)
     # every this many steps, an "analysis" row in metrics.jsonl and dynamics.png; 0 = off
     analysis_interval: int = option(0, resume=True, finetune=True)
+    # the fraction of training windows that start with a span of their text, of random length, twice (in-context
+    # repetition: grows induction heads sooner, Zucchet et al. 2025); evaluation and analysis read the text as it is
+    repeat_fraction: float = option(0.0, resume=True, finetune=True)
+    # start every training, evaluation and analysis window with the tokenizer's end-of-text token, as GPT-2's
+    # documents start with <|endoftext|>: one key every query sees, the same in every window (where sinks form)
+    bos: bool = option(False, finetune=True)
+    # refuse a dataset whose training split holds fewer tokens: a recipe's floor, below which its model
+    # learns the text by heart instead of growing what the recipe grows; 0 = no floor
+    min_train_tokens: int = option(0, resume=True, finetune=True)
     # under torchrun: "ddp" (a whole copy per rank) | "fsdp" (weights, gradients and AdamW state sharded,
     # sharded checkpoints); fixed on resume, since the saved optimizer state has the mode's format
     parallel: str = option("ddp", finetune=True)
@@ -207,6 +218,11 @@ class TrainConfig:
         for name in ("warmup_iters", "lr_decay_iters", "weight_decay", "grad_clip", "min_lr"):
             if getattr(self, name) < 0:
                 raise UsageError(f"{name} must not be negative, got {getattr(self, name)}")
+        if not 0.0 <= self.repeat_fraction <= 1.0:
+            raise UsageError(f"repeat_fraction must be between 0 (plain text) and 1 (every window repeated), "
+                             f"got {self.repeat_fraction}")
+        if self.min_train_tokens < 0:
+            raise UsageError(f"min_train_tokens must be 0 (no floor) or a number of tokens, got {self.min_train_tokens}")
         if self.analysis_interval < 0:
             raise UsageError(f"analysis_interval must be 0 (off) or a number of steps, got {self.analysis_interval}")
         if self.threads < 0:

@@ -38,6 +38,7 @@ def tiny_args(out: Path, data_dir: Path = Path("data")) -> dict[str, list[str]]:
         "report_size": ["--tiny", "--threads", "1", "--out", str(out)],
         "rope_variants": ["--repeats", "1", "--inner", "1", "--batch", "2"],
         "view_hover": ["--tiny", "--repeats", "3", "--out", str(out)],
+        "sweep_recipes": ["--grid", "smoke", "--out", str(out / "sweep.jsonl"), "--publish", "--results", str(out)],
     }
 
 

@@ -13,6 +13,12 @@ Per layer, each row holds the largest value over the layer's heads (and which he
   sink threshold is 0.3), with the head and its most frequent key; `first_position_share` on key 0;
 - `induction`: induction score on repeated random tokens (`induction_stripe`);
 - `previous_token`: attention to the previous token on the same batch (`previous_token_stripe`).
+Per layer over all its heads (the depth scan's figures, `glassgpt.analysis.phenomena`):
+- `attention_distance`: mean attention distance in tokens; `sink_rate`: the fraction of heads whose
+  sink share reaches the threshold by two standard errors (`sink_rate`).
+`induction_circuit`: the head that scores best at both induction on the probe and prefix matching
+on the validation windows, and the loss its mean ablation costs on the text's repeated spans and
+elsewhere (`phenomena.induction_circuit`).
 And one number for the model, the in-context-learning score of Olsson et al. (2022):
 the mean loss at late positions of a window minus that at early positions (negative:
 the model predicts better with more context), read on ICL_TOKENS tokens of windows.
@@ -38,8 +44,9 @@ from matplotlib.figure import Figure
 
 from glassgpt.training.log import loss_curves, plottable
 from glassgpt.analysis.measures import (
-    SINK_EPSILON, induction_probe_length, previous_token_stripe, repeated_random_tokens,
+    SINK_EPSILON, induction_probe_length, previous_token_stripe, repeated_random_tokens, sink_rate,
 )
+from glassgpt.analysis.phenomena import depth_scan_scores, induction_circuit
 from glassgpt.inference.mode import inference
 from glassgpt.analysis.streaming import (
     SINK_REDUCERS, WINDOW_REDUCERS, induction_reducer, per_window, stream_patterns, window_sink_scores,
@@ -67,28 +74,34 @@ class AnalysisProbe:
     seq_len: int  # S
     icl_windows: torch.Tensor | None = None  # (B', T) the windows of the in-context-learning score (default: windows)
     icl_targets: torch.Tensor | None = None
+    offset: int = 0  # tokens before the repeats: 1, the BOS, for a model trained with bos=true
 
     @classmethod
     def build(cls, val_data: np.ndarray, block_size: int, vocab_size: int, seed: int,
-              num_windows: int = PROBE_WINDOWS, num_repeats: int = PROBE_REPEATS) -> "AnalysisProbe":
+              num_windows: int = PROBE_WINDOWS, num_repeats: int = PROBE_REPEATS, bos: int | None = None) -> "AnalysisProbe":
         """Windows spread evenly over the validation split, and a repeated-random-token batch drawn
         from `seed` over the tokenizer's `vocab_size` tokens (the model's may be padded); the
-        in-context-learning score reads ICL_TOKENS tokens of windows (at least `num_windows`)."""
+        in-context-learning score reads ICL_TOKENS tokens of windows (at least `num_windows`).
+        With `bos`, every window and every repeated sequence starts with that id, as the model's
+        training windows did."""
         from glassgpt.data import eval_windows
 
-        windows, targets = next(eval_windows(val_data, block_size, num_windows, max_batches=1))
+        windows, targets = next(eval_windows(val_data, block_size, num_windows, max_batches=1, bos=bos))
         icl_count = max(num_windows, ICL_TOKENS // block_size)
-        icl_windows, icl_targets = next(eval_windows(val_data, block_size, icl_count, max_batches=1))
-        seq_len = induction_probe_length(block_size, vocab_size)
+        icl_windows, icl_targets = next(eval_windows(val_data, block_size, icl_count, max_batches=1, bos=bos))
+        offset = int(bos is not None)
+        seq_len = induction_probe_length(block_size - offset, vocab_size)
         repeated = None
         if 2 * seq_len >= MIN_INDUCTION_CONTEXT:
             repeated = repeated_random_tokens(vocab_size, seq_len, num_repeats, torch.Generator().manual_seed(seed))
-        return cls(windows, targets, repeated, seq_len, icl_windows, icl_targets)
+            if bos is not None:
+                repeated = torch.cat([torch.full_like(repeated[:, :1], bos), repeated], dim=1)  # (R, 1 + 2 S)
+        return cls(windows, targets, repeated, seq_len, icl_windows, icl_targets, offset)
 
     def to(self, device) -> "AnalysisProbe":
         move = lambda t: t.to(device) if t is not None else None  # noqa: E731
         return AnalysisProbe(move(self.windows), move(self.targets), move(self.repeated), self.seq_len,
-                             move(self.icl_windows), move(self.icl_targets))
+                             move(self.icl_windows), move(self.icl_targets), self.offset)
 
 
 def icl_bands(T: int) -> tuple[slice, slice]:
@@ -142,8 +155,9 @@ def analysis_row(model, probe: AnalysisProbe, step: int) -> dict:
     """One row of kind "analysis" for metrics.jsonl (see the module's docstring); every score has its
     standard error over the probe's windows (or sequences) beside it as `<name>_se`."""
     started = time.perf_counter()
-    stats = stream_patterns(model, probe.windows, {"entropy": WINDOW_REDUCERS["layer_entropy"], **SINK_REDUCERS},
-                            batch_size=PROBE_BATCH)
+    reducers = {"entropy": WINDOW_REDUCERS["layer_entropy"], **SINK_REDUCERS,
+                **{k: WINDOW_REDUCERS[k] for k in ("layer_distance", "prefix_matching")}}
+    stats = stream_patterns(model, probe.windows, reducers, batch_size=PROBE_BATCH)
     scores = window_sink_scores(stats)  # each (L, H), over the windows: the report's sink share
     sink_share, sink_share_se, sink_head = _best_per_layer(scores["max_key_share"], scores["max_key_share_se"])
     keys = scores["max_key_index"]  # (L, H): the key most often each head's sink
@@ -157,14 +171,20 @@ def analysis_row(model, probe: AnalysisProbe, step: int) -> dict:
         "sink_key": [int(keys[layer, head]) for layer, head in enumerate(sink_head)],
         "first_position_share": first_share, "first_position_share_se": first_share_se,
         "first_position_head": first_head, "sink_threshold": SINK_EPSILON,
+        **depth_scan_scores(stats["layer_distance"][:, 0], stats["layer_distance_se"][:, 0],
+                            sink_rate(scores)["any_key"]),
     }
     if probe.repeated is not None:
-        repeated = stream_patterns(model, probe.repeated, {"induction": induction_reducer(probe.seq_len),
+        repeated = stream_patterns(model, probe.repeated, {"induction": induction_reducer(probe.seq_len, probe.offset),
                                                            "previous_token": per_window(previous_token_stripe)},
                                    batch_size=PROBE_BATCH)  # (L, H) each
         for name in ("induction", "previous_token"):
             row[name], row[f"{name}_se"], row[f"{name}_head"] = _best_per_layer(repeated[name], repeated[f"{name}_se"])
         row["induction_seq_len"] = probe.seq_len
+        text = (probe.icl_windows, probe.icl_targets) if probe.icl_windows is not None else (probe.windows, probe.targets)
+        circuit = induction_circuit(model, *text, repeated["induction"], repeated["induction_se"],
+                                    stats["prefix_matching"], stats["prefix_matching_se"])
+        row["induction_circuit"] = {k: _json_number(v) if isinstance(v, float) else v for k, v in circuit.items()}
     icl = in_context_learning(model, *((probe.icl_windows, probe.icl_targets) if probe.icl_windows is not None
                                        else (probe.windows, probe.targets)))
     row.update({k: _json_number(v) for k, v in icl.items()})
@@ -253,6 +273,10 @@ def plot_dynamics(rows: list[dict], n_layer: int | None = None) -> Figure:
         _per_layer(ax, with_induction, "induction", "best induction (solid) and previous-token (dashed) score")
         _per_layer(ax, with_induction, "previous_token", "best induction (solid) and previous-token (dashed) score",
                    style="--", label="prev. ")
+        circuit = [r for r in with_induction if "induction_circuit" in r]
+        if circuit:  # the head best at both: does it do induction on the text too?
+            ax.plot([r["step"] for r in circuit], [r["induction_circuit"]["prefix_matching"] for r in circuit], ":",
+                    color="k", linewidth=1.5, label="prefix matching on text (head best at both)")
         ax.set_ylim(-0.02, 1.02)
         ax.legend(fontsize=7, ncol=2)
     else:

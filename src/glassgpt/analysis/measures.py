@@ -196,9 +196,10 @@ def induction_probe_length(block_size: int, vocab_size: int) -> int:
     return min(max(block_size // 4, 2), block_size // 2, 64, vocab_size)
 
 
-def default_induction_seq_len(config, vocab_size: int | None = None) -> int:
-    """`induction_probe_length` of the model's context and vocabulary (the tokenizer's, when given)."""
-    return induction_probe_length(config.block_size, vocab_size or config.vocab_size)
+def default_induction_seq_len(config, vocab_size: int | None = None, bos: bool = False) -> int:
+    """`induction_probe_length` of the model's context (less one position for a BOS) and vocabulary
+    (the tokenizer's, when given)."""
+    return induction_probe_length(config.block_size - int(bos), vocab_size or config.vocab_size)
 
 
 def induction_stripe(patterns: torch.Tensor, seq_len: int) -> torch.Tensor:

@@ -57,7 +57,8 @@ def default_windows(block_size: int) -> int:
 
 def validation_windows(run_config, tokenizer, num_windows: int) -> tuple[torch.Tensor, torch.Tensor, str] | None:
     """Windows (B, block_size) and targets from the run's prepared validation split, spread
-    evenly over it, with a sentence saying where they come from; None when unusable."""
+    evenly over it (each starting with the BOS, for a run trained with bos=true), with a sentence
+    saying where they come from; None when unusable."""
     from glassgpt.data import TokenDataset, eval_windows
 
     name, block_size = run_config.train.dataset, run_config.model.block_size
@@ -68,10 +69,17 @@ def validation_windows(run_config, tokenizer, num_windows: int) -> tuple[torch.T
         return None  # not prepared (or unknown here): fall back to the prompt
     if dataset.tokenizer.to_dict() != tokenizer.to_dict() or len(val) <= block_size + 1:
         return None
-    windows, targets = next(eval_windows(val, block_size, num_windows, max_batches=1))
+    windows, targets = next(eval_windows(val, block_size, num_windows, max_batches=1, bos=run_bos(run_config, tokenizer)))
     note = (f"{num_windows} windows of {block_size} tokens spread evenly over the validation split of "
             f"the run's dataset {name!r} ({len(val):,} tokens)")
     return windows, targets, note
+
+
+def run_bos(run_config, tokenizer) -> int | None:
+    """The id a run trained with bos=true starts its windows with; None for the others."""
+    from glassgpt.data import bos_token
+
+    return bos_token(tokenizer) if run_config.train.bos else None
 
 
 def prompt_ids(prompt: str | None, tokenizer, block_size: int, fallback: list[int] | None) -> list[int]:
@@ -428,6 +436,9 @@ def write_report(run_dir: str | Path, prompt: str | None = None, out: str | Path
     validation = validation_windows(run_config, tokenizer, num_windows or default_windows(block_size))
     default_ids = validation[0][0, :DEFAULT_PROMPT_TOKENS].tolist() if validation is not None else None
     ids = prompt_ids(prompt, tokenizer, block_size, default_ids)
+    bos = run_bos(run_config, tokenizer)
+    if bos is not None and ids[0] != bos:  # the model has only ever seen windows that start with it
+        ids = [bos] + ids[: block_size - 1]
     if validation is not None:
         windows, targets, source = validation
     else:
@@ -446,7 +457,7 @@ def write_report(run_dir: str | Path, prompt: str | None = None, out: str | Path
     generator = torch.Generator().manual_seed(seed)
     metrics_rows = read_metrics(run_dir, warn)
     results = analyze(model, torch.tensor(ids), windows, targets, tokens=tokens, generator=generator,
-                      progress=progress, vocab_size=tokenizer.vocab_size, tokenizer=tokenizer)
+                      progress=progress, vocab_size=tokenizer.vocab_size, tokenizer=tokenizer, bos=bos)
     results["training"] = training_facts(run_config, metrics_rows)
     pngs = {name: png_bytes(fig) for name, fig in figures(results, tokens).items()}
     if analysis_rows(metrics_rows, model.config.n_layer):  # trained with analysis_interval: the run's curves

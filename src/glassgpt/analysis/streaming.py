@@ -40,13 +40,14 @@ def per_window(measure) -> Reducer:
 
 
 class _Stripe:
-    """`induction_stripe` at one repeat length, as a measure of patterns alone (picklable)."""
+    """`induction_stripe` at one repeat length, as a measure of patterns alone (picklable); `offset`
+    positions before the repeats (a BOS) are left out."""
 
-    def __init__(self, seq_len: int):
-        self.seq_len = seq_len
+    def __init__(self, seq_len: int, offset: int = 0):
+        self.seq_len, self.offset = seq_len, offset
 
     def __call__(self, pattern: torch.Tensor) -> torch.Tensor:
-        return induction_stripe(pattern, self.seq_len)
+        return induction_stripe(pattern[..., self.offset:, self.offset:], self.seq_len)
 
 
 class LayerMean:
@@ -80,9 +81,10 @@ def prefix_matching_reducer(pattern: torch.Tensor, idx: torch.Tensor):
     return prefix_matching_sums(pattern, idx)  # (b, H), (b,)
 
 
-def induction_reducer(seq_len: int) -> Reducer:
-    """`induction_stripe` (query seq_len + s -> key s + 1) of repeated tokens, over sequences: (H,)."""
-    return per_window(_Stripe(seq_len))
+def induction_reducer(seq_len: int, offset: int = 0) -> Reducer:
+    """`induction_stripe` (query seq_len + s -> key s + 1) of repeated tokens that start `offset`
+    positions in (1 after a BOS), over sequences: (H,)."""
+    return per_window(_Stripe(seq_len, offset))
 
 
 WINDOW_REDUCERS: dict[str, Reducer] = {
@@ -143,26 +145,33 @@ def depth_scan(model: GPT, windows: torch.Tensor, batch_size: int = 1) -> torch.
 
 
 def induction_scores(model: GPT, seq_len: int | None = None, batch: int = 8,
-                     generator: torch.Generator | None = None, vocab_size: int | None = None) -> torch.Tensor:
+                     generator: torch.Generator | None = None, vocab_size: int | None = None,
+                     bos: int | None = None) -> torch.Tensor:
     """The standard induction score of every head: on distinct random tokens repeated twice, the
     mean attention from each token of the second repeat to the token that followed its
     earlier occurrence (query seq_len + s -> key s + 1): -> (L, H). An induction head
     scores near 1; a head attending evenly scores about 1 / (1.5 seq_len).
     `seq_len` defaults to a quarter of the context, at most 64 and at most the vocabulary size.
     `vocab_size` (default the model's) bounds the random tokens: pass the tokenizer's for a
-    model with a padded vocabulary, whose padding ids were never trained."""
-    return induction_statistics(model, seq_len, batch, generator, vocab_size)["induction"]
+    model with a padded vocabulary, whose padding ids were never trained. `bos`: put this id before
+    every sequence (a model trained with bos=true has only seen windows that start with it)."""
+    return induction_statistics(model, seq_len, batch, generator, vocab_size, bos)["induction"]
 
 
 def induction_statistics(model: GPT, seq_len: int | None = None, batch: int = 8,
-                         generator: torch.Generator | None = None, vocab_size: int | None = None) -> dict:
+                         generator: torch.Generator | None = None, vocab_size: int | None = None,
+                         bos: int | None = None) -> dict:
     """`induction_scores` (L, H) as `induction`, with `induction_se` its standard error over the `batch`
     random sequences."""
-    seq_len = seq_len or default_induction_seq_len(model.config, vocab_size)
-    if seq_len < 2 or 2 * seq_len > model.config.block_size:
-        raise ValueError(f"seq_len must be between 2 and block_size / 2 = {model.config.block_size // 2}, got {seq_len}")
+    offset = int(bos is not None)
+    seq_len = seq_len or default_induction_seq_len(model.config, vocab_size, bool(offset))
+    longest = (model.config.block_size - offset) // 2
+    if seq_len < 2 or seq_len > longest:
+        raise ValueError(f"seq_len must be between 2 and {longest} (half the context{' after the BOS' * offset}), got {seq_len}")
     tokens = repeated_random_tokens(vocab_size or model.config.vocab_size, seq_len, batch, generator)  # (B, 2 seq_len)
-    return stream_patterns(model, tokens, {"induction": induction_reducer(seq_len)}, batch_size=batch)
+    if bos is not None:
+        tokens = torch.cat([torch.full_like(tokens[:, :1], bos), tokens], dim=1)  # (B, 1 + 2 seq_len)
+    return stream_patterns(model, tokens, {"induction": induction_reducer(seq_len, offset)}, batch_size=batch)
 
 
 def window_sink_scores(stats: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

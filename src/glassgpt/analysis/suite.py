@@ -77,7 +77,7 @@ def _windows_are_the_prompt(windows: torch.Tensor, prompt_ids: torch.Tensor) -> 
 def analyze(model: GPT, prompt_ids: torch.Tensor, windows: torch.Tensor, targets: torch.Tensor,
             tokens: list[str] | None = None, sink_threshold: float = SINK_EPSILON, induction_batch: int = INDUCTION_BATCH,
             generator: torch.Generator | None = None, progress: Progress | None = None,
-            vocab_size: int | None = None, tokenizer=None) -> dict:
+            vocab_size: int | None = None, tokenizer=None, bos: int | None = None) -> dict:
     """Run the analysis suite.
 
     prompt_ids (T,): the sequence whose attention is drawn and whose sinks are named
@@ -87,6 +87,7 @@ def analyze(model: GPT, prompt_ids: torch.Tensor, windows: torch.Tensor, targets
     its standard error over the windows (`<name>_se`). `tokenizer` gives the token classes the
     heads are described by (without it: offsets, the first position and copies of the same token)
     and names the tokens they write. `progress(stage, done, total)` is told as windows pass.
+    `bos`: the id a model trained with bos=true saw first; the induction probe starts with it too.
     Returns a dict of tensors (and lists) that `summarize` and the report read.
     """
     def report(stage: str, done: int, total: int) -> None:  # told after every forward pass
@@ -132,11 +133,11 @@ def analyze(model: GPT, prompt_ids: torch.Tensor, windows: torch.Tensor, targets
     }
     if ov_flops(model) <= OV_FLOPS:
         results["ov"] = ov_promotions(model, stats["received"], ids, vocab_size)
-    seq_len = default_induction_seq_len(model.config, vocab_size)  # vocab_size: the tokenizer's (padding)
+    seq_len = default_induction_seq_len(model.config, vocab_size, bos is not None)  # vocab_size: the tokenizer's (padding)
     if 2 * seq_len >= MIN_INDUCTION_CONTEXT:
         report("induction", 0, 1)
         results.update(induction_statistics(model, seq_len=seq_len, batch=induction_batch, generator=generator,
-                                            vocab_size=vocab_size))
+                                            vocab_size=vocab_size, bos=bos))
         results["induction_seq_len"] = seq_len
         report("induction", 1, 1)
     ablation_windows, ablation_targets = ablation_slice(model, windows, targets)

@@ -41,9 +41,11 @@ def run(args) -> None:
 
     check_sampling_args(args.temperature, args.top_k, args.top_p, args.max_new_tokens)
     device = resolve_device(args.device)
-    model, tokenizer, _ = load_run(args.run_dir, device, dtype=args.dtype,  # in the fast layout
-                                   decoding=not args.no_cache)  # without the cache every step is a whole window
+    model, tokenizer, run_config = load_run(args.run_dir, device, dtype=args.dtype,  # in the fast layout
+                                            decoding=not args.no_cache)  # without the cache every step is a whole window
     prompt_ids = encode_prompt(tokenizer, args.prompt)
+    if run_config.train.bos and prompt_ids[0] != tokenizer.eot_token:  # trained on windows that start with it
+        prompt_ids = [tokenizer.eot_token] + prompt_ids
     check_fits(inference_bytes(model.config, args.num_samples, len(prompt_ids) + args.max_new_tokens), device,
                f"sampling {args.num_samples} rows at once", "ask for fewer --num-samples or --max-new-tokens")
     generator = torch.Generator(device=device)

@@ -12,7 +12,7 @@
 Everything is importable from `glassgpt.data` directly.
 """
 
-from glassgpt.data.loader import BatchLoader, Prefetcher, TokenDataset, eval_windows, windows_at
+from glassgpt.data.loader import BatchLoader, Prefetcher, TokenDataset, bos_token, eval_windows, windows_at
 from glassgpt.data.prepare import (
     DATASETS,
     DatasetSpec,
@@ -41,7 +41,7 @@ from glassgpt.data.sources import (
 from glassgpt.data.writing import SplitWriter, token_dtype, write_split
 
 __all__ = [
-    "BatchLoader", "Prefetcher", "TokenDataset", "eval_windows", "windows_at",
+    "BatchLoader", "Prefetcher", "TokenDataset", "bos_token", "eval_windows", "windows_at",
     "DATASETS", "DatasetSpec", "check_dataset_name", "dataset_path", "is_prepared", "prepare",
     "dataset_vocab_size", "describe_dataset", "list_datasets", "prepare_user", "read_meta", "user_dataset_names",
     "TextRequest",

@@ -101,24 +101,41 @@ class BatchLoader:
     Under DDP every rank holds the same generator and draws the same global batch
     of `batch_size * world_size` windows, then keeps its own slice (rank r takes
     rows r*batch_size to (r+1)*batch_size). So the ranks see different data, and
-    together exactly the batch one process with `batch_size * world_size` sees."""
+    together exactly the batch one process with `batch_size * world_size` sees.
+
+    `bos`: a beginning-of-sequence id to start every window with (`with_bos`), then block_size - 1
+    tokens of text.
+
+    `repeat_fraction` p > 0: each window, with probability p, starts with a span of its text of random
+    length followed by a copy of that span (`repeat_spans`): in-context repetition, which speeds up
+    the growth of induction heads (Zucchet et al. 2025). The choices come from the same generator,
+    so they resume too."""
 
     def __init__(self, data: np.ndarray, block_size: int, batch_size: int, seed: int,
-                 rank: int = 0, world_size: int = 1):
+                 rank: int = 0, world_size: int = 1, repeat_fraction: float = 0.0, bos: int | None = None):
         if len(data) <= block_size + 1:
             raise UsageError(
                 f"the data has {len(data)} tokens, too few for one window of block_size {block_size}: "
                 "lower block_size or use more data"
             )
+        if not 0.0 <= repeat_fraction <= 1.0:
+            raise UsageError(f"repeat_fraction must be in [0, 1], got {repeat_fraction}")
         self.data, self.block_size, self.batch_size = data, block_size, batch_size
-        self.rank, self.world_size = rank, world_size
+        self.rank, self.world_size, self.repeat_fraction, self.bos = rank, world_size, repeat_fraction, bos
+        self.text_length = block_size - (bos is not None)  # the text tokens a window holds after its BOS
         self.generator = torch.Generator().manual_seed(seed)
 
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         global_batch = self.batch_size * self.world_size
-        starts = torch.randint(len(self.data) - self.block_size, (global_batch,), generator=self.generator)
-        mine = starts[self.rank * self.batch_size: (self.rank + 1) * self.batch_size]  # this rank's slice
-        return windows_at(self.data, mine.tolist(), self.block_size)
+        starts = torch.randint(len(self.data) - self.text_length, (global_batch,), generator=self.generator)
+        mine = slice(self.rank * self.batch_size, (self.rank + 1) * self.batch_size)  # this rank's rows
+        x, y = windows_at(self.data, starts[mine].tolist(), self.text_length)
+        if self.repeat_fraction > 0:  # drawn for the global batch, so every rank's generator stays in step
+            repeat = torch.rand(global_batch, generator=self.generator) < self.repeat_fraction
+            lo, hi = span_lengths(self.text_length)
+            lengths = torch.randint(lo, hi + 1, (global_batch,), generator=self.generator)
+            x, y = repeat_spans(x, y, torch.where(repeat, lengths, 0)[mine])
+        return (x, y) if self.bos is None else with_bos(x, y, self.bos)
 
     def state_dict(self) -> dict:
         return {"generator": self.generator.get_state()}
@@ -164,12 +181,56 @@ def windows_at(data: np.ndarray, starts: list[int], length: int) -> tuple[torch.
     return xy[:, :-1].contiguous(), xy[:, 1:].contiguous()
 
 
+def span_lengths(block_size: int) -> tuple[int, int]:
+    """The shortest and longest span `repeat_spans` repeats in a window of block_size + 1 tokens: from an
+    eighth of the window (at least 2 tokens) to half of it. The copy's distance varies with the length, so
+    only a head that finds the earlier occurrence of its token (an induction head) can use it, not one
+    that looks a fixed distance back."""
+    hi = (block_size + 1) // 2
+    return min(max(2, (block_size + 1) // 8), hi), hi
+
+
+def repeat_spans(x: torch.Tensor, y: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs and targets (B, T) of windows, each row with `lengths[b]` = L > 0 (B,) made of its window's
+    first L tokens, the same L tokens again, then the text that followed them (cut to T + 1 tokens): from
+    the copy's second token on, the next token is the one that followed the current one in the span.
+    Rows with L = 0 are left alone."""
+    T = x.size(1)
+    tokens = torch.cat([x, y[:, -1:]], dim=1)  # (B, T + 1): the window
+    positions = torch.arange(T + 1)[None, :]  # (1, T + 1)
+    L = lengths[:, None].clamp(min=0, max=(T + 1) // 2)  # (B, 1)
+    source = torch.where(positions < 2 * L, positions % L.clamp(min=1), positions - L)  # (B, T + 1): which token goes where
+    source = torch.where(L > 0, source, positions)
+    tokens = tokens.gather(1, source)
+    return tokens[:, :-1].contiguous(), tokens[:, 1:].contiguous()
+
+
+def bos_token(tokenizer: Tokenizer) -> int:
+    """The id a `bos=true` run starts its windows with: the tokenizer's end-of-text token, which is
+    what GPT-2's documents start with (`gpt2`, `bpe:N`). `char` and `byte` have none."""
+    if tokenizer.eot_token is None:
+        raise UsageError(f"bos=true starts every window with the tokenizer's end-of-text token, and the "
+                         f"{tokenizer.name} tokenizer has none: prepare the text with --tokenizer bpe:N or gpt2, "
+                         "or train with bos=false")
+    return tokenizer.eot_token
+
+
+def with_bos(x: torch.Tensor, y: torch.Tensor, bos: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Windows of text (B, L) and their next tokens, with a beginning-of-sequence id put first: inputs
+    (B, L + 1) = [bos, x], targets (B, L + 1) = [x's first token, y]: the BOS predicts the first token."""
+    first = torch.full_like(x[:, :1], bos)
+    return torch.cat([first, x], dim=1), torch.cat([x[:, :1], y], dim=1)
+
+
 def eval_windows(data: np.ndarray, block_size: int, batch_size: int,
-                 max_batches: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+                 max_batches: int | None = None, bos: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Deterministic eval batches. `max_batches=None` covers every token of the split
     once, in consecutive windows (the last one padded with target -1, which the loss
-    skips); otherwise `max_batches` batches of windows spread evenly over the split."""
-    n_targets = len(data) - 1
+    skips); otherwise `max_batches` batches of windows spread evenly over the split.
+    With `bos`, every window starts with that id and holds block_size - 1 tokens of text (`with_bos`):
+    the first token of each window is a target too, predicted from the BOS."""
+    lead = int(bos is not None)
+    n_targets = len(data) - 1 + lead
     if max_batches is None:
         starts = list(range(0, n_targets, block_size))
     else:
@@ -180,7 +241,9 @@ def eval_windows(data: np.ndarray, block_size: int, batch_size: int,
         x = torch.zeros(len(batch), block_size, dtype=torch.long)
         y = torch.full((len(batch), block_size), -1, dtype=torch.long)
         for row, s in enumerate(batch):
-            chunk = torch.from_numpy(np.asarray(data[s: s + block_size + 1], dtype=np.int64))
+            chunk = torch.from_numpy(np.asarray(data[s: s + block_size + 1 - lead], dtype=np.int64))
+            if lead:
+                chunk = torch.cat([torch.tensor([bos]), chunk])
             n = len(chunk) - 1
             x[row, :n], y[row, :n] = chunk[:-1], chunk[1:]
         yield x, y

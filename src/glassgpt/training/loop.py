@@ -29,7 +29,7 @@ from glassgpt import checkpoint as ckpt
 from glassgpt import shard_folders
 from glassgpt.atomic import atomic_write, kill_point, recover
 from glassgpt.config import GPTConfig, RunConfig, TrainConfig, changed, fixed_on, show
-from glassgpt.data import BatchLoader, Prefetcher, TokenDataset, eval_windows
+from glassgpt.data import BatchLoader, Prefetcher, TokenDataset, bos_token, eval_windows
 from glassgpt.device import resolve_device
 from glassgpt.errors import RunError, UsageError
 from glassgpt.inference.mode import inference
@@ -65,18 +65,20 @@ def autocast_context(device: torch.device, dtype: str):
 
 
 def evaluate(model: GPT, data, block_size: int, batch_size: int, device: torch.device,
-             dtype: str = "float32", max_batches: int | None = None, dist_info: Dist = Dist()) -> float:
+             dtype: str = "float32", max_batches: int | None = None, dist_info: Dist = Dist(),
+             bos: int | None = None) -> float:
     """Mean cross-entropy (nats per token) over eval windows; `max_batches=None`
     reads the whole split (in batches of up to 8x batch_size rows, as far as their logits
     stay within 64 MB: the same windows, fewer calls). Under DDP the ranks read the windows
-    one process with the global batch (`batch_size * world_size`) would, each its slice of rows."""
+    one process with the global batch (`batch_size * world_size`) would, each its slice of rows.
+    `bos`: every window starts with this id (`eval_windows`)."""
     if max_batches is None:
         logits_bytes_per_row = block_size * model.config.vocab_size * 4
         batch_size = max(batch_size, min(8 * batch_size, WHOLE_SPLIT_LOGITS_BYTES // logits_bytes_per_row))
     total = torch.zeros(2, dtype=torch.float64, device=device)  # (sum of losses, number of targets)
     rows = slice(dist_info.rank * batch_size, (dist_info.rank + 1) * batch_size)
     with inference(model):
-        for x, y in eval_windows(data, block_size, batch_size * dist_info.world_size, max_batches):
+        for x, y in eval_windows(data, block_size, batch_size * dist_info.world_size, max_batches, bos):
             check_stop(dist_info, device)  # a stop request ends the evaluation here (on every rank alike)
             x, y = x[rows], y[rows]  # (B, T) each: this rank's share
             if len(x) == 0:  # the last, short batch may have no rows for this rank; it still runs the
@@ -394,8 +396,9 @@ def _start(rc: RunConfig, run_dir: Path, resume: bool, log, dist_info: Dist,
                "lower batch_size (raise grad_accum_steps to keep the batch), block_size, n_embd or n_layer"
                + ("" if sharded else ", or use parallel=fsdp on several GPUs"))
     raw_model, model, optimizer = _build_model(rc, run_dir, device, dist_info, saved, source, on_model, log)
+    bos = bos_token(dataset.tokenizer) if tc.bos else None
     loader = BatchLoader(dataset.split("train"), rc.model.block_size, tc.batch_size, tc.seed, dist_info.rank,
-                         dist_info.world_size)
+                         dist_info.world_size, tc.repeat_fraction, bos)
     scaler = torch.amp.GradScaler(device.type, enabled=tc.dtype == "float16")
     state = TrainState()
     if saved is not None:
@@ -423,7 +426,7 @@ def _start(rc: RunConfig, run_dir: Path, resume: bool, log, dist_info: Dist,
         from glassgpt.analysis import dynamics  # only then: training alone imports no analysis, no matplotlib
 
         probe = dynamics.AnalysisProbe.build(val_data, rc.model.block_size, dataset.tokenizer.vocab_size,
-                                             tc.seed).to(device)
+                                             tc.seed, bos=bos).to(device)
     tokens_per_step = tc.batch_size * rc.model.block_size * tc.grad_accum_steps * dist_info.world_size
     clock = RunClock.start(tc.max_minutes, len(val_data) - 1, tokens_per_step, started)
     job = Job(rc, run_dir, device, dist_info, log, dataset, val_data, raw_model, model, optimizer, scaler, batches, metrics,
@@ -466,6 +469,11 @@ def _load_dataset(rc: RunConfig, source) -> TokenDataset:
     if mc.vocab_size < tokenizer.vocab_size:
         raise UsageError(f"vocab_size {mc.vocab_size} is smaller than the {tc.dataset} tokenizer's "
                          f"{tokenizer.vocab_size}: set vocab_size={tokenizer.vocab_size}")
+    train_tokens = len(dataset.split("train"))
+    if train_tokens < tc.min_train_tokens:
+        raise UsageError(f"the {tc.dataset} train split has {train_tokens:,} tokens; this recipe needs at least "
+                         f"{tc.min_train_tokens:,} (min_train_tokens), or its model learns the text by heart: "
+                         "prepare a larger corpus (a few MB of text), or set min_train_tokens=0 to train anyway")
     val_tokens = len(dataset.split("val"))
     if val_tokens < 2:
         raise UsageError(f"the {tc.dataset} val split has {val_tokens} token(s), too few to evaluate on "
@@ -537,7 +545,7 @@ def _eta(job: Job, state: TrainState) -> float | None:
 
 def _evaluate(job: Job, max_batches: int | None) -> float:
     return evaluate(job.raw_model, job.val_data, job.rc.model.block_size, job.tc.batch_size, job.device,
-                    job.tc.dtype, max_batches, job.dist_info)
+                    job.tc.dtype, max_batches, job.dist_info, job.batches.loader.bos)
 
 
 def _eval_row(job: Job, state: TrainState, val_loss: float) -> dict:

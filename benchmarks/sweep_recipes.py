@@ -1,0 +1,261 @@
+"""The search behind the natural-text recipes `induction-text` and `depth-scan`: train, score, keep every run.
+
+    python benchmarks/sweep_recipes.py --grid induction-shape --out sweep.jsonl
+    python benchmarks/sweep_recipes.py --preset induction-text --set "dataset=vimdoc seed=2" --out sweep.jsonl
+    python benchmarks/sweep_recipes.py --preset depth-scan --set dataset=shakespeare-char --publish
+
+Each run is `glassgpt train PRESET key=value ...` in this process, one at a time, on `--threads`
+CPU threads (default 1: the machine is shared), into a temporary run directory. Its metrics.jsonl
+is then read: the final analysis row is scored by the recipe's own checks
+(`glassgpt.analysis.phenomena.induction_text_check` / `depth_scan_check`, chosen by `--check` or
+by the preset's name), and the first analysis step at which every clause held is found, with the
+tokens and the wall seconds it took to get there. One JSON line per run is appended to `--out`
+(config, steps, tokens, wall, CPU and training seconds, the load average before and after, the
+scores, the clauses), so a sweep cut short keeps what it ran. On a shared machine the wall time
+says more about the neighbours than about the recipe; the process's CPU seconds, on one thread,
+are about what the run takes on one idle core.
+
+`--publish` writes the runs of this invocation as a benchmark (`benchmarks/results/recipe-NAME-*.json`,
+with the machine and its load) for the docs. The datasets must be prepared first
+(`glassgpt prepare shakespeare-char`, `glassgpt prepare text PATH --name NAME`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import shlex
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from glassgpt.bench.timing import stopwatch
+
+REPO = Path(__file__).resolve().parents[1]
+CHECKS = ("induction-text", "depth-scan")
+
+# Named grids: (preset, overrides). Each is one sitting of the search (docs: Lab notebook, 2026-12-07).
+GRIDS: dict[str, list[tuple[str, str]]] = {
+    "smoke": [(name, "dataset=shakespeare-char min_train_tokens=0 max_iters=2 eval_interval=2 eval_iters=1 "
+                     "analysis_interval=2 n_embd=32 block_size=16 batch_size=2") for name in ("induction-text", "depth-scan")],
+    # the first shape (attention-only, 2 x 4 heads, 64 wide, context 128, batch 8, lr 1e-3 constant) on
+    # plain text, then the learning rate and in-context repetition
+    "induction-a": [("induction-text", "dataset=shakespeare-char max_iters=8000 repeat_fraction=0")]
+    + [("induction-text", f"dataset=shakespeare-char max_iters=4000 {o}") for o in (
+        "repeat_fraction=0 learning_rate=3e-3 min_lr=3e-3", "repeat_fraction=0.25", "repeat_fraction=0.5")],
+    # the context: emergence slows with its length
+    "induction-b": [("induction-text", f"dataset=shakespeare-char max_iters=4000 block_size={c} repeat_fraction={r}")
+                    for c in (32, 64) for r in (0, 0.25)],
+    # more copies per step: a larger batch and more windows repeated; and a BPE corpus, whose bigrams
+    # predict more reliably than characters do (Aoyama et al. 2025)
+    "induction-c": [("induction-text", f"dataset=shakespeare-char max_iters=3000 block_size=32 batch_size=32 repeat_fraction={r}")
+                    for r in (0.5, 1.0)]
+    + [("induction-text", "dataset=shakespeare-char max_iters=3000 block_size=64 batch_size=16 repeat_fraction=0.5")]
+    + [("induction-text", f"dataset=vimdoc max_iters=3000 block_size=64 batch_size=16 repeat_fraction={r}") for r in (0, 0.5)],
+    # (the repeat_fraction runs of induction-a to -c ran with each window's first half twice: a copy at a fixed
+    # distance, which a fixed-offset head learns without any induction; since then the span's length varies)
+    # spans of random length repeated: the copy's distance varies, so only an induction head can use it
+    "induction-d": [("induction-text", f"dataset={d} max_iters=3000 block_size={c} batch_size={b} repeat_fraction=0.5")
+                    for d, c, b in (("shakespeare-char", 32, 32), ("shakespeare-char", 64, 16), ("vimdoc", 64, 16))],
+    # three layers: in two, layer 0 stays on the current token (mean distance 0.5) and layer 1 takes the previous
+    # one, so nothing is left to compose an induction head with
+    "induction-e": [("induction-text", f"dataset=shakespeare-char max_iters=5000 block_size=32 batch_size=32 n_layer=3 "
+                                       f"repeat_fraction={r}") for r in (0.5, 0)],
+    # MLPs back: an MLP can carry the current token's statistics, which attention-only models park in layer 0
+    "induction-f": [("induction-text", f"dataset=shakespeare-char max_iters=5000 block_size={c} batch_size={b} attn_only=false "
+                                       "repeat_fraction=0.5") for c, b in ((32, 32), (64, 16))],
+    # wider: at 64 wide the attention-only model spends layer 0 on the current token (self-attention 0.66-0.81 in
+    # every head: more room for its bigram table), so no head is left to look at the previous one
+    "induction-h": [("induction-text", f"dataset=shakespeare-char max_iters=4000 block_size=64 batch_size=16 n_embd={w} "
+                                       f"n_head={h} repeat_fraction={r}") for w, h, r in ((256, 8, 0.5), (256, 8, 0))],
+    # a BPE corpus: technical prose repeats its words and names, and its bigrams predict more reliably
+    # than characters' (Aoyama et al. 2025)
+    "induction-g": [("induction-text", f"dataset=vimdoc max_iters=4000 block_size=64 batch_size=16 repeat_fraction={r}")
+                    for r in (0.5, 0)],
+    # the depth scan: the sinks recipe (lr 3e-3, weight decay 0.3) six layers deep, 128 and 64 wide
+    "depth-a": [("depth-scan", f"dataset=shakespeare-char max_iters=1500 n_embd={w}") for w in (128, 64)],
+    # on characters layer 0 looks 7 tokens back and a layer-1 head sinks; BPE tokens, and a shorter context
+    "depth-b": [("depth-scan", "dataset=vimdoc max_iters=1500"),
+                ("depth-scan", "dataset=shakespeare-char max_iters=1500 block_size=32 batch_size=24")],
+    # a beginning-of-sequence token: one key every query sees, the same in every window
+    "depth-c": [("depth-scan", "dataset=vimdoc max_iters=1500 bos=true")],
+}
+
+
+def scored(rows: list[dict], check: str) -> dict:
+    """The final analysis row's clauses, and where every clause first held: step, tokens, seconds."""
+    from glassgpt.analysis.dynamics import analysis_rows
+    from glassgpt.analysis.phenomena import depth_scan_check, induction_text_check, kept
+
+    judge = induction_text_check if check == "induction-text" else depth_scan_check
+    found = analysis_rows(rows)
+    if not found:
+        return {"kept": False, "clauses": [["no analysis row: train with analysis_interval > 0", False]],
+                "first_kept_step": None, "first_kept_seconds": None}
+    clauses = judge(found[-1])
+    first = next((r["step"] for r in found if kept(judge(r))), None)
+    elapsed = {r["step"]: r["elapsed_s"] for r in rows if r.get("kind") == "train" and "elapsed_s" in r}
+    later = [s for s in elapsed if first is not None and s >= first]
+    return {"kept": kept(clauses), "clauses": [[text, ok] for text, ok in clauses], "first_kept_step": first,
+            "first_kept_seconds": elapsed[min(later)] if later else None}
+
+
+def final_scores(rows: list[dict]) -> dict:
+    """The figures of the last analysis row that the recipes are judged on."""
+    from glassgpt.analysis.dynamics import analysis_rows
+
+    last = analysis_rows(rows)[-1] if analysis_rows(rows) else {}
+    keys = ("step", "induction", "previous_token", "induction_circuit", "attention_distance", "sink_rate",
+            "sink_share", "first_position_share", "icl_score")
+    return {k: last[k] for k in keys if k in last}
+
+
+def run_one(preset: str, overrides: list[str], runs_dir: Path, check: str) -> dict:
+    """Train one configuration and score it: one row of the sweep. A run stopped by a signal (the
+    command saves a checkpoint and exits) is scored as far as it got, with `stopped` set."""
+    from glassgpt.cli import main as glassgpt
+
+    out = Path(tempfile.mkdtemp(prefix="run-", dir=runs_dir)) / "run"
+    load_before = list(os.getloadavg())
+    cpu_before = time.process_time()
+    elapsed = stopwatch()
+    stopped = False
+    with contextlib.redirect_stdout(io.StringIO()):  # the command as a user runs it, its log kept quiet
+        try:
+            glassgpt(["train", preset, *overrides, "--out", str(out)])
+        except SystemExit as e:  # the command failed (its one line is on stderr) or was stopped
+            if not (out / "metrics.jsonl").is_file():
+                raise
+            stopped = e.code != 0
+    return {"preset": preset, "overrides": overrides, "check": check, "wall_seconds": round(elapsed(), 1),
+            "cpu_seconds": round(time.process_time() - cpu_before, 1),  # on one thread: about an idle core's wall
+            "load_before": load_before, "load_after": list(os.getloadavg()), "threads": torch.get_num_threads(),
+            "stopped": stopped, **score_run(out, check)}
+
+
+def score_run(run_dir: Path, check: str) -> dict:
+    """What a run directory says: its config, how far it trained, its final loss and its scores."""
+    config = json.loads((run_dir / "config.json").read_text())
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    final = next((r for r in reversed(rows) if r.get("kind") == "final"), {})
+    model, recipe = config["model"], config["train"]
+    steps = final.get("step", max((r["step"] for r in rows if "step" in r), default=0))
+    tokens_per_step = recipe["batch_size"] * model["block_size"] * recipe["grad_accum_steps"]
+    row = {"config": {"model": model, "train": recipe}, "steps": steps, "tokens": steps * tokens_per_step,
+           "train_seconds": final.get("train_seconds"), "analysis_seconds": final.get("analysis_seconds"),
+           "val_loss": final.get("val_loss"), "run_dir": str(run_dir), **scored(rows, check), "scores": final_scores(rows)}
+    row["first_kept_tokens"] = None if row["first_kept_step"] is None else row["first_kept_step"] * tokens_per_step
+    return row
+
+
+def describe(row: dict) -> str:
+    verdict = "KEPT" if row["kept"] else "missed"
+    first = "" if row["first_kept_step"] is None else f", first at step {row['first_kept_step']} ({row['first_kept_seconds']:.0f}s)"
+    clauses = "; ".join(("ok " if ok else "NO ") + text for text, ok in row["clauses"])
+    return (f"{row['preset']} {' '.join(row['overrides'])}: {verdict}{first} | {row['steps']} steps, "
+            f"{row['tokens']:,} tokens, {row['wall_seconds']:.0f}s wall, load {row['load_before'][0]:.1f} | {clauses}")
+
+
+def table(rows: list[dict]) -> str:
+    """The sweep as a markdown table for the lab notebook: one line per run, in the order run."""
+    lines = ["| recipe | overrides | steps | tokens | wall s (load) | CPU s | kept | first kept | figures |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        s = r["scores"]
+        if r["check"] == "induction-text":
+            c = s.get("induction_circuit") or {}
+            figures = (f"L{c.get('layer')}H{c.get('head')}: ind {c.get('induction', 0):.2f}, pm {c.get('prefix_matching', 0):.2f}, "
+                       f"abl {c.get('ablation_repeated', 0):+.3f} ± {c.get('ablation_repeated_se', 0):.3f}")
+        else:
+            figures = (f"dist L0 {s['attention_distance'][0]:.1f}; sink rate "
+                       + " ".join(f"{v:.2f}" for v in s["sink_rate"])
+                       + "; first-pos " + " ".join(f"{v:.2f}" for v in s["first_position_share"]))
+        first = "-" if r["first_kept_step"] is None else f"step {r['first_kept_step']} ({r['first_kept_seconds']:.0f} s)"
+        overrides = " ".join(o for o in r["overrides"] if not o.startswith("dataset="))
+        cpu = f"{r['cpu_seconds']:.0f}" if r.get("cpu_seconds") is not None else "-"
+        dataset = r["config"]["train"]["dataset"]
+        lines.append(f"| {r['preset']} on {dataset} | `{overrides}` | {r['steps']:,} | {r['tokens'] / 1e6:.1f}M | "
+                     f"{r['wall_seconds']:.0f} ({r['load_before'][0]:.1f}) | {cpu} | {'yes' if r['kept'] else 'no'} | {first} | "
+                     f"{figures} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--grid", choices=sorted(GRIDS), help="a named grid of (preset, overrides)")
+    what.add_argument("--preset", help="one preset (or TOML file), with --set overrides")
+    what.add_argument("--score", type=Path, metavar="RUN_DIR",
+                      help="score a run directory trained earlier (e.g. one stopped by hand) instead of training; "
+                           "--set names the overrides it was trained with, for the row")
+    parser.add_argument("--set", default="", help="key=value overrides for --preset, space-separated")
+    parser.add_argument("--check", choices=CHECKS, help="which recipe's checks score the runs (default: the preset's name)")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    parser.add_argument("--out", type=Path, help="append one JSON line per run to this file")
+    parser.add_argument("--runs", type=Path, help="where run directories go (default: a temporary folder, removed)")
+    parser.add_argument("--publish", action="store_true",
+                        help="write this invocation's runs as benchmarks/results/recipe-<check>-<time>.json")
+    parser.add_argument("--results", type=Path, default=REPO / "benchmarks" / "results", help="where --publish writes")
+    parser.add_argument("--skip", type=int, default=0, help="leave out the grid's first N runs (a sweep resumed)")
+    parser.add_argument("--note", default="", help="free text kept with every row (e.g. 'machine shared')")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.score:
+        return [record(score_existing(args.score, args.set, args.check or "induction-text", args.note), args.out)]
+    specs = (GRIDS[args.grid] if args.grid else [(args.preset, args.set)])[args.skip:]
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        runs_dir = args.runs or Path(tmp)
+        runs_dir.mkdir(parents=True, exist_ok=True)
+        for preset, overrides in specs:
+            check = args.check or (preset if preset in CHECKS else "induction-text")
+            rows.append(record({**run_one(preset, shlex.split(overrides), runs_dir, check), "note": args.note}, args.out))
+        if args.publish:
+            publish_recipe(rows, args.results)
+    return rows
+
+
+def record(row: dict, out: Path | None) -> dict:
+    """Print a row's one-line summary and append it to `out` (JSON lines)."""
+    print(describe(row), flush=True)
+    if out:
+        with open(out, "a") as f:
+            f.write(json.dumps(row) + "\n")
+    return row
+
+
+def score_existing(run_dir: Path, overrides: str, check: str, note: str) -> dict:
+    """A row for a run trained outside this script, e.g. stopped by hand: its wall time is its last logged one."""
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    wall = max((r.get("wall_seconds") or r.get("elapsed_s") or 0 for r in rows), default=0)
+    return {"preset": json.loads((run_dir / "config.json").read_text()).get("preset", check), "overrides": shlex.split(overrides),
+            "check": check, "wall_seconds": round(wall, 1), "cpu_seconds": None, "load_before": list(os.getloadavg()),
+            "load_after": list(os.getloadavg()), "threads": None, "stopped": not any(r.get("kind") == "final" for r in rows),
+            "note": note, **score_run(run_dir, check)}
+
+
+def publish_recipe(rows: list[dict], results: Path) -> Path:
+    """The runs of one recipe as a benchmark record: the machine with its load (before the first run, after
+    the last), whether it was shared, and per run the command, steps, tokens, wall and CPU seconds, scores."""
+    from glassgpt.bench.machine import machine_with_load
+    from glassgpt.bench.report import publish
+
+    check = rows[-1]["check"]
+    machine = machine_with_load(torch.device("cpu"), rows[0]["load_before"])
+    busy = 0.5 * (os.cpu_count() or 1)  # a load average above half the cores: the runs shared the machine
+    record = {"benchmark": f"recipe-{check}", "machine": machine,
+              "contended": any(r["load_before"][0] > busy or r["load_after"][0] > busy for r in rows),
+              "runs": [{"command": f"glassgpt train {r['preset']} {' '.join(r['overrides'])}".strip(),
+                        **{k: v for k, v in r.items() if k != "run_dir"}} for r in rows]}
+    return publish(record, results, f"recipe-{check}")
+
+
+if __name__ == "__main__":
+    sys.exit(0 if main() else 1)
