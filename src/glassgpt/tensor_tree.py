@@ -32,6 +32,7 @@ from glassgpt.safe_read import check_regular, loads_json
 FORMAT_KEY, FORMAT = "glassgpt.format", "tree/1"
 TREE_KEY = "glassgpt.tree"
 MAX_DEPTH = 32
+JSON_DEPTH = 3 * MAX_DEPTH + 2  # a dict node is three levels of JSON: {"dict": [[key, value]]}
 SPECIAL_FLOATS = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
 
 
@@ -134,7 +135,7 @@ def load_tree(path: Path, repair: str) -> object:
             header = f.metadata() or {}
             if header.get(FORMAT_KEY) != FORMAT or not isinstance(header.get(TREE_KEY), str):
                 raise TreeError("it has no glassgpt state in its header")
-            skeleton = loads_json(header[TREE_KEY], path, fix=repair)
+            skeleton = loads_json(header[TREE_KEY], path, max_depth=JSON_DEPTH, fix=repair)
             tensors = {name: f.get_tensor(name) for name in f.keys()}
         return unflatten(skeleton, tensors)
     except (SafetensorError, OSError) as e:
@@ -154,7 +155,7 @@ def dumps_plain(obj: object) -> bytes:
 def loads_plain(data: bytes) -> object:
     """The value `dumps_plain` wrote; TreeError (a ValueError) for anything else."""
     try:
-        skeleton = loads_json(data, "the value")
+        skeleton = loads_json(data, "the value", max_depth=JSON_DEPTH)
     except GlassGPTError as e:
         raise TreeError(str(e)) from None
     return unflatten(skeleton)

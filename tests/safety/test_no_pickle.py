@@ -15,7 +15,7 @@ import torch
 from glassgpt import shard_folders
 from glassgpt import checkpoint as ckpt
 from glassgpt.errors import RunError
-from glassgpt.tensor_tree import dumps_plain, load_tree, loads_plain, save_tree
+from glassgpt.tensor_tree import MAX_DEPTH, dumps_plain, load_tree, loads_plain, save_tree
 
 from conftest import assert_clean_error, cli, shard_folder, snapshot
 
@@ -111,6 +111,16 @@ def test_a_state_tree_round_trips_exactly_with_every_kind_of_node(tmp_path):
     length = int.from_bytes(path.read_bytes()[:8], "little")  # safetensors: a JSON header, then raw bytes
     assert "glassgpt.tree" in json.loads(path.read_bytes()[8:8 + length])["__metadata__"]
     assert loads_plain(dumps_plain([{"lr": 0.1, "betas": (0.9, 0.95)}])) == [{"lr": 0.1, "betas": (0.9, 0.95)}]
+
+
+def test_a_state_tree_as_deep_as_a_state_may_be_reads_back(tmp_path):
+    """Each dict of a tree is three levels of JSON ({"dict": [[key, value]]}): a tree `save_tree`
+    writes, nested as deep as it allows, is within what the reader parses."""
+    tree: object = 1
+    for _ in range(MAX_DEPTH):
+        tree = {"a": tree}
+    save_tree(tmp_path / "state.safetensors", tree)
+    assert load_tree(tmp_path / "state.safetensors", "restore it") == tree
 
 
 DEEP = json.loads("[" * 40 + "1" + "]" * 40)
