@@ -34,7 +34,7 @@ import numpy as np
 
 from glassgpt.data.sources import downloads_dir, mirror_dir, prepare_chunk_bytes
 from glassgpt.data.writing import SplitWriter
-from glassgpt.errors import RunError, UsageError
+from glassgpt.errors import RunError, UsageError, first_line
 from glassgpt.progress import progress
 from glassgpt.tokenizer import GPT2_EOT, get_tokenizer, gpt2_encoding
 
@@ -82,13 +82,13 @@ def open_documents() -> tuple[Iterator[str], str]:
         try:
             stream = datasets.load_dataset(builder, data_files=[str(f) for f in files], split="train", streaming=True)
         except Exception as e:  # unreadable files: `datasets` raises many kinds
-            raise RunError(f"could not read {where} ({_first_line(e)}): check or replace those files") from None
+            raise RunError(f"could not read {where} ({first_line(e)}): check or replace those files") from None
         return _texts(stream, where), where
     where = f"{HF_REPO} ({HF_CONFIG}) on the Hugging Face Hub"
     try:
         stream = datasets.load_dataset(HF_REPO, name=HF_CONFIG, split="train", streaming=True)
     except Exception as e:  # the Hub client raises many kinds; each means the same thing to the user
-        raise RunError(f"could not stream {where} ({_first_line(e)}); without network, place fineweb-edu "
+        raise RunError(f"could not stream {where} ({first_line(e)}); without network, place fineweb-edu "
                        f"parquet or jsonl files in $GLASSGPT_MIRROR/{LOCAL_FOLDER}/ or "
                        f"{downloads_dir() / LOCAL_FOLDER}/") from None
     return _texts(stream, where), where
@@ -103,7 +103,7 @@ def stream_rows(stream: Iterable[dict], where: str) -> Iterator[dict]:
         except StopIteration:
             return
         except Exception as e:  # a broken file or connection, raised from inside `datasets`
-            raise RunError(f"could not read {where} ({_first_line(e)}): check the files or the network") from None
+            raise RunError(f"could not read {where} ({first_line(e)}): check the files or the network") from None
         yield row
 
 
@@ -112,11 +112,6 @@ def _texts(stream: Iterable[dict], where: str) -> Iterator[str]:
         if not isinstance(row.get("text"), str):
             raise UsageError(f"a row of {where} has no 'text' string: FineWeb-Edu rows need a 'text' column")
         yield row["text"]
-
-
-def _first_line(e: Exception) -> str:
-    text = str(e).strip().splitlines()
-    return (text[0] if text else type(e).__name__)[:200]
 
 
 # ---------------------------------------------------------------- tokenizing in parallel

@@ -26,7 +26,7 @@ from typing import Iterator
 from glassgpt.data.documents import Source
 from glassgpt.data.fineweb import stream_rows
 from glassgpt.data.user import TextRequest, prepare_text
-from glassgpt.errors import RunError, UsageError
+from glassgpt.errors import RunError, UsageError, first_line
 from glassgpt.safe_read import read_bytes
 from glassgpt.tokenizer import get_tokenizer, parse_tokenizer_spec
 
@@ -103,7 +103,7 @@ def _readme_paths(readme: Path) -> list[str]:
     try:
         header = yaml.safe_load(text[3:end if end >= 0 else len(text)])
     except yaml.YAMLError as e:
-        raise UsageError(f"{readme}'s YAML header cannot be read ({_first_line(e)}): fix or remove it") from None
+        raise UsageError(f"{readme}'s YAML header cannot be read ({first_line(e)}): fix or remove it") from None
     configs = header.get("configs") if isinstance(header, dict) else None
     found: list[str] = []
     for config in configs if isinstance(configs, list) else []:
@@ -141,7 +141,7 @@ def hf_texts(dataset: str, config: str | None, split: str, column: str) -> Itera
     try:
         stream = datasets.load_dataset(dataset, name=config, split=split, streaming=True)
     except Exception as e:  # `datasets` and the Hub client raise many kinds; each means the same here
-        raise RunError(f"could not load {where} ({_first_line(e)}): check the name, or without network "
+        raise RunError(f"could not load {where} ({first_line(e)}): check the name, or without network "
                        "make sure it is in the Hugging Face cache (HF_HOME) or give a local folder") from None
     for row in stream_rows(stream, where):
         if column not in row:
@@ -150,8 +150,3 @@ def hf_texts(dataset: str, config: str | None, split: str, column: str) -> Itera
         if not isinstance(row[column], str):
             raise UsageError(f"{where}: column {column!r} holds {type(row[column]).__name__}, not text")
         yield row[column]
-
-
-def _first_line(e: Exception) -> str:
-    text = str(e).strip().splitlines()
-    return (text[0] if text else type(e).__name__)[:200]
