@@ -4,10 +4,12 @@ Tests never touch the network: Tiny Shakespeare comes from GLASSGPT_MIRROR
 (the Makefile points it at ../shared/data) or from ../shared/data directly.
 """
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import zipfile
@@ -311,6 +313,26 @@ def push_all(stop, pieces: list[str]) -> tuple[str, bool]:
         if hit:
             break
     return shown + ("" if hit else stop.flush()), hit
+
+
+class Hung(BaseException):
+    """Raised by `within` in a block that ran out of time: no `except Exception` (nor OSError,
+    which TimeoutError is) in the code under test can take it for a failure it handles."""
+
+
+@contextlib.contextmanager
+def within(seconds: float):
+    """Fail the test (instead of hanging the suite) if the block takes longer than `seconds`."""
+    def expire(signum, frame):
+        raise Hung(f"still running after {seconds} s: a read that blocks")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def free_port() -> int:

@@ -3,11 +3,9 @@ reads from a run, a dataset or a corpus is a regular file of a bounded size, par
 limits, or one line naming it. The hangs, the memory and the tracebacks a hostile file
 caused, one case each, then the reader's properties (hypothesis)."""
 
-import contextlib
 import json
 import os
 import shutil
-import signal
 import string
 import time
 from pathlib import Path
@@ -20,27 +18,7 @@ from glassgpt import safe_read
 from glassgpt.errors import GlassGPTError, RunError, UsageError
 from glassgpt.safe_read import loads_json, read_bytes, read_json, read_lines
 
-from conftest import assert_clean_error, cli, make_tiny_run
-
-
-class Hung(BaseException):
-    """Raised by `within` in a block that ran out of time: no `except Exception` (nor OSError,
-    which TimeoutError is) in the code under test can take it for a failure it handles."""
-
-
-@contextlib.contextmanager
-def within(seconds: float):
-    """Fail the test (instead of hanging the suite) if the block takes longer than `seconds`."""
-    def expire(signum, frame):
-        raise Hung(f"still running after {seconds} s: a read that blocks")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+from conftest import assert_clean_error, cli, make_tiny_run, within
 
 
 @pytest.fixture(scope="module")

@@ -54,7 +54,7 @@ from torch.distributed.checkpoint.storage import WriteResult
 from glassgpt.atomic import UNCHANGED, atomic_write_text, fsync_dir, write_error
 from glassgpt.errors import GlassGPTError, RunError, first_line
 from glassgpt.ownership import refuse_link, remove_owned_folder
-from glassgpt.safe_read import open_regular, read_json
+from glassgpt.safe_read import check_regular, open_regular, read_json
 from glassgpt.shard_folders import INDEX, SHARD_FILE, owns
 from glassgpt.tensor_tree import TreeError, dumps_plain, loads_plain
 
@@ -285,10 +285,11 @@ def check_shards(folder: Path, model: torch.nn.Module) -> Metadata:
         ends[stored.file] = max(ends.get(stored.file, 0), stored.at + stored.length)
     for name, end in ends.items():
         path = folder / name
-        if path.is_symlink() or not path.is_file():
+        if path.is_symlink() or not path.exists():
             raise RunError(f"{path} is missing: the sharded checkpoint is incomplete; {REDO}")
-        if path.stat().st_size < end:
-            raise RunError(f"{path} is truncated ({path.stat().st_size:,} bytes, {end:,} expected): "
+        size = check_regular(path, fix=REDO)  # a pipe or a folder in its place is refused, never waited on
+        if size < end:
+            raise RunError(f"{path} is truncated ({size:,} bytes, {end:,} expected): "
                            "restore it, or train into a new --out")
     want = {f"model.{k}": tuple(v.shape) for k, v in model.state_dict().items()}
     for fqn, shape in want.items():
