@@ -210,6 +210,8 @@ WRONG_SHAPED_ROWS = [
      "first_position_share": [0.1]},
     {"kind": "analysis", "step": 1, "icl_score": [], "entropy": [0.1], "sink_share": [0.2],
      "first_position_share": [0.1], "induction": [{"a": 1}]},
+    {"kind": "analysis", "step": 1, "icl_score": 0.1, "icl_score_se": "x", "entropy": [0.1], "entropy_se": 3,
+     "sink_share": [0.2], "sink_share_se": ["x"], "first_position_share": [0.1]},  # errors not numbers
     {"kind": "eval_task", "step": 1, "task": "hellaswag", "acc": "x", "acc_norm": None},
     {"kind": "eval", "step": 2, "val_loss": "low"},
 ]

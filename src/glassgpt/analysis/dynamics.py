@@ -220,6 +220,11 @@ def _band(ax, steps: list, values: list, errors: list, color: str) -> None:
     ax.fill_between(steps, low, high, color=color, alpha=0.18, linewidth=0)
 
 
+def _at(values, layer: int):
+    """A row's per-layer list at `layer`, or None where it has none (an older row, or not a list)."""
+    return values[layer] if isinstance(values, list) and layer < len(values) else None
+
+
 def _per_layer(ax, rows: list[dict], key: str, title: str, style: str = "-", label: str = "") -> None:
     steps = [float(r["step"]) for r in rows]
     for layer in range(len(rows[-1][key])):
@@ -228,7 +233,7 @@ def _per_layer(ax, rows: list[dict], key: str, title: str, style: str = "-", lab
         named = layer < LEGEND_LAYERS  # the colours repeat after ten: a longer legend would name a colour twice
         ax.plot(steps, values, style, marker=".", markersize=3, linewidth=1.2, color=color,
                 label=f"{label}layer {layer}" if named else "_unnamed")
-        errors = [r[f"{key}_se"][layer] if layer < len(r.get(f"{key}_se") or []) else None for r in rows]
+        errors = [_at(r.get(f"{key}_se"), layer) for r in rows]
         _band(ax, steps, values, errors, color)
     ax.set_title(title, fontsize=10)
     ax.set_xlabel("step")
