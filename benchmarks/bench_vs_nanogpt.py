@@ -240,16 +240,17 @@ def main(argv: list[str] | None = None) -> dict:
         **({"runs_per_round": rounds} if len(rounds) > 1 else {}),
     }
     publish(record, args.out, "vs-nanogpt")
-    print(ratios_table(summary, record["machine"], target))
+    print(ratios_table(summary, record["machine"], target, args.threads))
     if skipped:
         print(f"nanoGPT skipped: {skipped}")
     return record
 
 
-def ratios_table(summary: dict, machine: dict, target: float) -> str:
-    """The ratios, one line a run, under the CPU they hold on."""
+def ratios_table(summary: dict, machine: dict, target: float, threads: int | None = None) -> str:
+    """The ratios, one line a run, under the CPU they hold on (`threads`: each run's, if set)."""
+    threads = threads or machine["torch_threads"]
     lines = [f"{machine['cpu_model']} ({machine['cpu_capability']}; native bf16 matmul: "
-             f"{machine['native_bfloat16_matmul']}), {machine['torch_threads']} threads, "
+             f"{machine['native_bfloat16_matmul']}), {threads} thread{'s' if threads != 1 else ''}, "
              f"load {machine['load_average'][0]:.1f} before",
              f"{'run':<14} {'wall':>8} {'x nanoGPT':>9} {'to ' + format(target, '.4f'):>14} {'final val':>9} "
              f"{'step x cpu-baby':>15}"]
@@ -257,9 +258,9 @@ def ratios_table(summary: dict, machine: dict, target: float) -> str:
         hit = row["time_to_target"]
         to_target = (f"{hit['wall_s']:.0f} s" + (f" {row['time_to_target_vs_nanogpt_wall']:.2f}x"
                      if "time_to_target_vs_nanogpt_wall" in row else "")) if hit else "not reached"
-        lines.append(f"{name:<14} {row['wall_s']:>6.0f} s {row.get('wall_vs_nanogpt', float('nan')):>8.2f}x "
-                     f"{to_target:>14} {row['final_val_loss'] or float('nan'):>9.4f} "
-                     f"{row.get('train_step_vs_cpu_baby', float('nan')):>14.2f}x")
+        times = {key: f"{row[key]:.2f}x" if key in row else "-" for key in ("wall_vs_nanogpt", "train_step_vs_cpu_baby")}
+        lines.append(f"{name:<14} {row['wall_s']:>6.0f} s {times['wall_vs_nanogpt']:>9} {to_target:>14} "
+                     f"{row['final_val_loss'] or float('nan'):>9.4f} {times['train_step_vs_cpu_baby']:>15}")
     return "\n".join(lines)
 
 

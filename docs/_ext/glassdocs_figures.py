@@ -57,6 +57,8 @@ def cpu_kind(m: dict) -> str:
     flags = m.get("cpu_flags") or []
     level = m.get("cpu_capability") or ("AVX512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "")
     half = [f for f in ("avx512_bf16", "avx512_fp16", "amx_bf16", "bf16") if f in flags]
+    if m.get("native_bfloat16_matmul") is False and m.get("native_float16_matmul") is False:
+        half = ["16-bit matmul emulated"]  # whatever the flags say: torch does not use them here
     words = " + ".join([level, *half]) if level else ", ".join(half)
     return f" ({words})" if words else ""
 
@@ -70,7 +72,7 @@ def machine_of(d: dict) -> str:
     words = f"one {gpu}" if gpu else f"{m.get('cpu_model', 'CPU')}{cpu_kind(m)}, {cores} cores".replace("CPU, ", "")
     if not gpu and "cpu_model" not in m:
         words = f"a {cores}-core CPU{cpu_kind(m)}"
-    threads = m.get("torch_threads") or d.get("threads")
+    threads = d.get("threads") or m.get("torch_threads")  # the runs' own setting, where the script took one
     if not gpu and threads:
         words += f", {threads} thread{'s' if threads != 1 else ''}"
     load = m.get("load_average") or m.get("loadavg_before")
@@ -121,6 +123,22 @@ def vs_nanogpt_cpu(d: dict) -> list[str]:
                       + ", ".join(f"{r:.2f}" for r in per_round)
                       + f"; median {s[key]['wall_vs_nanogpt_median_of_rounds']:.2f}."]
     return lines
+
+
+def muon_step_cost(d: dict) -> list[str]:
+    """benchmarks/bench_options.py with the Muon variants: cpu-speedrun's step against cpu-baby's."""
+    r = d["results"]
+    picked = d["muon_precision"]
+    rows = [[f"`cpu-speedrun` as glassgpt runs it (Muon in {picked}, picked on this CPU)",
+             f"{r['cpu-speedrun']['median_step_s'] * 1e3:.0f} ms", x(r["cpu-speedrun"]["ratio_to_cpu_baby"])]]
+    for dtype, how in (("bfloat16", "torch.optim.Muon's precision"), ("float32", "")):
+        row = r[f"cpu-speedrun muon={dtype}"]
+        rows.append([f"`cpu-speedrun`, Muon in {dtype}" + (f" ({how})" if how else ""),
+                     f"{row['median_step_s'] * 1e3:.0f} ms", x(row["ratio_to_cpu_baby"])])
+    rows.append(["`cpu-baby`", f"{r['cpu-baby']['median_step_s'] * 1e3:.0f} ms", x(1.0)])
+    threads = f"{d['threads']} thread{'s' if d['threads'] != 1 else ''}"
+    return table([f"train step, {threads}, in turns ({d['rounds']} rounds)", "median step",
+                  "step / cpu-baby's"], rows)
 
 
 def vs_nanogpt_gpu(d: dict) -> list[str]:
@@ -314,6 +332,9 @@ def recipe(d: dict) -> list[str]:
     return table(["command", "steps", f"wall{shared}", "CPU time, one thread", "every clause held from", "at the end"], rows)
 
 
+FORCED_AVX2 = "ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2"  # torch as on a CPU without 16-bit instructions
+MUON_STEP_ARGS = ("--threads 1 --rounds 15 --steps 2 "
+                  "--variants 'cpu-baby,cpu-speedrun,cpu-speedrun muon=bfloat16,cpu-speedrun muon=float32'")
 FIGURES: dict[str, Figure] = {
     "readme-vs-transformers": Figure("20261122-085448-all.json", "glassgpt bench", readme_transformers),
     "readme-vs-nanogpt": Figure("vs-nanogpt-20261201-220029.json",
@@ -332,6 +353,12 @@ FIGURES: dict[str, Figure] = {
     "view-hover": Figure("view-hover-20261201-130221.json", "python benchmarks/view_hover.py --long", view_hover),
     "compile-cpu": Figure("compile-20261201-133313.json", "python benchmarks/bench_compile.py --threads 1 --rounds 3 --repeats 6",
                           compile_cpu),
+    "muon-step-native": Figure("options-20261207-204603.json", f"python benchmarks/bench_options.py {MUON_STEP_ARGS}",
+                               muon_step_cost),
+    "muon-step-forced": Figure("options-20261207-204706.json", f"{FORCED_AVX2} python benchmarks/bench_options.py "
+                               f"{MUON_STEP_ARGS}", muon_step_cost),
+    "vs-nanogpt-cpu-forced": Figure("vs-nanogpt-20261207-204126.json", f"{FORCED_AVX2} python "
+                                    "benchmarks/bench_vs_nanogpt.py --nanogpt PATH --parallel --threads 1", vs_nanogpt_cpu),
     "mfu-gpu": Figure("20261123-015819-mfu.json", "glassgpt bench mfu --device cuda", mfu),
 }
 

@@ -102,4 +102,5 @@ def test_vs_nanogpt_prints_its_ratios_under_the_cpu_they_hold_on():
     speedrun = next(line for line in text.splitlines() if line.startswith("cpu-speedrun"))
     assert speedrun.split() == ["cpu-speedrun", "100", "s", "0.69x", "40", "s", "0.28x", "1.6466", "1.29x"]
     assert "not reached" in next(line for line in text.splitlines() if line.startswith("cpu-baby"))
+    assert ", 1 thread, " in load("bench_vs_nanogpt").ratios_table(summary, machine, 1.8857, threads=1)
 

@@ -189,6 +189,19 @@ def test_every_provenance_line_names_machine_command_and_date():
         assert "issue" not in line.lower()
 
 
+def test_a_cpu_figure_names_what_the_cpu_computes_fast_and_its_threads():
+    """A figure from one CPU is never read as true of another: the caption names torch's kernel
+    level, the 16-bit instructions (or that torch emulates them there) and the threads."""
+    zen4 = {"cpu_model": "AMD EPYC", "cpu_count": 2, "cpu_flags": ["avx2", "avx512f", "avx512_bf16"],
+            "torch_threads": 2, "load_average": [0.3, 0, 0]}
+    assert figures.machine_of({"machine": zen4}).startswith("AMD EPYC (AVX512 + avx512_bf16), 2 cores, 2 threads, ")
+    forced = {**zen4, "cpu_capability": "AVX2", "native_bfloat16_matmul": False, "native_float16_matmul": False}
+    assert figures.machine_of({"machine": forced, "threads": 1}).startswith(
+        "AMD EPYC (AVX2 + 16-bit matmul emulated), 2 cores, 1 thread, ")
+    assert figures.machine_of({"machine": {"cpu_model": "AMD EPYC", "cpu_count": 2, "cpu_flags": ["avx2", "fma"]}}) \
+        == "AMD EPYC (AVX2), 2 cores"
+
+
 # ---------------------------------------------------------------- commands and code in the docs
 
 def glassgpt_command_lines(text: str) -> list[tuple[int, list[str]]]:
