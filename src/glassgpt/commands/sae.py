@@ -40,7 +40,7 @@ def run(args) -> None:
     from glassgpt.sae import run_sae
     from glassgpt.threads import fitted_threads
 
-    with fitted_threads(args.threads, say=False) as threads, stages() as shown:  # threads said on stdout
+    with fitted_threads(args.threads, say=False) as threads, stages() as shown:  # on stdout
         def progress(done: int, total: int, stage: str = "SAE steps") -> None:
             shown(stage, done, total)
             threads.recheck()  # between steps: the machine may have got busier, or quieter
