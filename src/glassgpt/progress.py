@@ -1,9 +1,9 @@
 """How a long command shows how far it has got: one convention for `train`, `sae`, `analyze`,
 `eval` and `prepare`.
 
-On a terminal, a tqdm bar on stderr (with the time remaining). Otherwise (a log file, a pipe,
-a notebook's captured output) plain lines on stderr, one every `every_s` seconds and one at the
-end of each stage, each with its ETA:
+On a terminal, a tqdm bar (with the time remaining). Otherwise (a log file, a pipe, a notebook's
+captured output) plain lines, one every `every_s` seconds and one at the end of each stage, each
+with its ETA. Both go to stdout, with the command's log: stderr holds only an error's one line.
 
     SAE steps: 1,200/1,953 (61%) | 4 min 10 s elapsed | ETA 2 min 37 s
 
@@ -56,7 +56,7 @@ class Progress:
     def __init__(self, label: str, total: int | None = None, unit: str = "", *, stream: TextIO | None = None,
                  terminal: bool | None = None, every_s: float = EVERY_S, clock: Callable[[], float] = time.monotonic):
         self.label, self.total, self.unit = label, total, unit
-        self.stream = stream if stream is not None else sys.stderr
+        self.stream = stream if stream is not None else sys.stdout
         self.terminal = is_terminal(self.stream) if terminal is None else terminal
         self.every_s, self.clock = every_s, clock
         self.started = clock()

@@ -233,7 +233,7 @@ def test_the_suite_reports_progress_stage_by_stage_and_the_bars_draw_it(capsys):
     with progress_bars(disable=False) as progress:
         for stage, done, total in heard:
             progress(stage, done, total)
-    drawn = capsys.readouterr().err
+    drawn = capsys.readouterr().out
     assert "validation windows" in drawn and "head ablation" in drawn
 
 

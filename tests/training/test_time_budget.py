@@ -92,22 +92,22 @@ def test_plain_progress_lines_come_off_a_terminal_with_an_eta(capsys):
     clock = Clock()
     shown = Progress("SAE steps", 200, "step", terminal=False, every_s=20.0, clock=clock)
     shown.update(1)
-    assert capsys.readouterr().err == ""  # nothing before the first few seconds
+    assert capsys.readouterr().out == ""  # nothing before the first few seconds
     clock.now += 10.0
     shown.update(50)
-    assert capsys.readouterr().err == "SAE steps: 50/200 step (25%) | 10 s elapsed | ETA 30 s\n"
+    assert capsys.readouterr().out == "SAE steps: 50/200 step (25%) | 10 s elapsed | ETA 30 s\n"
     clock.now += 10.0
     shown.update(100)
-    assert capsys.readouterr().err == ""  # the next one comes every_s later
+    assert capsys.readouterr().out == ""  # the next one comes every_s later
     clock.now += 10.0
     shown.write("a log line")  # a log line counts as one
     clock.now += 15.0
     shown.update(150)
-    assert capsys.readouterr() == ("a log line\n", "")
+    assert capsys.readouterr() == ("a log line\n", "")  # stdout only: stderr is for an error's one line
     clock.now += 5.0
     shown.update(200)
     shown.close()
-    assert "200/200 step (100%) | 50 s elapsed | ETA 0 s" in capsys.readouterr().err
+    assert "200/200 step (100%) | 50 s elapsed | ETA 0 s" in capsys.readouterr().out
     assert duration(3725) == "1 h 02 min" and duration(185) == "3 min 05 s" and duration(None) == "?"
     assert eta_seconds(0, 10, 5.0) is None and eta_seconds(5, 10, 5.0) == 5.0
 

@@ -365,7 +365,7 @@ def report_view(model, tokenizer, ids: list[int], tokens: list[str], results: di
 # ---------------------------------------------------------------- progress
 
 def progress_bars(disable: bool | None = None):
-    """A `progress(stage, done, total)` for `write_report`, each stage shown in turn on stderr
+    """A `progress(stage, done, total)` for `write_report`, each stage shown in turn on stdout
     (glassgpt.progress.stages: a bar on a terminal, plain lines with an ETA otherwise;
     `disable=False` draws bars anyway, `disable=True` plain lines)."""
     return stages(terminal=None if disable is None else not disable)

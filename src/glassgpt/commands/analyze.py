@@ -30,7 +30,7 @@ def run(args) -> None:
     from glassgpt.stop import StopFlag
     from glassgpt.threads import fitted_threads
 
-    with StopFlag(), fitted_threads(args.threads, say=False) as threads, progress_bars() as bars:  # bars: stderr
+    with StopFlag(), fitted_threads(args.threads, say=False) as threads, progress_bars() as bars:  # on stdout
         def progress(stage: str, done: int, total: int) -> None:
             bars(stage, done, total)
             threads.recheck()  # between windows: the machine may have got busier, or quieter

@@ -41,7 +41,7 @@ def run(args) -> None:
     from glassgpt.stop import StopFlag
     from glassgpt.threads import fitted_threads
 
-    with StopFlag(), fitted_threads(args.threads, say=False) as threads, stages() as shown:  # threads: stdout
+    with StopFlag(), fitted_threads(args.threads, say=False) as threads, stages() as shown:  # on stdout
         def progress(done: int, total: int, stage: str = "SAE steps") -> None:
             shown(stage, done, total)
             threads.recheck()  # between steps: the machine may have got busier, or quieter

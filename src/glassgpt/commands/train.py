@@ -46,13 +46,9 @@ def run(args) -> None:
     if not Dist.from_env().is_main:  # under torchrun, the main process speaks for all
         train(run_config, out, resume=args.resume, on_model=on_model)
         return
-    import sys
-
     from glassgpt.progress import progress
 
-    # with the log on stdout: a bar on a terminal, else plain lines that fill long silences (stderr keeps
-    # only an error's one line)
-    with progress("training", unit="step", stream=sys.stdout) as shown:
+    with progress("training", unit="step") as shown:  # a bar on a terminal; plain lines fill long silences
         train(run_config, out, resume=args.resume, log=shown.write, on_model=on_model,
               progress=lambda done, total, eta: shown.update(done, total, eta))
     print(f"run saved in {out}; sample it with: glassgpt sample {out}")
