@@ -70,7 +70,7 @@ def test_the_shape_fields_resume_refusals_and_export_refusals_are_read_from_the_
     free = {"dropout", "norm", "attn_impl", "zero_init_proj"}
     every = [f.name for f in __import__("dataclasses").fields(GPTConfig)]
     assert finetune.SHAPE_FIELDS == tuple(k for k in every if k not in free) == train.RESUME_FIXED_MODEL
-    assert fixed_on(TrainConfig, "resume") == ("optimizer", "parallel") and fixed_on(TrainConfig, "finetune") == ()
+    assert fixed_on(TrainConfig, "resume") == ("optimizer", "bos", "parallel") and fixed_on(TrainConfig, "finetune") == ()
     assert gpt2_refusals(GPTConfig()) == [] and gpt2_refusals(GPTConfig(bias=False, n_layer=3)) == []
     assert gpt2_refusals(GPTConfig(pos_encoding="rope", logit_softcap=30.0)) == [
         "GPT-2 has learned positions only (this model has pos_encoding=rope)",
