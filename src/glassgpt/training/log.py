@@ -55,8 +55,15 @@ def is_metrics_row(row) -> bool:
     if not isinstance(step, int) or isinstance(step, bool) or step < 0:
         return False
     plain = (str, bool, int, float, type(None))
-    if not all(isinstance(v, plain) or (isinstance(v, list) and len(v) <= MAX_ROW_LIST
-                                        and all(isinstance(x, plain) for x in v)) for v in row.values()):
+
+    def flat(v) -> bool:  # a plain value, or a list of them
+        return isinstance(v, plain) or (isinstance(v, list) and len(v) <= MAX_ROW_LIST
+                                        and all(isinstance(x, plain) for x in v))
+
+    def value(v) -> bool:  # ... or one level of named values (an analysis row's induction circuit)
+        return flat(v) or (isinstance(v, dict) and len(v) <= MAX_ROW_FIELDS and all(flat(x) for x in v.values()))
+
+    if not all(value(v) for v in row.values()):
         return False
     if not all(_number(v) for k, v in row.items() if k.endswith("loss")):
         return False
