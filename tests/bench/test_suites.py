@@ -262,3 +262,17 @@ def test_machine_info_says_what_the_cpu_computes_fast():
         assert m["matmul_time_vs_float32"][name] > 0
     assert m["cpu_flags"] == cpu_flags()
 
+
+
+def test_each_recording_measures_and_records_its_own_peak():
+    """Two runs in one process each carry the peak their MFU figures divide by."""
+    from glassgpt.bench.report import Recorder, Settings
+    from glassgpt.bench.throughput import measured_peak
+
+    settings = Settings(quick=True)
+    for _ in range(2):
+        rec = Recorder(settings)
+        peak = measured_peak(rec, settings, "float32")
+        assert measured_peak(rec, settings, "float32") == peak  # reused within the run
+        named = [f for f in rec.figures if f["name"] == "peak matmul float32"]
+        assert len(named) == 1 and named[0]["value"] * 1e12 == pytest.approx(peak)
