@@ -79,21 +79,33 @@ class Competitor:
     """A second training with torch's default threads, running until `stop()`; started, it is waited
     for until it is stepping."""
 
-    def __init__(self, work: Path, env: dict, overrides: list[str], default_threads: int):
+    def __init__(self, out: Path, env: dict, overrides: list[str], default_threads: int):
         command = [sys.executable, "-m", "glassgpt", "train", "cpu-baby", *settings(10**8, str(default_threads),
                                                                                    overrides),
-                   "log_interval=1", "--out", str(work / "competitor")]
-        self.process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                        text=True)
+                   "log_interval=1", "--out", str(out)]  # a fresh folder each time: a second run there is refused
+        self.errors = out.with_name(out.name + ".stderr")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.errors, "w") as errors:
+            self.process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=errors, text=True)
+        stepping = False
         for line in self.process.stdout:
             if "| loss " in line:
+                stepping = True
                 break
+        if not stepping:  # it ended before its first step: the measurement would not be contended
+            self.process.wait()
+            raise RuntimeError(f"the competing training ended before it stepped: {self.errors.read_text()[-500:]}")
         self.drain = threading.Thread(target=self.process.stdout.read, daemon=True)  # its log, unread
         self.drain.start()
 
     def stop(self) -> None:
+        """Ends it; raises when it had ended by itself (then the case was not contended to the end)."""
+        ended_early = self.process.poll() is not None
         self.process.terminate()  # SIGTERM: it saves a checkpoint and leaves
         self.process.communicate(timeout=120)
+        if ended_early:
+            raise RuntimeError(f"the competing training ended during the measurement: "
+                               f"{self.errors.read_text()[-500:]}")
 
 
 def measure(case: str, work: Path, env: dict, steps: int, overrides: list[str], default_threads: int) -> dict:
@@ -103,7 +115,8 @@ def measure(case: str, work: Path, env: dict, steps: int, overrides: list[str], 
     run = work / case.replace(", ", "-").replace(" ", "-")
     threads = "auto" if case.endswith("auto") else str(default_threads)
     config = load_run_config("cpu-baby", settings(steps, threads, overrides))
-    competitor = Competitor(work, env, overrides, default_threads) if case.startswith("contended") else None
+    competitor = (Competitor(run.with_name(run.name + "-competitor"), env, overrides, default_threads)
+                  if case.startswith("contended") else None)
     try:
         elapsed = stopwatch()
         train(config, run, log=lambda line: None)
