@@ -42,13 +42,15 @@ def signal_on_forward(monkeypatch, at: int, when=lambda model: True) -> dict:
 
 def test_outside_a_stop_flag_check_stop_does_nothing_and_inside_it_raises_once_asked():
     check_stop()  # a notebook, a demo thread: no flag, nothing to do
+    before = signal.getsignal(signal.SIGINT)  # Python's default, or what a test runner's worker set
     with StopFlag():
         check_stop()
         os.kill(os.getpid(), signal.SIGINT)
         with pytest.raises(StopRequested, match="stopped by SIGINT") as caught:
             check_stop()
         assert caught.value.exit_code == 130
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
+        assert signal.getsignal(signal.SIGINT) is not before  # its own handler while it stands
+    assert signal.getsignal(signal.SIGINT) is before  # put back
 
 
 def test_a_stop_request_ends_glassgpt_eval_within_a_batch_and_appends_nothing(run_copy, monkeypatch):
