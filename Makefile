@@ -38,8 +38,16 @@ CHROMIUM := /usr/bin/chromium
 $(CHROMIUM):
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
 
-test: install $(CHROMIUM) docs
-	$(PY) -m pytest -q -n auto --dist worksteal
+# The docs build and the tests run side by side (neither reads what the other writes): the build is
+# one process most of the time, so the two fill both cores of a small machine. The docs' notebooks
+# take one thread each, as the test workers do; the build's log is printed when both are done.
+test: install $(CHROMIUM)
+	@mkdir -p docs/_build
+	@OMP_NUM_THREADS=1 $(MAKE) --no-print-directory docs > docs/_build/docs.log 2>&1 & docs=$$!; \
+	$(PY) -m pytest -q -n auto --dist worksteal; tests=$$?; \
+	wait $$docs; built=$$?; cat docs/_build/docs.log; \
+	if [ $$built -ne 0 ]; then echo "make test: the docs build failed (its log is above)"; fi; \
+	[ $$tests -eq 0 ] && [ $$built -eq 0 ]
 
 # The docs site, offline, warnings as errors (a broken link, a missing image, a failing cell or a
 # stale generated page fails it, naming the page); the tutorials are executed. Output: docs/_build/html.
