@@ -26,6 +26,7 @@ def tiny_args(out: Path, data_dir: Path = Path("data")) -> dict[str, list[str]]:
                            "max_iters=2", "eval_interval=2", "eval_iters=1", "analysis_interval=2", "n_layer=1",
                            "batch_size=2", "block_size=16", "device=cpu"],
         "bench_options": ["--rounds", "1", "--steps", "1", "--variants", "cpu-baby,qk_norm=true", "--out", str(out)],
+        "bench_make": ["--target", "quickstart", "--make-args=-n", "--out", str(out)],  # -n: the commands, not run
         "bench_prepare": ["--megabytes", "0.02", "--workers", "1", "--repeats", "1", "--out", str(out)],
         "bench_threads": ["--steps", "2", "--set", "n_layer=1", "n_embd=16", "block_size=16", "batch_size=2",
                           "--out", str(out)],
@@ -104,3 +105,10 @@ def test_vs_nanogpt_prints_its_ratios_under_the_cpu_they_hold_on():
     assert "not reached" in next(line for line in text.splitlines() if line.startswith("cpu-baby"))
     assert ", 1 thread, " in load("bench_vs_nanogpt").ratios_table(summary, machine, 1.8857, threads=1)
 
+
+
+def test_the_make_benchmark_reads_what_pytest_and_the_quickstart_say_of_themselves():
+    said = load("bench_make").what_it_said("test", "....\n===== 1311 passed, 2 skipped, 51 warnings in 301.52s (0:05:01) =====\n")
+    assert said == {"pytest": "1311 passed, 2 skipped, 51 warnings", "pytest_seconds": 301.52}
+    said = load("bench_make").what_it_said("quickstart", "step 1600\ndone: val loss 1.7543 (whole val split)\nROMEO:\n")
+    assert said == {"done": "done: val loss 1.7543 (whole val split)"}
