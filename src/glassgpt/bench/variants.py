@@ -9,6 +9,7 @@ Each suite is a function `suite(rec, settings)`; ratios are time(A) / time(B).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import statistics
 
 import torch
@@ -174,7 +175,7 @@ def gpt2_peak_memory(rec: Recorder, s: Settings, dtypes: list[str]) -> None:
         model = build_model(cfg, s.device)
         step = make_train_step(model, s.device, dt)
         step(x, y)  # optimizer state exists from here on
-        peak = peak_cuda_bytes(lambda: step(x, y), s.device)
+        peak = peak_cuda_bytes(functools.partial(step, x, y), s.device)
         rec.figure(f"gpt2 train step peak memory {dt}", peak / 2**30, "GiB", B=batch, T=seq)
         del model, step
         torch.cuda.empty_cache()
