@@ -332,6 +332,23 @@ def recipe(d: dict) -> list[str]:
     return table(["command", "steps", f"wall{shared}", "CPU time, one thread", "every clause held from", "at the end"], rows)
 
 
+def threads(d: dict) -> list[str]:
+    """benchmarks/bench_threads.py: training speed alone and beside a second training, per thread setting."""
+    speed = d["tokens_per_s"]
+
+    def used(case: str) -> str:
+        counts = sorted({t for r in d["rows"] if r["case"] == case for t in r["threads"]})
+        return " or ".join(map(str, counts)) + (" thread" if counts == [1] else " threads")
+
+    rows = []
+    for label, key in ((f"torch's default ({d['default_threads']} threads)", "default threads"), ("`threads=auto`", "auto")):
+        alone, beside = speed[f"idle, {key}"], speed[f"contended, {key}"]
+        rows.append([label, f"{alone:,.0f} tokens/s ({used(f'idle, {key}')})",
+                     f"{beside:,.0f} tokens/s ({used(f'contended, {key}')})", f"**{x(beside / alone)}**"])
+    return table(["cpu-baby", f"alone (median of {d['rounds']} rounds)", "beside a second training", "beside / alone"],
+                 rows)
+
+
 FORCED_AVX2 = "ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2"  # torch as on a CPU without 16-bit instructions
 MUON_STEP_ARGS = ("--threads 1 --rounds 15 --steps 2 "
                   "--variants 'cpu-baby,cpu-speedrun,cpu-speedrun muon=bfloat16,cpu-speedrun muon=float32'")
@@ -359,6 +376,7 @@ FIGURES: dict[str, Figure] = {
                                f"{MUON_STEP_ARGS}", muon_step_cost),
     "vs-nanogpt-cpu-forced": Figure("vs-nanogpt-20261207-204126.json", f"{FORCED_AVX2} python "
                                     "benchmarks/bench_vs_nanogpt.py --nanogpt PATH --parallel --threads 1", vs_nanogpt_cpu),
+    "threads": Figure("threads-20261207-222937.json", "python benchmarks/bench_threads.py --steps 300 --rounds 2", threads),
     "mfu-gpu": Figure("20261123-015819-mfu.json", "glassgpt bench mfu --device cuda", mfu),
 }
 
