@@ -183,8 +183,8 @@ class TrainConfig:
     # the fraction of training windows that start with a span of their text, of random length, twice (in-context
     # repetition: grows induction heads sooner, Zucchet et al. 2025); evaluation and analysis read the text as it is
     repeat_fraction: float = option(0.0, resume=True, finetune=True)
-    # start every training, evaluation and analysis window with the tokenizer's end-of-text token, as GPT-2's
-    # documents start with <|endoftext|>: one key every query sees, the same in every window (where sinks form)
+    # start every training, evaluation and analysis window with the tokenizer's end-of-text token (char and byte:
+    # a newline), as GPT-2's documents start with <|endoftext|>: one key every query sees, the same in every window
     bos: bool = option(False, finetune=True)
     # refuse a dataset whose training split holds fewer tokens: a recipe's floor, below which its model
     # learns the text by heart instead of growing what the recipe grows; 0 = no floor

@@ -186,8 +186,15 @@ def test_a_bos_run_evaluates_and_probes_windows_that_start_with_the_end_of_text_
     assert analysis["induction_seq_len"] == probe.seq_len == 7  # (32 - 1) // 4: the BOS takes one position
 
 
-def test_bos_on_a_tokenizer_without_end_of_text_is_one_line_exit_2(own_data, tmp_path):
-    result = run_cli("train", "induction-text", "dataset=mini", "min_train_tokens=0", "bos=true", "max_iters=2",
-                     "--out", str(tmp_path / "run"), env=own_data)
-    assert_clean_error(result, 2, "bos=true", "char", "bpe:N")
+def test_bos_on_characters_is_the_newline_and_without_one_it_is_one_line_exit_2(own_data, tmp_path):
+    from glassgpt.data import bos_token
+    from glassgpt.tokenizer import get_tokenizer
+
+    assert bos_token(get_tokenizer("char", text="ab\ncd")) == get_tokenizer("char", text="ab\ncd").encode("\n")[0]
+    (tmp_path / "flat.txt").write_text("abcd efgh " * 3000)  # no newline anywhere
+    env = {"GLASSGPT_DATA_DIR": str(tmp_path / "data")}
+    assert run_cli("prepare", "text", str(tmp_path / "flat.txt"), "--name", "flat", "--tokenizer", "char", env=env).returncode == 0
+    result = run_cli("train", "induction-text", "dataset=flat", "min_train_tokens=0", "bos=true", "max_iters=2",
+                     "--out", str(tmp_path / "run"), env=env)
+    assert_clean_error(result, 2, "bos=true", "newline", "bpe:N")
     assert not (tmp_path / "run").exists()

@@ -34,6 +34,7 @@ def run(args) -> None:
     import torch
 
     from glassgpt.checkpoint import load_run
+    from glassgpt.data import bos_token
     from glassgpt.device import resolve_device
     from glassgpt.inference.generate import check_sampling_args, stream
     from glassgpt.inference.text import StoppingDecoder, encode_prompt
@@ -44,8 +45,9 @@ def run(args) -> None:
     model, tokenizer, run_config = load_run(args.run_dir, device, dtype=args.dtype,  # in the fast layout
                                             decoding=not args.no_cache)  # without the cache every step is a whole window
     prompt_ids = encode_prompt(tokenizer, args.prompt)
-    if run_config.train.bos and prompt_ids[0] != tokenizer.eot_token:  # trained on windows that start with it
-        prompt_ids = [tokenizer.eot_token] + prompt_ids
+    bos = bos_token(tokenizer) if run_config.train.bos else None
+    if bos is not None and prompt_ids[0] != bos:  # trained on windows that start with it
+        prompt_ids = [bos] + prompt_ids
     check_fits(inference_bytes(model.config, args.num_samples, len(prompt_ids) + args.max_new_tokens), device,
                f"sampling {args.num_samples} rows at once", "ask for fewer --num-samples or --max-new-tokens")
     generator = torch.Generator(device=device)

@@ -207,12 +207,19 @@ def repeat_spans(x: torch.Tensor, y: torch.Tensor, lengths: torch.Tensor) -> tup
 
 def bos_token(tokenizer: Tokenizer) -> int:
     """The id a `bos=true` run starts its windows with: the tokenizer's end-of-text token, which is
-    what GPT-2's documents start with (`gpt2`, `bpe:N`). `char` and `byte` have none."""
-    if tokenizer.eot_token is None:
-        raise UsageError(f"bos=true starts every window with the tokenizer's end-of-text token, and the "
-                         f"{tokenizer.name} tokenizer has none: prepare the text with --tokenizer bpe:N or gpt2, "
+    what GPT-2's documents start with (`gpt2`, `bpe:N`); for `char` and `byte`, which have none, the
+    newline, so that every window starts as a line does."""
+    if tokenizer.eot_token is not None:
+        return tokenizer.eot_token
+    try:
+        ids = tokenizer.encode("\n")
+    except UsageError:
+        ids = []
+    if len(ids) != 1:
+        raise UsageError(f"bos=true starts every window with the tokenizer's end-of-text token, or a newline, and "
+                         f"this {tokenizer.name} tokenizer has neither: prepare the text with --tokenizer bpe:N, "
                          "or train with bos=false")
-    return tokenizer.eot_token
+    return ids[0]
 
 
 def with_bos(x: torch.Tensor, y: torch.Tensor, bos: int) -> tuple[torch.Tensor, torch.Tensor]:
