@@ -85,6 +85,27 @@ GRIDS: dict[str, list[tuple[str, str]]] = {
                 ("depth-scan", "dataset=shakespeare-char max_iters=1500 block_size=32 batch_size=24")],
     # a beginning-of-sequence token: one key every query sees, the same in every window
     "depth-c": [("depth-scan", "dataset=vimdoc max_iters=1500 bos=true")],
+    # characters at context 32 with learned positions keep layer 0 local (2.6 tokens) and make layers 1-5 broad,
+    # but only a quarter of the last layer's heads sink: weight decay, which shrinks the queries and keys that a
+    # sink needs large, from 0.3 to 1.0 and to 0; then a BOS (the newline) at no weight decay
+    "depth-f": [("depth-scan", f"dataset=shakespeare-char max_iters=1500 block_size=32 batch_size=24 pos_encoding=learned "
+                               f"weight_decay={w}{b}") for w, b in ((1.0, ""), (0.0, ""), (0.0, " bos=true"))],
+    # the setting that holds on Tiny Shakespeare, on a second corpus (the Vim help files as characters,
+    # `prepare text /usr/share/vim/vim90/doc --name vimdoc-char --tokenizer char`), with and without the BOS
+    "depth-g": [("depth-scan", f"dataset=vimdoc-char max_iters=1500 block_size=32 batch_size=24 pos_encoding=learned "
+                               f"weight_decay=0.0 bos={b}") for b in ("true", "false")],
+    # on the Vim help files a layer-1 head that attends to the most recent newline or space counts as a sink (its
+    # key is seen by few rows): context 64 halves that share but loses the last layer's sinks; eight heads make the
+    # one such head 6% of layers 0-1, and layer 0 then needs a few more steps to be local (2.76 +- 0.16 at 1,500)
+    "depth-h": [("depth-scan", f"dataset=vimdoc-char max_iters=1500 block_size={c} batch_size={b} pos_encoding=learned "
+                               f"weight_decay=0.0 bos=true n_head={h}") for c, b, h in ((64, 12, 4), (32, 24, 8))],
+    # eight heads and 2,000 steps on both corpora: kept on the Vim help files (layer 0 2.53 tokens, half the last
+    # layer sinking), but on Tiny Shakespeare the sinks move into layers 1-2 (19% of layers 0-1, a quarter of the last)
+    "depth-i": [("depth-scan", f"dataset={d} max_iters=2000 block_size=32 batch_size=24 pos_encoding=learned "
+                               "weight_decay=0.0 bos=true n_head=8") for d in ("vimdoc-char", "shakespeare-char")],
+    # the preset (four heads, 1,500 steps, the BOS, no weight decay) on both corpora and a second seed
+    "depth-scan": [("depth-scan", f"dataset={d}{seed}")
+                   for d, seed in (("shakespeare-char", ""), ("shakespeare-char", " seed=2"), ("vimdoc-char", ""))],
 }
 
 
