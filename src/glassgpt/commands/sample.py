@@ -30,11 +30,19 @@ def add_arguments(parser) -> None:
     parser.add_argument("--ignore-eos", action="store_true", help="go on past the tokenizer's end-of-text token")
 
 
+def prompt_as_trained(prompt_ids: list[int], tokenizer, bos: bool) -> list[int]:
+    """The prompt's ids as the run read its windows: after the run's BOS (`glassgpt.data.bos_token`: the
+    end-of-text token, or the newline for characters and bytes) when it trained with `bos=true`, once."""
+    from glassgpt.data import bos_token
+
+    first = bos_token(tokenizer) if bos else None
+    return prompt_ids if first is None or prompt_ids[:1] == [first] else [first, *prompt_ids]
+
+
 def run(args) -> None:
     import torch
 
     from glassgpt.checkpoint import load_run
-    from glassgpt.data import bos_token
     from glassgpt.device import resolve_device
     from glassgpt.inference.generate import check_sampling_args, stream
     from glassgpt.inference.text import StoppingDecoder, encode_prompt
@@ -44,10 +52,7 @@ def run(args) -> None:
     device = resolve_device(args.device)
     model, tokenizer, run_config = load_run(args.run_dir, device, dtype=args.dtype,  # in the fast layout
                                             decoding=not args.no_cache)  # without the cache every step is a whole window
-    prompt_ids = encode_prompt(tokenizer, args.prompt)
-    bos = bos_token(tokenizer) if run_config.train.bos else None
-    if bos is not None and prompt_ids[0] != bos:  # trained on windows that start with it
-        prompt_ids = [bos] + prompt_ids
+    prompt_ids = prompt_as_trained(encode_prompt(tokenizer, args.prompt), tokenizer, run_config.train.bos)
     check_fits(inference_bytes(model.config, args.num_samples, len(prompt_ids) + args.max_new_tokens), device,
                f"sampling {args.num_samples} rows at once", "ask for fewer --num-samples or --max-new-tokens")
     generator = torch.Generator(device=device)
