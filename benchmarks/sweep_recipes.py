@@ -103,6 +103,9 @@ GRIDS: dict[str, list[tuple[str, str]]] = {
     # layer sinking), but on Tiny Shakespeare the sinks move into layers 1-2 (19% of layers 0-1, a quarter of the last)
     "depth-i": [("depth-scan", f"dataset={d} max_iters=2000 block_size=32 batch_size=24 pos_encoding=learned "
                                "weight_decay=0.0 bos=true n_head=8") for d in ("vimdoc-char", "shakespeare-char")],
+    # between the two contexts on the Vim help files: layer 1 clear again, but layer 0 at 2.83 +- 0.32 and a quarter
+    # of the last layer sinking
+    "depth-j": [("depth-scan", "dataset=vimdoc-char block_size=48 batch_size=16")],
     # the preset (four heads, 1,500 steps, the BOS, no weight decay) on both corpora and a second seed
     "depth-scan": [("depth-scan", f"dataset={d}{seed}")
                    for d, seed in (("shakespeare-char", ""), ("shakespeare-char", " seed=2"), ("vimdoc-char", ""))],
