@@ -349,6 +349,18 @@ def threads(d: dict) -> list[str]:
                  rows)
 
 
+def make_times(d: dict) -> list[str]:
+    """benchmarks/bench_make.py: `make TARGET` from fresh clones, one after another."""
+    rows = []
+    for r in d["runs"]:
+        minutes, seconds = divmod(r["wall_seconds"], 60)
+        said = (f"{r['pytest']} in {r['pytest_seconds']:.0f} s" if "pytest" in r
+                else r.get("done", "").split(" | ")[0].removeprefix("done: "))
+        rows.append([f"fresh clone {r['run']}", f"**{int(minutes)} min {seconds:02.0f} s**",
+                     "passed" if r["returncode"] == 0 else f"failed ({r['returncode']})", said])
+    return table([f"`make {d['target']}`", "in all (install included)", "result", "what it printed"], rows)
+
+
 FORCED_AVX2 = "ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2"  # torch as on a CPU without 16-bit instructions
 MUON_STEP_ARGS = ("--threads 1 --rounds 15 --steps 2 "
                   "--variants 'cpu-baby,cpu-speedrun,cpu-speedrun muon=bfloat16,cpu-speedrun muon=float32'")
@@ -376,6 +388,8 @@ FIGURES: dict[str, Figure] = {
                                f"{MUON_STEP_ARGS}", muon_step_cost),
     "vs-nanogpt-cpu-forced": Figure("vs-nanogpt-20261207-204126.json", f"{FORCED_AVX2} python "
                                     "benchmarks/bench_vs_nanogpt.py --nanogpt PATH --parallel --threads 1", vs_nanogpt_cpu),
+    "recipe-depth-scan": Figure("recipe-depth-scan-20261207-234007.json",
+                                "python benchmarks/sweep_recipes.py --grid depth-scan --threads 1 --publish", recipe),
     "threads": Figure("threads-20261207-222937.json", "python benchmarks/bench_threads.py --steps 300 --rounds 2", threads),
     "mfu-gpu": Figure("20261123-015819-mfu.json", "glassgpt bench mfu --device cuda", mfu),
 }
