@@ -210,6 +210,10 @@ def test_training_facts_count_the_tokens_and_time_a_recipe_from_the_runs_own_spe
     # the same recipe at the same speed: its own tokens over its own speed
     assert recipe_minutes("cpu-baby", rc, 7680.0) == pytest.approx(1600 * 12 * 64 / 7680.0 / 60)
     assert recipe_minutes("no-such-recipe", rc, 7680.0) is None and recipe_minutes("cpu-baby", rc, None) is None
+    # a timed recipe ends at its max_minutes however many steps it allows
+    timed = load_run_config("induction-text")
+    assert timed.train.max_minutes > 0
+    assert recipe_minutes("induction-text", rc, 1.0) == timed.train.max_minutes
 
 
 def test_plus_minus_shows_the_error_where_the_value_is_shown():

@@ -41,7 +41,8 @@ def flops_per_token(model_config) -> float:
 
 def recipe_minutes(recipe: str, run_config, speed: float | None) -> float | None:
     """How long the preset `recipe` would train on this machine, from this run's speed scaled by the
-    two models' FLOPs per token; None when the preset is not installed or the speed is unknown."""
+    two models' FLOPs per token, and at most its `max_minutes` (a timed preset ends then, its schedule
+    fitted to the time); None when the preset is not installed or the speed is unknown."""
     import dataclasses
 
     from glassgpt.config import preset_names, preset_run_config
@@ -53,7 +54,8 @@ def recipe_minutes(recipe: str, run_config, speed: float | None) -> float | None
     tc = preset.train
     tokens = tc.max_iters * tc.batch_size * tc.grad_accum_steps * model.block_size
     flops_per_second = speed * flops_per_token(run_config.model)
-    return tokens * flops_per_token(model) / flops_per_second / 60
+    minutes = tokens * flops_per_token(model) / flops_per_second / 60
+    return min(minutes, tc.max_minutes) if tc.max_minutes else minutes
 
 
 def training_facts(run_config, rows: list[dict]) -> dict:
