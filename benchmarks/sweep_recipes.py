@@ -78,26 +78,43 @@ GRIDS: dict[str, list[tuple[str, str]]] = {
     # than characters' (Aoyama et al. 2025)
     "induction-g": [("induction-text", f"dataset=vimdoc max_iters=4000 block_size=64 batch_size=16 repeat_fraction={r}")
                     for r in (0.5, 0)],
+    # (the grids above ran against the preset as it was then: context 128, 4 heads, lr 1e-3 constant, 4,000 steps)
     # BPE tokens (bpe:512 of Tiny Shakespeare: a word-piece repeat predicts more than a character's), the
     # schedule fitted to the time (lr 3e-3, cosine to 3e-4), and enough tokens (Aoyama et al.: ~10^5.7 sqrt(B C),
     # 11M at batch 8, context 64; the runs above saw at most 9M): with rope, learned positions, and every window
     # repeated, one change at a time from the first
     "induction-i": [("induction-text", "dataset=shakespeare-bpe512 block_size=64 batch_size=8 max_iters=80000 "
                                        f"max_minutes=8.5 learning_rate=3e-3 min_lr=3e-4 warmup_iters=200 {o} "
-                                       "analysis_interval=2500 eval_interval=10000")
+                                       "analysis_interval=2500 eval_interval=10000 n_layer=2 n_head=4")
                     for o in ("repeat_fraction=0.25", "repeat_fraction=0.25 pos_encoding=learned", "repeat_fraction=1.0")],
     # with every window repeated the transition comes in 3,000 steps, but layer 1 grows two induction heads
     # and removing one costs little: two heads a layer leave room for one; then a longer context (more
     # repeated spans in the probe's windows, a smaller error on the ablation)
     "induction-j": [("induction-text", f"dataset=shakespeare-bpe512 block_size={c} batch_size={b} max_iters=80000 "
                                        "max_minutes=5 learning_rate=3e-3 min_lr=3e-4 warmup_iters=200 repeat_fraction=1.0 "
-                                       "analysis_interval=1000 eval_interval=10000 n_head=2") for c, b in ((64, 8), (128, 4))],
-    # the recipe as shipped (the preset: r4's setting), confirmed on a second corpus and a second seed; published
-    "induction-confirm": [("induction-text", f"dataset={d} seed={s} threads=1")
+                                       "analysis_interval=1000 eval_interval=10000 n_layer=2 n_head=2") for c, b in ((64, 8), (128, 4))],
+    # the two-layer recipe (induction-j's first run) as a preset, on a second corpus and a second seed; published
+    "induction-confirm": [("induction-text", f"dataset={d} seed={s} threads=1 n_layer=2")
                           for d, s in (("shakespeare-bpe512", 1337), ("vimdoc-bpe512", 1337), ("shakespeare-bpe512", 2))],
-    # the shipped recipe on other tokenizers (characters; bpe:4096), and with half the windows repeated
-    "induction-k": [("induction-text", f"{o} threads=1") for o in (
-        "dataset=shakespeare-char", "dataset=vimdoc", "dataset=shakespeare-bpe512 repeat_fraction=0.5")],
+    # on vimdoc-bpe512 the two-layer recipe's layer 1 took the previous token (as at context 128): a third layer
+    # lets layer 1 be the previous-token layer and layer 2 the induction layer
+    "induction-m": [("induction-text", "dataset=vimdoc-bpe512 threads=1 n_layer=3 n_head=2")],
+    # three layers of two heads on both corpora and a second seed (stopped after the first: it missed)
+    "induction-confirm3": [("induction-text", f"dataset={d} seed={s} threads=1 n_head=2")
+                           for d, s in (("shakespeare-bpe512", 1337), ("vimdoc-bpe512", 1337), ("shakespeare-bpe512", 2),
+                                        ("vimdoc-bpe512", 2))],
+    # three layers at two heads: layer 2 covers for the ablated induction head at context 64 (ablation +0.24 +- 0.29),
+    # and at longer contexts prefix matching on the text slides under 0.3 + 2 se; one head a layer, no cover
+    "induction-l": [("induction-text", f"dataset=shakespeare-bpe512 threads=1 {o}")
+                    for o in ("n_head=2 block_size=128", "n_head=2 block_size=96", "n_head=1")],
+    # one head a layer: every clause held from step 1,000 to about 18,000, then prefix matching on the text slid
+    # under 0.3 + 2 se as the model learned the text (0.32 +- 0.03 at the end of 5 minutes): the same schedule
+    # fitted to 2.5 minutes, on both corpora and a second seed (stopped after the first: no transition in 11,000
+    # steps -- the faster decay sent it down the other path, layer 2 previous-token)
+    "induction-n": [("induction-text", f"dataset={d} seed={s} threads=1")
+                    for d, s in (("shakespeare-bpe512", 1337), ("vimdoc-bpe512", 1337), ("shakespeare-bpe512", 2))],
+    # the preset as shipped (two layers of two heads) on vimdoc-bpe512 with a second and a third seed
+    "induction-o": [("induction-text", f"dataset=vimdoc-bpe512 seed={s} threads=1") for s in (2, 3)],
     # the depth scan: the sinks recipe (lr 3e-3, weight decay 0.3) six layers deep, 128 and 64 wide
     "depth-a": [("depth-scan", f"dataset=shakespeare-char max_iters=1500 n_embd={w}") for w in (128, 64)],
     # on characters layer 0 looks 7 tokens back and a layer-1 head sinks; BPE tokens, and a shorter context
