@@ -115,6 +115,10 @@ GRIDS: dict[str, list[tuple[str, str]]] = {
                     for d, s in (("shakespeare-bpe512", 1337), ("vimdoc-bpe512", 1337), ("shakespeare-bpe512", 2))],
     # the preset as shipped (two layers of two heads) on vimdoc-bpe512 with a second and a third seed
     "induction-o": [("induction-text", f"dataset=vimdoc-bpe512 seed={s} threads=1") for s in (2, 3)],
+    # the preset as shipped, on both corpora with three seeds in all: the published runs
+    "induction-text": [("induction-text", f"dataset={d} seed={s} threads=1")
+                       for d, s in (("shakespeare-bpe512", 1337), ("vimdoc-bpe512", 1337), ("shakespeare-bpe512", 2),
+                                    ("vimdoc-bpe512", 2), ("vimdoc-bpe512", 3))],
     # the depth scan: the sinks recipe (lr 3e-3, weight decay 0.3) six layers deep, 128 and 64 wide
     "depth-a": [("depth-scan", f"dataset=shakespeare-char max_iters=1500 n_embd={w}") for w in (128, 64)],
     # on characters layer 0 looks 7 tokens back and a layer-1 head sinks; BPE tokens, and a shorter context

@@ -390,6 +390,9 @@ FIGURES: dict[str, Figure] = {
                                     "benchmarks/bench_vs_nanogpt.py --nanogpt PATH --parallel --threads 1", vs_nanogpt_cpu),
     "recipe-depth-scan": Figure("recipe-depth-scan-20261207-234007.json",
                                 "python benchmarks/sweep_recipes.py --grid depth-scan --threads 1 --publish", recipe),
+    "recipe-induction-text": Figure("recipe-induction-text-20261207-235509.json",
+                                    "python benchmarks/sweep_recipes.py --grid induction-text --threads 1 --publish",
+                                    recipe),
     "threads": Figure("threads-20261207-222937.json", "python benchmarks/bench_threads.py --steps 300 --rounds 2", threads),
     "mfu-gpu": Figure("20261123-015819-mfu.json", "glassgpt bench mfu --device cuda", mfu),
 }

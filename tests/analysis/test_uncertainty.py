@@ -190,11 +190,13 @@ def test_when_nothing_is_found_the_summary_says_when_it_is_expected_and_what_gro
     assert expected_induction_tokens(12, 64) == pytest.approx(10 ** 5.7 * math.sqrt(768))
     assert ("No induction head: the best induction score is 0.03 ± 0.004 (layer 0 head 0; even attention would score "
             "about 0.04). At batch 12 and context 64 one is expected after about 13.9M tokens (Aoyama et al. 2025: "
-            "10^5.7 x sqrt(B x C)); this run saw 1.2M. `glassgpt train induction-text dataset=shakespeare-char` grows "
-            "one in about 8 minutes on this machine.") in text
+            "10^5.7 x sqrt(B x C)); this run saw 1.2M. `glassgpt train induction-text dataset=shakespeare-char` is the "
+            "recipe that grows one in about 8 minutes on this machine (shown on Tiny Shakespeare in word pieces, "
+            "`dataset=shakespeare-bpe512`).") in text
     assert "No attention sinks: no head's sink share reaches 30% by two standard errors (the most concentrated, " \
            "layer 0 head 0, gives 20% ± 2%)." in text
-    assert "`glassgpt train depth-scan dataset=shakespeare-char` grows them." in text, "no preset: no minutes"
+    assert ("`glassgpt train depth-scan dataset=shakespeare-char` is the recipe that grows them (shown on Tiny "
+            "Shakespeare in characters, `dataset=shakespeare-char`).") in text, "no preset: no minutes"
 
 
 def test_training_facts_count_the_tokens_and_time_a_recipe_from_the_runs_own_speed():

@@ -436,3 +436,27 @@ def test_prepare_command_says_when_there_was_nothing_to_do(dirs, monkeypatch):
     again = run_cli("prepare", "fineweb-edu")
     assert again.returncode == 0 and "already prepared" in again.stdout
     assert TokenDataset.load("fineweb-edu").meta["max_tokens"] == 5000
+
+
+def test_the_prepare_command_offers_every_built_in_dataset():
+    from glassgpt.commands.prepare import BUILT_IN
+    from glassgpt.data.prepare import DATASETS
+
+    assert BUILT_IN == tuple(DATASETS)
+
+
+def test_shakespeare_bpe512_is_tiny_shakespeare_prepared_as_text_with_a_512_token_bpe(tmp_path, monkeypatch, mirror):
+    """The built-in the induction-text recipe trains on is exactly what `prepare text FILE --tokenizer
+    bpe:512` makes of Tiny Shakespeare: the recipe's published runs hold for either."""
+    from glassgpt.data import TextRequest, prepare_user
+    from glassgpt.data.sources import TINY_SHAKESPEARE, find_raw_file
+
+    monkeypatch.setenv("GLASSGPT_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("GLASSGPT_MIRROR", str(mirror))
+    no_network(monkeypatch)
+    built_in = prepare("shakespeare-bpe512")
+    as_text = prepare_user("mine", TextRequest([str(find_raw_file(TINY_SHAKESPEARE))], tokenizer="bpe:512"))
+    meta = json.loads((built_in / "meta.json").read_text())
+    assert meta["tokenizer"]["vocab_size"] == 512 and meta["source_sha256"] == TINY_SHAKESPEARE.sha256
+    for split in ("train.bin", "val.bin"):
+        assert (built_in / split).read_bytes() == (as_text / split).read_bytes()

@@ -33,6 +33,8 @@ CIRCUIT_THRESHOLD = PREFIX_MATCHING_THRESHOLD  # its former name
 HEAD_KINDS = ("induction", "previous-token", "sink", "local", "none of these")  # in this order of precedence
 INDUCTION_TOKENS_PER_ROOT = 10 ** 5.7  # Aoyama et al. 2025: induction heads after about 10^5.7 sqrt(B C) tokens
 INDUCTION_RECIPE, SINK_RECIPE = "induction-text", "depth-scan"  # the presets that grow them on natural text
+RECIPE_SHOWN_ON = {INDUCTION_RECIPE: "Tiny Shakespeare in word pieces, `dataset=shakespeare-bpe512`",
+                   SINK_RECIPE: "Tiny Shakespeare in characters, `dataset=shakespeare-char`"}  # their published runs
 
 
 def _head(layer: int, head: int) -> str:
@@ -151,7 +153,8 @@ def _no_sink_advice(results: dict) -> str:
     return (f" Sinks need enough optimisation, sit on the first token of a sequence and do not appear in layers 0-1 "
             f"(Gu et al. 2024); this model has {layers} layer{'s' if layers != 1 else ''} and its training windows "
             f"start anywhere in the text, with no beginning-of-sequence token. "
-            f"`glassgpt train {SINK_RECIPE} dataset={training['dataset']}` grows them{_minutes(training, SINK_RECIPE)}.")
+            f"`glassgpt train {SINK_RECIPE} dataset={training['dataset']}` is the recipe that grows them"
+            f"{_minutes(training, SINK_RECIPE)} (shown on {RECIPE_SHOWN_ON[SINK_RECIPE]}).")
 
 
 def expected_induction_tokens(batch_size: int, block_size: int) -> float:
@@ -171,8 +174,8 @@ def _no_induction_advice(results: dict) -> str:
     B, C = int(training["batch_size"]), int(training["block_size"])
     return (f" At batch {B} and context {C} one is expected after about {_tokens(expected_induction_tokens(B, C))} "
             f"tokens (Aoyama et al. 2025: 10^5.7 x sqrt(B x C)); this run saw {_tokens(training['tokens_seen'])}. "
-            f"`glassgpt train {INDUCTION_RECIPE} dataset={training['dataset']}` grows one"
-            f"{_minutes(training, INDUCTION_RECIPE)}.")
+            f"`glassgpt train {INDUCTION_RECIPE} dataset={training['dataset']}` is the recipe that grows one"
+            f"{_minutes(training, INDUCTION_RECIPE)} (shown on {RECIPE_SHOWN_ON[INDUCTION_RECIPE]}).")
 
 
 def _induction_sentence(results: dict) -> str:

@@ -13,7 +13,7 @@ HELP = "download and tokenize a dataset, or your own text"
 DESCRIPTION = ("glassgpt prepare NAME (a built-in dataset) | prepare text PATH... --name NAME (files and folders "
                "of your own text) | prepare hf DATASET --name NAME --max-tokens N (a Hugging Face dataset) | "
                "prepare --list")
-BUILT_IN = ("shakespeare-char", "shakespeare", "enwik8", "fineweb-edu", "repeated-random")  # data.prepare.DATASETS
+BUILT_IN = ("shakespeare-char", "shakespeare", "shakespeare-bpe512", "enwik8", "fineweb-edu", "repeated-random")  # data.prepare.DATASETS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -53,6 +53,14 @@ def _prepare_shakespeare(out: Path, tokenizer_name: str, **_) -> dict:
     return {"tokenizer": tok.to_dict(), "tokens": counts, "source_sha256": TINY_SHAKESPEARE.sha256}
 
 
+def _prepare_shakespeare_bpe(out: Path, vocab: int, chunk_bytes: int, **_) -> dict:
+    """Tiny Shakespeare as `prepare text FILE --tokenizer bpe:VOCAB` makes it: a byte-level BPE trained on
+    it, the last tenth (from a line start) for validation."""
+    raw = find_raw_file(TINY_SHAKESPEARE)
+    meta = prepare_text(out, TextRequest([str(raw)], tokenizer=f"bpe:{vocab}"), chunk_bytes)
+    return {**meta, "source_sha256": TINY_SHAKESPEARE.sha256}
+
+
 @dataclass(frozen=True)
 class DatasetSpec:
     name: str
@@ -70,6 +78,10 @@ DATASETS: dict[str, DatasetSpec] = {
     "shakespeare": DatasetSpec(
         "shakespeare", "Tiny Shakespeare, GPT-2 BPE",
         lambda out, **kw: _prepare_shakespeare(out, "gpt2", **kw),
+    ),
+    "shakespeare-bpe512": DatasetSpec(
+        "shakespeare-bpe512", "Tiny Shakespeare, a 512-token BPE trained on it (word pieces: the induction-text recipe)",
+        lambda out, **kw: _prepare_shakespeare_bpe(out, 512, **kw),
     ),
     "enwik8": DatasetSpec(
         "enwik8", "the first 10^8 bytes of English Wikipedia, one token per byte (90M/5M/5M)",
