@@ -32,7 +32,7 @@ from glassgpt.bench.report import publish
 from glassgpt.bench.timing import stopwatch
 
 REPO = Path(__file__).resolve().parents[1]
-PYTEST_SUMMARY = re.compile(r"=* (.*\d+ passed.*) in ([\d.]+)s")
+PYTEST_SUMMARY = re.compile(r"^=* ?(\d+ passed[^\n]*?) in ([\d.]+)s", re.M)  # "-q" prints it without the ='s
 
 
 def fresh_clone(number: int) -> Path:
