@@ -89,6 +89,12 @@ def _deterministic():
     torch.manual_seed(0)
 
 
+# One thread in every test process and what it starts: `threads=auto` would otherwise choose from the
+# machine's load, which differs from one run of a test to the next (and with it the order of float sums).
+# The tests of the choice itself remove it (tests/training/test_threads.py).
+os.environ["OMP_NUM_THREADS"] = "1"
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _one_thread():
     """Tiny models run fastest on one thread; on a shared 2-core machine two threads
