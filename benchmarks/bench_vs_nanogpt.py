@@ -231,7 +231,7 @@ def main(argv: list[str] | None = None) -> dict:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     record = {
         "what": f"nanoGPT's {args.recipe} recipe vs glassgpt {', '.join(presets)}", "recipe": args.recipe,
-        "target_val_loss": target, "target_is": "nanoGPT's final val loss in this sitting" if nano else
+        "target_val_loss": target, "target_is": "nanoGPT's final val loss in this run" if nano else
         f"{default_target}, nanoGPT's reported final val loss (nanoGPT not run here)",
         "nanogpt_skipped": skipped, "mode": "parallel" if args.parallel else "back to back",
         "threads": args.threads, "note": args.note, "max_iters_cut": args.max_iters,
