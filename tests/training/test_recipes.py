@@ -22,15 +22,20 @@ TEXT = "".join(f"{name}: {line}\n" for name, line in [
 ] * 60)  # about 10 KB
 
 
-@pytest.fixture(scope="module")
-def own_data(tmp_path_factory):
-    """A dataset of one's own, prepared as a user would: `prepare text FILE --name mini --tokenizer char`."""
-    root = tmp_path_factory.mktemp("own")
+def prepare_own_text(root, tokenizer: str) -> dict:
+    """TEXT prepared as a user would (`prepare text FILE --name mini --tokenizer ...`) into `root`: the
+    environment that finds it."""
     (root / "play.txt").write_text(TEXT)
     env = {"GLASSGPT_DATA_DIR": str(root / "data")}
-    result = run_cli("prepare", "text", str(root / "play.txt"), "--name", "mini", "--tokenizer", "char", env=env)
+    result = run_cli("prepare", "text", str(root / "play.txt"), "--name", "mini", "--tokenizer", tokenizer, env=env)
     assert result.returncode == 0, result.stderr
     return env
+
+
+@pytest.fixture(scope="module")
+def own_data(tmp_path_factory):
+    """A dataset of one's own, in characters."""
+    return prepare_own_text(tmp_path_factory.mktemp("own"), "char")
 
 
 @pytest.mark.parametrize("preset", RECIPES)
@@ -152,12 +157,8 @@ def test_evaluation_windows_with_bos_predict_every_token_of_the_split_once():
 
 @pytest.fixture(scope="module")
 def own_bpe_data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("own-bpe")
-    (root / "play.txt").write_text(TEXT)
-    env = {"GLASSGPT_DATA_DIR": str(root / "data")}
-    result = run_cli("prepare", "text", str(root / "play.txt"), "--name", "mini", "--tokenizer", "bpe:300", env=env)
-    assert result.returncode == 0, result.stderr
-    return env
+    """The same text in a 300-token BPE (it has an end-of-text token)."""
+    return prepare_own_text(tmp_path_factory.mktemp("own-bpe"), "bpe:300")
 
 
 def test_a_bos_run_evaluates_and_probes_windows_that_start_with_the_end_of_text_token(own_bpe_data, tmp_path, monkeypatch):
