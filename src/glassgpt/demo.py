@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from glassgpt.errors import GlassGPTError, UsageError
-from glassgpt.inference.text import MAX_STOP_CHARS
+from glassgpt.inference.text import MAX_STOP_CHARS, last_window, prompt_as_trained
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from a demo
 
@@ -56,8 +56,9 @@ class Demo:
     """The model and tokenizer behind the page, and the two things the page asks of them."""
 
     def __init__(self, model, tokenizer, limits: Limits = Limits(), metrics_rows: list[dict] | None = None,
-                 saes: dict | None = None, prompt: str = "ROMEO:", threads=None):
+                 saes: dict | None = None, prompt: str = "ROMEO:", threads=None, bos: bool = False):
         self.model, self.tokenizer, self.limits = model.eval(), tokenizer, limits
+        self.bos = bos  # the run trained with bos=true: every prompt starts with its BOS, as its windows did
         self.prompt = prompt  # the page's first prompt (launch: the start of the run's own validation text)
         self.threads = threads  # a glassgpt.threads.ThreadChooser: each request's torch threads, or None
         self.busy = 0  # requests being computed now (they share the free cores)
@@ -87,7 +88,12 @@ class Demo:
             raise UsageError("the prompt is empty: type some text to continue")
         if len(prompt) > max_chars:
             raise UsageError(f"the prompt is {len(prompt)} characters; the limit is {max_chars}")
-        return self.tokenizer.encode(prompt)
+        return prompt_as_trained(self.tokenizer.encode(prompt), self.tokenizer, self.bos)
+
+    def window(self, text: str, max_chars: int | None = None) -> list[int]:
+        """The last block_size tokens of `text` as the model read its training windows (the BOS first)."""
+        ids = self.encode_prompt(text, max_chars)
+        return last_window(ids, self.model.config.block_size, ids[0] if self.bos else None)
 
     def generate(self, prompt: str, max_new_tokens: int, temperature: float, top_k: int, top_p: float, seed: int,
                  stop: str = ""):
@@ -136,7 +142,7 @@ class Demo:
         in another thread: the hooks it attaches belong to this call."""
         from glassgpt import analysis
 
-        ids = self.encode_prompt(text, self.max_inside_chars)[-self.model.config.block_size:]
+        ids = self.window(text, self.max_inside_chars)
         cfg = self.model.config
         layer, head = whole_number(layer, "the layer"), whole_number(head, "the head")
         if not (0 <= layer < cfg.n_layer and 0 <= head < cfg.n_head):
@@ -158,7 +164,7 @@ class Demo:
         from glassgpt import analysis
         from glassgpt.analysis.view import View, page, srcdoc_iframe, view_data
 
-        ids = self.encode_prompt(text, self.max_inside_chars)[-self.model.config.block_size:]
+        ids = self.window(text, self.max_inside_chars)
         cfg = self.model.config
         layer, head = whole_number(layer, "the layer"), whole_number(head, "the head")
         if not (0 <= layer < cfg.n_layer and 0 <= head < cfg.n_head):
@@ -193,7 +199,7 @@ class SAEDemo:
         from glassgpt.sae import features_per_token
 
         sae, identity = self._sae(name)
-        ids = self.demo.encode_prompt(text)[-self.demo.model.config.block_size:]
+        ids = self.demo.window(text)
         fired = features_per_token(self.demo.model, sae, identity["hook"], ids, identity.get("head"))
         labels = analysis.token_labels(self.demo.tokenizer, ids)
         return [[i, token, ", ".join(f"{f} ({v:.2f})" for f, v in row)] for i, (token, row) in
@@ -366,10 +372,9 @@ def default_prompt(run_config, tokenizer, max_chars: int = 120) -> str:
     return next((p for p in (prompt, "ROMEO:", "The", tokenizer.decode([0])) if readable(tokenizer, p)), "\n")
 
 
-def launch(run_dir: str, host: str = "127.0.0.1", port: int = 7860, limits: Limits = Limits(), block: bool = True,
-           dtype: str = "auto", threads=0):
-    """Serve the demo of a run: `threads` is torch's CPU threads per request (0: the free cores,
-    glassgpt.threads; a number fixes them)."""
+def demo_of_run(run_dir: str, limits: Limits = Limits(), dtype: str = "auto", threads=0) -> Demo:
+    """The Demo of a run: its model (in `dtype`), tokenizer, curves, SAEs, first prompt and BOS;
+    `threads` is torch's CPU threads per request (0: the free cores, glassgpt.threads; a number fixes them)."""
     from glassgpt.checkpoint import load_run
     from glassgpt.sae import discover_saes
     from glassgpt.threads import ThreadChooser
@@ -378,8 +383,14 @@ def launch(run_dir: str, host: str = "127.0.0.1", port: int = 7860, limits: Limi
     model, tokenizer, run_config = load_run(run_dir, dtype=dtype)  # generation and the Inside tab: this dtype
     chooser = ThreadChooser(threads)
     chooser.start()  # says "threads: ..." for the first request; each request measures again when stale
-    demo = Demo(model, tokenizer, limits, read_metrics(run_dir), discover_saes(run_dir),
-                prompt=default_prompt(run_config, tokenizer), threads=chooser)
+    return Demo(model, tokenizer, limits, read_metrics(run_dir), discover_saes(run_dir),
+                prompt=default_prompt(run_config, tokenizer), threads=chooser, bos=run_config.train.bos)
+
+
+def launch(run_dir: str, host: str = "127.0.0.1", port: int = 7860, limits: Limits = Limits(), block: bool = True,
+           dtype: str = "auto", threads=0):
+    """Serve the demo of a run (`demo_of_run`)."""
+    demo = demo_of_run(run_dir, limits, dtype, threads)
     app = build_app(demo, title=f"glassgpt · {os.path.basename(os.path.normpath(run_dir))}")
     # quiet: Gradio's own lines include a share=True hint a command-line user cannot act on
     app.launch(server_name=host, server_port=port, prevent_thread_lock=True, show_error=True, quiet=True)

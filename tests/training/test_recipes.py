@@ -203,18 +203,25 @@ def test_bos_on_characters_is_the_newline_and_without_one_it_is_one_line_exit_2(
 
 def test_a_depth_scan_run_on_characters_samples_after_the_newline_it_trained_behind(own_data, tmp_path):
     from glassgpt.checkpoint import load_run
-    from glassgpt.commands.sample import prompt_as_trained
+    from glassgpt.demo import Demo, demo_of_run
+    from glassgpt.inference.text import prompt_as_trained
 
     out = tmp_path / "run"
     assert load_preset("depth-scan")[1].bos  # the recipe's sinks sit on its BOS
     trained = run_cli("train", "depth-scan", "dataset=mini", "min_train_tokens=0", "max_iters=2", "eval_interval=2",
                       "analysis_interval=2", "--out", str(out), env=own_data)
     assert trained.returncode == 0, trained.stderr
-    _, tokenizer, run_config = load_run(out)
+    model, tokenizer, run_config = load_run(out)
     newline, prompt = tokenizer.encode("\n"), tokenizer.encode("ROMEO:")
     assert prompt_as_trained(prompt, tokenizer, run_config.train.bos) == newline + prompt
     assert prompt_as_trained(newline + prompt, tokenizer, True) == newline + prompt  # not twice
     assert prompt_as_trained(prompt, tokenizer, False) == prompt
+    demo = demo_of_run(str(out), threads=1)  # the demo reads prompts as the run read its windows
+    assert demo.encode_prompt("ROMEO:") == newline + prompt
+    block = model.config.block_size
+    window = demo.window("ROMEO: " * block)
+    assert len(window) == block and window[:1] == newline and window[1:] == demo.encode_prompt("ROMEO: " * block)[-block + 1:]
+    assert Demo(model, tokenizer).window("ROMEO: " * block) == tokenizer.encode("ROMEO: " * block)[-block:]
     result = run_cli("sample", str(out), "--prompt", "ROMEO:", "--max-new-tokens", "5", "--seed", "0", env=own_data)
     assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
     assert result.stdout.startswith("ROMEO:")

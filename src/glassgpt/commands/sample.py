@@ -30,22 +30,13 @@ def add_arguments(parser) -> None:
     parser.add_argument("--ignore-eos", action="store_true", help="go on past the tokenizer's end-of-text token")
 
 
-def prompt_as_trained(prompt_ids: list[int], tokenizer, bos: bool) -> list[int]:
-    """The prompt's ids as the run read its windows: after the run's BOS (`glassgpt.data.bos_token`: the
-    end-of-text token, or the newline for characters and bytes) when it trained with `bos=true`, once."""
-    from glassgpt.data import bos_token
-
-    first = bos_token(tokenizer) if bos else None
-    return prompt_ids if first is None or prompt_ids[:1] == [first] else [first, *prompt_ids]
-
-
 def run(args) -> None:
     import torch
 
     from glassgpt.checkpoint import load_run
     from glassgpt.device import resolve_device
     from glassgpt.inference.generate import check_sampling_args, stream
-    from glassgpt.inference.text import StoppingDecoder, encode_prompt
+    from glassgpt.inference.text import StoppingDecoder, encode_prompt, prompt_as_trained
     from glassgpt.limits import check_fits, inference_bytes
 
     check_sampling_args(args.temperature, args.top_k, args.top_p, args.max_new_tokens)

@@ -45,6 +45,23 @@ def encode_prompt(tokenizer, text: str | None) -> list[int]:
         raise UsageError("this tokenizer has no start token and no newline: give a prompt") from None
 
 
+def prompt_as_trained(prompt_ids: list[int], tokenizer, bos: bool) -> list[int]:
+    """The prompt's ids as the run read its windows: after the run's BOS (`glassgpt.data.bos_token`: the
+    end-of-text token, or the newline for characters and bytes) when it trained with `bos=true`, once."""
+    from glassgpt.data import bos_token
+
+    first = bos_token(tokenizer) if bos else None
+    return prompt_ids if first is None or prompt_ids[:1] == [first] else [first, *prompt_ids]
+
+
+def last_window(ids: list[int], block_size: int, bos: int | None) -> list[int]:
+    """The last `block_size` of `ids`, keeping `bos` (when not None, and ids start with it) first, as
+    every window of a bos=true run starts."""
+    if bos is None or ids[:1] != [bos] or len(ids) <= block_size:
+        return ids[-block_size:]
+    return [bos, *ids[len(ids) - block_size + 1:]]
+
+
 class StreamDecoder:
     """Token ids in, printable text out, as tokens arrive.
 
