@@ -4,8 +4,8 @@
     python benchmarks/sweep_recipes.py --preset induction-text --set "dataset=vimdoc seed=2" --out sweep.jsonl
     python benchmarks/sweep_recipes.py --preset depth-scan --set dataset=shakespeare-char --publish
 
-Each run is `glassgpt train PRESET key=value ...` in this process, one at a time, on `--threads`
-CPU threads (default 1: the machine is shared), into a temporary run directory. Its metrics.jsonl
+Each run is `glassgpt train PRESET key=value ...` in a worker process, `--lanes` at a time (default 1),
+each on `--threads` CPU threads (default 1), into a temporary run directory. Its metrics.jsonl
 is then read: the final analysis row is scored by the recipe's own checks
 (`glassgpt.analysis.phenomena.induction_text_check` / `depth_scan_check`, chosen by `--check` or
 by the preset's name), and the first analysis step at which every clause held is found, with the
@@ -26,11 +26,13 @@ import argparse
 import contextlib
 import io
 import json
+import multiprocessing
 import os
 import shlex
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import torch
@@ -119,6 +121,17 @@ GRIDS: dict[str, list[tuple[str, str]]] = {
     "induction-text": [("induction-text", f"dataset={d} seed={s} threads=1")
                        for d, s in (("shakespeare-bpe512", 1337), ("vimdoc-bpe512", 1337), ("shakespeare-bpe512", 2),
                                     ("vimdoc-bpe512", 2), ("vimdoc-bpe512", 3))],
+    # untied token tables (tie_weights=false): with the output head tied to the token table, the direct path
+    # (embedding -> unembedding) is symmetric and cannot hold a table of which token follows which, so layer 0's
+    # heads attend to the current token to hold it and the previous-token race goes to layer 1 (runs 7, 16 above).
+    # Untied, on the two seeds that lost the race on vimdoc, a third corpus (Python's standard library, `prepare
+    # text /usr/lib/python3.11/*.py --name pystd-bpe512 --tokenizer bpe:512`, the top-level modules) tied and
+    # untied, and Tiny Shakespeare; then a wider model and MLPs against the seed with the longest plateau
+    "induction-p": [("induction-text", f"dataset={d} seed={s} threads=1{o}") for d, s, o in (
+        ("vimdoc-bpe512", 1337, " tie_weights=false"), ("pystd-bpe512", 1337, " tie_weights=false"),
+        ("vimdoc-bpe512", 3, " tie_weights=false"), ("pystd-bpe512", 1337, ""),
+        ("shakespeare-bpe512", 1337, " tie_weights=false"), ("shakespeare-bpe512", 2, " tie_weights=false"),
+        ("vimdoc-bpe512", 1337, " tie_weights=false n_embd=128"), ("vimdoc-bpe512", 1337, " tie_weights=false attn_only=false"))],
     # the depth scan: the sinks recipe (lr 3e-3, weight decay 0.3) six layers deep, 128 and 64 wide
     "depth-a": [("depth-scan", f"dataset=shakespeare-char max_iters=1500 n_embd={w}") for w in (128, 64)],
     # on characters layer 0 looks 7 tokens back and a layer-1 head sinks; BPE tokens, and a shorter context
@@ -267,6 +280,8 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--publish", action="store_true",
                         help="write this invocation's runs as benchmarks/results/recipe-<check>-<time>.json")
     parser.add_argument("--results", type=Path, default=REPO / "benchmarks" / "results", help="where --publish writes")
+    parser.add_argument("--lanes", type=int, default=1,
+                        help="runs at once, each in its own process on --threads threads (2 lanes of 1 thread: a 2-core machine)")
     parser.add_argument("--skip", type=int, default=0, help="leave out the grid's first N runs (a sweep resumed)")
     parser.add_argument("--note", default="", help="free text kept with every row (e.g. 'machine shared')")
     args = parser.parse_args(argv)
@@ -279,9 +294,12 @@ def main(argv=None) -> list[dict]:
     with tempfile.TemporaryDirectory() as tmp:
         runs_dir = args.runs or Path(tmp)
         runs_dir.mkdir(parents=True, exist_ok=True)
-        for preset, overrides in specs:
-            check = args.check or (preset if preset in CHECKS else "induction-text")
-            rows.append(record({**run_one(preset, shlex.split(overrides), runs_dir, check), "note": args.note}, args.out))
+        jobs = [(preset, shlex.split(overrides), runs_dir, args.check or (preset if preset in CHECKS else "induction-text"))
+                for preset, overrides in specs]
+        with ProcessPoolExecutor(args.lanes, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=torch.set_num_threads, initargs=(args.threads,)) as lanes:
+            for result in [lanes.submit(run_one, *job) for job in jobs]:  # recorded in the grid's order
+                rows.append(record({**result.result(), "note": args.note}, args.out))
         if args.publish:
             publish_recipe(rows, args.results)
     return rows

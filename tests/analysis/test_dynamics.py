@@ -124,6 +124,22 @@ def test_in_context_learning_score_is_late_minus_early_loss():
     assert got["icl_score"] == pytest.approx(float(losses[:, late].mean() - losses[:, early].mean()), abs=1e-5)
 
 
+def test_the_circuit_ablation_reads_circuit_tokens_of_windows_that_do_not_overlap_and_its_error_shrinks():
+    from glassgpt.analysis.dynamics import CIRCUIT_TOKENS, ICL_TOKENS
+
+    large, small = torch.randint(0, 8, (2 * CIRCUIT_TOKENS,)).numpy(), torch.randint(0, 8, (12_000,)).numpy()  # repeats often
+    probe = AnalysisProbe.build(large, 32, 50, seed=0)
+    assert probe.circuit_windows.shape == (CIRCUIT_TOKENS // 32, 32) and probe.icl_windows.shape == (ICL_TOKENS // 32, 32)
+    assert AnalysisProbe.build(small, 32, 50, seed=0).circuit_windows.shape == (12_000 // 32, 32)  # no more than fit
+    assert AnalysisProbe.build(small[:6000], 32, 50, seed=0).circuit_windows.shape == (ICL_TOKENS // 32, 32)  # the ICL's
+    model = GPT(tiny_config(block_size=32))
+    row = analysis_row(model, probe, step=0)["induction_circuit"]
+    repeated = analysis_row(model, AnalysisProbe(probe.windows, probe.targets, probe.repeated, probe.seq_len,
+                                                 probe.icl_windows, probe.icl_targets), step=0)["induction_circuit"]
+    assert row["repeated_positions"] > 3 * repeated["repeated_positions"]  # read on four times the tokens
+    assert row["ablation_repeated_se"] < 0.75 * repeated["ablation_repeated_se"]
+
+
 def test_a_model_whose_layer_1_head_0_sinks_into_position_0_is_found_by_the_row():
     """Force one head onto key 0 through its scores hook: the row names that layer, head and key."""
     model = GPT(tiny_config(block_size=32))

@@ -18,7 +18,7 @@ Per layer over all its heads (the depth scan's figures, `glassgpt.analysis.pheno
   sink share reaches the threshold by two standard errors (`sink_rate`).
 `induction_circuit`: the head that scores best at both induction on the probe and prefix matching
 on the validation windows, and the loss its mean ablation costs on the text's repeated spans and
-elsewhere (`phenomena.induction_circuit`).
+elsewhere, read on CIRCUIT_TOKENS tokens of windows (`phenomena.induction_circuit`).
 And one number for the model, the in-context-learning score of Olsson et al. (2022):
 the mean loss at late positions of a window minus that at early positions (negative:
 the model predicts better with more context), read on ICL_TOKENS tokens of windows.
@@ -61,6 +61,10 @@ PROBE_BATCH = 2  # windows per forward pass of the probe: one layer of their att
 ICL_TOKENS = 8192  # validation tokens the in-context-learning score reads (at least PROBE_WINDOWS windows): its
 # bands hold T/16 positions each, so at T = 64 the 16 windows alone leave a standard error of about 0.3 nats,
 # 8,192 tokens (128 windows) about 0.1, for 0.4 s of CPU per row on cpu-baby (16,384: 0.07, 0.8 s)
+CIRCUIT_TOKENS = 32768  # validation tokens the induction circuit's ablation reads: its error is over the windows
+# holding repeated spans, which are rare in plain text (Tiny Shakespeare in word pieces: about 190 in 8,192 tokens,
+# a standard error of 0.25 nats on an effect of 0.5); 32,768 tokens halve it, for about 0.4 s of CPU per row
+# on the induction-text model
 LOGIT_BUDGET = 2 ** 24  # logits (windows x positions x vocabulary) one pass of `token_losses` may hold
 
 
@@ -75,20 +79,25 @@ class AnalysisProbe:
     icl_windows: torch.Tensor | None = None  # (B', T) the windows of the in-context-learning score (default: windows)
     icl_targets: torch.Tensor | None = None
     offset: int = 0  # tokens before the repeats: 1, the BOS, for a model trained with bos=true
+    circuit_windows: torch.Tensor | None = None  # (B'', T) the windows of the circuit's ablation (default: icl_windows)
+    circuit_targets: torch.Tensor | None = None
 
     @classmethod
     def build(cls, val_data: np.ndarray, block_size: int, vocab_size: int, seed: int,
               num_windows: int = PROBE_WINDOWS, num_repeats: int = PROBE_REPEATS, bos: int | None = None) -> "AnalysisProbe":
         """Windows spread evenly over the validation split, and a repeated-random-token batch drawn
         from `seed` over the tokenizer's `vocab_size` tokens (the model's may be padded); the
-        in-context-learning score reads ICL_TOKENS tokens of windows (at least `num_windows`).
-        With `bos`, every window and every repeated sequence starts with that id, as the model's
+        in-context-learning score reads ICL_TOKENS tokens of windows (at least `num_windows`), the induction
+        circuit's ablation CIRCUIT_TOKENS (at least as many; fewer where the split has fewer, so that its
+        windows do not overlap and its error, over windows, stays honest). With `bos`, every window and every repeated sequence starts with that id, as the model's
         training windows did."""
         from glassgpt.data import eval_windows
 
         windows, targets = next(eval_windows(val_data, block_size, num_windows, max_batches=1, bos=bos))
         icl_count = max(num_windows, ICL_TOKENS // block_size)
         icl_windows, icl_targets = next(eval_windows(val_data, block_size, icl_count, max_batches=1, bos=bos))
+        circuit_count = max(icl_count, min(CIRCUIT_TOKENS, len(val_data)) // block_size)  # windows that do not overlap
+        circuit_windows, circuit_targets = next(eval_windows(val_data, block_size, circuit_count, max_batches=1, bos=bos))
         offset = int(bos is not None)
         seq_len = induction_probe_length(block_size - offset, vocab_size)
         repeated = None
@@ -96,12 +105,13 @@ class AnalysisProbe:
             repeated = repeated_random_tokens(vocab_size, seq_len, num_repeats, torch.Generator().manual_seed(seed))
             if bos is not None:
                 repeated = torch.cat([torch.full_like(repeated[:, :1], bos), repeated], dim=1)  # (R, 1 + 2 S)
-        return cls(windows, targets, repeated, seq_len, icl_windows, icl_targets, offset)
+        return cls(windows, targets, repeated, seq_len, icl_windows, icl_targets, offset, circuit_windows, circuit_targets)
 
     def to(self, device) -> "AnalysisProbe":
         move = lambda t: t.to(device) if t is not None else None  # noqa: E731
         return AnalysisProbe(move(self.windows), move(self.targets), move(self.repeated), self.seq_len,
-                             move(self.icl_windows), move(self.icl_targets), self.offset)
+                             move(self.icl_windows), move(self.icl_targets), self.offset,
+                             move(self.circuit_windows), move(self.circuit_targets))
 
 
 def icl_bands(T: int) -> tuple[slice, slice]:
@@ -181,7 +191,8 @@ def analysis_row(model, probe: AnalysisProbe, step: int) -> dict:
         for name in ("induction", "previous_token"):
             row[name], row[f"{name}_se"], row[f"{name}_head"] = _best_per_layer(repeated[name], repeated[f"{name}_se"])
         row["induction_seq_len"] = probe.seq_len
-        text = (probe.icl_windows, probe.icl_targets) if probe.icl_windows is not None else (probe.windows, probe.targets)
+        text = next((w, t) for w, t in ((probe.circuit_windows, probe.circuit_targets),
+                                        (probe.icl_windows, probe.icl_targets), (probe.windows, probe.targets)) if w is not None)
         circuit = induction_circuit(model, *text, repeated["induction"], repeated["induction_se"],
                                     stats["prefix_matching"], stats["prefix_matching_se"])
         row["induction_circuit"] = {k: _json_number(v) if isinstance(v, float) else v for k, v in circuit.items()}
