@@ -117,21 +117,26 @@ GRIDS: dict[str, list[tuple[str, str]]] = {
                     for d, s in (("shakespeare-bpe512", 1337), ("vimdoc-bpe512", 1337), ("shakespeare-bpe512", 2))],
     # the preset as shipped (two layers of two heads) on vimdoc-bpe512 with a second and a third seed
     "induction-o": [("induction-text", f"dataset=vimdoc-bpe512 seed={s} threads=1") for s in (2, 3)],
-    # the preset as shipped, on both corpora with three seeds in all: the published runs
-    "induction-text": [("induction-text", f"dataset={d} seed={s} threads=1")
+    # the preset as shipped on 2026-12-07 (its output head tied to the token table), on both corpora with three
+    # seeds in all: published as recipe-induction-text-20261207-235509.json
+    "induction-text-tied": [("induction-text", f"dataset={d} seed={s} threads=1 tie_weights=true")
                        for d, s in (("shakespeare-bpe512", 1337), ("vimdoc-bpe512", 1337), ("shakespeare-bpe512", 2),
                                     ("vimdoc-bpe512", 2), ("vimdoc-bpe512", 3))],
     # untied token tables (tie_weights=false): with the output head tied to the token table, the direct path
     # (embedding -> unembedding) is symmetric and cannot hold a table of which token follows which, so layer 0's
-    # heads attend to the current token to hold it and the previous-token race goes to layer 1 (runs 7, 16 above).
-    # Untied, on the two seeds that lost the race on vimdoc, a third corpus (Python's standard library, `prepare
-    # text /usr/lib/python3.11/*.py --name pystd-bpe512 --tokenizer bpe:512`, the top-level modules) tied and
+    # heads attend to the current token to hold it and the previous-token race goes to layer 1 (the
+    # lab notebook's runs 7 and 16, 2026-12-07).
+    # Untied, on the two seeds that lost the race on vimdoc, a third corpus (Python's standard library: `prepare
+    # text FOLDER --name pystd-bpe512 --tokenizer bpe:512` on a folder of /usr/lib/python3.11/*.py, 4.7 MB) tied and
     # untied, and Tiny Shakespeare; then a wider model and MLPs against the seed with the longest plateau
     "induction-p": [("induction-text", f"dataset={d} seed={s} threads=1{o}") for d, s, o in (
         ("vimdoc-bpe512", 1337, " tie_weights=false"), ("pystd-bpe512", 1337, " tie_weights=false"),
-        ("vimdoc-bpe512", 3, " tie_weights=false"), ("pystd-bpe512", 1337, ""),
+        ("vimdoc-bpe512", 3, " tie_weights=false"), ("pystd-bpe512", 1337, " tie_weights=true"),
         ("shakespeare-bpe512", 1337, " tie_weights=false"), ("shakespeare-bpe512", 2, " tie_weights=false"),
         ("vimdoc-bpe512", 1337, " tie_weights=false n_embd=128"), ("vimdoc-bpe512", 1337, " tie_weights=false attn_only=false"))],
+    # the preset as shipped (its own output head), three corpora, two or three seeds each: the published runs
+    "induction-text": [("induction-text", f"dataset={d} seed={s} threads=1")
+                       for d in ("shakespeare-bpe512", "vimdoc-bpe512", "pystd-bpe512") for s in (1337, 2, 3)][:8],
     # the depth scan: the sinks recipe (lr 3e-3, weight decay 0.3) six layers deep, 128 and 64 wide
     "depth-a": [("depth-scan", f"dataset=shakespeare-char max_iters=1500 n_embd={w}") for w in (128, 64)],
     # on characters layer 0 looks 7 tokens back and a layer-1 head sinks; BPE tokens, and a shorter context
