@@ -180,8 +180,8 @@ def test_the_in_context_learning_sentence_claims_only_what_its_error_allows():
 def test_when_nothing_is_found_the_summary_says_when_it_is_expected_and_what_grows_it():
     from glassgpt.analysis.summary import expected_induction_tokens, summarize
 
-    training = {"dataset": "shakespeare-char", "batch_size": 12, "block_size": 64, "tokens_seen": 1_228_800,
-                "recipe_minutes": {"induction-text": 7.6, "depth-scan": None}}
+    training = {"dataset": "shakespeare-char", "tokenizer": "char", "batch_size": 12, "block_size": 64,
+                "tokens_seen": 1_228_800, "recipe_minutes": {"induction-text": 7.6, "depth-scan": None}}
     results = {"depth_scan": torch.full((4, 4), 0.5), "induction": torch.full((4, 4), 0.03),
                "induction_se": torch.full((4, 4), 0.004), "induction_seq_len": 16, "training": training,
                "sinks": [], "sink_scores": {}, "window_sink_scores": {"max_key_share": torch.full((4, 4), 0.2),
@@ -190,24 +190,31 @@ def test_when_nothing_is_found_the_summary_says_when_it_is_expected_and_what_gro
     assert expected_induction_tokens(12, 64) == pytest.approx(10 ** 5.7 * math.sqrt(768))
     assert ("No induction head: the best induction score is 0.03 ± 0.004 (layer 0 head 0; even attention would score "
             "about 0.04). At batch 12 and context 64 one is expected after about 13.9M tokens (Aoyama et al. 2025: "
-            "10^5.7 x sqrt(B x C)); this run saw 1.2M. `glassgpt train induction-text dataset=shakespeare-char` is the "
-            "recipe that grows one in about 8 minutes on this machine (shown on Tiny Shakespeare in word pieces, "
-            "`dataset=shakespeare-bpe512`).") in text
+            "10^5.7 x sqrt(B x C)); this run saw 1.2M. `glassgpt train induction-text` is the recipe that grows one "
+            "in about 8 minutes on this machine (shown on Tiny Shakespeare, Vim's help files and Python's standard "
+            "library in `bpe:512` tokens); this run's tokens are `char`, so prepare its text as the recipe's first: "
+            "`glassgpt prepare shakespeare-bpe512`, then `dataset=shakespeare-bpe512`.") in text  # built in
     assert "No attention sinks: no head's sink share reaches 30% by two standard errors (the most concentrated, " \
            "layer 0 head 0, gives 20% ± 2%)." in text
     assert ("`glassgpt train depth-scan dataset=shakespeare-char` is the recipe that grows them (shown on Tiny "
-            "Shakespeare in characters, `dataset=shakespeare-char`).") in text, "no preset: no minutes"
+            "Shakespeare in `char` tokens).") in text, "no preset: no minutes; the run's own tokens: its own dataset"
+    on_word_pieces = summarize({**results, "training": {**training, "dataset": "mine", "tokenizer": "bpe:512"}})
+    assert "`glassgpt train induction-text dataset=mine` is the recipe that grows one in about 8 minutes" in on_word_pieces
+    assert ("this run's tokens are `bpe:512`, so prepare its text as the recipe's first: `glassgpt prepare text PATH "
+            "--name mine-char --tokenizer char`, then `dataset=mine-char`.") in on_word_pieces  # the depth scan's
 
 
 def test_training_facts_count_the_tokens_and_time_a_recipe_from_the_runs_own_speed():
     from glassgpt.analysis.run_facts import recipe_minutes, training_facts
     from glassgpt.config import load_run_config
+    from glassgpt.tokenizer import ByteTokenizer, CharTokenizer
 
     rc = load_run_config("cpu-baby")
     rows = [{"kind": "train", "step": 50, "tokens_per_s": 9000.0}, {"kind": "train", "step": 1600, "tokens_per_s": 8000.0},
             {"kind": "final", "step": 1600, "tokens_per_s": 7680.0, "train_seconds": 100.0}]  # a resumed run: its last session
     facts = training_facts(rc, rows)
-    assert facts["tokens_seen"] == 1600 * 12 * 64 and facts["tokens_per_s"] == 7680.0
+    assert facts["tokens_seen"] == 1600 * 12 * 64 and facts["tokens_per_s"] == 7680.0 and facts["tokenizer"] is None
+    assert [training_facts(rc, rows, t)["tokenizer"] for t in (CharTokenizer("ab"), ByteTokenizer())] == ["char", "byte"]
     assert (facts["batch_size"], facts["block_size"], facts["dataset"]) == (12, 64, "shakespeare-char")
     # the same recipe at the same speed: its own tokens over its own speed
     assert recipe_minutes("cpu-baby", rc, 7680.0) == pytest.approx(1600 * 12 * 64 / 7680.0 / 60)

@@ -458,7 +458,7 @@ def write_report(run_dir: str | Path, prompt: str | None = None, out: str | Path
     metrics_rows = read_metrics(run_dir, warn)
     results = analyze(model, torch.tensor(ids), windows, targets, tokens=tokens, generator=generator,
                       progress=progress, vocab_size=tokenizer.vocab_size, tokenizer=tokenizer, bos=bos)
-    results["training"] = training_facts(run_config, metrics_rows)
+    results["training"] = training_facts(run_config, metrics_rows, tokenizer)
     pngs = {name: png_bytes(fig) for name, fig in figures(results, tokens).items()}
     if analysis_rows(metrics_rows, model.config.n_layer):  # trained with analysis_interval: the run's curves
         pngs[DYNAMICS] = png_bytes(plot_dynamics(metrics_rows, model.config.n_layer))

@@ -58,11 +58,17 @@ def recipe_minutes(recipe: str, run_config, speed: float | None) -> float | None
     return min(minutes, tc.max_minutes) if tc.max_minutes else minutes
 
 
-def training_facts(run_config, rows: list[dict]) -> dict:
-    """`dataset`, `batch_size`, `block_size`, `tokens_seen`, `tokens_per_s` and `recipe_minutes`
-    ({recipe: minutes or None}) of a run, for `summarize`."""
+def tokenizer_spec(tokenizer) -> str:
+    """How `glassgpt prepare --tokenizer` names a tokenizer: char, byte, gpt2, bpe:N."""
+    return f"bpe:{tokenizer.vocab_size}" if tokenizer.name == "bpe" else tokenizer.name
+
+
+def training_facts(run_config, rows: list[dict], tokenizer=None) -> dict:
+    """`dataset`, `tokenizer` (its `tokenizer_spec`, None when not given), `batch_size`, `block_size`,
+    `tokens_seen`, `tokens_per_s` and `recipe_minutes` ({recipe: minutes or None}) of a run, for `summarize`."""
     tc, block = run_config.train, run_config.model.block_size
     speed = training_speed(rows)
-    return {"dataset": tc.dataset, "batch_size": tc.batch_size * tc.grad_accum_steps, "block_size": block,
+    return {"dataset": tc.dataset, "tokenizer": None if tokenizer is None else tokenizer_spec(tokenizer),
+            "batch_size": tc.batch_size * tc.grad_accum_steps, "block_size": block,
             "tokens_seen": tokens_seen(tc, block, rows), "tokens_per_s": speed,
             "recipe_minutes": {recipe: recipe_minutes(recipe, run_config, speed) for recipe in (INDUCTION_RECIPE, SINK_RECIPE)}}

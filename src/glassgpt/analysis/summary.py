@@ -33,8 +33,10 @@ CIRCUIT_THRESHOLD = PREFIX_MATCHING_THRESHOLD  # its former name
 HEAD_KINDS = ("induction", "previous-token", "sink", "local", "none of these")  # in this order of precedence
 INDUCTION_TOKENS_PER_ROOT = 10 ** 5.7  # Aoyama et al. 2025: induction heads after about 10^5.7 sqrt(B C) tokens
 INDUCTION_RECIPE, SINK_RECIPE = "induction-text", "depth-scan"  # the presets that grow them on natural text
-RECIPE_SHOWN_ON = {INDUCTION_RECIPE: "Tiny Shakespeare in word pieces, `dataset=shakespeare-bpe512`",
-                   SINK_RECIPE: "Tiny Shakespeare in characters, `dataset=shakespeare-char`"}  # their published runs
+RECIPE_SHOWN_ON = {INDUCTION_RECIPE: "Tiny Shakespeare, Vim's help files and Python's standard library",
+                   SINK_RECIPE: "Tiny Shakespeare"}  # their published runs
+RECIPE_TOKENIZER = {INDUCTION_RECIPE: "bpe:512", SINK_RECIPE: "char"}  # the tokens each recipe was shown on
+TINY_SHAKESPEARE = {"shakespeare-char": "char", "shakespeare": "gpt2", "shakespeare-bpe512": "bpe:512"}  # built in
 
 
 def _head(layer: int, head: int) -> str:
@@ -144,6 +146,22 @@ def _minutes(training: dict, recipe: str) -> str:
     return f" in about {minutes:.0f} minutes on this machine" if minutes else ""
 
 
+def _recipe(training: dict, recipe: str, grows: str) -> str:
+    """The command that grows what is missing, on this run's dataset when its tokens are the recipe's, else on
+    the same text prepared with the recipe's tokenizer; how long it takes here, and where it was shown."""
+    wanted, dataset = RECIPE_TOKENIZER[recipe], training["dataset"]
+    shown = f"shown on {RECIPE_SHOWN_ON[recipe]} in `{wanted}` tokens"
+    if training.get("tokenizer") in (None, wanted):
+        return (f"`glassgpt train {recipe} dataset={dataset}` is the recipe that grows {grows}"
+                f"{_minutes(training, recipe)} ({shown}).")
+    built_in = {spec: name for name, spec in TINY_SHAKESPEARE.items()}.get(wanted) if dataset in TINY_SHAKESPEARE else None
+    name = built_in or f"{dataset}-{wanted.replace(':', '')}"
+    prepare = f"glassgpt prepare {built_in}" if built_in else f"glassgpt prepare text PATH --name {name} --tokenizer {wanted}"
+    return (f"`glassgpt train {recipe}` is the recipe that grows {grows}{_minutes(training, recipe)} ({shown}); "
+            f"this run's tokens are `{training['tokenizer']}`, so prepare its text as the recipe's first: "
+            f"`{prepare}`, then `dataset={name}`.")
+
+
 def _no_sink_advice(results: dict) -> str:
     """Why no sink, and the recipe that grows them (when the results know the run)."""
     training = results.get("training")
@@ -152,9 +170,7 @@ def _no_sink_advice(results: dict) -> str:
     layers = torch.as_tensor(results["depth_scan"]).size(0)
     return (f" Sinks need enough optimisation, sit on the first token of a sequence and do not appear in layers 0-1 "
             f"(Gu et al. 2024); this model has {layers} layer{'s' if layers != 1 else ''} and its training windows "
-            f"start anywhere in the text, with no beginning-of-sequence token. "
-            f"`glassgpt train {SINK_RECIPE} dataset={training['dataset']}` is the recipe that grows them"
-            f"{_minutes(training, SINK_RECIPE)} (shown on {RECIPE_SHOWN_ON[SINK_RECIPE]}).")
+            f"start anywhere in the text, with no beginning-of-sequence token. " + _recipe(training, SINK_RECIPE, "them"))
 
 
 def expected_induction_tokens(batch_size: int, block_size: int) -> float:
@@ -174,8 +190,7 @@ def _no_induction_advice(results: dict) -> str:
     B, C = int(training["batch_size"]), int(training["block_size"])
     return (f" At batch {B} and context {C} one is expected after about {_tokens(expected_induction_tokens(B, C))} "
             f"tokens (Aoyama et al. 2025: 10^5.7 x sqrt(B x C)); this run saw {_tokens(training['tokens_seen'])}. "
-            f"`glassgpt train {INDUCTION_RECIPE} dataset={training['dataset']}` is the recipe that grows one"
-            f"{_minutes(training, INDUCTION_RECIPE)} (shown on {RECIPE_SHOWN_ON[INDUCTION_RECIPE]}).")
+            + _recipe(training, INDUCTION_RECIPE, "one"))
 
 
 def _induction_sentence(results: dict) -> str:
