@@ -168,6 +168,12 @@ GRIDS: dict[str, list[tuple[str, str]]] = {
     # the preset (four heads, 1,500 steps, the BOS, no weight decay) on both corpora and a second seed
     "depth-scan": [("depth-scan", f"dataset={d}{seed}")
                    for d, seed in (("shakespeare-char", ""), ("shakespeare-char", " seed=2"), ("vimdoc-char", ""))],
+    # a third corpus (Python's standard library as characters, `prepare text FOLDER --name pystd-char --tokenizer
+    # char`), a second seed on the Vim help files, an output head of its own (which moved the induction recipe's
+    # race), and more steps for the layer-1 heads to leave the most recent newline
+    "depth-k": [("depth-scan", f"dataset={d}{o}") for d, o in (
+        ("pystd-char", ""), ("vimdoc-char", " seed=2"), ("vimdoc-char", " tie_weights=false"),
+        ("pystd-char", " tie_weights=false"), ("shakespeare-char", " tie_weights=false"), ("vimdoc-char", " max_iters=2500"))],
 }
 
 
