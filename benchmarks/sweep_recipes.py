@@ -174,6 +174,10 @@ GRIDS: dict[str, list[tuple[str, str]]] = {
     "depth-k": [("depth-scan", f"dataset={d}{o}") for d, o in (
         ("pystd-char", ""), ("vimdoc-char", " seed=2"), ("vimdoc-char", " tie_weights=false"),
         ("pystd-char", " tie_weights=false"), ("shakespeare-char", " tie_weights=false"), ("vimdoc-char", " max_iters=2500"))],
+    # the heads of layers 0-1 that sink on the Vim help files and on Python's code (a quarter of them: layer-1 heads
+    # on the most recent newline or on the first keys) were not moved by the output head or by another seed; eight
+    # layers, so that layer 1 is further from the last
+    "depth-l": [("depth-scan", f"dataset={d} n_layer=8") for d in ("vimdoc-char", "pystd-char", "shakespeare-char")],
 }
 
 
