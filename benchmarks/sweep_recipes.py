@@ -165,8 +165,9 @@ GRIDS: dict[str, list[tuple[str, str]]] = {
     # between the two contexts on the Vim help files: layer 1 clear again, but layer 0 at 2.83 +- 0.32 and a quarter
     # of the last layer sinking
     "depth-j": [("depth-scan", "dataset=vimdoc-char block_size=48 batch_size=16")],
-    # the preset (four heads, 1,500 steps, the BOS, no weight decay) on both corpora and a second seed
-    "depth-scan": [("depth-scan", f"dataset={d}{seed}")
+    # the preset (four heads, 1,500 steps, the BOS, no weight decay) on both corpora and a second seed: published
+    # as recipe-depth-scan-20261207-234007.json
+    "depth-scan-2026-12-07": [("depth-scan", f"dataset={d}{seed}")
                    for d, seed in (("shakespeare-char", ""), ("shakespeare-char", " seed=2"), ("vimdoc-char", ""))],
     # a third corpus (Python's standard library as characters, `prepare text FOLDER --name pystd-char --tokenizer
     # char`), a second seed on the Vim help files, an output head of its own (which moved the induction recipe's
@@ -178,6 +179,15 @@ GRIDS: dict[str, list[tuple[str, str]]] = {
     # on the most recent newline or on the first keys) were not moved by the output head or by another seed; eight
     # layers, so that layer 1 is further from the last
     "depth-l": [("depth-scan", f"dataset={d} n_layer=8") for d in ("vimdoc-char", "pystd-char", "shakespeare-char")],
+    # eight layers keep layers 0-1 clear on the Vim help files and Python's code, but on Tiny Shakespeare layer 0
+    # widens to 3.00 +- 0.05 tokens and a quarter of layers 0-1 sink: seven, on all three and a second seed
+    "depth-m": [("depth-scan", f"dataset={d} n_layer=7{o}") for d, o in (
+        ("shakespeare-char", ""), ("vimdoc-char", ""), ("pystd-char", ""), ("shakespeare-char", " seed=2"))],
+    # the preset as shipped on Tiny Shakespeare, and with eight layers on the Vim help files and Python's code,
+    # two seeds each: the published runs
+    "depth-scan": [("depth-scan", f"dataset={d}{o}") for d, o in (
+        ("vimdoc-char", " n_layer=8"), ("pystd-char", " n_layer=8"), ("vimdoc-char", " n_layer=8 seed=2"),
+        ("pystd-char", " n_layer=8 seed=2"), ("shakespeare-char", ""), ("shakespeare-char", " seed=2"))],
 }
 
 

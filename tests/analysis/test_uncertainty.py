@@ -191,13 +191,13 @@ def test_when_nothing_is_found_the_summary_says_when_it_is_expected_and_what_gro
     assert ("No induction head: the best induction score is 0.03 ± 0.004 (layer 0 head 0; even attention would score "
             "about 0.04). At batch 12 and context 64 one is expected after about 13.9M tokens (Aoyama et al. 2025: "
             "10^5.7 x sqrt(B x C)); this run saw 1.2M. `glassgpt train induction-text` is the recipe that grows one "
-            "in about 8 minutes on this machine (shown on Tiny Shakespeare, Vim's help files and Python's standard "
-            "library in `bpe:512` tokens); this run's tokens are `char`, so prepare its text as the recipe's first: "
+            "in about 8 minutes on this machine (shown in `bpe:512` tokens on Tiny Shakespeare, Vim's help files and "
+            "Python's standard library); this run's tokens are `char`, so prepare its text as the recipe's first: "
             "`glassgpt prepare shakespeare-bpe512`, then `dataset=shakespeare-bpe512`.") in text  # built in
     assert "No attention sinks: no head's sink share reaches 30% by two standard errors (the most concentrated, " \
            "layer 0 head 0, gives 20% ± 2%)." in text
-    assert ("`glassgpt train depth-scan dataset=shakespeare-char` is the recipe that grows them (shown on Tiny "
-            "Shakespeare in `char` tokens).") in text, "no preset: no minutes; the run's own tokens: its own dataset"
+    assert ("`glassgpt train depth-scan dataset=shakespeare-char` is the recipe that grows them (shown in `char` "
+            "tokens on Tiny Shakespeare, and with `n_layer=8` on Vim's help files and Python's standard library).") in text, "no preset: no minutes; the run's own tokens: its own dataset"
     on_word_pieces = summarize({**results, "training": {**training, "dataset": "mine", "tokenizer": "bpe:512"}})
     assert "`glassgpt train induction-text dataset=mine` is the recipe that grows one in about 8 minutes" in on_word_pieces
     assert ("this run's tokens are `bpe:512`, so prepare its text as the recipe's first: `glassgpt prepare text PATH "

@@ -34,7 +34,8 @@ HEAD_KINDS = ("induction", "previous-token", "sink", "local", "none of these")  
 INDUCTION_TOKENS_PER_ROOT = 10 ** 5.7  # Aoyama et al. 2025: induction heads after about 10^5.7 sqrt(B C) tokens
 INDUCTION_RECIPE, SINK_RECIPE = "induction-text", "depth-scan"  # the presets that grow them on natural text
 RECIPE_SHOWN_ON = {INDUCTION_RECIPE: "Tiny Shakespeare, Vim's help files and Python's standard library",
-                   SINK_RECIPE: "Tiny Shakespeare"}  # their published runs
+                   SINK_RECIPE: "Tiny Shakespeare, and with `n_layer=8` on Vim's help files and Python's "
+                                "standard library"}  # their published runs
 RECIPE_TOKENIZER = {INDUCTION_RECIPE: "bpe:512", SINK_RECIPE: "char"}  # the tokens each recipe was shown on
 TINY_SHAKESPEARE = {"shakespeare-char": "char", "shakespeare": "gpt2", "shakespeare-bpe512": "bpe:512"}  # built in
 
@@ -150,7 +151,7 @@ def _recipe(training: dict, recipe: str, grows: str) -> str:
     """The command that grows what is missing, on this run's dataset when its tokens are the recipe's, else on
     the same text prepared with the recipe's tokenizer; how long it takes here, and where it was shown."""
     wanted, dataset = RECIPE_TOKENIZER[recipe], training["dataset"]
-    shown = f"shown on {RECIPE_SHOWN_ON[recipe]} in `{wanted}` tokens"
+    shown = f"shown in `{wanted}` tokens on {RECIPE_SHOWN_ON[recipe]}"
     if training.get("tokenizer") in (None, wanted):
         return (f"`glassgpt train {recipe} dataset={dataset}` is the recipe that grows {grows}"
                 f"{_minutes(training, recipe)} ({shown}).")
