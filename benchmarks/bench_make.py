@@ -42,7 +42,7 @@ def fresh_clone(number: int) -> Path:
     return folder
 
 
-def what_it_said(target: str, output: str) -> dict:
+def what_it_said(output: str) -> dict:
     """The figures a run prints about itself."""
     said = {}
     if match := PYTEST_SUMMARY.search(output):
@@ -62,7 +62,7 @@ def time_make(target: str, make_args: list[str], number: int) -> dict:
         shutil.rmtree(clone)  # the clone is this script's own folder
     output = result.stdout + result.stderr
     row = {"run": number, "wall_seconds": wall, "returncode": result.returncode,
-           "load_average_after": list(os.getloadavg()), **what_it_said(target, output)}
+           "load_average_after": list(os.getloadavg()), **what_it_said(output)}
     if result.returncode != 0:
         row["output_tail"] = output[-3000:]
     minutes, seconds = divmod(wall, 60)

@@ -108,9 +108,9 @@ def test_vs_nanogpt_prints_its_ratios_under_the_cpu_they_hold_on():
 
 
 def test_the_make_benchmark_reads_what_pytest_and_the_quickstart_say_of_themselves():
-    said = load("bench_make").what_it_said("test", "....\n===== 1311 passed, 2 skipped, 51 warnings in 301.52s (0:05:01) =====\n")
+    said = load("bench_make").what_it_said("....\n===== 1311 passed, 2 skipped, 51 warnings in 301.52s (0:05:01) =====\n")
     assert said == {"pytest": "1311 passed, 2 skipped, 51 warnings", "pytest_seconds": 301.52}
-    said = load("bench_make").what_it_said("test", "...\n1314 passed, 53 warnings in 422.47s (0:07:02)\nmake: done\n")
+    said = load("bench_make").what_it_said("...\n1314 passed, 53 warnings in 422.47s (0:07:02)\nmake: done\n")
     assert said == {"pytest": "1314 passed, 53 warnings", "pytest_seconds": 422.47}  # pytest -q: no ='s
-    said = load("bench_make").what_it_said("quickstart", "step 1600\ndone: val loss 1.7543 (whole val split)\nROMEO:\n")
+    said = load("bench_make").what_it_said("step 1600\ndone: val loss 1.7543 (whole val split)\nROMEO:\n")
     assert said == {"done": "done: val loss 1.7543 (whole val split)"}
