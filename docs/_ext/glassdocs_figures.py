@@ -391,8 +391,8 @@ FIGURES: dict[str, Figure] = {
                                f"{MUON_STEP_ARGS}", muon_step_cost),
     "vs-nanogpt-cpu-forced": Figure("vs-nanogpt-20261207-204126.json", f"{FORCED_AVX2} python "
                                     "benchmarks/bench_vs_nanogpt.py --nanogpt PATH --parallel --threads 1", vs_nanogpt_cpu),
-    "recipe-depth-scan": Figure("recipe-depth-scan-20261207-234007.json",
-                                "python benchmarks/sweep_recipes.py --grid depth-scan --threads 1 --publish", recipe),
+    "recipe-depth-scan": Figure("recipe-depth-scan-20261208-022858.json",
+                                "python benchmarks/sweep_recipes.py --grid depth-scan --lanes 2 --threads 1 --publish", recipe),
     "recipe-induction-text": Figure("recipe-induction-text-20261208-013903.json",
                                     "python benchmarks/sweep_recipes.py --grid induction-text --lanes 2 --threads 1 --publish",
                                     recipe),
