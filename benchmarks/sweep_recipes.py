@@ -4,8 +4,8 @@
     python benchmarks/sweep_recipes.py --preset induction-text --set "dataset=vimdoc seed=2" --out sweep.jsonl
     python benchmarks/sweep_recipes.py --preset depth-scan --set dataset=shakespeare-char --publish
 
-Each run is `glassgpt train PRESET key=value ...` in a worker process, `--lanes` at a time (default 1),
-each on `--threads` CPU threads (default 1), into a temporary run directory. Its metrics.jsonl
+Each run is `glassgpt train PRESET key=value ...` on `--threads` CPU threads (default 1), into a temporary
+run directory: one at a time in this process, or `--lanes` at a time, each in a process of its own. Its metrics.jsonl
 is then read: the final analysis row is scored by the recipe's own checks
 (`glassgpt.analysis.phenomena.induction_text_check` / `depth_scan_check`, chosen by `--check` or
 by the preset's name), and the first analysis step at which every clause held is found, with the
@@ -321,10 +321,15 @@ def main(argv=None) -> list[dict]:
         runs_dir.mkdir(parents=True, exist_ok=True)
         jobs = [(preset, shlex.split(overrides), runs_dir, args.check or (preset if preset in CHECKS else "induction-text"))
                 for preset, overrides in specs]
-        with ProcessPoolExecutor(args.lanes, mp_context=multiprocessing.get_context("spawn"),
-                                 initializer=torch.set_num_threads, initargs=(args.threads,)) as lanes:
-            for result in [lanes.submit(run_one, *job) for job in jobs]:  # recorded in the grid's order
-                rows.append(record({**result.result(), "note": args.note}, args.out))
+        with contextlib.ExitStack() as stack:
+            if args.lanes == 1:
+                results = (run_one(*job) for job in jobs)
+            else:  # each lane a process of its own, started afresh (spawn), recorded in the grid's order
+                lanes = stack.enter_context(ProcessPoolExecutor(args.lanes, mp_context=multiprocessing.get_context("spawn"),
+                                                                initializer=torch.set_num_threads, initargs=(args.threads,)))
+                results = (future.result() for future in [lanes.submit(run_one, *job) for job in jobs])
+            for result in results:
+                rows.append(record({**result, "note": args.note}, args.out))
         if args.publish:
             publish_recipe(rows, args.results)
     return rows

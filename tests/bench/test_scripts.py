@@ -114,3 +114,17 @@ def test_the_make_benchmark_reads_what_pytest_and_the_quickstart_say_of_themselv
     assert said == {"pytest": "1314 passed, 53 warnings", "pytest_seconds": 422.47}  # pytest -q: no ='s
     said = load("bench_make").what_it_said("step 1600\ndone: val loss 1.7543 (whole val split)\nROMEO:\n")
     assert said == {"done": "done: val loss 1.7543 (whole val split)"}
+
+
+@pytest.mark.slow
+def test_sweep_recipes_runs_its_grid_in_lanes_each_a_process_of_its_own(tmp_path, prepared_data_dir):
+    import subprocess
+    import sys
+
+    env = {**__import__("os").environ, "GLASSGPT_DATA_DIR": str(prepared_data_dir), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, str(BENCHMARKS / "sweep_recipes.py"), "--grid", "smoke", "--lanes", "2",
+                             "--out", str(tmp_path / "sweep.jsonl")], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in (tmp_path / "sweep.jsonl").read_text().splitlines()]
+    assert [r["preset"] for r in rows] == ["induction-text", "depth-scan"]  # in the grid's order
+    assert all(r["steps"] == 2 and r["threads"] == 1 for r in rows)
