@@ -320,16 +320,35 @@ def view_hover(d: dict) -> list[str]:
 
 
 def recipe(d: dict) -> list[str]:
-    """benchmarks/sweep_recipes.py --publish: a natural-text recipe's runs, each clause of its promise."""
+    """benchmarks/sweep_recipes.py --publish: a natural-text recipe's runs, each clause of its promise as a
+    number with its error, ✓ where it held at the end."""
+    induction = d["runs"][0]["check"] == "induction-text"
     rows = []
     for r in d["runs"]:
+        extra = [o for o in r["overrides"] if o.split("=")[0] not in ("dataset", "seed", "threads")]
+        seed = next((o.split("=")[1] for o in r["overrides"] if o.startswith("seed=")), "1337")
+        run = f"`{r['config']['train']['dataset']}` seed {seed}" + "".join(f" `{o}`" for o in extra)
+        first = "-" if r["first_kept_step"] is None else f"step {r['first_kept_step']:,} ({r['first_kept_seconds']:.0f} s)"
         cpu = f"{r['cpu_seconds']:.0f} s" if r.get("cpu_seconds") is not None else "-"
-        first = "-" if r["first_kept_step"] is None else f"step {r['first_kept_step']:,}"
-        rows.append([f"`{r['command']}`", f"{r['steps']:,} ({r['tokens'] / 1e6:.1f}M tokens)",
-                     f"{r['wall_seconds']:.0f} s (load {r['load_before'][0]:.1f})", cpu, first,
-                     "<br>".join(("✓ " if ok else "✗ ") + text for text, ok in r["clauses"])])
-    shared = " (a shared machine: wall times are the neighbours' as much as the run's)" if d.get("contended") else ""
-    return table(["command", "steps", f"wall{shared}", "CPU time, one thread", "every clause held from", "at the end"], rows)
+        marks = ["✓" if ok else "✗" for _, ok in r["clauses"]]
+        if induction:
+            c = r["scores"]["induction_circuit"]
+            figures = [f"L{c['layer']}H{c['head']}", f"{marks[0]} {c['induction']:.2f} ± {c['induction_se']:.2f}",
+                       f"{marks[1]} {c['prefix_matching']:.2f} ± {c['prefix_matching_se']:.2f}",
+                       f"{marks[2]} {c['ablation_repeated']:+.2f} ± {c['ablation_repeated_se']:.2f}"]
+        else:
+            texts = [text for text, _ in r["clauses"]]
+            distance = re.search(r"attends (\S+ ± \S+|\S+) tokens", texts[1])
+            last, early = (re.match(r"(\d+%)", text) for text in texts[2:4])
+            figures = [f"{marks[0]} {len(r['scores']['sink_rate'])}", f"{marks[1]} {distance.group(1) if distance else '-'}",
+                       f"{marks[2]} {last.group(1) if last else '-'}", f"{marks[3]} {early.group(1) if early else '-'}"]
+        rows.append([run, f"{r['steps']:,}", f"{r['wall_seconds']:.0f} s (load {r['load_before'][0]:.1f})", cpu, first,
+                     *figures])
+    shared = " (a shared machine)" if d.get("contended") else ""
+    head = (["head", "induction on repeated random tokens (>= 0.3)", "prefix matching on the text (>= 0.3)",
+             "ablation on the text's repeated spans, nats (> 0)"] if induction else
+            ["layers (>= 6)", "layer 0's distance, tokens (<= 3)", "last layer sinking (>= 50%)", "layers 0-1 sinking (<= 10%)"])
+    return table(["run", "steps", f"wall{shared}", "CPU, one thread", "every clause held from", *head], rows)
 
 
 def threads(d: dict) -> list[str]:
