@@ -92,8 +92,7 @@ class Demo:
 
     def window(self, text: str, max_chars: int | None = None) -> list[int]:
         """The last block_size tokens of `text` as the model read its training windows (the BOS first)."""
-        ids = self.encode_prompt(text, max_chars)
-        return last_window(ids, self.model.config.block_size, ids[0] if self.bos else None)
+        return last_window(self.encode_prompt(text, max_chars), self.model.config.block_size, keep_first=self.bos)
 
     def generate(self, prompt: str, max_new_tokens: int, temperature: float, top_k: int, top_p: float, seed: int,
                  stop: str = ""):

@@ -308,6 +308,11 @@ def parse_tokenizer_spec(spec: str) -> tuple[str, int | None]:
                      f"to {BPE_MAX_VOCAB:,}){did_you_mean(spec, ['char', 'byte', 'gpt2'])}")
 
 
+def tokenizer_spec(tokenizer: Tokenizer) -> str:
+    """The inverse of `parse_tokenizer_spec`: how `--tokenizer` names this tokenizer (char, byte, gpt2, bpe:N)."""
+    return f"bpe:{tokenizer.vocab_size}" if tokenizer.name == "bpe" else tokenizer.name
+
+
 TOKENIZERS = {"char": CharTokenizer, "byte": ByteTokenizer, "gpt2": GPT2Tokenizer, "bpe": BPETokenizer}
 
 

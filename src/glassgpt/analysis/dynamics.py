@@ -82,6 +82,12 @@ class AnalysisProbe:
     circuit_windows: torch.Tensor | None = None  # (B'', T) the windows of the circuit's ablation (default: icl_windows)
     circuit_targets: torch.Tensor | None = None
 
+    def __post_init__(self):
+        if self.icl_windows is None:
+            self.icl_windows, self.icl_targets = self.windows, self.targets
+        if self.circuit_windows is None:
+            self.circuit_windows, self.circuit_targets = self.icl_windows, self.icl_targets
+
     @classmethod
     def build(cls, val_data: np.ndarray, block_size: int, vocab_size: int, seed: int,
               num_windows: int = PROBE_WINDOWS, num_repeats: int = PROBE_REPEATS, bos: int | None = None) -> "AnalysisProbe":
@@ -191,13 +197,11 @@ def analysis_row(model, probe: AnalysisProbe, step: int) -> dict:
         for name in ("induction", "previous_token"):
             row[name], row[f"{name}_se"], row[f"{name}_head"] = _best_per_layer(repeated[name], repeated[f"{name}_se"])
         row["induction_seq_len"] = probe.seq_len
-        text = next((w, t) for w, t in ((probe.circuit_windows, probe.circuit_targets),
-                                        (probe.icl_windows, probe.icl_targets), (probe.windows, probe.targets)) if w is not None)
-        circuit = induction_circuit(model, *text, repeated["induction"], repeated["induction_se"],
+        circuit = induction_circuit(model, probe.circuit_windows, probe.circuit_targets, repeated["induction"],
+                                    repeated["induction_se"],
                                     stats["prefix_matching"], stats["prefix_matching_se"])
         row["induction_circuit"] = {k: _json_number(v) if isinstance(v, float) else v for k, v in circuit.items()}
-    icl = in_context_learning(model, *((probe.icl_windows, probe.icl_targets) if probe.icl_windows is not None
-                                       else (probe.windows, probe.targets)))
+    icl = in_context_learning(model, probe.icl_windows, probe.icl_targets)
     row.update({k: _json_number(v) for k, v in icl.items()})
     row["analysis_seconds"] = round(time.perf_counter() - started, 4)
     return row

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from glassgpt.analysis.summary import INDUCTION_RECIPE, SINK_RECIPE
+from glassgpt.tokenizer import tokenizer_spec
 
 
 def tokens_seen(train_config, block_size: int, rows: list[dict]) -> int:
@@ -56,11 +57,6 @@ def recipe_minutes(recipe: str, run_config, speed: float | None) -> float | None
     flops_per_second = speed * flops_per_token(run_config.model)
     minutes = tokens * flops_per_token(model) / flops_per_second / 60
     return min(minutes, tc.max_minutes) if tc.max_minutes else minutes
-
-
-def tokenizer_spec(tokenizer) -> str:
-    """How `glassgpt prepare --tokenizer` names a tokenizer: char, byte, gpt2, bpe:N."""
-    return f"bpe:{tokenizer.vocab_size}" if tokenizer.name == "bpe" else tokenizer.name
 
 
 def training_facts(run_config, rows: list[dict], tokenizer=None) -> dict:

@@ -37,7 +37,7 @@ RECIPE_SHOWN_ON = {INDUCTION_RECIPE: "Tiny Shakespeare, Vim's help files and Pyt
                    SINK_RECIPE: "Tiny Shakespeare, and with `n_layer=8` on Vim's help files and Python's "
                                 "standard library"}  # their published runs
 RECIPE_TOKENIZER = {INDUCTION_RECIPE: "bpe:512", SINK_RECIPE: "char"}  # the tokens each recipe was shown on
-TINY_SHAKESPEARE = {"shakespeare-char": "char", "shakespeare": "gpt2", "shakespeare-bpe512": "bpe:512"}  # built in
+SHAKESPEARE_BY_TOKENIZER = {"char": "shakespeare-char", "gpt2": "shakespeare", "bpe:512": "shakespeare-bpe512"}  # built in
 
 
 def _head(layer: int, head: int) -> str:
@@ -155,7 +155,7 @@ def _recipe(training: dict, recipe: str, grows: str) -> str:
     if training.get("tokenizer") in (None, wanted):
         return (f"`glassgpt train {recipe} dataset={dataset}` is the recipe that grows {grows}"
                 f"{_minutes(training, recipe)} ({shown}).")
-    built_in = {spec: name for name, spec in TINY_SHAKESPEARE.items()}.get(wanted) if dataset in TINY_SHAKESPEARE else None
+    built_in = SHAKESPEARE_BY_TOKENIZER.get(wanted) if dataset in SHAKESPEARE_BY_TOKENIZER.values() else None
     name = built_in or f"{dataset}-{wanted.replace(':', '')}"
     prepare = f"glassgpt prepare {built_in}" if built_in else f"glassgpt prepare text PATH --name {name} --tokenizer {wanted}"
     return (f"`glassgpt train {recipe}` is the recipe that grows {grows}{_minutes(training, recipe)} ({shown}); "

@@ -54,12 +54,12 @@ def prompt_as_trained(prompt_ids: list[int], tokenizer, bos: bool) -> list[int]:
     return prompt_ids if first is None or prompt_ids[:1] == [first] else [first, *prompt_ids]
 
 
-def last_window(ids: list[int], block_size: int, bos: int | None) -> list[int]:
-    """The last `block_size` of `ids`, keeping `bos` (when not None, and ids start with it) first, as
-    every window of a bos=true run starts."""
-    if bos is None or ids[:1] != [bos] or len(ids) <= block_size:
+def last_window(ids: list[int], block_size: int, keep_first: bool) -> list[int]:
+    """The last `block_size` of `ids`; with `keep_first`, ids[0] (a bos=true run's BOS, which starts every
+    window it read) stays first."""
+    if not keep_first or len(ids) <= block_size:
         return ids[-block_size:]
-    return [bos, *ids[len(ids) - block_size + 1:]]
+    return [ids[0], *ids[len(ids) - block_size + 1:]]
 
 
 class StreamDecoder:
